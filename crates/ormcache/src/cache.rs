@@ -1,0 +1,160 @@
+//! The [`Cache`] trait shared by every cache kind, and the small types it speaks.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+
+/// What can be cached: anything serde can write and read back, shareable across
+/// tasks. Implemented for every such type.
+///
+/// Values come back as `Arc<T>`: an L1 hit hands out the stored value without
+/// decoding bytes or deep-cloning it.
+pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T> CacheValue for T where T: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+/// The remaining lifetime of a key, as Redis's `PTTL` answers it.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ttl {
+    /// No such key (or it expired).
+    Missing,
+    /// The key exists and never expires (only keys written by someone else: every
+    /// ormcache write expires).
+    NoExpiry,
+    /// The key expires after this long.
+    Remaining(Duration),
+}
+
+impl Ttl {
+    /// The remaining time, if the key exists and expires.
+    pub fn remaining(self) -> Option<Duration> {
+        match self {
+            Self::Remaining(d) => Some(d),
+            Self::Missing | Self::NoExpiry => None,
+        }
+    }
+
+    /// Whether the key exists.
+    pub fn exists(self) -> bool {
+        !matches!(self, Self::Missing)
+    }
+}
+
+/// The operations every cache offers: [`QueryCache`](crate::QueryCache) (in-process),
+/// [`DistributedCache`](crate::DistributedCache) (Redis) and
+/// [`AnyCache`](crate::AnyCache) (either, chosen at run time). Code written against
+/// `Cache` moves from a local to a distributed cache by changing one line, the
+/// constructor (the seed's "Migration from Local Cache").
+///
+/// Keys are strings stored at `{key_prefix}:{key}` (Redis) or as given (L1). A `None`
+/// TTL means the cache's default; a zero TTL is an [`InvalidInput`] error.
+///
+/// # Errors, per type
+///
+/// | call | `QueryCache` | `DistributedCache` |
+/// | --- | --- | --- |
+/// | `get`, `get_many` | never fails on a missing or foreign-typed entry (a miss); [`InvalidInput`] for a bad key | Redis errors ([`Connection`], [`Timeout`], [`Server`]) are returned; undecodable bytes are a counted miss (or [`Decode`] with `return_decode_errors`) |
+/// | `set`, `set_many` | [`InvalidInput`] only | [`InvalidInput`], [`Encode`], [`ValueTooLarge`], and Redis errors |
+/// | everything else | [`InvalidInput`] only | [`InvalidInput`] and Redis errors |
+///
+/// No call panics. Read-through paths that fail open are built on top of this trait.
+///
+/// [`InvalidInput`]: crate::ErrorKind::InvalidInput
+/// [`Connection`]: crate::ErrorKind::Connection
+/// [`Timeout`]: crate::ErrorKind::Timeout
+/// [`Server`]: crate::ErrorKind::Server
+/// [`Decode`]: crate::ErrorKind::Decode
+/// [`Encode`]: crate::ErrorKind::Encode
+/// [`ValueTooLarge`]: crate::ErrorKind::ValueTooLarge
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ormcache::{Cache, QueryCache};
+///
+/// async fn cached_name(cache: &impl Cache, id: u64) -> ormcache::Result<Arc<String>> {
+///     let key = format!("user:{id}:name");
+///     if let Some(name) = cache.get::<String>(&key).await? {
+///         return Ok(name);
+///     }
+///     let name = format!("user #{id}"); // the database query
+///     cache.set(&key, name.clone(), Some(Duration::from_secs(60))).await?;
+///     Ok(Arc::new(name))
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cache = QueryCache::new(1_000, Duration::from_secs(60)).unwrap();
+/// assert_eq!(*cached_name(&cache, 1).await.unwrap(), "user #1");
+/// assert!(cache.exists("user:1:name"));
+/// # });
+/// ```
+pub trait Cache: Clone + Send + Sync + 'static {
+    /// What [`get_stats`](Cache::get_stats) returns.
+    type Stats: Serialize + Debug + Send + 'static;
+
+    /// The value at `key`, or `None` on a miss. A cached `None` (`T = Option<U>`)
+    /// comes back as `Some(None)`: "not found" can be cached.
+    fn get<T: CacheValue>(&self, key: &str) -> impl Future<Output = Result<Option<Arc<T>>>> + Send;
+
+    /// Stores `value` at `key` for `ttl` (`None`: the default TTL).
+    fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes `key`; whether it existed.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Whether `key` holds a live entry.
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The remaining lifetime of `key`.
+    fn ttl(&self, key: &str) -> impl Future<Output = Result<Ttl>> + Send;
+
+    /// Sets a new TTL on an existing key; whether the key existed.
+    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Removes every entry under the prefix (reserved and tenant keys excepted);
+    /// the number removed.
+    fn clear(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Removes the entries whose key matches the Redis glob `pattern` (under the
+    /// prefix, whatever the pattern); the number removed. Use
+    /// [`escape_glob`](crate::escape_glob) for user input.
+    fn clear_pattern(&self, pattern: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The values at `keys`, in order (one round trip for Redis).
+    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send;
+
+    /// Stores every `(key, value)` pair with one TTL (one round trip for Redis).
+    fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes `keys`; how many existed (one round trip for Redis).
+    fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Counters and sizes, in the seed's shape.
+    fn get_stats(&self) -> impl Future<Output = Result<Self::Stats>> + Send;
+
+    /// Checks that the cache answers; the round-trip time.
+    fn ping(&self) -> impl Future<Output = Result<Duration>> + Send;
+
+    /// Flushes what is pending (stats) and releases connections. Later calls fail
+    /// with [`Closed`](crate::ErrorKind::Closed) (Redis) or keep working (L1).
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,724 @@
+//! [`DistributedCache`]: the Redis L2.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use redis::{FromRedisValue, IntoConnectionInfo};
+use tokio::task::JoinHandle;
+
+use crate::cache::{Cache, CacheValue, Ttl};
+use crate::codec::Encoding;
+use crate::config::{DistributedConfig, redact_url};
+use crate::error::{Error, ErrorKind, Result, from_redis};
+use crate::glob::escape_glob;
+use crate::key::{self, full_key};
+use crate::stats::{Counters, DistributedStats, STAT_FIELDS, Stat, hit_rate};
+
+/// SCAN batch size for pattern clears and key counting.
+const SCAN_COUNT: usize = 1000;
+/// `keys_count` samples at most this many SCAN pages before estimating.
+const KEYS_COUNT_PAGES: usize = 8;
+
+struct Inner {
+    conns: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    prefix: String,
+    /// `escape_glob(prefix) + ":"`: what every SCAN pattern starts with.
+    scan_prefix: String,
+    stats_key: String,
+    encoding: Encoding,
+    default_ttl: Duration,
+    timeout: Duration,
+    return_decode_errors: bool,
+    counters: Counters,
+    closed: AtomicBool,
+    address: String,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// The Redis L2: shared by every process, container and server that uses the same
+/// Redis and `key_prefix`.
+///
+/// Built with [`DistributedCache::create`] or [`DistributedCache::builder`]. Every
+/// call is bounded by the command timeout (250 ms by default) and returns an
+/// [`Error`] on failure; nothing panics and nothing hangs. Entries are stored at
+/// `{key_prefix}:{key}`; with the default JSON codec the bytes are plain JSON, so the
+/// Python package's `DistributedCache` reads and writes the same entries.
+///
+/// Statistics cost no round trip: counters are atomics, flushed in the background
+/// into the hash `{key_prefix}:stats`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ormcache::DistributedCache;
+///
+/// # async fn demo() -> ormcache::Result<()> {
+/// let cache = DistributedCache::builder()
+///     .redis_url("redis://localhost:6379")
+///     .default_ttl(Duration::from_secs(300))
+///     .build()
+///     .await?;
+///
+/// cache.set("user:1", serde_json::json!({"id": 1, "name": "John"}), Some(Duration::from_secs(60))).await?;
+/// let user = cache.get::<serde_json::Value>("user:1").await?;
+/// assert_eq!(user.unwrap()["name"], "John");
+/// assert!(cache.delete("user:1").await?);
+/// cache.clear().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DistributedCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for DistributedCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistributedCache")
+            .field("address", &self.inner.address)
+            .field("prefix", &self.inner.prefix)
+            .field("connections", &self.inner.conns.len())
+            .field("closed", &self.inner.closed.load(Relaxed))
+            .finish()
+    }
+}
+
+fn validate_config(c: &DistributedConfig) -> Result<()> {
+    key::validate_prefix(&c.key_prefix)?;
+    key::validate_ttl("create", "default_ttl", c.default_ttl)
+        .map_err(|_| Error::invalid("create", format!("default_ttl {:?} must be between 1 ms and {:?}", c.default_ttl, key::MAX_TTL)))?;
+    if c.max_connections == 0 {
+        return Err(Error::invalid("create", "max_connections must be at least 1"));
+    }
+    if c.command_timeout.is_zero() || c.connect_timeout.is_zero() {
+        return Err(Error::invalid("create", "timeouts must be greater than zero"));
+    }
+    if c.stats_flush_interval.is_zero() || c.health_check_interval.is_some_and(|d| d.is_zero()) {
+        return Err(Error::invalid("create", "intervals must be greater than zero"));
+    }
+    if c.max_value_bytes == 0 {
+        return Err(Error::invalid("create", "max_value_bytes must be at least 1"));
+    }
+    Ok(())
+}
+
+impl DistributedCache {
+    /// A builder with the defaults; `build().await` connects.
+    pub fn builder() -> DistributedConfig {
+        DistributedConfig::new()
+    }
+
+    /// Connects to Redis (unless `connect_lazily`) and checks it answers `PING`.
+    ///
+    /// # Errors
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option;
+    /// [`Connection`](ErrorKind::Connection) or [`Timeout`](ErrorKind::Timeout),
+    /// naming the address (password redacted), when Redis cannot be reached within
+    /// `socket_connect_timeout`.
+    pub async fn create(config: DistributedConfig) -> Result<Self> {
+        validate_config(&config)?;
+        let address = redact_url(&config.redis_url);
+        let info = config
+            .redis_url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
+        let mut tcp = TcpSettings::default().set_nodelay(true);
+        if config.keepalive {
+            tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
+        }
+        let info = info.set_tcp_settings(tcp);
+        let client = redis::Client::open(info)
+            .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+
+        let mut conns = Vec::with_capacity(config.max_connections);
+        for _ in 0..config.max_connections {
+            let conn = if config.connect_lazily {
+                ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                    .map_err(|e| from_redis("create", e).with_detail(format!("cannot connect to {address}")))?
+            } else {
+                let connecting = ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+                match tokio::time::timeout(config.connect_timeout, connecting).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        return Err(from_redis("create", e).with_detail(format!("cannot connect to {address}")));
+                    }
+                    Err(_) => {
+                        return Err(Error::new(ErrorKind::Timeout, "create").with_detail(format!(
+                            "cannot connect to {address} within {:?}",
+                            config.connect_timeout
+                        )));
+                    }
+                }
+            };
+            conns.push(conn);
+        }
+
+        let inner = Arc::new(Inner {
+            conns,
+            next: AtomicUsize::new(0),
+            scan_prefix: format!("{}:", escape_glob(&config.key_prefix)),
+            stats_key: full_key(&config.key_prefix, key::STATS_KEY),
+            prefix: config.key_prefix.clone(),
+            encoding: config.encoding(),
+            default_ttl: config.default_ttl,
+            timeout: config.command_timeout,
+            return_decode_errors: config.return_decode_errors,
+            counters: Counters::default(),
+            closed: AtomicBool::new(false),
+            address,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let cache = Self { inner };
+        if !config.connect_lazily {
+            cache
+                .ping()
+                .await
+                .map_err(|e| e.with_detail(format!("{} did not answer PING", cache.inner.address)))?;
+        }
+        cache.spawn_background(&config);
+        Ok(cache)
+    }
+
+    fn spawn_background(&self, config: &DistributedConfig) {
+        let mut tasks = Vec::new();
+        let weak = Arc::downgrade(&self.inner);
+        tasks.push(tokio::spawn(flush_loop(weak, config.stats_flush_interval)));
+        if let Some(every) = config.health_check_interval {
+            tasks.push(tokio::spawn(health_loop(Arc::downgrade(&self.inner), every)));
+        }
+        if let Ok(mut slot) = self.inner.tasks.lock() {
+            slot.extend(tasks);
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The default TTL.
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+
+    /// The encoding used for writes.
+    pub fn encoding(&self) -> Encoding {
+        self.inner.encoding
+    }
+
+    /// The Redis address, password redacted.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The full Redis key for `key`: `{key_prefix}:{key}`.
+    pub fn redis_key(&self, key: &str) -> String {
+        full_key(&self.inner.prefix, key)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let conns = &self.inner.conns;
+        let i = if conns.len() == 1 { 0 } else { self.inner.next.fetch_add(1, Relaxed) % conns.len() };
+        conns[i].clone()
+    }
+
+    fn fail(&self, err: Error) -> Error {
+        self.inner.counters.add(Stat::Error, 1);
+        err
+    }
+
+    /// Runs one command under the command timeout.
+    async fn query<T: FromRedisValue>(&self, op: &'static str, key: Option<&str>, cmd: &redis::Cmd) -> Result<T> {
+        let keyed = |e: Error| match key {
+            Some(k) => e.with_key(k),
+            None => e,
+        };
+        if self.inner.closed.load(Relaxed) {
+            return Err(keyed(Error::new(ErrorKind::Closed, op)));
+        }
+        let mut conn = self.conn();
+        match tokio::time::timeout(self.inner.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.fail(keyed(from_redis(op, e)))),
+            Err(_) => Err(self.fail(keyed(
+                Error::new(ErrorKind::Timeout, op).with_detail(format!("no reply within {:?}", self.inner.timeout)),
+            ))),
+        }
+    }
+
+    /// Runs a pipeline (one round trip) under the command timeout.
+    async fn query_pipe<T: FromRedisValue>(&self, op: &'static str, pipe: &redis::Pipeline) -> Result<T> {
+        if self.inner.closed.load(Relaxed) {
+            return Err(Error::new(ErrorKind::Closed, op));
+        }
+        let mut conn = self.conn();
+        match tokio::time::timeout(self.inner.timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.fail(from_redis(op, e))),
+            Err(_) => Err(self.fail(
+                Error::new(ErrorKind::Timeout, op).with_detail(format!("no reply within {:?}", self.inner.timeout)),
+            )),
+        }
+    }
+
+    fn decode_entry<T: CacheValue>(&self, op: &'static str, key: &str, bytes: &[u8]) -> Result<Option<Arc<T>>> {
+        let c = &self.inner.counters;
+        match self.inner.encoding.decode_for(op, Some(key), bytes) {
+            Ok(v) => {
+                c.add(Stat::Hit, 1);
+                Ok(Some(Arc::new(v)))
+            }
+            Err(e) => {
+                c.add(Stat::Miss, 1);
+                c.add(Stat::Error, 1);
+                c.decode_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "undecodable cache entry counted as a miss");
+                if self.inner.return_decode_errors { Err(e) } else { Ok(None) }
+            }
+        }
+    }
+
+    /// The value at `key`, or `None` on a miss. Undecodable bytes are a counted miss
+    /// (or an error with `return_decode_errors`).
+    ///
+    /// # Errors
+    /// Invalid key; Redis errors and timeouts.
+    pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
+        key::validate("get", key)?;
+        let full = full_key(&self.inner.prefix, key);
+        let reply = self.query::<Option<Vec<u8>>>("get", Some(key), redis::cmd("GET").arg(&full)).await;
+        match reply {
+            Ok(Some(bytes)) => self.decode_entry("get", key, &bytes),
+            Ok(None) => {
+                self.inner.counters.add(Stat::Miss, 1);
+                Ok(None)
+            }
+            Err(e) if is_wrong_type(&e) => {
+                // Someone stored a list or hash here: not ours, not decodable.
+                self.decode_entry("get", key, &[])
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores `value` at `key` for `ttl` (`None`: the default TTL).
+    ///
+    /// # Errors
+    /// Invalid key or TTL; encode errors; values over `max_value_bytes`; Redis
+    /// errors and timeouts (after a timeout the write may still happen).
+    pub async fn set<T: CacheValue>(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
+        self.set_ref(key, &value, ttl).await
+    }
+
+    /// Stores a borrowed value (no move, no clone).
+    ///
+    /// # Errors
+    /// As [`set`](Self::set).
+    pub async fn set_ref<T: serde::Serialize + ?Sized + Sync>(&self, key: &str, value: &T, ttl: Option<Duration>) -> Result<()> {
+        key::validate("set", key)?;
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        key::validate_ttl("set", key, ttl)?;
+        let bytes = self.inner.encoding.encode_for("set", Some(key), value)?;
+        self.set_bytes(key, &bytes, ttl).await
+    }
+
+    /// Stores already encoded bytes (validated key and TTL).
+    pub(crate) async fn set_bytes(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
+        let full = full_key(&self.inner.prefix, key);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&full).arg(bytes).arg("PX").arg(key::ttl_millis(ttl));
+        self.query::<()>("set", Some(key), &cmd).await?;
+        self.inner.counters.add(Stat::Set, 1);
+        Ok(())
+    }
+
+    /// Removes `key`; whether it existed.
+    ///
+    /// # Errors
+    /// Invalid key; Redis errors and timeouts.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        key::validate("delete", key)?;
+        let full = full_key(&self.inner.prefix, key);
+        let n: u64 = self.query("delete", Some(key), redis::cmd("UNLINK").arg(&full)).await?;
+        Ok(n > 0)
+    }
+
+    /// Whether `key` exists.
+    ///
+    /// # Errors
+    /// Invalid key; Redis errors and timeouts.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        key::validate("exists", key)?;
+        let full = full_key(&self.inner.prefix, key);
+        let n: u64 = self.query("exists", Some(key), redis::cmd("EXISTS").arg(&full)).await?;
+        Ok(n > 0)
+    }
+
+    /// The remaining lifetime of `key` (`PTTL`).
+    ///
+    /// # Errors
+    /// Invalid key; Redis errors and timeouts.
+    pub async fn ttl(&self, key: &str) -> Result<Ttl> {
+        key::validate("ttl", key)?;
+        let full = full_key(&self.inner.prefix, key);
+        let ms: i64 = self.query("ttl", Some(key), redis::cmd("PTTL").arg(&full)).await?;
+        Ok(match ms {
+            -2 => Ttl::Missing,
+            ms if ms < 0 => Ttl::NoExpiry,
+            ms => Ttl::Remaining(Duration::from_millis(ms as u64)),
+        })
+    }
+
+    /// Sets a new TTL on `key` (`PEXPIRE`); whether the key existed.
+    ///
+    /// # Errors
+    /// Invalid key or TTL; Redis errors and timeouts.
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        key::validate("expire", key)?;
+        key::validate_ttl("expire", key, ttl)?;
+        let full = full_key(&self.inner.prefix, key);
+        let n: u64 = self
+            .query("expire", Some(key), redis::cmd("PEXPIRE").arg(&full).arg(key::ttl_millis(ttl)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Removes every entry under the prefix (reserved keys and tenants excepted);
+    /// the number removed. `SCAN` + `UNLINK` in batches, never `KEYS`.
+    ///
+    /// # Errors
+    /// Redis errors and timeouts (entries removed before the error stay removed).
+    pub async fn clear(&self) -> Result<u64> {
+        self.clear_matching("clear", "*").await
+    }
+
+    /// Removes the entries whose key (after the prefix) matches the Redis glob
+    /// `pattern`; the number removed. The pattern cannot reach outside the prefix,
+    /// and never removes reserved keys. Use [`escape_glob`] for user input.
+    ///
+    /// # Errors
+    /// Redis errors and timeouts (entries removed before the error stay removed).
+    pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
+        self.clear_matching("clear_pattern", pattern).await
+    }
+
+    async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
+        let full_pattern = format!("{}{}", self.inner.scan_prefix, pattern);
+        let own = format!("{}:", self.inner.prefix);
+        let mut cursor: u64 = 0;
+        let mut removed = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&full_pattern).arg("COUNT").arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(op, None, &scan).await?;
+            let doomed: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|k| k.strip_prefix(own.as_bytes()).is_some_and(|rest| !is_reserved_bytes(rest)))
+                .collect();
+            if !doomed.is_empty() {
+                let n: u64 = self.query(op, None, redis::cmd("UNLINK").arg(&doomed)).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The values at `keys`, in order: one `MGET`.
+    ///
+    /// # Errors
+    /// Invalid key; Redis errors and timeouts.
+    pub async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<Vec<Option<Arc<T>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for k in keys {
+            key::validate("get_many", k.as_ref())?;
+            cmd.arg(full_key(&self.inner.prefix, k.as_ref()));
+        }
+        let replies: Vec<Option<Vec<u8>>> = self.query("get_many", None, &cmd).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, reply) in keys.iter().zip(replies) {
+            out.push(match reply {
+                Some(bytes) => self.decode_entry("get_many", k.as_ref(), &bytes)?,
+                None => {
+                    self.inner.counters.add(Stat::Miss, 1);
+                    None
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stores every pair with one TTL: one pipelined round trip.
+    ///
+    /// # Errors
+    /// Invalid key or TTL, encode errors and oversized values (nothing is written);
+    /// Redis errors and timeouts.
+    pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(&self, entries: Vec<(K, T)>, ttl: Option<Duration>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        let ms = key::ttl_millis(ttl);
+        let mut pipe = redis::pipe();
+        for (k, v) in &entries {
+            let k = k.as_ref();
+            key::validate("set_many", k)?;
+            key::validate_ttl("set_many", k, ttl)?;
+            let bytes = self.inner.encoding.encode_for("set_many", Some(k), v)?;
+            pipe.cmd("SET").arg(full_key(&self.inner.prefix, k)).arg(bytes).arg("PX").arg(ms).ignore();
+        }
+        self.query_pipe::<()>("set_many", &pipe).await?;
+        self.inner.counters.add(Stat::Set, entries.len() as u64);
+        Ok(())
+    }
+
+    /// Removes `keys`: one `UNLINK`; how many existed.
+    ///
+    /// # Errors
+    /// Invalid key; Redis errors and timeouts.
+    pub async fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("UNLINK");
+        for k in keys {
+            key::validate("delete_many", k.as_ref())?;
+            cmd.arg(full_key(&self.inner.prefix, k.as_ref()));
+        }
+        self.query("delete_many", None, &cmd).await
+    }
+
+    /// Adds this process's unflushed counters to `{key_prefix}:stats` and returns
+    /// the cluster-wide totals, in one round trip.
+    async fn flush_stats(&self, op: &'static str) -> Result<[u64; 4]> {
+        let deltas = self.inner.counters.take_pending();
+        let mut pipe = redis::pipe();
+        for (field, d) in STAT_FIELDS.iter().zip(deltas) {
+            pipe.cmd("HINCRBY").arg(&self.inner.stats_key).arg(*field).arg(d);
+        }
+        match self.query_pipe::<Vec<i64>>(op, &pipe).await {
+            Ok(totals) if totals.len() == 4 => Ok(std::array::from_fn(|i| totals[i].max(0) as u64)),
+            Ok(_) => Err(Error::new(ErrorKind::Server, op).with_detail("unexpected HINCRBY reply")),
+            Err(e) => {
+                self.inner.counters.restore(deltas);
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts entries under the prefix: exactly when the keyspace is small, from a
+    /// sample of `SCAN` pages otherwise (so that a million unrelated keys cost a few
+    /// milliseconds, not a walk of the keyspace).
+    async fn count_keys(&self) -> Result<(u64, bool)> {
+        let own = format!("{}:", self.inner.prefix);
+        let (mut cursor, mut examined, mut matched) = (0u64, 0u64, 0u64);
+        for _ in 0..KEYS_COUNT_PAGES {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("COUNT").arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("get_stats", None, &scan).await?;
+            examined += keys.len() as u64;
+            matched += keys
+                .iter()
+                .filter(|k| k.strip_prefix(own.as_bytes()).is_some_and(|rest| !is_reserved_bytes(rest)))
+                .count() as u64;
+            if next == 0 {
+                return Ok((matched, true));
+            }
+            cursor = next;
+        }
+        let total: u64 = self.query("get_stats", None, &redis::cmd("DBSIZE")).await?;
+        if examined == 0 {
+            return Ok((0, false));
+        }
+        Ok(((matched as f64 / examined as f64 * total as f64).round() as u64, false))
+    }
+
+    /// Cluster-wide counters (every process's flushed counters plus this one's
+    /// unflushed ones) and the number of entries.
+    ///
+    /// # Errors
+    /// Redis errors and timeouts.
+    pub async fn get_stats(&self) -> Result<DistributedStats> {
+        let [hits, misses, sets, errors] = self.flush_stats("get_stats").await?;
+        let (keys_count, keys_count_exact) = self.count_keys().await?;
+        let c = &self.inner.counters;
+        Ok(DistributedStats {
+            hits,
+            misses,
+            sets,
+            errors,
+            hit_rate: hit_rate(hits, misses),
+            keys_count,
+            keys_count_exact,
+            default_ttl: self.inner.default_ttl,
+            decode_errors: c.decode_errors.load(Relaxed),
+            local: c.process(),
+        })
+    }
+
+    /// `PING`; the round-trip time.
+    ///
+    /// # Errors
+    /// Redis errors and timeouts.
+    pub async fn ping(&self) -> Result<Duration> {
+        let start = Instant::now();
+        let reply: String = self.query("ping", None, &redis::cmd("PING")).await?;
+        if reply != "PONG" {
+            return Err(Error::new(ErrorKind::Server, "ping").with_detail(format!("unexpected reply {reply:?}")));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Flushes the counters and stops background work. Later calls fail with
+    /// [`Closed`](ErrorKind::Closed). Connections close when the last clone drops.
+    ///
+    /// # Errors
+    /// The final stats flush failed (the cache is closed all the same).
+    pub async fn close(&self) -> Result<()> {
+        let flushed = if self.inner.counters.pending() == [0; 4] {
+            Ok(())
+        } else {
+            self.flush_stats("close").await.map(|_| ())
+        };
+        self.inner.closed.store(true, Relaxed);
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+        flushed
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Relaxed)
+    }
+}
+
+fn is_reserved_bytes(rest: &[u8]) -> bool {
+    rest == key::STATS_KEY.as_bytes() || rest.starts_with(key::RESERVED_NAMESPACE.as_bytes())
+}
+
+fn is_wrong_type(e: &Error) -> bool {
+    use std::error::Error as _;
+    e.kind() == ErrorKind::Server
+        && e.source()
+            .and_then(|s| s.downcast_ref::<redis::RedisError>())
+            .and_then(|r| r.code())
+            == Some("WRONGTYPE")
+}
+
+async fn flush_loop(weak: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let cache = DistributedCache { inner };
+        if cache.inner.counters.pending() != [0; 4]
+            && let Err(e) = cache.flush_stats("flush_stats").await
+        {
+            tracing::debug!(error = %e, "stats flush failed; will retry");
+        }
+    }
+}
+
+async fn health_loop(weak: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let cache = DistributedCache { inner };
+        if let Err(e) = cache.ping().await {
+            tracing::warn!(error = %e, address = %cache.inner.address, "Redis health check failed");
+        }
+    }
+}
+
+impl Cache for DistributedCache {
+    type Stats = DistributedStats;
+
+    fn get<T: CacheValue>(&self, key: &str) -> impl Future<Output = Result<Option<Arc<T>>>> + Send {
+        DistributedCache::get(self, key)
+    }
+
+    fn set<T: CacheValue>(&self, key: &str, value: T, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
+        DistributedCache::set(self, key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        DistributedCache::delete(self, key)
+    }
+
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        DistributedCache::exists(self, key)
+    }
+
+    fn ttl(&self, key: &str) -> impl Future<Output = Result<Ttl>> + Send {
+        DistributedCache::ttl(self, key)
+    }
+
+    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool>> + Send {
+        DistributedCache::expire(self, key, ttl)
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<u64>> + Send {
+        DistributedCache::clear(self)
+    }
+
+    fn clear_pattern(&self, pattern: &str) -> impl Future<Output = Result<u64>> + Send {
+        DistributedCache::clear_pattern(self, pattern)
+    }
+
+    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(&self, keys: &[K]) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send {
+        DistributedCache::get_many(self, keys)
+    }
+
+    fn set_many<T: CacheValue, K: AsRef<str> + Send>(&self, entries: Vec<(K, T)>, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
+        DistributedCache::set_many(self, entries, ttl)
+    }
+
+    fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> impl Future<Output = Result<u64>> + Send {
+        DistributedCache::delete_many(self, keys)
+    }
+
+    fn get_stats(&self) -> impl Future<Output = Result<DistributedStats>> + Send {
+        DistributedCache::get_stats(self)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<Duration>> + Send {
+        DistributedCache::ping(self)
+    }
+
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        DistributedCache::close(self)
+    }
+}

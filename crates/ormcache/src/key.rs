@@ -1,0 +1,110 @@
+//! Key layout (DESIGN.md contract 1).
+//!
+//! | what | stored at |
+//! | --- | --- |
+//! | an entry | `{prefix}:{key}` |
+//! | cluster-wide stats (the Python package's hash) | `{prefix}:stats` |
+//! | internal keys (tags, locks, versions, tenants) | `{prefix}:__oc:…` |
+//!
+//! User keys may contain any bytes but must not be empty, must not be `stats`, and
+//! must not start with the reserved marker `__oc`. Unscoped `clear`/`clear_pattern`
+//! skip the reserved namespace and `stats`, whatever the pattern.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The first segment of every internal key under the prefix.
+pub const RESERVED_NAMESPACE: &str = "__oc";
+
+/// The field layout of the stats hash is the Python package's.
+pub(crate) const STATS_KEY: &str = "stats";
+
+/// The longest TTL accepted: about 34 years, far below what Redis and moka accept.
+pub const MAX_TTL: Duration = Duration::from_millis(1 << 40);
+
+/// Whether `key` (without the prefix) is reserved for ormcache's own use.
+pub(crate) fn is_reserved(key: &str) -> bool {
+    key == STATS_KEY || key.starts_with(RESERVED_NAMESPACE)
+}
+
+/// Checks a user key for an operation.
+pub(crate) fn validate(op: &'static str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid(op, "key must not be empty").with_key(key));
+    }
+    if is_reserved(key) {
+        return Err(Error::invalid(
+            op,
+            format!("keys `{STATS_KEY}` and `{RESERVED_NAMESPACE}…` are reserved for ormcache"),
+        )
+        .with_key(key));
+    }
+    Ok(())
+}
+
+/// Checks a TTL: zero is an input error, not "forever" (contract 3).
+pub(crate) fn validate_ttl(op: &'static str, key: &str, ttl: Duration) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(Error::invalid(op, "TTL must be greater than zero").with_key(key));
+    }
+    if ttl > MAX_TTL {
+        return Err(Error::invalid(op, format!("TTL {ttl:?} exceeds the maximum {MAX_TTL:?}")).with_key(key));
+    }
+    Ok(())
+}
+
+/// Checks a key prefix.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(Error::invalid("create", "key_prefix must not be empty"));
+    }
+    Ok(())
+}
+
+/// Milliseconds for Redis `PX`/`PEXPIRE`, rounded up so that a sub-millisecond TTL
+/// does not become zero.
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    let ms = ttl.as_millis();
+    let ms = if Duration::from_millis(ms as u64) < ttl { ms + 1 } else { ms };
+    ms.min(MAX_TTL.as_millis()) as u64
+}
+
+/// Builds `{prefix}:{key}`.
+pub(crate) fn full_key(prefix: &str, key: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + 1 + key.len());
+    s.push_str(prefix);
+    s.push(':');
+    s.push_str(key);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_empty_keys_are_refused() {
+        for key in ["", "stats", "__oc", "__oc:tag:x", "__ocx"] {
+            assert!(validate("set", key).unwrap_err().is_invalid_input(), "{key:?}");
+        }
+        for key in ["stats:1", "user:1", " ", "_oc", "a\nb", "ключ", "*?[]\\"] {
+            validate("set", key).unwrap();
+        }
+    }
+
+    #[test]
+    fn ttl_rules() {
+        assert!(validate_ttl("set", "k", Duration::ZERO).is_err());
+        assert!(validate_ttl("set", "k", MAX_TTL + Duration::from_millis(1)).is_err());
+        validate_ttl("set", "k", Duration::from_nanos(1)).unwrap();
+        assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+    }
+
+    #[test]
+    fn full_key_layout() {
+        assert_eq!(full_key("app", "user:1"), "app:user:1");
+    }
+}
