@@ -33,16 +33,23 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Picks a port that is free now, in 20000..50000 so that a cluster bus port
 /// (port + 10000) stays valid too.
 pub fn free_port() -> u16 {
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos()
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
         ^ (std::process::id() << 8)
-        ^ COUNTER.fetch_add(7919, Ordering::Relaxed).wrapping_mul(2_654_435_761);
+        ^ COUNTER
+            .fetch_add(7919, Ordering::Relaxed)
+            .wrapping_mul(2_654_435_761);
     let mut x = seed | 1;
     for _ in 0..1000 {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
         let port = 20000 + (x % 30000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
             return port;
         }
     }
@@ -100,7 +107,12 @@ impl RedisServer {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
             std::fs::create_dir_all(&dir).unwrap();
-            let server = Self { port, dir, options: options.clone(), child: Mutex::new(None) };
+            let server = Self {
+                port,
+                dir,
+                options: options.clone(),
+                child: Mutex::new(None),
+            };
             match server.spawn() {
                 Ok(()) => return server,
                 Err(log) => last_log = log,
@@ -113,13 +125,24 @@ impl RedisServer {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.log_path());
         if self.options.unix_socket {
-            cmd.arg("--unixsocket").arg(self.socket_path()).args(["--unixsocketperm", "700"]);
+            cmd.arg("--unixsocket")
+                .arg(self.socket_path())
+                .args(["--unixsocketperm", "700"]);
         }
         cmd.args(&self.options.args);
         let child = cmd
@@ -134,17 +157,32 @@ impl RedisServer {
             if self.answers_ping() {
                 return Ok(());
             }
-            if let Some(status) = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(format!("redis-server exited with {status}; log:\n{}", self.log()));
+            if let Some(status) = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(format!(
+                    "redis-server exited with {status}; log:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         self.kill();
-        Err(format!("redis-server did not answer within 10 s; log:\n{}", self.log()))
+        Err(format!(
+            "redis-server did not answer within 10 s; log:\n{}",
+            self.log()
+        ))
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200)) else {
+        let Ok(mut s) = TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port).into(),
+            Duration::from_millis(200),
+        ) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -191,7 +229,11 @@ impl RedisServer {
 
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
-            let status = Command::new("kill").arg(sig).arg(pid.to_string()).status().unwrap();
+            let status = Command::new("kill")
+                .arg(sig)
+                .arg(pid.to_string())
+                .status()
+                .unwrap();
             assert!(status.success(), "kill {sig} {pid} failed");
         }
     }
@@ -224,7 +266,9 @@ impl RedisServer {
         loop {
             match self.spawn() {
                 Ok(()) => return,
-                Err(log) if Instant::now() > deadline => panic!("redis-server did not restart: {log}"),
+                Err(log) if Instant::now() > deadline => {
+                    panic!("redis-server did not restart: {log}")
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -238,7 +282,10 @@ impl RedisServer {
 
     /// A redis-rs multiplexed connection.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        self.client().get_multiplexed_async_connection().await.unwrap()
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 }
 

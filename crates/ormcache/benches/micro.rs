@@ -35,15 +35,20 @@ fn codecs(c: &mut Criterion) {
     for (name, enc) in [
         ("json", Encoding::new(Codec::Json)),
         ("msgpack", Encoding::new(Codec::MessagePack)),
-        ("msgpack_lz4", Encoding::new(Codec::MessagePack).compression(Compression::Lz4 { min_bytes: 0 })),
+        (
+            "msgpack_lz4",
+            Encoding::new(Codec::MessagePack).compression(Compression::Lz4 { min_bytes: 0 }),
+        ),
     ] {
         let bytes = enc.encode(&row).unwrap();
-        c.bench_function(&format!("codec/{name}/encode ({} bytes)", bytes.len()), |b| {
-            b.iter(|| enc.encode(black_box(&row)).unwrap())
-        });
-        c.bench_function(&format!("codec/{name}/decode ({} bytes)", bytes.len()), |b| {
-            b.iter(|| enc.decode::<Row>(black_box(&bytes)).unwrap())
-        });
+        c.bench_function(
+            &format!("codec/{name}/encode ({} bytes)", bytes.len()),
+            |b| b.iter(|| enc.encode(black_box(&row)).unwrap()),
+        );
+        c.bench_function(
+            &format!("codec/{name}/decode ({} bytes)", bytes.len()),
+            |b| b.iter(|| enc.decode::<Row>(black_box(&bytes)).unwrap()),
+        );
     }
 }
 
@@ -63,12 +68,20 @@ fn keys(c: &mut Criterion) {
 
 fn globs(c: &mut Criterion) {
     let pattern = GlobPattern::new("users:list:*:[0-9]*");
-    c.bench_function("glob/compile", |b| b.iter(|| GlobPattern::new(black_box("users:list:*:[0-9]*"))));
-    c.bench_function("glob/match hit", |b| b.iter(|| pattern.matches(black_box("users:list:100:20"))));
-    c.bench_function("glob/match miss", |b| b.iter(|| pattern.matches(black_box("users:list:100:x0"))));
+    c.bench_function("glob/compile", |b| {
+        b.iter(|| GlobPattern::new(black_box("users:list:*:[0-9]*")))
+    });
+    c.bench_function("glob/match hit", |b| {
+        b.iter(|| pattern.matches(black_box("users:list:100:20")))
+    });
+    c.bench_function("glob/match miss", |b| {
+        b.iter(|| pattern.matches(black_box("users:list:100:x0")))
+    });
     let long_key = "a".repeat(4096);
     let stars = GlobPattern::new("*a*a*a*b");
-    c.bench_function("glob/4KiB key, failing stars", |b| b.iter(|| stars.matches(black_box(&long_key))));
+    c.bench_function("glob/4KiB key, failing stars", |b| {
+        b.iter(|| stars.matches(black_box(&long_key)))
+    });
 }
 
 criterion_group!(benches, codecs, keys, globs);

@@ -71,7 +71,12 @@ impl AnyCache {
         match url.map(str::trim) {
             None | Some("" | "memory://") => Ok(Self::Local(QueryCache::new(10_000, default_ttl)?)),
             Some(url) => Ok(Self::Distributed(
-                DistributedCache::create(DistributedConfig::new().redis_url(url).default_ttl(default_ttl)).await?,
+                DistributedCache::create(
+                    DistributedConfig::new()
+                        .redis_url(url)
+                        .default_ttl(default_ttl),
+                )
+                .await?,
             )),
         }
     }
@@ -129,11 +134,18 @@ impl Cache for AnyCache {
         dispatch!(self, c => Cache::clear_pattern(c, pattern).await)
     }
 
-    async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<Vec<Option<Arc<T>>>> {
+    async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Arc<T>>>> {
         dispatch!(self, c => Cache::get_many(c, keys).await)
     }
 
-    async fn set_many<T: CacheValue, K: AsRef<str> + Send>(&self, entries: Vec<(K, T)>, ttl: Option<Duration>) -> Result<()> {
+    async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         dispatch!(self, c => Cache::set_many(c, entries, ttl).await)
     }
 

@@ -146,7 +146,10 @@ pub trait Cache: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Removes `keys`; how many existed (one round trip for Redis).
-    fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> impl Future<Output = Result<u64>> + Send;
+    fn delete_many<K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Counters and sizes, in the seed's shape.
     fn get_stats(&self) -> impl Future<Output = Result<Self::Stats>> + Send;

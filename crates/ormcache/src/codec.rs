@@ -151,7 +151,9 @@ impl Encoding {
             }
         };
         let plain = match self.codec {
-            Codec::Json => serde_json::to_vec(value).map_err(|e| err(ErrorKind::Encode).with_source(e))?,
+            Codec::Json => {
+                serde_json::to_vec(value).map_err(|e| err(ErrorKind::Encode).with_source(e))?
+            }
             Codec::MessagePack => {
                 let mut out = Vec::with_capacity(128);
                 out.push(MSGPACK);
@@ -161,7 +163,9 @@ impl Encoding {
             }
         };
         let stored = match self.compression {
-            Compression::Lz4 { min_bytes } if plain.len() >= min_bytes && plain.len() <= u32::MAX as usize => {
+            Compression::Lz4 { min_bytes }
+                if plain.len() >= min_bytes && plain.len() <= u32::MAX as usize =>
+            {
                 let compressed = lz4_flex::block::compress(&plain);
                 if compressed.len() + 5 < plain.len() {
                     let mut out = Vec::with_capacity(compressed.len() + 5);
@@ -201,7 +205,11 @@ impl Encoding {
         if bytes.len() > self.max_value_bytes {
             return Err(err(
                 ErrorKind::ValueTooLarge,
-                format!("{} bytes stored, max_value_bytes is {}", bytes.len(), self.max_value_bytes),
+                format!(
+                    "{} bytes stored, max_value_bytes is {}",
+                    bytes.len(),
+                    self.max_value_bytes
+                ),
             ));
         }
         match bytes.first() {
@@ -215,7 +223,10 @@ impl Encoding {
                 if len > self.max_value_bytes {
                     return Err(err(
                         ErrorKind::ValueTooLarge,
-                        format!("{len} bytes after decompression, max_value_bytes is {}", self.max_value_bytes),
+                        format!(
+                            "{len} bytes after decompression, max_value_bytes is {}",
+                            self.max_value_bytes
+                        ),
                     ));
                 }
                 let plain = lz4_flex::block::decompress(&bytes[5..], len)
@@ -223,9 +234,12 @@ impl Encoding {
                 if plain.first() == Some(&LZ4) {
                     return Err(err(ErrorKind::Decode, "nested compression".into()));
                 }
-                self.decode_plain(&plain).map_err(|d| err(ErrorKind::Decode, d))
+                self.decode_plain(&plain)
+                    .map_err(|d| err(ErrorKind::Decode, d))
             }
-            _ => self.decode_plain(bytes).map_err(|d| err(ErrorKind::Decode, d)),
+            _ => self
+                .decode_plain(bytes)
+                .map_err(|d| err(ErrorKind::Decode, d)),
         }
     }
 
@@ -240,7 +254,10 @@ impl Encoding {
                 if rest.is_empty() {
                     Ok(value)
                 } else {
-                    Err(format!("{} trailing bytes after MessagePack value", rest.len()))
+                    Err(format!(
+                        "{} trailing bytes after MessagePack value",
+                        rest.len()
+                    ))
                 }
             }
             None => Err("empty value".into()),
@@ -274,7 +291,11 @@ mod tests {
     fn all_encodings() -> Vec<Encoding> {
         let mut out = Vec::new();
         for codec in [Codec::Json, Codec::MessagePack] {
-            for compression in [Compression::None, Compression::Lz4 { min_bytes: 0 }, Compression::Lz4 { min_bytes: 10_000 }] {
+            for compression in [
+                Compression::None,
+                Compression::Lz4 { min_bytes: 0 },
+                Compression::Lz4 { min_bytes: 10_000 },
+            ] {
                 out.push(Encoding::new(codec).compression(compression));
             }
         }
@@ -286,7 +307,11 @@ mod tests {
         for writer in all_encodings() {
             let bytes = writer.encode(&row()).unwrap();
             for reader in all_encodings() {
-                assert_eq!(reader.decode::<Row>(&bytes).unwrap(), row(), "{writer:?} -> {reader:?}");
+                assert_eq!(
+                    reader.decode::<Row>(&bytes).unwrap(),
+                    row(),
+                    "{writer:?} -> {reader:?}"
+                );
             }
         }
     }
@@ -343,7 +368,10 @@ mod tests {
         let err = small.encode(&"x".repeat(100)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
         let big = Encoding::default().encode(&"x".repeat(100)).unwrap();
-        assert_eq!(small.decode::<String>(&big).unwrap_err().kind(), ErrorKind::ValueTooLarge);
+        assert_eq!(
+            small.decode::<String>(&big).unwrap_err().kind(),
+            ErrorKind::ValueTooLarge
+        );
     }
 
     #[test]

@@ -260,7 +260,12 @@ pub(crate) fn redact_url(url: &str) -> String {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => userinfo.to_owned(),
     };
-    format!("{}{}@{}", &url[..scheme_end + 3], shown_user, &rest[at + 1..])
+    format!(
+        "{}{}@{}",
+        &url[..scheme_end + 3],
+        shown_user,
+        &rest[at + 1..]
+    )
 }
 
 #[cfg(test)]
@@ -269,11 +274,20 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
         assert_eq!(redact_url("redis://:s3cret@h:1/2"), "redis://:***@h:1/2");
-        assert_eq!(redact_url("rediss://bob:p@ss:w0rd@h:1"), "rediss://bob:***@h:1");
+        assert_eq!(
+            redact_url("rediss://bob:p@ss:w0rd@h:1"),
+            "rediss://bob:***@h:1"
+        );
         assert_eq!(redact_url("redis://alice@h"), "redis://alice@h");
-        let dbg = format!("{:?}", DistributedConfig::new().redis_url("redis://u:hunter2@h:1"));
+        let dbg = format!(
+            "{:?}",
+            DistributedConfig::new().redis_url("redis://u:hunter2@h:1")
+        );
         assert!(!dbg.contains("hunter2"), "{dbg}");
     }
 }

@@ -98,19 +98,39 @@ impl fmt::Debug for DistributedCache {
 
 fn validate_config(c: &DistributedConfig) -> Result<()> {
     key::validate_prefix(&c.key_prefix)?;
-    key::validate_ttl("create", "default_ttl", c.default_ttl)
-        .map_err(|_| Error::invalid("create", format!("default_ttl {:?} must be between 1 ms and {:?}", c.default_ttl, key::MAX_TTL)))?;
+    key::validate_ttl("create", "default_ttl", c.default_ttl).map_err(|_| {
+        Error::invalid(
+            "create",
+            format!(
+                "default_ttl {:?} must be between 1 ms and {:?}",
+                c.default_ttl,
+                key::MAX_TTL
+            ),
+        )
+    })?;
     if c.max_connections == 0 {
-        return Err(Error::invalid("create", "max_connections must be at least 1"));
+        return Err(Error::invalid(
+            "create",
+            "max_connections must be at least 1",
+        ));
     }
     if c.command_timeout.is_zero() || c.connect_timeout.is_zero() {
-        return Err(Error::invalid("create", "timeouts must be greater than zero"));
+        return Err(Error::invalid(
+            "create",
+            "timeouts must be greater than zero",
+        ));
     }
     if c.stats_flush_interval.is_zero() || c.health_check_interval.is_some_and(|d| d.is_zero()) {
-        return Err(Error::invalid("create", "intervals must be greater than zero"));
+        return Err(Error::invalid(
+            "create",
+            "intervals must be greater than zero",
+        ));
     }
     if c.max_value_bytes == 0 {
-        return Err(Error::invalid("create", "max_value_bytes must be at least 1"));
+        return Err(Error::invalid(
+            "create",
+            "max_value_bytes must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -154,19 +174,25 @@ impl DistributedCache {
         for _ in 0..config.max_connections {
             let conn = if config.connect_lazily {
                 ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                    .map_err(|e| from_redis("create", e).with_detail(format!("cannot connect to {address}")))?
+                    .map_err(|e| {
+                        from_redis("create", e).with_detail(format!("cannot connect to {address}"))
+                    })?
             } else {
-                let connecting = ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+                let connecting =
+                    ConnectionManager::new_with_config(client.clone(), manager_config.clone());
                 match tokio::time::timeout(config.connect_timeout, connecting).await {
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => {
-                        return Err(from_redis("create", e).with_detail(format!("cannot connect to {address}")));
+                        return Err(from_redis("create", e)
+                            .with_detail(format!("cannot connect to {address}")));
                     }
                     Err(_) => {
-                        return Err(Error::new(ErrorKind::Timeout, "create").with_detail(format!(
-                            "cannot connect to {address} within {:?}",
-                            config.connect_timeout
-                        )));
+                        return Err(
+                            Error::new(ErrorKind::Timeout, "create").with_detail(format!(
+                                "cannot connect to {address} within {:?}",
+                                config.connect_timeout
+                            )),
+                        );
                     }
                 }
             };
@@ -190,10 +216,9 @@ impl DistributedCache {
         });
         let cache = Self { inner };
         if !config.connect_lazily {
-            cache
-                .ping()
-                .await
-                .map_err(|e| e.with_detail(format!("{} did not answer PING", cache.inner.address)))?;
+            cache.ping().await.map_err(|e| {
+                e.with_detail(format!("{} did not answer PING", cache.inner.address))
+            })?;
         }
         cache.spawn_background(&config);
         Ok(cache)
@@ -204,7 +229,10 @@ impl DistributedCache {
         let weak = Arc::downgrade(&self.inner);
         tasks.push(tokio::spawn(flush_loop(weak, config.stats_flush_interval)));
         if let Some(every) = config.health_check_interval {
-            tasks.push(tokio::spawn(health_loop(Arc::downgrade(&self.inner), every)));
+            tasks.push(tokio::spawn(health_loop(
+                Arc::downgrade(&self.inner),
+                every,
+            )));
         }
         if let Ok(mut slot) = self.inner.tasks.lock() {
             slot.extend(tasks);
@@ -238,7 +266,11 @@ impl DistributedCache {
 
     fn conn(&self) -> ConnectionManager {
         let conns = &self.inner.conns;
-        let i = if conns.len() == 1 { 0 } else { self.inner.next.fetch_add(1, Relaxed) % conns.len() };
+        let i = if conns.len() == 1 {
+            0
+        } else {
+            self.inner.next.fetch_add(1, Relaxed) % conns.len()
+        };
         conns[i].clone()
     }
 
@@ -248,7 +280,12 @@ impl DistributedCache {
     }
 
     /// Runs one command under the command timeout.
-    async fn query<T: FromRedisValue>(&self, op: &'static str, key: Option<&str>, cmd: &redis::Cmd) -> Result<T> {
+    async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
         let keyed = |e: Error| match key {
             Some(k) => e.with_key(k),
             None => e,
@@ -260,14 +297,19 @@ impl DistributedCache {
         match tokio::time::timeout(self.inner.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.fail(keyed(from_redis(op, e)))),
-            Err(_) => Err(self.fail(keyed(
-                Error::new(ErrorKind::Timeout, op).with_detail(format!("no reply within {:?}", self.inner.timeout)),
-            ))),
+            Err(_) => Err(self
+                .fail(keyed(Error::new(ErrorKind::Timeout, op).with_detail(
+                    format!("no reply within {:?}", self.inner.timeout),
+                )))),
         }
     }
 
     /// Runs a pipeline (one round trip) under the command timeout.
-    async fn query_pipe<T: FromRedisValue>(&self, op: &'static str, pipe: &redis::Pipeline) -> Result<T> {
+    async fn query_pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
         if self.inner.closed.load(Relaxed) {
             return Err(Error::new(ErrorKind::Closed, op));
         }
@@ -276,12 +318,18 @@ impl DistributedCache {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.fail(from_redis(op, e))),
             Err(_) => Err(self.fail(
-                Error::new(ErrorKind::Timeout, op).with_detail(format!("no reply within {:?}", self.inner.timeout)),
+                Error::new(ErrorKind::Timeout, op)
+                    .with_detail(format!("no reply within {:?}", self.inner.timeout)),
             )),
         }
     }
 
-    fn decode_entry<T: CacheValue>(&self, op: &'static str, key: &str, bytes: &[u8]) -> Result<Option<Arc<T>>> {
+    fn decode_entry<T: CacheValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<Arc<T>>> {
         let c = &self.inner.counters;
         match self.inner.encoding.decode_for(op, Some(key), bytes) {
             Ok(v) => {
@@ -293,7 +341,11 @@ impl DistributedCache {
                 c.add(Stat::Error, 1);
                 c.decode_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "undecodable cache entry counted as a miss");
-                if self.inner.return_decode_errors { Err(e) } else { Ok(None) }
+                if self.inner.return_decode_errors {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
             }
         }
     }
@@ -306,7 +358,9 @@ impl DistributedCache {
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         key::validate("get", key)?;
         let full = full_key(&self.inner.prefix, key);
-        let reply = self.query::<Option<Vec<u8>>>("get", Some(key), redis::cmd("GET").arg(&full)).await;
+        let reply = self
+            .query::<Option<Vec<u8>>>("get", Some(key), redis::cmd("GET").arg(&full))
+            .await;
         match reply {
             Ok(Some(bytes)) => self.decode_entry("get", key, &bytes),
             Ok(None) => {
@@ -326,7 +380,12 @@ impl DistributedCache {
     /// # Errors
     /// Invalid key or TTL; encode errors; values over `max_value_bytes`; Redis
     /// errors and timeouts (after a timeout the write may still happen).
-    pub async fn set<T: CacheValue>(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
+    pub async fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         self.set_ref(key, &value, ttl).await
     }
 
@@ -334,7 +393,12 @@ impl DistributedCache {
     ///
     /// # Errors
     /// As [`set`](Self::set).
-    pub async fn set_ref<T: serde::Serialize + ?Sized + Sync>(&self, key: &str, value: &T, ttl: Option<Duration>) -> Result<()> {
+    pub async fn set_ref<T: serde::Serialize + ?Sized + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         key::validate("set", key)?;
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
         key::validate_ttl("set", key, ttl)?;
@@ -346,7 +410,10 @@ impl DistributedCache {
     pub(crate) async fn set_bytes(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<()> {
         let full = full_key(&self.inner.prefix, key);
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&full).arg(bytes).arg("PX").arg(key::ttl_millis(ttl));
+        cmd.arg(&full)
+            .arg(bytes)
+            .arg("PX")
+            .arg(key::ttl_millis(ttl));
         self.query::<()>("set", Some(key), &cmd).await?;
         self.inner.counters.add(Stat::Set, 1);
         Ok(())
@@ -359,7 +426,9 @@ impl DistributedCache {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         key::validate("delete", key)?;
         let full = full_key(&self.inner.prefix, key);
-        let n: u64 = self.query("delete", Some(key), redis::cmd("UNLINK").arg(&full)).await?;
+        let n: u64 = self
+            .query("delete", Some(key), redis::cmd("UNLINK").arg(&full))
+            .await?;
         Ok(n > 0)
     }
 
@@ -370,7 +439,9 @@ impl DistributedCache {
     pub async fn exists(&self, key: &str) -> Result<bool> {
         key::validate("exists", key)?;
         let full = full_key(&self.inner.prefix, key);
-        let n: u64 = self.query("exists", Some(key), redis::cmd("EXISTS").arg(&full)).await?;
+        let n: u64 = self
+            .query("exists", Some(key), redis::cmd("EXISTS").arg(&full))
+            .await?;
         Ok(n > 0)
     }
 
@@ -381,7 +452,9 @@ impl DistributedCache {
     pub async fn ttl(&self, key: &str) -> Result<Ttl> {
         key::validate("ttl", key)?;
         let full = full_key(&self.inner.prefix, key);
-        let ms: i64 = self.query("ttl", Some(key), redis::cmd("PTTL").arg(&full)).await?;
+        let ms: i64 = self
+            .query("ttl", Some(key), redis::cmd("PTTL").arg(&full))
+            .await?;
         Ok(match ms {
             -2 => Ttl::Missing,
             ms if ms < 0 => Ttl::NoExpiry,
@@ -398,7 +471,11 @@ impl DistributedCache {
         key::validate_ttl("expire", key, ttl)?;
         let full = full_key(&self.inner.prefix, key);
         let n: u64 = self
-            .query("expire", Some(key), redis::cmd("PEXPIRE").arg(&full).arg(key::ttl_millis(ttl)))
+            .query(
+                "expire",
+                Some(key),
+                redis::cmd("PEXPIRE").arg(&full).arg(key::ttl_millis(ttl)),
+            )
             .await?;
         Ok(n > 0)
     }
@@ -429,14 +506,23 @@ impl DistributedCache {
         let mut removed = 0u64;
         loop {
             let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&full_pattern).arg("COUNT").arg(SCAN_COUNT);
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&full_pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
             let (next, keys): (u64, Vec<Vec<u8>>) = self.query(op, None, &scan).await?;
             let doomed: Vec<&Vec<u8>> = keys
                 .iter()
-                .filter(|k| k.strip_prefix(own.as_bytes()).is_some_and(|rest| !is_reserved_bytes(rest)))
+                .filter(|k| {
+                    k.strip_prefix(own.as_bytes())
+                        .is_some_and(|rest| !is_reserved_bytes(rest))
+                })
                 .collect();
             if !doomed.is_empty() {
-                let n: u64 = self.query(op, None, redis::cmd("UNLINK").arg(&doomed)).await?;
+                let n: u64 = self
+                    .query(op, None, redis::cmd("UNLINK").arg(&doomed))
+                    .await?;
                 removed += n;
             }
             if next == 0 {
@@ -450,7 +536,10 @@ impl DistributedCache {
     ///
     /// # Errors
     /// Invalid key; Redis errors and timeouts.
-    pub async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<Vec<Option<Arc<T>>>> {
+    pub async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Arc<T>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -478,7 +567,11 @@ impl DistributedCache {
     /// # Errors
     /// Invalid key or TTL, encode errors and oversized values (nothing is written);
     /// Redis errors and timeouts.
-    pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(&self, entries: Vec<(K, T)>, ttl: Option<Duration>) -> Result<()> {
+    pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -490,7 +583,12 @@ impl DistributedCache {
             key::validate("set_many", k)?;
             key::validate_ttl("set_many", k, ttl)?;
             let bytes = self.inner.encoding.encode_for("set_many", Some(k), v)?;
-            pipe.cmd("SET").arg(full_key(&self.inner.prefix, k)).arg(bytes).arg("PX").arg(ms).ignore();
+            pipe.cmd("SET")
+                .arg(full_key(&self.inner.prefix, k))
+                .arg(bytes)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
         }
         self.query_pipe::<()>("set_many", &pipe).await?;
         self.inner.counters.add(Stat::Set, entries.len() as u64);
@@ -519,7 +617,10 @@ impl DistributedCache {
         let deltas = self.inner.counters.take_pending();
         let mut pipe = redis::pipe();
         for (field, d) in STAT_FIELDS.iter().zip(deltas) {
-            pipe.cmd("HINCRBY").arg(&self.inner.stats_key).arg(*field).arg(d);
+            pipe.cmd("HINCRBY")
+                .arg(&self.inner.stats_key)
+                .arg(*field)
+                .arg(d);
         }
         match self.query_pipe::<Vec<i64>>(op, &pipe).await {
             Ok(totals) if totals.len() == 4 => Ok(std::array::from_fn(|i| totals[i].max(0) as u64)),
@@ -544,7 +645,10 @@ impl DistributedCache {
             examined += keys.len() as u64;
             matched += keys
                 .iter()
-                .filter(|k| k.strip_prefix(own.as_bytes()).is_some_and(|rest| !is_reserved_bytes(rest)))
+                .filter(|k| {
+                    k.strip_prefix(own.as_bytes())
+                        .is_some_and(|rest| !is_reserved_bytes(rest))
+                })
                 .count() as u64;
             if next == 0 {
                 return Ok((matched, true));
@@ -555,7 +659,10 @@ impl DistributedCache {
         if examined == 0 {
             return Ok((0, false));
         }
-        Ok(((matched as f64 / examined as f64 * total as f64).round() as u64, false))
+        Ok((
+            (matched as f64 / examined as f64 * total as f64).round() as u64,
+            false,
+        ))
     }
 
     /// Cluster-wide counters (every process's flushed counters plus this one's
@@ -589,7 +696,8 @@ impl DistributedCache {
         let start = Instant::now();
         let reply: String = self.query("ping", None, &redis::cmd("PING")).await?;
         if reply != "PONG" {
-            return Err(Error::new(ErrorKind::Server, "ping").with_detail(format!("unexpected reply {reply:?}")));
+            return Err(Error::new(ErrorKind::Server, "ping")
+                .with_detail(format!("unexpected reply {reply:?}")));
         }
         Ok(start.elapsed())
     }
@@ -670,7 +778,12 @@ impl Cache for DistributedCache {
         DistributedCache::get(self, key)
     }
 
-    fn set<T: CacheValue>(&self, key: &str, value: T, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
+    fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send {
         DistributedCache::set(self, key, value, ttl)
     }
 
@@ -698,15 +811,25 @@ impl Cache for DistributedCache {
         DistributedCache::clear_pattern(self, pattern)
     }
 
-    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(&self, keys: &[K]) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send {
+    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send {
         DistributedCache::get_many(self, keys)
     }
 
-    fn set_many<T: CacheValue, K: AsRef<str> + Send>(&self, entries: Vec<(K, T)>, ttl: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
+    fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send {
         DistributedCache::set_many(self, entries, ttl)
     }
 
-    fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> impl Future<Output = Result<u64>> + Send {
+    fn delete_many<K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<u64>> + Send {
         DistributedCache::delete_many(self, keys)
     }
 

@@ -132,7 +132,10 @@ impl Error {
         self.map_inner(|i| i.detail = Some(detail))
     }
 
-    pub(crate) fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_source(
+        self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.map_inner(|i| i.source = Some(Arc::new(source)))
     }
 
@@ -245,7 +248,10 @@ mod tests {
         let e = Error::new(ErrorKind::Decode, "get")
             .with_key("user:1")
             .with_detail("not JSON");
-        assert_eq!(e.to_string(), "decode error in `get` of key \"user:1\": not JSON");
+        assert_eq!(
+            e.to_string(),
+            "decode error in `get` of key \"user:1\": not JSON"
+        );
         assert_eq!(e.kind(), ErrorKind::Decode);
         assert_eq!(e.key(), Some("user:1"));
     }

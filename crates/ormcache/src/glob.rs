@@ -8,6 +8,8 @@
 //! is iterative, with backtracking only to the last `*`, so it needs no stack and runs
 //! in O(pattern × key) in the worst case: a 1 MiB key or a pattern of many stars is
 //! safe. The behaviour is checked against a real `redis-server` in the test suite.
+//! Ranges compare bytes as signed `char`s, as Redis does on x86-64 Linux (so `[é-?]`
+//! is a range from a negative byte to `?`); patterns made of ASCII are unaffected.
 
 use std::fmt;
 
@@ -169,12 +171,14 @@ fn compile(p: &[u8]) -> Vec<Token> {
                         i -= 1;
                         break;
                     } else if remaining >= 3 && at(i + 1) == Some(b'-') {
-                        let (mut lo, mut hi) = (p[i], p[i + 2]);
+                        // Redis compares `char`s, which are signed on the x86-64
+                        // and most other Linux builds: bytes >= 0x80 sort below ASCII.
+                        let (mut lo, mut hi) = (p[i] as i8, p[i + 2] as i8);
                         if lo > hi {
                             std::mem::swap(&mut lo, &mut hi);
                         }
                         for b in lo..=hi {
-                            set_add(&mut set, b);
+                            set_add(&mut set, b as u8);
                         }
                         i += 2;
                     } else {

@@ -49,7 +49,10 @@ pub(crate) fn validate_ttl(op: &'static str, key: &str, ttl: Duration) -> Result
         return Err(Error::invalid(op, "TTL must be greater than zero").with_key(key));
     }
     if ttl > MAX_TTL {
-        return Err(Error::invalid(op, format!("TTL {ttl:?} exceeds the maximum {MAX_TTL:?}")).with_key(key));
+        return Err(
+            Error::invalid(op, format!("TTL {ttl:?} exceeds the maximum {MAX_TTL:?}"))
+                .with_key(key),
+        );
     }
     Ok(())
 }
@@ -66,7 +69,11 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
 /// does not become zero.
 pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
     let ms = ttl.as_millis();
-    let ms = if Duration::from_millis(ms as u64) < ttl { ms + 1 } else { ms };
+    let ms = if Duration::from_millis(ms as u64) < ttl {
+        ms + 1
+    } else {
+        ms
+    };
     ms.min(MAX_TTL.as_millis()) as u64
 }
 
@@ -86,7 +93,10 @@ mod tests {
     #[test]
     fn reserved_and_empty_keys_are_refused() {
         for key in ["", "stats", "__oc", "__oc:tag:x", "__ocx"] {
-            assert!(validate("set", key).unwrap_err().is_invalid_input(), "{key:?}");
+            assert!(
+                validate("set", key).unwrap_err().is_invalid_input(),
+                "{key:?}"
+            );
         }
         for key in ["stats:1", "user:1", " ", "_oc", "a\nb", "ключ", "*?[]\\"] {
             validate("set", key).unwrap();

@@ -29,7 +29,12 @@ struct Entry {
 struct PerEntryExpiry;
 
 impl moka::Expiry<String, Entry> for PerEntryExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Entry, created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Entry,
+        created_at: Instant,
+    ) -> Option<Duration> {
         Some(value.expires_at.saturating_duration_since(created_at))
     }
 
@@ -149,8 +154,16 @@ impl QueryCacheBuilder {
     /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for a zero or too long
     /// `default_ttl`, a zero `max_size` or a zero `max_bytes`.
     pub fn build(self) -> Result<QueryCache> {
-        key::validate_ttl("build", "default_ttl", self.default_ttl)
-            .map_err(|_| Error::invalid("build", format!("default_ttl {:?} must be between 1 ms and {:?}", self.default_ttl, key::MAX_TTL)))?;
+        key::validate_ttl("build", "default_ttl", self.default_ttl).map_err(|_| {
+            Error::invalid(
+                "build",
+                format!(
+                    "default_ttl {:?} must be between 1 ms and {:?}",
+                    self.default_ttl,
+                    key::MAX_TTL
+                ),
+            )
+        })?;
         if self.max_size == 0 {
             return Err(Error::invalid("build", "max_size must be at least 1"));
         }
@@ -164,7 +177,12 @@ impl QueryCacheBuilder {
                 }
             });
         let (map, min_weight) = match self.max_bytes {
-            None => (builder.max_capacity(self.max_size).build_with_hasher(Hasher::default()), 1),
+            None => (
+                builder
+                    .max_capacity(self.max_size)
+                    .build_with_hasher(Hasher::default()),
+                1,
+            ),
             Some(0) => return Err(Error::invalid("build", "max_bytes must be at least 1")),
             Some(bytes) => {
                 let min_weight = (bytes.div_ceil(self.max_size)).clamp(1, u32::MAX as u64) as u32;
@@ -216,16 +234,20 @@ impl Default for QueryCache {
     fn default() -> Self {
         // The default builder is valid by construction; fall back to the smallest
         // valid cache rather than panic should that ever change.
-        QueryCacheBuilder::default().build().unwrap_or_else(|_| QueryCache {
-            inner: Arc::new(Inner {
-                map: moka::sync::Cache::builder().max_capacity(1).build_with_hasher(Hasher::default()),
-                max_size: 1,
-                max_bytes: None,
-                min_weight: 1,
-                default_ttl: Duration::from_secs(60),
-                counters: Arc::default(),
-            }),
-        })
+        QueryCacheBuilder::default()
+            .build()
+            .unwrap_or_else(|_| QueryCache {
+                inner: Arc::new(Inner {
+                    map: moka::sync::Cache::builder()
+                        .max_capacity(1)
+                        .build_with_hasher(Hasher::default()),
+                    max_size: 1,
+                    max_bytes: None,
+                    min_weight: 1,
+                    default_ttl: Duration::from_secs(60),
+                    counters: Arc::default(),
+                }),
+            })
     }
 }
 
@@ -236,7 +258,10 @@ impl QueryCache {
     /// # Errors
     /// As [`QueryCacheBuilder::build`].
     pub fn new(max_size: u64, default_ttl: Duration) -> Result<Self> {
-        Self::builder().max_size(max_size).default_ttl(default_ttl).build()
+        Self::builder()
+            .max_size(max_size)
+            .default_ttl(default_ttl)
+            .build()
     }
 
     /// A builder with the seed's defaults (1000 entries, 60 s).
@@ -302,7 +327,12 @@ impl QueryCache {
     ///
     /// # Errors
     /// As [`QueryCache::set`].
-    pub fn set_arc<T: CacheValue>(&self, key: &str, value: Arc<T>, ttl: Option<Duration>) -> Result<()> {
+    pub fn set_arc<T: CacheValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         let weight = match self.inner.max_bytes {
             Some(_) => json_len(&*value),
             None => 1,
@@ -315,11 +345,24 @@ impl QueryCache {
     ///
     /// # Errors
     /// As [`QueryCache::set`].
-    pub fn set_weighted<T: CacheValue>(&self, key: &str, value: Arc<T>, ttl: Option<Duration>, bytes: u64) -> Result<()> {
+    pub fn set_weighted<T: CacheValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl: Option<Duration>,
+        bytes: u64,
+    ) -> Result<()> {
         self.insert("set", key, value, ttl, bytes)
     }
 
-    fn insert<T: CacheValue>(&self, op: &'static str, key: &str, value: Arc<T>, ttl: Option<Duration>, bytes: u64) -> Result<()> {
+    fn insert<T: CacheValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: Arc<T>,
+        ttl: Option<Duration>,
+        bytes: u64,
+    ) -> Result<()> {
         key::validate(op, key)?;
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
         key::validate_ttl(op, key, ttl)?;
@@ -337,7 +380,10 @@ impl QueryCache {
     /// Removes `key`; whether a live entry was there.
     pub fn delete(&self, key: &str) -> bool {
         let now = Instant::now();
-        self.inner.map.remove(key).is_some_and(|e| e.expires_at > now)
+        self.inner
+            .map
+            .remove(key)
+            .is_some_and(|e| e.expires_at > now)
     }
 
     /// Whether `key` holds a live entry (of any type).
@@ -360,15 +406,22 @@ impl QueryCache {
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         key::validate_ttl("expire", key, ttl)?;
         let now = Instant::now();
-        let result = self.inner.map.entry(key.to_owned()).and_compute_with(|current| match current {
-            Some(e) if e.value().expires_at > now => {
-                let mut updated = e.into_value();
-                updated.expires_at = now + ttl;
-                Op::Put(updated)
-            }
-            _ => Op::Nop,
-        });
-        Ok(matches!(result, moka::ops::compute::CompResult::ReplacedWith(_)))
+        let result =
+            self.inner
+                .map
+                .entry(key.to_owned())
+                .and_compute_with(|current| match current {
+                    Some(e) if e.value().expires_at > now => {
+                        let mut updated = e.into_value();
+                        updated.expires_at = now + ttl;
+                        Op::Put(updated)
+                    }
+                    _ => Op::Nop,
+                });
+        Ok(matches!(
+            result,
+            moka::ops::compute::CompResult::ReplacedWith(_)
+        ))
     }
 
     /// Removes every entry except reserved ones; the number of live entries removed.
@@ -395,7 +448,13 @@ impl QueryCache {
         let now = Instant::now();
         let mut removed = 0;
         for (k, _) in self.inner.map.iter() {
-            if pred(k.as_str()) && self.inner.map.remove(k.as_str()).is_some_and(|e| e.expires_at > now) {
+            if pred(k.as_str())
+                && self
+                    .inner
+                    .map
+                    .remove(k.as_str())
+                    .is_some_and(|e| e.expires_at > now)
+            {
                 removed += 1;
             }
         }
@@ -475,14 +534,21 @@ impl Cache for QueryCache {
         Ok(QueryCache::clear_pattern(self, pattern))
     }
 
-    async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<Vec<Option<Arc<T>>>> {
+    async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Arc<T>>>> {
         for k in keys {
             key::validate("get_many", k.as_ref())?;
         }
         Ok(QueryCache::get_many(self, keys))
     }
 
-    async fn set_many<T: CacheValue, K: AsRef<str> + Send>(&self, entries: Vec<(K, T)>, ttl: Option<Duration>) -> Result<()> {
+    async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         for (k, _) in &entries {
             key::validate("set_many", k.as_ref())?;
         }
@@ -564,8 +630,16 @@ mod tests {
         assert_eq!(c.get::<u8>("k").as_deref(), Some(&1));
         assert!(c.ttl("k").remaining().unwrap() > Duration::from_secs(9));
         assert!(!c.expire("missing", Duration::from_secs(1)).unwrap());
-        assert!(c.expire("k", Duration::ZERO).unwrap_err().is_invalid_input());
-        assert!(c.set("k", 1u8, Some(Duration::ZERO)).unwrap_err().is_invalid_input());
+        assert!(
+            c.expire("k", Duration::ZERO)
+                .unwrap_err()
+                .is_invalid_input()
+        );
+        assert!(
+            c.set("k", 1u8, Some(Duration::ZERO))
+                .unwrap_err()
+                .is_invalid_input()
+        );
     }
 
     #[test]
@@ -594,7 +668,11 @@ mod tests {
 
     #[test]
     fn byte_budget_and_entry_bound_both_hold() {
-        let c = QueryCache::builder().max_size(50).max_bytes(10_000).build().unwrap();
+        let c = QueryCache::builder()
+            .max_size(50)
+            .max_bytes(10_000)
+            .build()
+            .unwrap();
         for i in 0..500 {
             c.set(&format!("big{i}"), "x".repeat(1000), None).unwrap();
         }

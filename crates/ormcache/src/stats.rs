@@ -195,7 +195,19 @@ mod tests {
             #[serde(serialize_with = "ser_secs")]
             d: Duration,
         }
-        assert_eq!(serde_json::to_string(&T { d: Duration::from_secs(300) }).unwrap(), r#"{"d":300}"#);
-        assert_eq!(serde_json::to_string(&T { d: Duration::from_millis(1500) }).unwrap(), r#"{"d":1.5}"#);
+        assert_eq!(
+            serde_json::to_string(&T {
+                d: Duration::from_secs(300)
+            })
+            .unwrap(),
+            r#"{"d":300}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&T {
+                d: Duration::from_millis(1500)
+            })
+            .unwrap(),
+            r#"{"d":1.5}"#
+        );
     }
 }

@@ -1,0 +1,831 @@
+//! `DistributedCache` against real `redis-server` processes.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ormcache::{Cache, Codec, Compression, DistributedCache, ErrorKind, Ttl};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use support::{RedisServer, ServerOptions, cache, config};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn user(id: u64) -> User {
+    User {
+        id,
+        name: format!("user {id}"),
+    }
+}
+
+#[tokio::test]
+async fn quick_start_operations() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+
+    assert_eq!(c.get::<User>("user:1").await.unwrap(), None);
+    c.set("user:1", user(1), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get::<User>("user:1").await.unwrap().as_deref(),
+        Some(&user(1))
+    );
+    assert!(c.exists("user:1").await.unwrap());
+    assert!(c.delete("user:1").await.unwrap());
+    assert!(!c.delete("user:1").await.unwrap());
+    assert!(!c.exists("user:1").await.unwrap());
+
+    c.set("user:2", user(2), None).await.unwrap();
+    c.set("user:3", user(3), None).await.unwrap();
+    assert_eq!(c.clear().await.unwrap(), 2);
+    assert_eq!(c.get::<User>("user:2").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn plain_json_layout_is_shared_with_the_python_package() {
+    let server = RedisServer::start();
+    let c = cache(&server, "myapp").await;
+    let mut raw = server.connection().await;
+
+    // Ours is plain JSON at {prefix}:{key} with a TTL.
+    c.set("user:1", serde_json::json!({"id": 1, "name": "John"}), None)
+        .await
+        .unwrap();
+    let stored: Vec<u8> = raw.get("myapp:user:1").await.unwrap();
+    assert_eq!(stored, br#"{"id":1,"name":"John"}"#);
+    let pttl: i64 = raw.pttl("myapp:user:1").await.unwrap();
+    assert!(pttl > 299_000 && pttl <= 300_000, "{pttl}");
+
+    // What Python's json.dumps wrote reads here (its default separators have spaces).
+    let _: () = raw
+        .set_ex("myapp:user:2", r#"{"id": 2, "name": "Zoë"}"#, 60)
+        .await
+        .unwrap();
+    let u: Arc<User> = c.get("user:2").await.unwrap().unwrap();
+    assert_eq!(
+        *u,
+        User {
+            id: 2,
+            name: "Zoë".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn cached_none_is_distinct_from_a_miss() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    c.set::<Option<User>>("user:404", None, None).await.unwrap();
+    assert_eq!(
+        c.get::<Option<User>>("user:404").await.unwrap().as_deref(),
+        Some(&None)
+    );
+    assert_eq!(c.get::<Option<User>>("user:405").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn ttl_expire_and_zero_ttl() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    assert_eq!(c.ttl("k").await.unwrap(), Ttl::Missing);
+    c.set("k", 1u8, Some(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let Ttl::Remaining(left) = c.ttl("k").await.unwrap() else {
+        panic!("no TTL")
+    };
+    assert!(
+        left <= Duration::from_millis(1500) && left > Duration::from_millis(1000),
+        "{left:?}"
+    );
+
+    assert!(c.expire("k", Duration::from_secs(3600)).await.unwrap());
+    assert!(c.ttl("k").await.unwrap().remaining().unwrap() > Duration::from_secs(3599));
+    assert!(!c.expire("missing", Duration::from_secs(1)).await.unwrap());
+
+    let mut raw = server.connection().await;
+    let _: () = raw.set("app:forever", "1").await.unwrap();
+    assert_eq!(c.ttl("forever").await.unwrap(), Ttl::NoExpiry);
+
+    for err in [
+        c.set("k", 1u8, Some(Duration::ZERO)).await.unwrap_err(),
+        c.expire("k", Duration::ZERO).await.unwrap_err(),
+        c.set_many(vec![("a", 1u8)], Some(Duration::ZERO))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    }
+
+    c.set("short", 1u8, Some(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(c.get::<u8>("short").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn awkward_keys_round_trip() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    let big = "k".repeat(1 << 20);
+    let keys = [
+        "*",
+        "?",
+        "[",
+        "]",
+        "\\",
+        "a*b?c[d]e\\f",
+        "with space",
+        "new\nline",
+        "tab\there",
+        "ключ",
+        "鍵🔑",
+        big.as_str(),
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        c.set(k, i as u64, None).await.unwrap();
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            c.get::<u64>(k).await.unwrap().as_deref(),
+            Some(&(i as u64)),
+            "{:?}",
+            &k[..k.len().min(20)]
+        );
+        assert!(c.exists(k).await.unwrap());
+    }
+    // Glob characters in a key do not act as a pattern when deleting it literally.
+    assert_eq!(
+        c.clear_pattern(&ormcache::escape_glob("a*b?c[d]e\\f"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(c.get::<u64>("*").await.unwrap().as_deref(), Some(&0));
+    assert!(c.delete("*").await.unwrap());
+    assert_eq!(c.get::<u64>("?").await.unwrap().as_deref(), Some(&1));
+    assert!(c.delete(&big).await.unwrap());
+
+    let err = c.get::<u64>("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        err.to_string(),
+        "invalid input in `get` of key \"\": key must not be empty"
+    );
+    let err = c.set("", 1u8, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // Error messages shorten huge keys.
+    let err = c.set(&format!("__oc{big}"), 1u8, None).await.unwrap_err();
+    assert!(err.to_string().len() < 600, "{}", err.to_string().len());
+}
+
+#[tokio::test]
+async fn reserved_keys_are_refused_and_survive_clears() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    for k in ["stats", "__oc:tag:x", "__oc"] {
+        assert_eq!(
+            c.set(k, 1u8, None).await.unwrap_err().kind(),
+            ErrorKind::InvalidInput,
+            "{k}"
+        );
+    }
+    let mut raw = server.connection().await;
+    let _: () = raw.set("app:__oc:t:acme:user:1", "1").await.unwrap();
+    let _: () = raw.hset("app:stats", "hits", 5).await.unwrap();
+    c.set("stats:daily", 1u8, None).await.unwrap();
+    assert_eq!(c.clear_pattern("*").await.unwrap(), 1);
+    assert_eq!(c.clear_pattern("stats").await.unwrap(), 0);
+    assert_eq!(c.clear_pattern("__oc*").await.unwrap(), 0);
+    assert_eq!(c.clear().await.unwrap(), 0);
+    let exists: (bool, bool) = redis::pipe()
+        .exists("app:__oc:t:acme:user:1")
+        .exists("app:stats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, (true, true));
+}
+
+#[tokio::test]
+async fn patterns_cannot_reach_outside_the_prefix() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    let mut raw = server.connection().await;
+    for k in ["other:1", "appx:1", "ap:1", "app", "*", "x", "APP:1"] {
+        let _: () = raw.set(k, "victim").await.unwrap();
+    }
+    c.set("mine", 1u8, None).await.unwrap();
+    for pattern in [
+        "*", "../*", "\\", "[", "]*", "*:*", "\\*", "?*", "[a-z]*", "**", "app:*", "*app*", "\0*",
+    ] {
+        c.clear_pattern(pattern).await.unwrap();
+    }
+    c.clear().await.unwrap();
+    let victims: usize = redis::cmd("DBSIZE").query_async(&mut raw).await.unwrap();
+    assert_eq!(victims, 7, "keys outside the prefix were deleted");
+
+    // A prefix with glob characters is matched literally.
+    let odd = cache(&server, "a*").await;
+    let _: () = raw.set("ab:1", "victim").await.unwrap();
+    odd.set("1", 1u8, None).await.unwrap();
+    assert_eq!(odd.clear().await.unwrap(), 1);
+    assert!(raw.exists::<_, bool>("ab:1").await.unwrap());
+}
+
+#[tokio::test]
+async fn clear_pattern_counts_and_batches() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    let entries: Vec<(String, u32)> = (0..2500).map(|i| (format!("user:{i}"), i)).collect();
+    c.set_many(entries, None).await.unwrap();
+    c.set("session:2024-01", 1u8, None).await.unwrap();
+    c.set("session:2025-01", 1u8, None).await.unwrap();
+    assert_eq!(c.clear_pattern("session:2024-*").await.unwrap(), 1);
+    assert_eq!(c.clear_pattern("user:1?").await.unwrap(), 10);
+    assert_eq!(c.clear_pattern("user:*").await.unwrap(), 2490);
+    assert_eq!(c.clear().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn batch_operations() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    c.set_many(
+        vec![("user:1", user(1)), ("user:2", user(2))],
+        Some(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let got = c
+        .get_many::<User, _>(&["user:1", "user:9", "user:2"])
+        .await
+        .unwrap();
+    let got: Vec<Option<User>> = got.into_iter().map(|v| v.map(|a| (*a).clone())).collect();
+    assert_eq!(got, vec![Some(user(1)), None, Some(user(2))]);
+    assert!(c.ttl("user:2").await.unwrap().remaining().unwrap() <= Duration::from_secs(30));
+    assert_eq!(
+        c.delete_many(&["user:1", "user:2", "user:3"])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(c.get_many::<User, &str>(&[]).await.unwrap(), vec![]);
+    // One bad key refuses the whole batch before anything is sent.
+    let err = c
+        .set_many(vec![("ok", 1u8), ("", 2u8)], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(!c.exists("ok").await.unwrap());
+}
+
+#[tokio::test]
+async fn corrupt_entries_are_counted_misses() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    let mut raw = server.connection().await;
+    let good = serde_json::to_vec(&user(1)).unwrap();
+    let mp = ormcache::Encoding::new(Codec::MessagePack)
+        .encode(&user(1))
+        .unwrap();
+    let planted: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\xff\x00\x13garbage".to_vec()),
+        ("truncated_json", good[..good.len() / 2].to_vec()),
+        ("truncated_msgpack", mp[..mp.len() - 3].to_vec()),
+        ("bad_lz4", vec![0x02, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
+        ("wrong_type", br#"{"id":"not a number","name":5}"#.to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (k, bytes) in &planted {
+        let _: () = raw.set(format!("app:{k}"), bytes.as_slice()).await.unwrap();
+    }
+    let _: () = raw.rpush("app:a_list", "x").await.unwrap();
+    for (k, _) in &planted {
+        assert_eq!(c.get::<User>(k).await.unwrap(), None, "{k}");
+    }
+    assert_eq!(c.get::<User>("a_list").await.unwrap(), None);
+    let stats = c.get_stats().await.unwrap();
+    assert_eq!(stats.decode_errors, 7);
+    assert_eq!(stats.misses, 7);
+    assert_eq!(stats.hits, 0);
+
+    // A read-through path overwrites the corrupt entry.
+    c.set("garbage", user(1), None).await.unwrap();
+    assert_eq!(
+        c.get::<User>("garbage").await.unwrap().as_deref(),
+        Some(&user(1))
+    );
+
+    // By option, the error itself.
+    let strict = DistributedCache::create(config(&server, "app").return_decode_errors(true))
+        .await
+        .unwrap();
+    let err = strict.get::<User>("truncated_json").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert!(err.to_string().contains("truncated_json"), "{err}");
+    let batch = strict
+        .get_many::<User, _>(&["wrong_type"])
+        .await
+        .unwrap_err();
+    assert_eq!(batch.kind(), ErrorKind::Decode);
+}
+
+#[tokio::test]
+async fn values_over_max_value_bytes_are_refused_both_ways() {
+    let server = RedisServer::start();
+    let c = DistributedCache::create(config(&server, "app").max_value_bytes(1024))
+        .await
+        .unwrap();
+    let err = c.set("big", "x".repeat(2000), None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
+    assert!(err.to_string().contains("big"), "{err}");
+    assert!(
+        !err.to_string().contains("xxxx"),
+        "the value leaked into the message: {err}"
+    );
+    assert!(!c.exists("big").await.unwrap());
+
+    let mut raw = server.connection().await;
+    let _: () = raw
+        .set("app:big", serde_json::to_vec(&"y".repeat(5000)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c.get::<String>("big").await.unwrap(), None);
+    assert_eq!(c.get_stats().await.unwrap().decode_errors, 1);
+}
+
+#[tokio::test]
+async fn every_codec_round_trips_through_redis_and_reads_the_others() {
+    let server = RedisServer::start();
+    let writers = [
+        (Codec::Json, Compression::None),
+        (Codec::MessagePack, Compression::None),
+        (Codec::Json, Compression::Lz4 { min_bytes: 64 }),
+        (Codec::MessagePack, Compression::Lz4 { min_bytes: 64 }),
+    ];
+    let long = User {
+        id: 9,
+        name: "long name ".repeat(50),
+    };
+    for (i, (codec, compression)) in writers.iter().enumerate() {
+        let w = DistributedCache::create(
+            config(&server, "app")
+                .serializer(*codec)
+                .compression(*compression),
+        )
+        .await
+        .unwrap();
+        w.set(&format!("long:{i}"), long.clone(), None)
+            .await
+            .unwrap();
+        w.set(&format!("short:{i}"), user(1), None).await.unwrap();
+    }
+    let mut raw = server.connection().await;
+    let first: Vec<u8> = raw.get("app:long:3").await.unwrap();
+    assert_eq!(first[0], 0x02, "LZ4 header expected");
+    let reader = cache(&server, "app").await;
+    for i in 0..writers.len() {
+        assert_eq!(
+            reader
+                .get::<User>(&format!("long:{i}"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&long)
+        );
+        assert_eq!(
+            reader
+                .get::<User>(&format!("short:{i}"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&user(1))
+        );
+    }
+}
+
+#[tokio::test]
+async fn stats_are_cluster_wide_and_in_the_seed_shape() {
+    let server = RedisServer::start();
+    let a = cache(&server, "app").await;
+    let b = cache(&server, "app").await;
+    a.set("k", 1u8, None).await.unwrap();
+    a.get::<u8>("k").await.unwrap();
+    b.get::<u8>("k").await.unwrap();
+    b.get::<u8>("missing").await.unwrap();
+
+    // Each process sees the others' counters once they are flushed (get_stats
+    // flushes its own; the background flush does it every second).
+    a.get_stats().await.unwrap();
+    let stats = b.get_stats().await.unwrap();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.sets),
+        (2, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.hit_rate, 66.67);
+    assert_eq!(stats.keys_count, 1);
+    assert!(stats.keys_count_exact);
+    assert_eq!(stats.local.hits, 1);
+
+    let json = serde_json::to_value(&stats).unwrap();
+    for field in [
+        "hits",
+        "misses",
+        "sets",
+        "errors",
+        "hit_rate",
+        "keys_count",
+        "default_ttl",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field} in {json}");
+    }
+    assert_eq!(json["default_ttl"], 300);
+
+    // The counters live in the Python package's hash.
+    let mut raw = server.connection().await;
+    let hits: u64 = raw.hget("app:stats", "hits").await.unwrap();
+    assert_eq!(hits, 2);
+
+    // The background flush gets there without get_stats.
+    let fast = DistributedCache::create(
+        config(&server, "fast").stats_flush_interval(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    fast.get::<u8>("nothing").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let misses: u64 = raw.hget("fast:stats", "misses").await.unwrap();
+    assert_eq!(misses, 1);
+}
+
+#[tokio::test]
+async fn stats_with_a_million_unrelated_keys_are_sampled() {
+    let server = RedisServer::start_with(ServerOptions {
+        args: vec!["--enable-debug-command".into(), "yes".into()],
+        ..ServerOptions::default()
+    });
+    let c = cache(&server, "app").await;
+    // Blocking on purpose: populating takes longer than an async response timeout.
+    let mut raw = server.client().get_connection().unwrap();
+    let _: () = redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(1_000_000)
+        .query(&mut raw)
+        .unwrap();
+    let entries: Vec<(String, u8)> = (0..20_000).map(|i| (format!("k{i}"), 1)).collect();
+    c.set_many(entries, None).await.unwrap();
+
+    let start = Instant::now();
+    let stats = c.get_stats().await.unwrap();
+    let took = start.elapsed();
+    println!(
+        "get_stats with 1,020,000 keys: {took:?}, keys_count {} (estimate)",
+        stats.keys_count
+    );
+    assert!(!stats.keys_count_exact);
+    // A sample of 8,000 keys: the estimate is within a wide band of the truth.
+    assert!((5_000..60_000).contains(&stats.keys_count), "{stats:?}");
+    assert_eq!(stats.sets, 20_000);
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_create_names_the_address_not_the_password() {
+    let port = ormcache_testing::free_port();
+    let start = Instant::now();
+    let err = DistributedCache::create(
+        ormcache::DistributedConfig::new()
+            .redis_url(format!("redis://bob:hunter2@127.0.0.1:{port}/0")),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.is_unavailable(), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(
+        !msg.contains("hunter2") && !format!("{err:?}").contains("hunter2"),
+        "{msg}"
+    );
+
+    let err = DistributedCache::create(ormcache::DistributedConfig::new().redis_url("http://nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = DistributedCache::create(ormcache::DistributedConfig::new().key_prefix(""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err =
+        DistributedCache::create(ormcache::DistributedConfig::new().default_ttl(Duration::ZERO))
+            .await
+            .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn killed_redis_fails_fast_and_recovers() {
+    let server = RedisServer::start();
+    let c =
+        DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_millis(200)))
+            .await
+            .unwrap();
+    c.set("k", 1u8, None).await.unwrap();
+    server.kill();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let err = c.get::<u8>("k").await.unwrap_err();
+        let took = start.elapsed();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(took < Duration::from_millis(400), "took {took:?}: {err}");
+    }
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.set("k", 2u8, None).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_unavailable(), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("did not recover: {e}"),
+        }
+    }
+    assert_eq!(c.get::<u8>("k").await.unwrap().as_deref(), Some(&2));
+}
+
+#[tokio::test]
+async fn paused_redis_times_out() {
+    let server = RedisServer::start();
+    let c =
+        DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_millis(150)))
+            .await
+            .unwrap();
+    c.set("k", 1u8, None).await.unwrap();
+    server.pause();
+    let start = Instant::now();
+    let err = c.get::<u8>("k").await.unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(
+        took >= Duration::from_millis(140) && took < Duration::from_millis(400),
+        "{took:?}"
+    );
+    assert!(err.to_string().contains("`get` of key \"k\""), "{err}");
+    // An operation already in flight when the server freezes times out too.
+    let c2 = c.clone();
+    let inflight = tokio::spawn(async move { c2.clear().await });
+    assert_eq!(
+        inflight.await.unwrap().unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.get::<u8>("k").await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after resume");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+    assert!(c.get_stats().await.unwrap().errors >= 2);
+}
+
+#[tokio::test]
+async fn lazy_connect_starts_without_redis() {
+    let server = RedisServer::start();
+    server.kill();
+    let c = DistributedCache::create(config(&server, "app").connect_lazily(true))
+        .await
+        .unwrap();
+    assert!(c.get::<u8>("k").await.unwrap_err().is_unavailable());
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.set("k", 1u8, None).await.is_err() {
+        assert!(Instant::now() < deadline, "never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+}
+
+#[tokio::test]
+async fn passwords_acl_users_db_index_and_unix_sockets() {
+    let server = RedisServer::start_with(ServerOptions {
+        args: vec![
+            "--requirepass".into(),
+            "s3cret".into(),
+            "--user".into(),
+            "alice".into(),
+            "on".into(),
+            ">wonder".into(),
+            "~*".into(),
+            "&*".into(),
+            "+@all".into(),
+        ],
+        unix_socket: true,
+    });
+    let port = server.port();
+    let with_password = format!("redis://:s3cret@127.0.0.1:{port}/3");
+    let c = DistributedCache::create(config(&server, "app").redis_url(&with_password))
+        .await
+        .unwrap();
+    c.set("k", 1u8, None).await.unwrap();
+    assert!(!format!("{c:?}").contains("s3cret"));
+
+    let alice = DistributedCache::create(
+        config(&server, "app").redis_url(format!("redis://alice:wonder@127.0.0.1:{port}/3")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(alice.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+
+    // The entry is in db 3, not db 0.
+    let db0 = DistributedCache::create(
+        config(&server, "app").redis_url(format!("redis://alice:wonder@127.0.0.1:{port}/0")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(db0.get::<u8>("k").await.unwrap(), None);
+
+    let wrong = DistributedCache::create(
+        config(&server, "app").redis_url(format!("redis://alice:nope@127.0.0.1:{port}")),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !wrong.to_string().contains("nope") && !format!("{wrong:?}").contains(":nope@"),
+        "{wrong}"
+    );
+
+    let sock = server.socket_path();
+    let unix = DistributedCache::create(
+        config(&server, "app")
+            .redis_url(format!("redis+unix://{}?db=3&pass=s3cret", sock.display())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unix.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+}
+
+#[tokio::test]
+async fn several_connections_and_concurrent_tasks() {
+    let server = RedisServer::start();
+    let c = DistributedCache::create(config(&server, "app").max_connections(4))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..50u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20u64 {
+                let k = format!("t{t}:{i}");
+                c.set(&k, t * 100 + i, None).await.unwrap();
+                assert_eq!(
+                    c.get::<u64>(&k).await.unwrap().as_deref(),
+                    Some(&(t * 100 + i))
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(c.get_stats().await.unwrap().keys_count, 1000);
+}
+
+#[tokio::test]
+async fn close_flushes_and_refuses_later_calls() {
+    let server = RedisServer::start();
+    let c = cache(&server, "app").await;
+    c.get::<u8>("k").await.unwrap();
+    c.close().await.unwrap();
+    assert!(c.is_closed());
+    assert_eq!(
+        c.get::<u8>("k").await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    let mut raw = server.connection().await;
+    let misses: u64 = raw.hget("app:stats", "misses").await.unwrap();
+    assert_eq!(misses, 1);
+}
+
+#[tokio::test]
+async fn health_check_and_ping() {
+    let server = RedisServer::start();
+    let c = DistributedCache::create(
+        config(&server, "app").health_check_interval(Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    assert!(c.ping().await.unwrap() < Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.pause();
+    assert_eq!(c.ping().await.unwrap_err().kind(), ErrorKind::Timeout);
+    server.resume();
+}
+
+/// The L1's glob matcher agrees with Redis's on random patterns and keys.
+#[tokio::test]
+async fn glob_matcher_agrees_with_redis() {
+    let server = RedisServer::start();
+    let mut raw = server.connection().await;
+    let alphabet = ["a", "b", "c", "-", "^", "*", "?", "[", "]", "\\", ":", "é"];
+    let mut rng = support::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut keys = Vec::new();
+    for _ in 0..300 {
+        let len = 1 + rng.below(6);
+        let key: String = (0..len).map(|_| *rng.pick(&alphabet)).collect();
+        keys.push(key);
+    }
+    keys.sort();
+    keys.dedup();
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.set(format!("g:{k}"), 1).ignore();
+    }
+    let _: () = pipe.query_async(&mut raw).await.unwrap();
+    let mut checked = 0;
+    for _ in 0..400 {
+        let len = 1 + rng.below(7);
+        let pattern: String = (0..len).map(|_| *rng.pick(&alphabet)).collect();
+        let full = format!("g:{pattern}");
+        let mut redis_says: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&full)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            redis_says.extend(batch.into_iter().map(|k| k[2..].to_string()));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        redis_says.sort();
+        let glob = ormcache::GlobPattern::new(&full);
+        let ours: Vec<String> = keys
+            .iter()
+            .filter(|k| glob.matches(&format!("g:{k}")))
+            .cloned()
+            .collect();
+        assert_eq!(ours, redis_says, "pattern {pattern:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 400);
+}
+
+/// The same code runs on every cache kind through the trait.
+#[tokio::test]
+async fn any_cache_switches_kind_by_url() {
+    let server = RedisServer::start();
+    for url in [None, Some(server.url())] {
+        let c = ormcache::AnyCache::from_url(url.as_deref(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        exercise(&c).await;
+        let stats = serde_json::to_value(c.get_stats().await.unwrap()).unwrap();
+        assert_eq!(stats["hits"], 2, "{} {stats}", c.kind());
+    }
+    exercise(&ormcache::QueryCache::new(100, Duration::from_secs(60)).unwrap()).await;
+    exercise(&cache(&server, "direct").await).await;
+}
+
+async fn exercise(c: &impl Cache) {
+    c.set("user:1", user(1), None).await.unwrap();
+    assert_eq!(
+        c.get::<User>("user:1").await.unwrap().as_deref(),
+        Some(&user(1))
+    );
+    c.set_many(vec![("user:2", user(2)), ("post:1", user(3))], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_many::<User, _>(&["user:2"]).await.unwrap()[0].as_deref(),
+        Some(&user(2))
+    );
+    assert!(c.exists("user:2").await.unwrap());
+    assert!(c.expire("user:2", Duration::from_secs(5)).await.unwrap());
+    assert!(c.ttl("user:2").await.unwrap().remaining().unwrap() <= Duration::from_secs(5));
+    assert_eq!(c.clear_pattern("user:*").await.unwrap(), 2);
+    assert!(c.delete("post:1").await.unwrap());
+    assert_eq!(c.delete_many(&["post:1"]).await.unwrap(), 0);
+    c.set("x", 1u8, None).await.unwrap();
+    assert_eq!(c.clear().await.unwrap(), 1);
+    c.ping().await.unwrap();
+}

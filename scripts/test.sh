@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README gives it: installs redis-server when it is
+# missing (Debian/Ubuntu), then runs formatting and lint checks, every test against
+# real redis-server processes, and the doc tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkg() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "==> $1 not found; installing $2"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: $1 is missing and this is not a Debian/Ubuntu system; install $2 (e.g. 'brew install redis') and rerun" >&2
+    exit 1
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "error: $1 is missing; run 'apt-get install -y $2' as root and rerun" >&2
+      exit 1
+    fi
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+  command -v "$1" >/dev/null 2>&1 || { echo "error: installing $2 did not provide $1" >&2; exit 1; }
+}
+
+need_pkg redis-server redis-server
+echo "==> $(redis-server --version)"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo test (unit, integration and doc tests)"
+cargo test --workspace --all-features
