@@ -9,6 +9,7 @@ use crate::cache::{Cache, CacheValue, Ttl};
 use crate::config::DistributedConfig;
 use crate::distributed::DistributedCache;
 use crate::error::Result;
+use crate::hybrid::{HybridCache, HybridStats};
 use crate::local::QueryCache;
 use crate::stats::{DistributedStats, LocalStats};
 
@@ -36,6 +37,8 @@ pub enum AnyCache {
     Local(QueryCache),
     /// Redis.
     Distributed(DistributedCache),
+    /// L1 + Redis, coherent across processes.
+    Hybrid(HybridCache),
 }
 
 /// Statistics of an [`AnyCache`]: those of the cache inside, serialized as they are.
@@ -47,6 +50,8 @@ pub enum AnyStats {
     Local(LocalStats),
     /// From a [`DistributedCache`].
     Distributed(DistributedStats),
+    /// From a [`HybridCache`].
+    Hybrid(Box<HybridStats>),
 }
 
 impl From<QueryCache> for AnyCache {
@@ -58,6 +63,12 @@ impl From<QueryCache> for AnyCache {
 impl From<DistributedCache> for AnyCache {
     fn from(c: DistributedCache) -> Self {
         Self::Distributed(c)
+    }
+}
+
+impl From<HybridCache> for AnyCache {
+    fn from(c: HybridCache) -> Self {
+        Self::Hybrid(c)
     }
 }
 
@@ -81,11 +92,12 @@ impl AnyCache {
         }
     }
 
-    /// `"local"` or `"distributed"`.
+    /// `"local"`, `"distributed"` or `"hybrid"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Local(_) => "local",
             Self::Distributed(_) => "distributed",
+            Self::Hybrid(_) => "hybrid",
         }
     }
 }
@@ -95,6 +107,7 @@ macro_rules! dispatch {
         match $self {
             AnyCache::Local($c) => $call,
             AnyCache::Distributed($c) => $call,
+            AnyCache::Hybrid($c) => $call,
         }
     };
 }
@@ -157,6 +170,7 @@ impl Cache for AnyCache {
         match self {
             Self::Local(c) => Ok(AnyStats::Local(c.get_stats())),
             Self::Distributed(c) => Ok(AnyStats::Distributed(c.get_stats().await?)),
+            Self::Hybrid(c) => Ok(AnyStats::Hybrid(Box::new(c.get_stats().await?))),
         }
     }
 

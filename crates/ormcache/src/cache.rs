@@ -58,17 +58,20 @@ impl Ttl {
 ///
 /// # Errors, per type
 ///
-/// | call | `QueryCache` | `DistributedCache` |
-/// | --- | --- | --- |
-/// | `get`, `get_many` | never fails on a missing or foreign-typed entry (a miss); [`InvalidInput`] for a bad key | Redis errors ([`Connection`], [`Timeout`], [`Server`]) are returned; undecodable bytes are a counted miss (or [`Decode`] with `return_decode_errors`) |
-/// | `set`, `set_many` | [`InvalidInput`] only | [`InvalidInput`], [`Encode`], [`ValueTooLarge`], and Redis errors |
-/// | everything else | [`InvalidInput`] only | [`InvalidInput`] and Redis errors |
+/// | call | `QueryCache` | `DistributedCache` | `HybridCache` |
+/// | --- | --- | --- | --- |
+/// | `get`, `get_many` | a missing or foreign-typed entry is a miss; [`InvalidInput`] for a bad key | Redis errors ([`Connection`], [`Timeout`], [`CircuitOpen`], [`Server`]) are returned; undecodable bytes are a counted miss (or [`Decode`] with `return_decode_errors`) | fail open: Redis errors are counted, the answer comes from L1 (young entries) or is a miss; [`InvalidInput`] only |
+/// | `set`, `set_many` | [`InvalidInput`] only | [`InvalidInput`], [`Encode`], [`ValueTooLarge`], and Redis errors | the same; on a Redis error the key is also queued for invalidation |
+/// | `delete`, `expire`, `clear`, `clear_pattern`, `delete_many` | [`InvalidInput`] only | [`InvalidInput`] and Redis errors | the same; on a Redis error the invalidation is queued and applied when Redis is back |
+/// | `exists`, `ttl` | never | Redis errors | fail open (L1's answer) |
+/// | `get_stats` | never | Redis errors | never (`l2` is `None`) |
 ///
 /// No call panics. Read-through paths that fail open are built on top of this trait.
 ///
 /// [`InvalidInput`]: crate::ErrorKind::InvalidInput
 /// [`Connection`]: crate::ErrorKind::Connection
 /// [`Timeout`]: crate::ErrorKind::Timeout
+/// [`CircuitOpen`]: crate::ErrorKind::CircuitOpen
 /// [`Server`]: crate::ErrorKind::Server
 /// [`Decode`]: crate::ErrorKind::Decode
 /// [`Encode`]: crate::ErrorKind::Encode

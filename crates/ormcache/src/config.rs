@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::breaker::BreakerConfig;
 use crate::codec::{Codec, Compression, DEFAULT_MAX_VALUE_BYTES, Encoding};
 use crate::distributed::DistributedCache;
 use crate::error::Result;
@@ -27,6 +28,7 @@ use crate::error::Result;
 /// | `return_decode_errors` | off | `get` returns [`Decode`](crate::ErrorKind::Decode) errors instead of counting a miss |
 /// | `stats_flush_interval` | 1 s | how often counters are added to `{key_prefix}:stats` |
 /// | `connect_lazily` | off | `create` does not wait for Redis; calls fail until it answers |
+/// | `circuit_breaker` | 5 failures, 1 s | after that many consecutive connection errors or timeouts, calls fail fast with [`CircuitOpen`](crate::ErrorKind::CircuitOpen) until a probe succeeds |
 ///
 /// **`max_connections`.** redis-rs connections are multiplexed: one connection carries
 /// any number of concurrent requests, pipelined. A pool of 50 sockets, as the seed
@@ -76,6 +78,7 @@ pub struct DistributedConfig {
     pub(crate) return_decode_errors: bool,
     pub(crate) stats_flush_interval: Duration,
     pub(crate) connect_lazily: bool,
+    pub(crate) breaker: BreakerConfig,
 }
 
 impl Default for DistributedConfig {
@@ -95,6 +98,7 @@ impl Default for DistributedConfig {
             return_decode_errors: false,
             stats_flush_interval: Duration::from_secs(1),
             connect_lazily: false,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ impl fmt::Debug for DistributedConfig {
             .field("return_decode_errors", &self.return_decode_errors)
             .field("stats_flush_interval", &self.stats_flush_interval)
             .field("connect_lazily", &self.connect_lazily)
+            .field("breaker", &self.breaker)
             .finish()
     }
 }
@@ -214,6 +219,13 @@ impl DistributedConfig {
     /// fail with connection errors until Redis answers.
     pub fn connect_lazily(mut self, on: bool) -> Self {
         self.connect_lazily = on;
+        self
+    }
+
+    /// The circuit breaker (default: open after 5 consecutive connection errors or
+    /// timeouts, probe after 1 s).
+    pub fn circuit_breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
         self
     }
 

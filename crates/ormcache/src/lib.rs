@@ -1,6 +1,6 @@
 //! A two-level cache for async Rust services: an in-process L1 ([`QueryCache`]), a
-//! Redis L2 shared by every process ([`DistributedCache`]), behind one [`Cache`]
-//! trait.
+//! Redis L2 shared by every process ([`DistributedCache`]), and the two kept coherent
+//! across processes ([`HybridCache`]), behind one [`Cache`] trait.
 //!
 //! It is the Rust implementation of the system documented in the Python package's
 //! "Distributed Caching with Redis", with that design's weaknesses fixed: stats cost
@@ -42,12 +42,57 @@
 //! header that no JSON text starts with; readers detect the codec from it. Counters are
 //! flushed into the hash `{key_prefix}:stats` with the Python package's field names.
 //!
+//! # Consistency
+//!
+//! The database is the truth; the cache's job is never to answer with data older than
+//! the last acknowledged write beyond a stated bound. For each path:
+//!
+//! - **`DistributedCache`**: one copy, in Redis. A read after an acknowledged write
+//!   returns it (or a miss). No staleness beyond Redis's own.
+//! - **`QueryCache`** alone: process-local; only this process writes it.
+//! - **`HybridCache`, normal operation.** Every write, delete, expire, clear and
+//!   pattern clear is sent to Redis *with* an invalidation message on the channel
+//!   `{prefix}:__oc:inv` in the same round trip (a pipeline of the command and
+//!   `PUBLISH`). Every other instance evicts its L1 copies when the message arrives
+//!   (milliseconds on a LAN; see the `hybrid_invalidation` bench). A process reads its
+//!   own writes at once. The bound is the pub/sub delivery time.
+//! - **Fill races.** An L1 fill from L2 snapshots per-key, per-pattern and global
+//!   invalidation epochs before reading Redis and stores its value only if none moved,
+//!   under the key's lock that invalidations also take; an invalidation that arrives
+//!   while a fill is in flight always wins.
+//! - **Lost messages.** Redis pub/sub is at-most-once. Messages carry a per-sender
+//!   sequence number; a hole not filled within two heartbeat intervals (default
+//!   500 ms) is a lost message and the L1 is flushed. An instance that stops
+//!   receiving its own heartbeats (every 500 ms) treats its subscription as dead. A
+//!   change of Redis `run_id` or `master_replid` (restart, failover) triggers the same
+//!   recovery as a disconnect. As a last line, L1 copies live at most `l1_max_ttl`
+//!   (default 30 s) and never longer than the L2 entry.
+//! - **Stream down** (disconnect, `CLIENT KILL`, Redis restart): L1 is not trusted.
+//!   Reads go to L2; while the stream is down, fills are not stored. When the stream
+//!   returns, the instance replays its backlog, flushes its L1, and only then trusts
+//!   L1 again. No staleness while Redis itself answers.
+//! - **Redis unreachable by this instance**: reads fall back to L1 entries younger
+//!   than `degraded_max_age` (default 2 s), else miss. If another instance can still
+//!   write to Redis meanwhile (a partial outage, or the moments after Redis returns
+//!   while this instance's breaker is still open), its write can be hidden from this
+//!   instance for at most `degraded_max_age`. That is the bound; set it to zero for
+//!   none (L1 never answers while Redis is unreachable).
+//! - **Writes during an outage** return an error (the shared cache did not take
+//!   them) and evict the local copy. Their keys, and any delete, expire, clear or
+//!   pattern clear that failed, join a bounded backlog (default 10,000 entries; past
+//!   that it becomes "clear the prefix"). A write whose reply timed out may still be
+//!   executed by Redis later, so its key joins the backlog too. The backlog is
+//!   replayed (with invalidation messages) before this instance reads L2 again; until
+//!   then its reads miss.
+//!
 //! # Failure behaviour
 //!
-//! Every Redis call has a timeout (250 ms by default; connecting 1 s). Errors are one
-//! [`Error`] type with an [`ErrorKind`]; messages name the operation and the key, never
-//! the value or a password. See the table on [`Cache`] for which calls return which
-//! errors.
+//! Every Redis call has a timeout (250 ms by default; connecting 1 s). After 5
+//! consecutive connection errors or timeouts a circuit breaker opens and calls fail at
+//! once with [`ErrorKind::CircuitOpen`] until a probe, 1 s later, succeeds. Errors are
+//! one [`Error`] type with an [`ErrorKind`]; messages name the operation and the key,
+//! never the value or a password. See the table on [`Cache`] for which calls return
+//! which errors; [`HybridCache`] reads never fail on Redis.
 //!
 //! # Layout
 //!
@@ -56,6 +101,9 @@
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
 //! | `local` | [`QueryCache`], the L1 on moka |
 //! | `distributed`, `config` | [`DistributedCache`] and its [`DistributedConfig`] |
+//! | `hybrid` | [`HybridCache`]: read path, write path, recovery tasks |
+//! | `coherence` | invalidation messages, sequence tracking, the backlog |
+//! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
 //! | `any` | [`AnyCache`], the run-time choice |
 //! | `codec` | [`Codec`], [`Compression`], [`Encoding`]: bytes on the wire |
 //! | `glob` | Redis glob matching and [`escape_glob`] |
@@ -66,23 +114,28 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod any;
+mod breaker;
 mod cache;
 mod codec;
+mod coherence;
 mod config;
 mod distributed;
 mod error;
 mod glob;
+mod hybrid;
 mod key;
 mod local;
 mod stats;
 
 pub use any::{AnyCache, AnyStats};
+pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{Cache, CacheValue, Ttl};
 pub use codec::{Codec, Compression, DEFAULT_MAX_VALUE_BYTES, Encoding};
 pub use config::DistributedConfig;
 pub use distributed::DistributedCache;
 pub use error::{Error, ErrorKind, Result};
 pub use glob::{GlobPattern, escape_glob, glob_match};
+pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats};
 pub use key::{MAX_TTL, RESERVED_NAMESPACE};
 pub use local::{QueryCache, QueryCacheBuilder};
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};

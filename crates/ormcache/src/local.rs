@@ -23,6 +23,11 @@ type Hasher = foldhash::fast::RandomState;
 struct Entry {
     value: Value,
     expires_at: Instant,
+    /// When the value was stored: a degraded `HybridCache` serves only young entries.
+    inserted_at: Instant,
+    /// The owner's invalidation epoch when the value was read (0 outside `HybridCache`):
+    /// an entry from before a flush is a miss.
+    epoch: u64,
     weight: u32,
 }
 
@@ -295,12 +300,32 @@ impl QueryCache {
     }
 
     /// The value at `key` if it is live and of type `T`.
+    #[inline]
     pub fn get<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+        self.get_checked(key, None, None)
+    }
+
+    /// `get` for a coherent owner: with `epoch` the entry must carry it, with
+    /// `max_age` it must have been stored less than that long ago.
+    pub(crate) fn get_checked<T: CacheValue>(
+        &self,
+        key: &str,
+        max_age: Option<Duration>,
+        epoch: Option<u64>,
+    ) -> Option<Arc<T>> {
         let c = &self.inner.counters;
-        let Some(entry) = self.live(key) else {
+        let Some(entry) = self.inner.map.get(key) else {
             c.misses.fetch_add(1, Relaxed);
             return None;
         };
+        let now = Instant::now();
+        let fresh = entry.expires_at > now
+            && epoch.is_none_or(|e| entry.epoch == e)
+            && max_age.is_none_or(|age| now.saturating_duration_since(entry.inserted_at) < age);
+        if !fresh {
+            c.misses.fetch_add(1, Relaxed);
+            return None;
+        }
         match entry.value.downcast::<T>() {
             Ok(v) => {
                 c.hits.fetch_add(1, Relaxed);
@@ -366,15 +391,83 @@ impl QueryCache {
         key::validate(op, key)?;
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
         key::validate_ttl(op, key, ttl)?;
-        let weight = bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32;
-        let entry = Entry {
-            value,
-            expires_at: Instant::now() + ttl,
-            weight,
-        };
+        let entry = self.entry(value, ttl, 0, bytes);
         self.inner.map.insert(key.to_owned(), entry);
         self.inner.counters.sets.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    fn entry<T: CacheValue>(&self, value: Arc<T>, ttl: Duration, epoch: u64, bytes: u64) -> Entry {
+        let now = Instant::now();
+        Entry {
+            value,
+            expires_at: now + ttl,
+            inserted_at: now,
+            epoch,
+            weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
+        }
+    }
+
+    /// Stores under the key's lock if `guard` still holds when the lock is held; the
+    /// same lock orders [`remove_locked`](Self::remove_locked), so a fill that lost a
+    /// race with an invalidation never lands after it. Key and TTL are pre-validated.
+    pub(crate) fn put_guarded<T: CacheValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl: Duration,
+        epoch: u64,
+        bytes: u64,
+        guard: impl FnOnce() -> bool,
+    ) -> bool {
+        let entry = self.entry(value, ttl, epoch, bytes);
+        let result = self
+            .inner
+            .map
+            .entry(key.to_owned())
+            .and_compute_with(|_| if guard() { Op::Put(entry) } else { Op::Nop });
+        let stored = matches!(
+            result,
+            moka::ops::compute::CompResult::Inserted(_)
+                | moka::ops::compute::CompResult::ReplacedWith(_)
+        );
+        if stored {
+            self.inner.counters.sets.fetch_add(1, Relaxed);
+        }
+        stored
+    }
+
+    /// Removes under the key's lock (see [`put_guarded`](Self::put_guarded)); whether a
+    /// live entry was there.
+    pub(crate) fn remove_locked(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let result =
+            self.inner
+                .map
+                .entry(key.to_owned())
+                .and_compute_with(|current| match current {
+                    Some(_) => Op::Remove,
+                    None => Op::Nop,
+                });
+        matches!(result, moka::ops::compute::CompResult::Removed(e) if e.value().expires_at > now)
+    }
+
+    /// Removes the entries matching `glob` (reserved keys excepted), each under its
+    /// lock; the number of live entries removed.
+    pub(crate) fn remove_matching_locked(&self, glob: &GlobPattern) -> u64 {
+        let keys: Vec<Arc<String>> = self
+            .inner
+            .map
+            .iter()
+            .filter(|(k, _)| !key::is_reserved(k) && glob.matches(k))
+            .map(|(k, _)| k)
+            .collect();
+        keys.iter().filter(|k| self.remove_locked(k)).count() as u64
+    }
+
+    /// Drops every entry at once (moka invalidates lazily).
+    pub(crate) fn invalidate_all(&self) {
+        self.inner.map.invalidate_all();
     }
 
     /// Removes `key`; whether a live entry was there.

@@ -84,6 +84,10 @@ pub struct DistributedStats {
     pub default_ttl: Duration,
     /// Undecodable values met by this process (each also counted as a miss).
     pub decode_errors: u64,
+    /// This process's circuit breaker.
+    pub breaker: crate::BreakerState,
+    /// How many times this process's breaker opened.
+    pub breaker_opened: u32,
     /// This process's own counters, not merged.
     pub local: ProcessCounters,
 }

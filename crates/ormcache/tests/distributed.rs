@@ -1,4 +1,5 @@
 //! `DistributedCache` against real `redis-server` processes.
+#![allow(clippy::print_stdout, clippy::type_complexity)]
 
 mod support;
 

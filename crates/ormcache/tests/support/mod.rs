@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: real redis-server processes come from
 //! `ormcache-testing`.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::time::Duration;
 

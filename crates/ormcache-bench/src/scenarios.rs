@@ -1,0 +1,900 @@
+//! The scenarios, each against its raw baseline. To add one: write a
+//! `fn(&Env) -> Result<Measured>` and list it in [`ALL`].
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use ormcache::{
+    BreakerConfig, BreakerState, Codec, DistributedCache, Encoding, ErrorKind, HybridCache,
+    QueryCache,
+};
+use redis::IntoConnectionInfo;
+use redis::aio::ConnectionManager;
+use redis::io::tcp::TcpSettings;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::stats::{
+    Measured, RatioOf, Round, Worker, alternate, concurrent_round, nanos, percentile_us,
+    sample_each, sample_each_async, tight_loop, tight_loop_async,
+};
+
+/// Errors that end a scenario (setup failures, wrong answers).
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Measured rounds per side (after one warm-up round each).
+const ROUNDS: usize = 7;
+/// Length of one Redis round.
+const REDIS_ROUND: Duration = Duration::from_secs(1);
+/// Concurrent tasks in the Redis scenarios.
+const TASKS: usize = 50;
+/// Operations per L1 round (tens of nanoseconds each).
+const L1_OPS: u64 = 2_000_000;
+/// Operations per codec round (about a microsecond each).
+const CODEC_OPS: u64 = 200_000;
+/// Per-op latency samples of each side of a tight-loop scenario.
+const LATENCY_SAMPLES: usize = 200_000;
+/// TTL of everything written (ours: the default, 300 s; baseline: the same).
+const TTL: Duration = Duration::from_secs(300);
+/// How long a `HybridCache` may take to become coherent at setup.
+const COHERENT_WAIT: Duration = Duration::from_secs(5);
+/// Invalidation samples per round of `hybrid_invalidation` (7 rounds: 2,100).
+const INVALIDATION_SAMPLES: usize = 300;
+/// Bound on one invalidation sample; a sample that takes longer is a timeout.
+const INVALIDATION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Operations per round of `outage` (about a microsecond each).
+const OUTAGE_OPS: u64 = 200_000;
+
+/// A benchmark scenario and the baseline it is measured against.
+#[derive(Debug)]
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    /// Short name of the baseline (the JSON `baseline` field).
+    pub(crate) baseline: &'static str,
+    pub(crate) needs_redis: bool,
+    /// The ratio the issue asks for, if any.
+    pub(crate) goal_ratio: Option<f64>,
+    /// The p99 latency (µs) the issue asks for, if any: `meets_goal` needs p99 below it.
+    pub(crate) goal_p99_us: Option<f64>,
+    pub(crate) run: fn(&Env) -> Result<Measured>,
+}
+
+/// Every scenario, in run order.
+pub(crate) const ALL: &[Scenario] = &[
+    Scenario {
+        name: "l2_get",
+        baseline: "redis-rs GET + serde_json",
+        needs_redis: true,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: l2_get,
+    },
+    Scenario {
+        name: "l2_set",
+        baseline: "redis-rs SET PX + serde_json",
+        needs_redis: true,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: l2_set,
+    },
+    Scenario {
+        name: "l1_get",
+        baseline: "moka::sync::Cache get",
+        needs_redis: false,
+        goal_ratio: Some(0.8),
+        goal_p99_us: None,
+        run: l1_get,
+    },
+    Scenario {
+        name: "hybrid_l1_get",
+        baseline: "QueryCache get (same async loop)",
+        needs_redis: true,
+        goal_ratio: Some(2.0 / 3.0),
+        goal_p99_us: None,
+        run: hybrid_l1_get,
+    },
+    Scenario {
+        name: "hybrid_invalidation",
+        baseline: "redis-rs PUBLISH → subscriber",
+        needs_redis: true,
+        goal_ratio: None,
+        goal_p99_us: Some(5_000.0),
+        run: hybrid_invalidation,
+    },
+    Scenario {
+        name: "outage",
+        baseline: "QueryCache miss (same async loop)",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: Some(1_000.0),
+        run: outage,
+    },
+    Scenario {
+        name: "codec_json",
+        baseline: "serde_json to_vec+from_slice",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: codec_json,
+    },
+    Scenario {
+        name: "codec_msgpack",
+        baseline: "rmp_serde to_vec_named+from_slice",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: codec_msgpack,
+    },
+];
+
+/// What every scenario may use.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub(crate) rt: tokio::runtime::Runtime,
+    /// Set when a selected scenario needs Redis.
+    pub(crate) redis_url: Option<String>,
+    /// Every Redis key written lives under `{prefix}:`.
+    pub(crate) prefix: String,
+}
+
+impl Env {
+    fn redis_url(&self) -> Result<&str> {
+        self.redis_url
+            .as_deref()
+            .ok_or_else(|| "this scenario needs Redis".into())
+    }
+
+    /// A `DistributedCache` with default settings under the run's prefix.
+    async fn distributed(&self) -> Result<DistributedCache> {
+        Ok(DistributedCache::builder()
+            .redis_url(self.redis_url()?)
+            .key_prefix(&self.prefix)
+            .build()
+            .await?)
+    }
+
+    /// The baseline's client: TCP_NODELAY, as ormcache sets it.
+    fn raw_client(&self) -> Result<redis::Client> {
+        let info = self
+            .redis_url()?
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        Ok(redis::Client::open(info)?)
+    }
+
+    /// The baseline's connection: the kind ormcache uses (`ConnectionManager`), with
+    /// the same TCP_NODELAY setting, so the ratio measures ormcache and not Nagle.
+    async fn raw_connection(&self) -> Result<ConnectionManager> {
+        Ok(self.raw_client()?.get_connection_manager().await?)
+    }
+
+    /// A coherent `HybridCache` over a fresh L1 and a default L2 under the run's
+    /// prefix (its background tasks run on `self.rt`: call this inside it).
+    async fn hybrid(&self) -> Result<HybridCache> {
+        let cache = HybridCache::builder(QueryCache::new(10_000, TTL)?, self.distributed().await?)
+            .l1_max_ttl(TTL)
+            .build();
+        if !cache.wait_coherent(COHERENT_WAIT).await {
+            return Err(format!("HybridCache not coherent within {COHERENT_WAIT:?}").into());
+        }
+        Ok(cache)
+    }
+}
+
+/// The runtime that drives the async tight loops: one thread, the caller's.
+fn current_thread() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A ~200-byte database row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Row {
+    id: u64,
+    name: String,
+    email: String,
+    active: bool,
+    score: f64,
+    tags: Vec<String>,
+    created_at: String,
+}
+
+const ROW_ID: u64 = 123_456;
+
+fn row() -> Row {
+    row_with_id(ROW_ID)
+}
+
+fn row_with_id(id: u64) -> Row {
+    Row {
+        id,
+        name: "Augusta Ada King, Countess of Lovelace".into(),
+        email: "ada.lovelace@example.com".into(),
+        active: true,
+        score: 98.25,
+        tags: vec![
+            "admin".into(),
+            "beta".into(),
+            "eu-west".into(),
+            "analytical-engine".into(),
+        ],
+        created_at: "2026-11-25T21:38:52Z".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// L2: DistributedCache against raw redis-rs, 50 concurrent tasks.
+
+const GET_KEY: &str = "row:get";
+
+struct CacheGet {
+    cache: DistributedCache,
+}
+
+impl Worker for CacheGet {
+    async fn op(&mut self) -> bool {
+        matches!(self.cache.get::<Row>(GET_KEY).await, Ok(Some(row)) if black_box(&row).id == ROW_ID)
+    }
+}
+
+struct RawGet {
+    conn: ConnectionManager,
+    key: Arc<str>,
+}
+
+impl Worker for RawGet {
+    async fn op(&mut self) -> bool {
+        let reply = redis::cmd("GET")
+            .arg(&*self.key)
+            .query_async::<Option<Vec<u8>>>(&mut self.conn)
+            .await;
+        let Ok(Some(bytes)) = reply else { return false };
+        matches!(serde_json::from_slice::<Row>(&bytes), Ok(row) if black_box(&row).id == ROW_ID)
+    }
+}
+
+fn l2_get(env: &Env) -> Result<Measured> {
+    let (cache, conn, key) = env.rt.block_on(async {
+        let cache = env.distributed().await?;
+        let conn = env.raw_connection().await?;
+        cache.set(GET_KEY, row(), None).await?;
+        let key = Arc::<str>::from(cache.redis_key(GET_KEY));
+        Ok::<_, Error>((cache, conn, key))
+    })?;
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || {
+            let workers = (0..TASKS)
+                .map(|_| CacheGet {
+                    cache: cache.clone(),
+                })
+                .collect();
+            env.rt.block_on(concurrent_round(workers, REDIS_ROUND))
+        },
+        || {
+            let workers = (0..TASKS)
+                .map(|_| RawGet {
+                    conn: conn.clone(),
+                    key: Arc::clone(&key),
+                })
+                .collect();
+            env.rt.block_on(concurrent_round(workers, REDIS_ROUND))
+        },
+    );
+    env.rt.block_on(cache.close())?;
+    Ok(Measured {
+        ours,
+        baseline,
+        ..Measured::default()
+    })
+}
+
+struct CacheSet {
+    cache: DistributedCache,
+    key: String,
+    row: Row,
+}
+
+impl Worker for CacheSet {
+    async fn op(&mut self) -> bool {
+        self.cache
+            .set(&self.key, self.row.clone(), None)
+            .await
+            .is_ok()
+    }
+}
+
+struct RawSet {
+    conn: ConnectionManager,
+    key: String,
+    row: Row,
+}
+
+impl Worker for RawSet {
+    async fn op(&mut self) -> bool {
+        let Ok(bytes) = serde_json::to_vec(&self.row) else {
+            return false;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&self.key)
+            .arg(bytes)
+            .arg("PX")
+            .arg(TTL.as_millis() as u64);
+        cmd.query_async::<()>(&mut self.conn).await.is_ok()
+    }
+}
+
+fn set_key(task: usize) -> String {
+    format!("row:set:{task}")
+}
+
+fn l2_set(env: &Env) -> Result<Measured> {
+    let (cache, conn) = env.rt.block_on(async {
+        Ok::<_, Error>((env.distributed().await?, env.raw_connection().await?))
+    })?;
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || {
+            let workers = (0..TASKS)
+                .map(|t| CacheSet {
+                    cache: cache.clone(),
+                    key: set_key(t),
+                    row: row(),
+                })
+                .collect();
+            env.rt.block_on(concurrent_round(workers, REDIS_ROUND))
+        },
+        || {
+            let workers = (0..TASKS)
+                .map(|t| RawSet {
+                    conn: conn.clone(),
+                    key: cache.redis_key(&set_key(t)),
+                    row: row(),
+                })
+                .collect();
+            env.rt.block_on(concurrent_round(workers, REDIS_ROUND))
+        },
+    );
+    // Both sides wrote the same keys; what is there must read back as the row.
+    env.rt.block_on(async {
+        let back = cache.get::<Row>(&set_key(0)).await?;
+        if back.as_deref() != Some(&row()) {
+            return Err::<(), Error>(format!("l2_set: read back {back:?}").into());
+        }
+        Ok(cache.close().await?)
+    })?;
+    Ok(Measured {
+        ours,
+        baseline,
+        ..Measured::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// L1: QueryCache against raw moka, one thread.
+
+/// The baseline's per-entry expiry: a fixed TTL, as a raw moka user would write it.
+struct FixedTtl(Duration);
+
+impl moka::Expiry<String, Arc<Row>> for FixedTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        _value: &Arc<Row>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+fn l1_get(_env: &Env) -> Result<Measured> {
+    const KEY: &str = "row:1";
+    let ours = QueryCache::new(10_000, TTL)?;
+    ours.set(KEY, row(), None)?;
+    let raw: moka::sync::Cache<String, Arc<Row>> = moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .expire_after(FixedTtl(TTL))
+        .build();
+    raw.insert(KEY.to_owned(), Arc::new(row()));
+
+    let mut ours_get = || {
+        black_box(ours.get::<Row>(black_box(KEY)));
+    };
+    let mut raw_get = || {
+        black_box(raw.get(black_box(KEY)));
+    };
+    let (ours_rounds, baseline) = alternate(
+        ROUNDS,
+        || tight_loop(L1_OPS, &mut ours_get),
+        || tight_loop(L1_OPS, &mut raw_get),
+    );
+    let ours_latency = sample_each(LATENCY_SAMPLES, &mut ours_get);
+    let baseline_latency = sample_each(LATENCY_SAMPLES, &mut raw_get);
+
+    let misses = ours.get_stats().misses;
+    if misses != 0 || raw.get(KEY).is_none() {
+        return Err(format!("l1_get: the key was not a hit every time ({misses} misses)").into());
+    }
+    Ok(Measured {
+        ours: ours_rounds,
+        baseline,
+        ours_latency: Some(ours_latency),
+        baseline_latency: Some(baseline_latency),
+        ..Measured::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// HybridCache L1 hit against a plain QueryCache hit, one thread, same async loop.
+
+fn hybrid_l1_get(env: &Env) -> Result<Measured> {
+    const KEY: &str = "hybrid:l1";
+    // Built inside the shared runtime, so that its subscriber and heartbeat keep
+    // running on that runtime's workers while the loop below runs on this thread.
+    let hybrid = env.rt.block_on(async {
+        let cache = env.hybrid().await?;
+        cache.set(KEY, row(), None).await?;
+        Ok::<_, Error>(cache)
+    })?;
+    if !hybrid.l1().exists(KEY) {
+        return Err("hybrid_l1_get: the set did not fill L1".into());
+    }
+    let plain = QueryCache::new(10_000, TTL)?;
+    plain.set(KEY, row(), None)?;
+
+    let rt = current_thread()?;
+    let (h, q) = (&hybrid, &plain);
+    let ours_get = move || async move {
+        matches!(h.get::<Row>(black_box(KEY)).await, Ok(Some(row)) if black_box(&row).id == ROW_ID)
+    };
+    let plain_get = move || async move {
+        matches!(q.get::<Row>(black_box(KEY)), Some(row) if black_box(&row).id == ROW_ID)
+    };
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || tight_loop_async(&rt, L1_OPS, ours_get),
+        || tight_loop_async(&rt, L1_OPS, plain_get),
+    );
+    let ours_latency = sample_each_async(&rt, LATENCY_SAMPLES, ours_get);
+    let baseline_latency = sample_each_async(&rt, LATENCY_SAMPLES, plain_get);
+
+    // Every get must have been an L1 hit: no L1 miss, still coherent, no flush.
+    let misses = hybrid.l1().get_stats().misses;
+    let stats = env.rt.block_on(hybrid.get_stats())?;
+    let coherent = hybrid.is_coherent();
+    env.rt.block_on(hybrid.close())?;
+    if misses != 0 || !coherent {
+        return Err(format!(
+            "hybrid_l1_get: not an L1 hit every time ({misses} L1 misses, coherent: {coherent})"
+        )
+        .into());
+    }
+    Ok(Measured {
+        ours,
+        baseline,
+        ours_latency: Some(ours_latency),
+        baseline_latency: Some(baseline_latency),
+        extras: vec![
+            (
+                "driver",
+                json!("current-thread tokio runtime, one .await per op, both sides"),
+            ),
+            ("l2_hits", json!(stats.l2.map_or(0, |s| s.hits))),
+            ("flushes", json!(stats.coherence.flushes)),
+        ],
+        ..Measured::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Invalidation: A's set → B's L1 copy evicted, against raw PUBLISH → subscriber.
+
+/// Spins (yielding the CPU) until `done`, at most [`INVALIDATION_TIMEOUT`] after
+/// `since`; when `done` was first seen true, or `None` on timeout.
+fn poll_until(since: Instant, mut done: impl FnMut() -> bool) -> Option<Instant> {
+    loop {
+        if done() {
+            return Some(Instant::now());
+        }
+        if since.elapsed() > INVALIDATION_TIMEOUT {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// What one side of `hybrid_invalidation` saw besides its latency samples.
+#[derive(Debug, Default)]
+struct InvalidationCounts {
+    /// Latency from the write returning (ns), the secondary measure.
+    from_return: Vec<u64>,
+    timeouts: u64,
+    /// B's read did not fill its L1 (ours only).
+    fill_failures: u64,
+    /// B's read did not return the value last written (ours only).
+    stale_reads: u64,
+}
+
+fn hybrid_invalidation(env: &Env) -> Result<Measured> {
+    const KEY: &str = "hybrid:inv";
+    let channel = format!("{}:bench-pubsub", env.prefix);
+    let received = Arc::new(AtomicU64::new(0));
+    let (a, b, mut conn, subscriber) = env.rt.block_on(async {
+        let a = env.hybrid().await?;
+        let b = env.hybrid().await?;
+        a.set(KEY, row_with_id(0), None).await?;
+        // The baseline: a plain redis-rs subscriber that counts messages.
+        let mut pubsub = env.raw_client()?.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        let counter = Arc::clone(&received);
+        let subscriber = tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while messages.next().await.is_some() {
+                counter.fetch_add(1, SeqCst);
+            }
+        });
+        Ok::<_, Error>((a, b, env.raw_connection().await?, subscriber))
+    })?;
+
+    let mut last_id = 0u64;
+    let mut ours_counts = InvalidationCounts::default();
+    let mut base_counts = InvalidationCounts::default();
+    // About the size of ormcache's invalidation message for one key.
+    let payload = format!(r#"{{"i":1234567890123456789,"s":1,"o":{{"Keys":["{KEY}"]}}}}"#);
+
+    let ours_round = |last_id: &mut u64, counts: &mut InvalidationCounts| {
+        let mut round = Round {
+            samples: Vec::with_capacity(INVALIDATION_SAMPLES),
+            ..Round::default()
+        };
+        let start = Instant::now();
+        for _ in 0..INVALIDATION_SAMPLES {
+            // B reads the key: an L2 hit that fills B's L1.
+            let read = env.rt.block_on(b.get::<Row>(KEY));
+            if !matches!(&read, Ok(Some(row)) if row.id == *last_id) {
+                counts.stale_reads += 1;
+            }
+            if !b.l1().exists(KEY) {
+                counts.fill_failures += 1;
+                round.errors += 1;
+                continue;
+            }
+            *last_id += 1;
+            let issued = Instant::now();
+            let written = env.rt.block_on(a.set(KEY, row_with_id(*last_id), None));
+            let returned = Instant::now();
+            if written.is_err() {
+                round.errors += 1;
+                continue;
+            }
+            match poll_until(issued, || !b.l1().exists(KEY)) {
+                Some(evicted) => {
+                    round.ops += 1;
+                    round.samples.push(nanos(evicted - issued));
+                    counts
+                        .from_return
+                        .push(nanos(evicted.saturating_duration_since(returned)));
+                }
+                None => {
+                    counts.timeouts += 1;
+                    round.errors += 1;
+                }
+            }
+        }
+        round.elapsed = start.elapsed();
+        round
+    };
+    let base_round = |conn: &mut ConnectionManager, counts: &mut InvalidationCounts| {
+        let mut round = Round {
+            samples: Vec::with_capacity(INVALIDATION_SAMPLES),
+            ..Round::default()
+        };
+        let start = Instant::now();
+        for _ in 0..INVALIDATION_SAMPLES {
+            let before = received.load(SeqCst);
+            let issued = Instant::now();
+            let published = env.rt.block_on(
+                redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&payload)
+                    .query_async::<u64>(conn),
+            );
+            let returned = Instant::now();
+            if !matches!(published, Ok(1)) {
+                round.errors += 1;
+                continue;
+            }
+            match poll_until(issued, || received.load(SeqCst) > before) {
+                Some(seen) => {
+                    round.ops += 1;
+                    round.samples.push(nanos(seen - issued));
+                    counts
+                        .from_return
+                        .push(nanos(seen.saturating_duration_since(returned)));
+                }
+                None => {
+                    counts.timeouts += 1;
+                    round.errors += 1;
+                }
+            }
+        }
+        round.elapsed = start.elapsed();
+        round
+    };
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || ours_round(&mut last_id, &mut ours_counts),
+        || base_round(&mut conn, &mut base_counts),
+    );
+    // The warm-up rounds' secondary samples are dropped with their rounds.
+    let measured = |counts: &mut InvalidationCounts, rounds: &[Round]| {
+        let kept: usize = rounds.iter().map(|r| r.samples.len()).sum();
+        let skip = counts.from_return.len() - kept;
+        counts.from_return.drain(..skip);
+        counts.from_return.sort_unstable();
+    };
+    measured(&mut ours_counts, &ours);
+    measured(&mut base_counts, &baseline);
+
+    subscriber.abort();
+    let (a_stats, b_stats) = env.rt.block_on(async {
+        let stats = (a.get_stats().await?, b.get_stats().await?);
+        a.close().await?;
+        b.close().await?;
+        Ok::<_, Error>(stats)
+    })?;
+    let b_coherence = &b_stats.coherence;
+    let (ours_fr, base_fr) = (&ours_counts.from_return, &base_counts.from_return);
+    Ok(Measured {
+        ours,
+        baseline,
+        ratio_of: RatioOf::InverseP99,
+        ratio_definition: Some(
+            "median over round pairs of baseline p99 / ours p99, where ours = A.set issued → \
+             key gone from B's L1 and baseline = PUBLISH issued → message counted by a \
+             redis-rs subscriber task; higher is better (1.0: as fast as raw pub/sub)",
+        ),
+        goal_also: Some(ours_counts.timeouts == 0),
+        notes: vec![
+            format!(
+                "from return p50/p99 {}/{} µs",
+                percentile_us(ours_fr, 0.50),
+                percentile_us(ours_fr, 0.99)
+            ),
+            format!("timeouts {}/{}", ours_counts.timeouts, base_counts.timeouts),
+        ],
+        extras: vec![
+            (
+                "latency_from",
+                json!("just before A.set is issued (baseline: just before PUBLISH is issued)"),
+            ),
+            (
+                "latency_until",
+                json!(
+                    "B.l1().exists(k) seen false (baseline: the subscriber task has counted \
+                     the message)"
+                ),
+            ),
+            (
+                "poll",
+                json!("spin on the bench thread with std::thread::yield_now, 1 s timeout"),
+            ),
+            (
+                "ops_definition",
+                json!(
+                    "samples; ops_per_sec = samples per second of round time, each sample \
+                       including B's read (an L2 hit) and A's set"
+                ),
+            ),
+            ("from_return_p50_us", json!(percentile_us(ours_fr, 0.50))),
+            ("from_return_p99_us", json!(percentile_us(ours_fr, 0.99))),
+            (
+                "baseline_from_return_p50_us",
+                json!(percentile_us(base_fr, 0.50)),
+            ),
+            (
+                "baseline_from_return_p99_us",
+                json!(percentile_us(base_fr, 0.99)),
+            ),
+            ("timeouts", json!(ours_counts.timeouts)),
+            ("baseline_timeouts", json!(base_counts.timeouts)),
+            ("fill_failures", json!(ours_counts.fill_failures)),
+            ("stale_reads", json!(ours_counts.stale_reads)),
+            (
+                "a_invalidations_sent",
+                json!(a_stats.coherence.invalidations_sent),
+            ),
+            (
+                "b_invalidations_received",
+                json!(b_coherence.invalidations_received),
+            ),
+            ("b_flushes", json!(b_coherence.flushes)),
+            ("b_gaps", json!(b_coherence.gaps)),
+            ("b_fills_discarded", json!(b_coherence.fills_discarded)),
+        ],
+        ..Measured::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Outage: calls with the circuit breaker open, against a QueryCache miss.
+
+fn outage(env: &Env) -> Result<Measured> {
+    const KEY: &str = "outage:row";
+    const MISSING: &str = "outage:missing";
+    const COOLDOWN: Duration = Duration::from_secs(60);
+    // A port nothing listens on: bound once, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let opening = Instant::now();
+    let (l2, hybrid, calls_to_open) = env.rt.block_on(async {
+        let l2 = DistributedCache::builder()
+            .redis_url(&url)
+            .key_prefix(&env.prefix)
+            .connect_lazily(true)
+            .socket_timeout(Duration::from_millis(50))
+            .circuit_breaker(BreakerConfig::new().threshold(1).cooldown(COOLDOWN))
+            .build()
+            .await?;
+        let mut calls = 0u32;
+        while l2.breaker_state() != BreakerState::Open {
+            if calls == 20 {
+                return Err::<_, Error>("the breaker did not open after 20 failed calls".into());
+            }
+            calls += 1;
+            if l2.get::<Row>(KEY).await.is_ok() {
+                return Err(format!("something answers on {url}").into());
+            }
+        }
+        let hybrid = HybridCache::new(QueryCache::new(10_000, TTL)?, l2.clone());
+        Ok((l2, hybrid, calls))
+    })?;
+    let time_to_open = opening.elapsed();
+    let plain = QueryCache::new(10_000, TTL)?;
+
+    let rt = current_thread()?;
+    let (c, h, q) = (&l2, &hybrid, &plain);
+    let l2_get = move || async move {
+        matches!(c.get::<Row>(black_box(KEY)).await, Err(e) if e.kind() == ErrorKind::CircuitOpen)
+    };
+    let hybrid_get = move || async move { matches!(h.get::<Row>(black_box(KEY)).await, Ok(None)) };
+    let plain_miss = move || async move { q.get::<Row>(black_box(MISSING)).is_none() };
+
+    let measuring = Instant::now();
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || tight_loop_async(&rt, OUTAGE_OPS, l2_get),
+        || tight_loop_async(&rt, OUTAGE_OPS, plain_miss),
+    );
+    let ours_latency = sample_each_async(&rt, LATENCY_SAMPLES, l2_get);
+    let baseline_latency = sample_each_async(&rt, LATENCY_SAMPLES, plain_miss);
+    // The same through a HybridCache over that L2: fallback to L1, a miss.
+    tight_loop_async(&rt, OUTAGE_OPS, hybrid_get);
+    let hybrid_rounds: Vec<Round> = (0..ROUNDS)
+        .map(|_| tight_loop_async(&rt, OUTAGE_OPS, hybrid_get))
+        .collect();
+    let mut hybrid_latency = sample_each_async(&rt, LATENCY_SAMPLES, hybrid_get);
+    hybrid_latency.sort_unstable();
+    let measured_for = measuring.elapsed();
+
+    let still_open = l2.breaker_state() == BreakerState::Open;
+    let stats = env.rt.block_on(hybrid.get_stats())?;
+    env.rt.block_on(hybrid.close())?;
+    if !still_open {
+        return Err("outage: the breaker closed during the measurement".into());
+    }
+    let hybrid_ops: u64 = hybrid_rounds.iter().map(|r| r.ops).sum();
+    let hybrid_errors: u64 = hybrid_rounds.iter().map(|r| r.errors).sum();
+    let hybrid_elapsed: Duration = hybrid_rounds.iter().map(|r| r.elapsed).sum();
+    let hybrid_ops_per_sec = (hybrid_ops as f64 / hybrid_elapsed.as_secs_f64()).round();
+    let hybrid_p50 = percentile_us(&hybrid_latency, 0.50);
+    let hybrid_p99 = percentile_us(&hybrid_latency, 0.99);
+    Ok(Measured {
+        ours,
+        baseline,
+        ours_latency: Some(ours_latency),
+        baseline_latency: Some(baseline_latency),
+        ratio_definition: Some(
+            "median over round pairs of ours ops/s (DistributedCache::get, breaker open) / \
+             baseline ops/s (QueryCache miss): the cost of a breaker-open call in L1 misses; \
+             higher is better",
+        ),
+        goal_also: Some(hybrid_p99 < 1_000.0 && hybrid_errors == 0),
+        notes: vec![format!("hybrid p50/p99 {hybrid_p50}/{hybrid_p99} µs")],
+        extras: vec![
+            (
+                "goal_applies_to",
+                json!("p99_us (DistributedCache::get) and hybrid_p99_us (HybridCache::get)"),
+            ),
+            (
+                "ours",
+                json!(format!(
+                    "DistributedCache::get on 127.0.0.1:{port} (nothing listening), breaker \
+                     open (threshold 1, cooldown {COOLDOWN:?}): Err(CircuitOpen)"
+                )),
+            ),
+            (
+                "hybrid",
+                json!("HybridCache::get over that L2: Ok(None) by fallback"),
+            ),
+            ("hybrid_ops", json!(hybrid_ops)),
+            ("hybrid_ops_per_sec", json!(hybrid_ops_per_sec)),
+            ("hybrid_p50_us", json!(hybrid_p50)),
+            ("hybrid_p99_us", json!(hybrid_p99)),
+            ("hybrid_errors", json!(hybrid_errors)),
+            ("hybrid_fallbacks", json!(stats.coherence.fallbacks)),
+            ("calls_to_open", json!(calls_to_open)),
+            (
+                "time_to_open_ms",
+                json!((time_to_open.as_secs_f64() * 1e5).round() / 100.0),
+            ),
+            (
+                "measured_s",
+                json!((measured_for.as_secs_f64() * 100.0).round() / 100.0),
+            ),
+            ("breaker_open_throughout", json!(still_open)),
+        ],
+        ..Measured::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Codecs: ormcache::Encoding against the raw serde crates, encode + decode.
+
+fn codec(
+    encoding: Encoding,
+    raw_encode: fn(&Row) -> Vec<u8>,
+    raw_decode: fn(&[u8]) -> Option<Row>,
+) -> Result<Measured> {
+    let row = row();
+    let bytes = encoding.encode(&row)?;
+    let raw_bytes = raw_encode(&row);
+    if encoding.decode::<Row>(&bytes)? != row || raw_decode(&raw_bytes).as_ref() != Some(&row) {
+        return Err("codec: a round trip changed the row".into());
+    }
+    let mut ours_op = || {
+        let bytes = encoding.encode(black_box(&row)).expect("encode");
+        black_box(encoding.decode::<Row>(black_box(&bytes)).expect("decode"));
+    };
+    let mut raw_op = || {
+        let bytes = raw_encode(black_box(&row));
+        black_box(raw_decode(black_box(&bytes)).expect("decode"));
+    };
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || tight_loop(CODEC_OPS, &mut ours_op),
+        || tight_loop(CODEC_OPS, &mut raw_op),
+    );
+    Ok(Measured {
+        ours,
+        baseline,
+        ours_latency: Some(sample_each(LATENCY_SAMPLES, &mut ours_op)),
+        baseline_latency: Some(sample_each(LATENCY_SAMPLES, &mut raw_op)),
+        bytes: Some(bytes.len()),
+        baseline_bytes: Some(raw_bytes.len()),
+        ..Measured::default()
+    })
+}
+
+fn codec_json(_env: &Env) -> Result<Measured> {
+    codec(
+        Encoding::new(Codec::Json),
+        |row| serde_json::to_vec(row).expect("encode"),
+        |bytes| serde_json::from_slice(bytes).ok(),
+    )
+}
+
+fn codec_msgpack(_env: &Env) -> Result<Measured> {
+    codec(
+        Encoding::new(Codec::MessagePack),
+        |row| rmp_serde::to_vec_named(row).expect("encode"),
+        |bytes| rmp_serde::from_slice(bytes).ok(),
+    )
+}

@@ -1,0 +1,965 @@
+//! [`HybridCache`]: L1 + L2, kept coherent across processes.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::cache::{Cache, CacheValue, Ttl};
+use crate::coherence::{Backlog, Message, Op, Sequences};
+use crate::distributed::{DistributedCache, Notice};
+use crate::error::{Error, Result};
+use crate::glob::GlobPattern;
+use crate::key;
+use crate::local::QueryCache;
+use crate::stats::{DistributedStats, LocalStats, hit_rate};
+
+mod tasks;
+
+use tasks::{heartbeat_loop, recovery_loop, subscriber_loop};
+
+const STRIPES: usize = 4096;
+const PATTERN_RING: usize = 64;
+
+/// Settings of a [`HybridCache`]; see [`HybridCache::builder`].
+#[must_use]
+#[derive(Debug)]
+pub struct HybridBuilder {
+    l1: QueryCache,
+    l2: DistributedCache,
+    degraded_max_age: Duration,
+    l1_max_ttl: Duration,
+    heartbeat_interval: Duration,
+    max_backlog: usize,
+}
+
+impl HybridBuilder {
+    /// While the invalidation stream is down, L1 serves only entries younger than
+    /// this (default 2 s).
+    pub fn degraded_max_age(mut self, age: Duration) -> Self {
+        self.degraded_max_age = age;
+        self
+    }
+
+    /// The longest an L1 copy lives, whatever the entry's TTL (default 30 s): the
+    /// bound on staleness should an invalidation be lost undetected.
+    pub fn l1_max_ttl(mut self, ttl: Duration) -> Self {
+        self.l1_max_ttl = ttl;
+        self
+    }
+
+    /// How often each instance publishes a heartbeat on the invalidation channel
+    /// (default 500 ms). A lost message is detected within about two intervals, a
+    /// dead subscription within about three.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat_interval = every;
+        self
+    }
+
+    /// Invalidations kept while Redis is unreachable (default 10,000); past that the
+    /// backlog becomes "clear the whole prefix", which is always safe.
+    pub fn max_backlog(mut self, entries: usize) -> Self {
+        self.max_backlog = entries;
+        self
+    }
+
+    /// Builds the cache and starts its background tasks (subscriber, heartbeat,
+    /// recovery). Outside a tokio runtime no task can start and the cache stays in
+    /// degraded mode (L1 entries younger than `degraded_max_age`, then L2).
+    pub fn build(self) -> HybridCache {
+        let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
+        let inner = Arc::new(Inner {
+            id: random_u64(),
+            channel,
+            seq: AtomicU64::new(0),
+            coherent: AtomicBool::new(false),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            global: AtomicU64::new(1),
+            pattern_epoch: AtomicU64::new(0),
+            patterns: Mutex::new(std::collections::VecDeque::new()),
+            sequences: Mutex::new(Sequences::default()),
+            backlog: Mutex::new(Backlog::default()),
+            backlog_pending: AtomicBool::new(false),
+            replay_lock: tokio::sync::Mutex::new(()),
+            wake_recovery: Arc::new(Notify::new()),
+            resubscribe: Arc::new(Notify::new()),
+            own_heartbeat: Mutex::new(Instant::now()),
+            identity: Mutex::new(None),
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+            counters: Counters::default(),
+            tasks: Mutex::new(Vec::new()),
+            degraded_max_age: self.degraded_max_age,
+            l1_max_ttl: self.l1_max_ttl,
+            heartbeat_interval: self.heartbeat_interval.max(Duration::from_millis(10)),
+            max_backlog: self.max_backlog.max(1),
+            l1: self.l1,
+            l2: self.l2,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let tasks = vec![
+                rt.spawn(subscriber_loop(Arc::downgrade(&inner))),
+                rt.spawn(heartbeat_loop(Arc::downgrade(&inner))),
+                rt.spawn(recovery_loop(
+                    Arc::downgrade(&inner),
+                    Arc::clone(&inner.wake_recovery),
+                )),
+            ];
+            if let Ok(mut slot) = inner.tasks.lock() {
+                slot.extend(tasks);
+            }
+        } else {
+            tracing::error!(
+                "HybridCache built outside a tokio runtime: coherence disabled, L1 degraded"
+            );
+        }
+        HybridCache { inner }
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut h = foldhash::fast::RandomState::default().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    gets: AtomicU64,
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    fallbacks: AtomicU64,
+    fills_discarded: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    flushes: AtomicU64,
+    gaps: AtomicU64,
+    backlog_overflows: AtomicU64,
+    resubscriptions: AtomicU64,
+}
+
+struct Inner {
+    l1: QueryCache,
+    l2: DistributedCache,
+    id: u64,
+    channel: String,
+    seq: AtomicU64,
+    /// The invalidation stream is up and L2 is trusted.
+    coherent: AtomicBool,
+    /// Bumped per key (by stripe) on every invalidation: an L1 fill that read L2
+    /// before the bump is not stored.
+    stripes: Box<[AtomicU64]>,
+    /// Bumped on clear and flush: L1 entries carry the value they were read under.
+    global: AtomicU64,
+    pattern_epoch: AtomicU64,
+    patterns: Mutex<std::collections::VecDeque<(u64, GlobPattern)>>,
+    sequences: Mutex<Sequences>,
+    backlog: Mutex<Backlog>,
+    backlog_pending: AtomicBool,
+    replay_lock: tokio::sync::Mutex<()>,
+    wake_recovery: Arc<Notify>,
+    resubscribe: Arc<Notify>,
+    own_heartbeat: Mutex<Instant>,
+    identity: Mutex<Option<String>>,
+    hasher: foldhash::fast::FixedState,
+    counters: Counters,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    degraded_max_age: Duration,
+    l1_max_ttl: Duration,
+    heartbeat_interval: Duration,
+    max_backlog: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// A snapshot of the epochs an L1 fill must still see when it stores.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    stripe: u64,
+    global: u64,
+    pattern: u64,
+}
+
+/// L1 + L2, coherent across processes: the seed's `HybridCache(l1, l2)` without its
+/// stale L1s.
+///
+/// Reads go L1 → L2 → miss; an L2 hit fills L1 with a TTL no longer than the entry's
+/// remaining L2 TTL (and [`l1_max_ttl`](HybridBuilder::l1_max_ttl)). Every write,
+/// delete, expire, clear and pattern clear goes to Redis together with an
+/// invalidation message (same round trip), which every other instance sharing the
+/// prefix applies to its L1 within milliseconds. See the crate docs, "Consistency",
+/// for the staleness bound and why it holds.
+///
+/// Reads never fail on Redis: they fall back to L1 (entries younger than
+/// `degraded_max_age`) or miss. Writes and invalidations report Redis failures (the
+/// shared cache did not take them) but are not lost: the affected keys join a
+/// backlog that is replayed, and every L1 copy evicted, before L2 is trusted again.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ormcache::{DistributedCache, HybridCache, QueryCache};
+///
+/// # async fn demo() -> ormcache::Result<()> {
+/// let l1 = QueryCache::new(1_000, Duration::from_secs(60))?;
+/// let l2 = DistributedCache::builder()
+///     .redis_url("redis://localhost:6379")
+///     .connect_lazily(true) // start even while Redis is down
+///     .build()
+///     .await?;
+/// let cache = HybridCache::new(l1, l2);
+/// cache.set("user:1", "John".to_string(), None).await?;
+/// assert_eq!(cache.get::<String>("user:1").await?.as_deref().map(String::as_str), Some("John"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HybridCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for HybridCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HybridCache")
+            .field("l1", &self.inner.l1)
+            .field("l2", &self.inner.l2)
+            .field("coherent", &self.inner.coherent.load(Relaxed))
+            .finish()
+    }
+}
+
+/// Statistics of a [`HybridCache`], in the seed's shape:
+/// `{"l1": {...}, "l2": {...}, "combined_hit_rate": ...}` plus coherence figures.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HybridStats {
+    /// The L1's statistics.
+    pub l1: LocalStats,
+    /// The L2's statistics (`None` while Redis cannot be asked).
+    pub l2: Option<DistributedStats>,
+    /// Reads answered by L1 or L2, in percent of all reads.
+    pub combined_hit_rate: f64,
+    /// Coherence and failure figures of this instance.
+    pub coherence: CoherenceStats,
+}
+
+/// Coherence and failure figures of one [`HybridCache`] instance.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoherenceStats {
+    /// The invalidation stream is up and L2 trusted.
+    pub coherent: bool,
+    /// Invalidation messages published.
+    pub invalidations_sent: u64,
+    /// Invalidation messages received from other instances.
+    pub invalidations_received: u64,
+    /// Whole-L1 flushes (resubscription, lost message, restart, remote clear).
+    pub flushes: u64,
+    /// Lost messages detected.
+    pub gaps: u64,
+    /// Reads and writes that Redis could not serve and that fell back.
+    pub fallbacks: u64,
+    /// L1 fills dropped because an invalidation raced them.
+    pub fills_discarded: u64,
+    /// Invalidations waiting for Redis.
+    pub backlog: usize,
+    /// Times the backlog overflowed into a clear of the prefix.
+    pub backlog_overflows: u64,
+    /// Times the invalidation stream was (re)established.
+    pub resubscriptions: u64,
+}
+
+impl HybridCache {
+    /// Combines an L1 and an L2 with the default settings.
+    pub fn new(l1: QueryCache, l2: DistributedCache) -> Self {
+        Self::builder(l1, l2).build()
+    }
+
+    /// A builder over an L1 and an L2.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) {
+    /// let cache = ormcache::HybridCache::builder(l1, l2)
+    ///     .degraded_max_age(Duration::from_secs(1))
+    ///     .l1_max_ttl(Duration::from_secs(10))
+    ///     .build();
+    /// # }
+    /// ```
+    pub fn builder(l1: QueryCache, l2: DistributedCache) -> HybridBuilder {
+        HybridBuilder {
+            l1,
+            l2,
+            degraded_max_age: Duration::from_secs(2),
+            l1_max_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(500),
+            max_backlog: 10_000,
+        }
+    }
+
+    /// The L1.
+    pub fn l1(&self) -> &QueryCache {
+        &self.inner.l1
+    }
+
+    /// The L2.
+    pub fn l2(&self) -> &DistributedCache {
+        &self.inner.l2
+    }
+
+    /// Whether the invalidation stream is up and L2 trusted (else L1 is degraded).
+    pub fn is_coherent(&self) -> bool {
+        self.inner.coherent.load(SeqCst)
+    }
+
+    /// Waits until the cache is coherent, up to `timeout`; whether it is.
+    pub async fn wait_coherent(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_coherent() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// The value at `key`: L1, then L2 (filling L1), else `None`.
+    ///
+    /// While the invalidation stream is down, L1 is not trusted: L2 answers, and
+    /// only if Redis fails does L1 serve entries younger than `degraded_max_age`.
+    /// Redis failures are counted, never returned.
+    ///
+    /// # Errors
+    /// Invalid key only.
+    pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
+        key::validate("get", key)?;
+        let inner = &self.inner;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        let coherent = inner.coherent.load(SeqCst);
+        if coherent {
+            let global = inner.global.load(SeqCst);
+            if let Some(v) = inner.l1.get_checked::<T>(key, None, Some(global)) {
+                inner.counters.l1_hits.fetch_add(1, Relaxed);
+                return Ok(Some(v));
+            }
+        }
+        if inner.backlog_pending.load(SeqCst) {
+            // An invalidation has not reached Redis yet: L2 may hold what it removes.
+            inner.counters.fallbacks.fetch_add(1, Relaxed);
+            inner.wake_recovery.notify_one();
+            return Ok(self.degraded_l1(key, coherent));
+        }
+        let ticket = inner.ticket(key);
+        match inner.l2.get_with_ttl::<T>(key).await {
+            Ok(Some((value, bytes, remaining))) => {
+                inner.counters.l2_hits.fetch_add(1, Relaxed);
+                if coherent {
+                    inner.fill(key, &value, bytes, remaining, ticket);
+                }
+                Ok(Some(value))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(e) => {
+                inner.counters.fallbacks.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "L2 read failed; falling back to L1");
+                Ok(self.degraded_l1(key, coherent))
+            }
+        }
+    }
+
+    /// The L1 answer when L2 cannot be used: young entries only.
+    fn degraded_l1<T: CacheValue>(&self, key: &str, coherent: bool) -> Option<Arc<T>> {
+        if coherent {
+            // L1 was already asked and missed.
+            return None;
+        }
+        let inner = &self.inner;
+        let global = inner.global.load(SeqCst);
+        let v = inner
+            .l1
+            .get_checked::<T>(key, Some(inner.degraded_max_age), Some(global));
+        if v.is_some() {
+            inner.counters.l1_hits.fetch_add(1, Relaxed);
+        }
+        v
+    }
+
+    /// Stores `value` in L2 and L1 and evicts every other instance's L1 copy.
+    ///
+    /// # Errors
+    /// Invalid key or TTL, encode errors, oversized values; Redis failures (the
+    /// write did not reach the shared cache, or its outcome is unknown): then this
+    /// process's L1 copy is evicted and the key joins the backlog, so that whatever
+    /// L2 holds for it is removed, and every L1 copy evicted, once Redis is back.
+    pub async fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        key::validate("set", key)?;
+        let inner = &self.inner;
+        let ttl = ttl.unwrap_or(inner.l2.default_ttl());
+        key::validate_ttl("set", key, ttl)?;
+        let bytes = inner.l2.encode("set", key, &value)?;
+        let value = Arc::new(value);
+        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
+        inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)))
+    }
+
+    /// Removes `key` everywhere; whether it existed in L2.
+    ///
+    /// # Errors
+    /// Invalid key; Redis failures (the invalidation is queued and applied when
+    /// Redis is back).
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        key::validate("delete", key)?;
+        let inner = &self.inner;
+        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.delete_notify(key, Some(&notice)).await;
+        inner.evict_local(key);
+        inner.after_invalidation(result, [key])
+    }
+
+    /// Sets a new TTL in L2 and evicts L1 copies (they refetch the new TTL).
+    ///
+    /// # Errors
+    /// Invalid key or TTL; Redis failures (the key is queued for invalidation).
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        key::validate("expire", key)?;
+        key::validate_ttl("expire", key, ttl)?;
+        let inner = &self.inner;
+        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.expire_notify(key, ttl, Some(&notice)).await;
+        inner.evict_local(key);
+        inner.after_invalidation(result, [key])
+    }
+
+    /// Whether `key` exists (L1 when coherent, else L2; L1 if Redis fails).
+    ///
+    /// # Errors
+    /// Invalid key only.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        key::validate("exists", key)?;
+        let inner = &self.inner;
+        if inner.coherent.load(SeqCst) && inner.l1.exists(key) {
+            return Ok(true);
+        }
+        match inner.l2.exists(key).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(_) => {
+                inner.counters.fallbacks.fetch_add(1, Relaxed);
+                Ok(inner.l1.exists(key))
+            }
+        }
+    }
+
+    /// The remaining lifetime in L2 (L1's if Redis fails).
+    ///
+    /// # Errors
+    /// Invalid key only.
+    pub async fn ttl(&self, key: &str) -> Result<Ttl> {
+        key::validate("ttl", key)?;
+        match self.inner.l2.ttl(key).await {
+            Ok(t) => Ok(t),
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(_) => {
+                self.inner.counters.fallbacks.fetch_add(1, Relaxed);
+                Ok(self.inner.l1.ttl(key))
+            }
+        }
+    }
+
+    /// Clears the prefix in L2, then every instance's L1.
+    ///
+    /// # Errors
+    /// Redis failures (the clear is queued and applied when Redis is back).
+    pub async fn clear(&self) -> Result<u64> {
+        let inner = &self.inner;
+        let result = inner.l2.clear_matching("clear", "*").await;
+        let result = match result {
+            Ok(n) => inner
+                .l2
+                .publish("clear", &inner.notice(Op::Clear))
+                .await
+                .map(|()| n),
+            Err(e) => Err(e),
+        };
+        inner.counters.sent.fetch_add(1, Relaxed);
+        inner.flush_l1();
+        result.inspect_err(|e| {
+            inner.degraded_write(e, |b, _| {
+                b.add_clear();
+                false
+            });
+        })
+    }
+
+    /// Clears the keys matching `pattern` in L2, then in every instance's L1.
+    ///
+    /// # Errors
+    /// Redis failures (the pattern is queued and applied when Redis is back).
+    pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
+        let inner = &self.inner;
+        let result = inner.l2.clear_matching("clear_pattern", pattern).await;
+        let result = match result {
+            Ok(n) => inner
+                .l2
+                .publish(
+                    "clear_pattern",
+                    &inner.notice(Op::Pattern(pattern.to_owned())),
+                )
+                .await
+                .map(|()| n),
+            Err(e) => Err(e),
+        };
+        inner.counters.sent.fetch_add(1, Relaxed);
+        inner.evict_pattern(pattern);
+        result.inspect_err(|e| inner.degraded_write(e, |b, max| b.add_pattern(pattern, max)))
+    }
+
+    /// The values at `keys`: L1 first, the rest from L2 in one round trip.
+    ///
+    /// # Errors
+    /// Invalid key only.
+    pub async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Arc<T>>>> {
+        for k in keys {
+            key::validate("get_many", k.as_ref())?;
+        }
+        let inner = &self.inner;
+        let coherent = inner.coherent.load(SeqCst);
+        let max_age = (!coherent).then_some(inner.degraded_max_age);
+        let global = inner.global.load(SeqCst);
+        let mut out: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
+        let mut missing: Vec<(usize, &str, Ticket)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            inner.counters.gets.fetch_add(1, Relaxed);
+            match inner.l1.get_checked::<T>(k.as_ref(), max_age, Some(global)) {
+                Some(v) => {
+                    inner.counters.l1_hits.fetch_add(1, Relaxed);
+                    out.push(Some(v));
+                }
+                None => {
+                    out.push(None);
+                    missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        if inner.backlog_pending.load(SeqCst) {
+            inner.counters.fallbacks.fetch_add(1, Relaxed);
+            inner.wake_recovery.notify_one();
+            return Ok(out);
+        }
+        let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        match inner.l2.get_many_with_ttl::<T>(&names).await {
+            Ok(found) => {
+                for ((i, k, ticket), hit) in missing.into_iter().zip(found) {
+                    if let Some((value, bytes, remaining)) = hit {
+                        inner.counters.l2_hits.fetch_add(1, Relaxed);
+                        if coherent {
+                            inner.fill(k, &value, bytes, remaining, ticket);
+                        }
+                        out[i] = Some(value);
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(_) => {
+                inner.counters.fallbacks.fetch_add(1, Relaxed);
+                Ok(out)
+            }
+        }
+    }
+
+    /// Stores every pair in L2 (one round trip, one invalidation message) and L1.
+    ///
+    /// # Errors
+    /// Invalid key or TTL, encode errors, oversized values (nothing is written).
+    pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let ttl = ttl.unwrap_or(inner.l2.default_ttl());
+        let mut encoded = Vec::with_capacity(entries.len());
+        for (k, v) in &entries {
+            key::validate("set_many", k.as_ref())?;
+            key::validate_ttl("set_many", k.as_ref(), ttl)?;
+            encoded.push((k.as_ref(), inner.l2.encode("set_many", k.as_ref(), v)?));
+        }
+        if encoded.is_empty() {
+            return Ok(());
+        }
+        let notice = inner.notice(Op::Keys(
+            encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),
+        ));
+        let result = inner.l2.set_many_bytes(&encoded, ttl, Some(&notice)).await;
+        let sizes: Vec<u64> = encoded.iter().map(|(_, b)| b.len() as u64).collect();
+        drop(encoded);
+        match result {
+            Ok(()) => {
+                inner.counters.sent.fetch_add(1, Relaxed);
+                for ((k, v), bytes) in entries.into_iter().zip(sizes) {
+                    inner.after_write(k.as_ref(), Ok((Arc::new(v), bytes, ttl)))?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let mut first_error = Ok(());
+                for (k, _) in &entries {
+                    let r = inner.after_write::<T>(k.as_ref(), Err(e.clone()));
+                    if first_error.is_ok() {
+                        first_error = r;
+                    }
+                }
+                first_error
+            }
+        }
+    }
+
+    /// Removes `keys` everywhere; how many existed in L2.
+    ///
+    /// # Errors
+    /// Invalid key; Redis failures (the keys are queued for invalidation).
+    pub async fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<u64> {
+        for k in keys {
+            key::validate("delete_many", k.as_ref())?;
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let inner = &self.inner;
+        let notice = inner.notice(Op::Keys(
+            keys.iter().map(|k| k.as_ref().to_owned()).collect(),
+        ));
+        let result = inner.l2.delete_many_notify(keys, Some(&notice)).await;
+        for k in keys {
+            inner.evict_local(k.as_ref());
+        }
+        inner.after_invalidation(result, keys.iter().map(AsRef::as_ref))
+    }
+
+    /// Both levels' statistics and the combined hit rate.
+    ///
+    /// # Errors
+    /// None: when Redis cannot be asked, `l2` is `None`.
+    pub async fn get_stats(&self) -> Result<HybridStats> {
+        let inner = &self.inner;
+        let l2 = inner.l2.get_stats().await.ok();
+        let c = &inner.counters;
+        let gets = c.gets.load(Relaxed);
+        let hits = c.l1_hits.load(Relaxed) + c.l2_hits.load(Relaxed);
+        let backlog = inner.backlog.lock().map(|b| b.len()).unwrap_or_default();
+        Ok(HybridStats {
+            l1: inner.l1.get_stats(),
+            l2,
+            combined_hit_rate: hit_rate(hits, gets.saturating_sub(hits)),
+            coherence: CoherenceStats {
+                coherent: inner.coherent.load(SeqCst),
+                invalidations_sent: c.sent.load(Relaxed),
+                invalidations_received: c.received.load(Relaxed),
+                flushes: c.flushes.load(Relaxed),
+                gaps: c.gaps.load(Relaxed),
+                fallbacks: c.fallbacks.load(Relaxed),
+                fills_discarded: c.fills_discarded.load(Relaxed),
+                backlog,
+                backlog_overflows: c.backlog_overflows.load(Relaxed),
+                resubscriptions: c.resubscriptions.load(Relaxed),
+            },
+        })
+    }
+
+    /// Pings Redis (the circuit breaker applies).
+    ///
+    /// # Errors
+    /// Redis errors, timeouts, an open breaker.
+    pub async fn ping(&self) -> Result<Duration> {
+        self.inner.l2.ping().await
+    }
+
+    /// Stops the background tasks and closes the L2.
+    ///
+    /// # Errors
+    /// As [`DistributedCache::close`].
+    pub async fn close(&self) -> Result<()> {
+        if let Ok(mut tasks) = self.inner.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+        self.inner.coherent.store(false, SeqCst);
+        self.inner.l2.close().await
+    }
+}
+
+impl Inner {
+    fn stripe(&self, key: &str) -> &AtomicU64 {
+        let h = self.hasher.hash_one(key);
+        &self.stripes[(h as usize) % STRIPES]
+    }
+
+    fn ticket(&self, key: &str) -> Ticket {
+        Ticket {
+            stripe: self.stripe(key).load(SeqCst),
+            global: self.global.load(SeqCst),
+            pattern: self.pattern_epoch.load(SeqCst),
+        }
+    }
+
+    /// Whether nothing invalidated `key` since `t` was taken.
+    fn still_valid(&self, key: &str, t: Ticket) -> bool {
+        if !self.coherent.load(SeqCst)
+            || self.stripe(key).load(SeqCst) != t.stripe
+            || self.global.load(SeqCst) != t.global
+        {
+            return false;
+        }
+        if self.pattern_epoch.load(SeqCst) == t.pattern {
+            return true;
+        }
+        let Ok(ring) = self.patterns.lock() else {
+            return false;
+        };
+        // The ring must still hold every pattern applied since the ticket.
+        if ring.front().is_none_or(|(e, _)| *e > t.pattern + 1) {
+            return false;
+        }
+        !ring.iter().any(|(e, p)| *e > t.pattern && p.matches(key))
+    }
+
+    /// Stores an L2 hit in L1 unless an invalidation raced it.
+    fn fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        bytes: u64,
+        remaining: Option<Duration>,
+        t: Ticket,
+    ) {
+        let ttl = remaining.map_or(self.l1_max_ttl, |r| r.min(self.l1_max_ttl));
+        if ttl.is_zero() {
+            return;
+        }
+        let stored = self
+            .l1
+            .put_guarded(key, Arc::clone(value), ttl, t.global, bytes, || {
+                self.still_valid(key, t)
+            });
+        if !stored {
+            self.counters.fills_discarded.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn notice(&self, op: Op) -> Notice {
+        let msg = Message {
+            i: self.id,
+            s: self.seq.fetch_add(1, SeqCst) + 1,
+            o: op,
+        };
+        Notice {
+            channel: self.channel.clone(),
+            payload: serde_json::to_vec(&msg).unwrap_or_default(),
+        }
+    }
+
+    /// Evicts this process's copy of `key` (ordered after any fill in flight).
+    fn evict_local(&self, key: &str) -> bool {
+        self.stripe(key).fetch_add(1, SeqCst);
+        self.l1.remove_locked(key)
+    }
+
+    fn evict_pattern(&self, pattern: &str) -> u64 {
+        let glob = GlobPattern::new(pattern);
+        let epoch = self.pattern_epoch.fetch_add(1, SeqCst) + 1;
+        if let Ok(mut ring) = self.patterns.lock() {
+            ring.push_back((epoch, glob.clone()));
+            while ring.len() > PATTERN_RING {
+                ring.pop_front();
+            }
+        }
+        self.l1.remove_matching_locked(&glob)
+    }
+
+    fn flush_l1(&self) {
+        self.global.fetch_add(1, SeqCst);
+        self.l1.invalidate_all();
+        self.counters.flushes.fetch_add(1, Relaxed);
+    }
+
+    /// After a write went (or failed to go) to L2: updates this process's L1.
+    fn after_write<T: CacheValue>(
+        &self,
+        key: &str,
+        result: Result<(Arc<T>, u64, Duration)>,
+    ) -> Result<()> {
+        match result {
+            Ok((value, bytes, ttl)) => {
+                self.counters.sent.fetch_add(1, Relaxed);
+                // Bump after the L2 write: a fill that read the old value loses.
+                self.stripe(key).fetch_add(1, SeqCst);
+                let t = self.ticket(key);
+                let ttl = ttl.min(self.l1_max_ttl);
+                self.l1.put_guarded(key, value, ttl, t.global, bytes, || {
+                    self.stripe(key).load(SeqCst) == t.stripe
+                        && self.global.load(SeqCst) == t.global
+                });
+                Ok(())
+            }
+            Err(e) if e.is_unavailable() => {
+                self.evict_local(key);
+                self.degraded_write(&e, |b, max| b.add_keys([key], max));
+                Err(e)
+            }
+            Err(e) => {
+                self.evict_local(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// After an invalidation went (or failed to go) to L2: the L2 answer, or the
+    /// error with the keys queued for replay.
+    fn after_invalidation<'a, R>(
+        &self,
+        result: Result<R>,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<R> {
+        match result {
+            Ok(v) => {
+                self.counters.sent.fetch_add(1, Relaxed);
+                Ok(v)
+            }
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(e) => {
+                self.degraded_write(&e, |b, max| b.add_keys(keys, max));
+                Err(e)
+            }
+        }
+    }
+
+    /// Records an L2 failure: the invalidation joins the backlog (if the failure was
+    /// an outage), L1 goes degraded until recovery.
+    fn degraded_write(&self, e: &Error, add: impl FnOnce(&mut Backlog, usize) -> bool) {
+        self.counters.fallbacks.fetch_add(1, Relaxed);
+        if !e.is_unavailable() {
+            return;
+        }
+        tracing::warn!(error = %e, "Redis unavailable: invalidation queued for replay");
+        if let Ok(mut b) = self.backlog.lock()
+            && add(&mut b, self.max_backlog)
+        {
+            {
+                self.counters.backlog_overflows.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    max = self.max_backlog,
+                    "invalidation backlog overflowed: the prefix will be cleared"
+                );
+            }
+        }
+        self.backlog_pending.store(true, SeqCst);
+        self.wake_recovery.notify_one();
+    }
+}
+
+impl Cache for HybridCache {
+    type Stats = HybridStats;
+
+    fn get<T: CacheValue>(&self, key: &str) -> impl Future<Output = Result<Option<Arc<T>>>> + Send {
+        HybridCache::get(self, key)
+    }
+
+    fn set<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        HybridCache::set(self, key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        HybridCache::delete(self, key)
+    }
+
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        HybridCache::exists(self, key)
+    }
+
+    fn ttl(&self, key: &str) -> impl Future<Output = Result<Ttl>> + Send {
+        HybridCache::ttl(self, key)
+    }
+
+    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool>> + Send {
+        HybridCache::expire(self, key, ttl)
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<u64>> + Send {
+        HybridCache::clear(self)
+    }
+
+    fn clear_pattern(&self, pattern: &str) -> impl Future<Output = Result<u64>> + Send {
+        HybridCache::clear_pattern(self, pattern)
+    }
+
+    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send {
+        HybridCache::get_many(self, keys)
+    }
+
+    fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+        &self,
+        entries: Vec<(K, T)>,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        HybridCache::set_many(self, entries, ttl)
+    }
+
+    fn delete_many<K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<u64>> + Send {
+        HybridCache::delete_many(self, keys)
+    }
+
+    fn get_stats(&self) -> impl Future<Output = Result<HybridStats>> + Send {
+        HybridCache::get_stats(self)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<Duration>> + Send {
+        HybridCache::ping(self)
+    }
+
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        HybridCache::close(self)
+    }
+}

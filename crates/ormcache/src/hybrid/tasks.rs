@@ -1,0 +1,257 @@
+//! The background work of a [`HybridCache`](super::HybridCache): the invalidation
+//! subscriber, the heartbeat and watchdog, and backlog recovery.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use super::Inner;
+use crate::coherence::{Message, Op, SeqVerdict};
+use crate::error::{Error, Result};
+
+/// Subscribes to the invalidation channel, recovers (replay, flush) on every
+/// (re)subscription, applies messages; resubscribes whenever the stream ends or the
+/// heartbeat watchdog says it is dead.
+pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        inner.coherent.store(false, SeqCst);
+        let resubscribe = Arc::clone(&inner.resubscribe);
+        let connect_timeout = inner.l2.command_timeout().max(Duration::from_millis(500));
+        let client = inner.l2.client().clone();
+        let channel = inner.channel.clone();
+        let subscribed = tokio::time::timeout(connect_timeout, async {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(ps)
+        })
+        .await;
+        let pubsub = match subscribed {
+            Ok(Ok(ps)) => ps,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "invalidation subscribe failed");
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+                continue;
+            }
+            Err(_) => {
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+                continue;
+            }
+        };
+        if let Err(e) = inner.recover().await {
+            tracing::debug!(error = %e, "recovery after subscribe failed; retrying");
+            drop(inner);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+            continue;
+        }
+        backoff = Duration::from_millis(20);
+        inner.counters.resubscriptions.fetch_add(1, Relaxed);
+        tracing::info!(channel = %inner.channel, "invalidation stream up: L1 coherent");
+        drop(inner);
+        let mut stream = pubsub.into_on_message();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        inner.on_message(msg.get_payload_bytes());
+                    }
+                    None => break,
+                },
+                () = resubscribe.notified() => break,
+            }
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.coherent.store(false, SeqCst);
+            tracing::warn!(channel = %inner.channel, "invalidation stream lost: L1 degraded until it is back");
+        }
+    }
+}
+
+/// Publishes heartbeats; watches for our own coming back, for lost messages and for
+/// a restarted or failed-over Redis.
+pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
+    loop {
+        let every = match weak.upgrade() {
+            Some(inner) => inner.heartbeat_interval,
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let _ = inner
+            .l2
+            .publish("heartbeat", &inner.notice(Op::Heartbeat))
+            .await;
+        let now = Instant::now();
+        if inner.coherent.load(SeqCst) {
+            let silent = inner
+                .own_heartbeat
+                .lock()
+                .map(|t| now.saturating_duration_since(*t))
+                .unwrap_or_default();
+            if silent > every * 3 + inner.l2.command_timeout() {
+                tracing::warn!(?silent, "own heartbeats stopped arriving: resubscribing");
+                inner.coherent.store(false, SeqCst);
+                inner.resubscribe.notify_one();
+                continue;
+            }
+            let lost = inner
+                .sequences
+                .lock()
+                .map(|mut s| {
+                    let lost = s.overdue(every * 2, now);
+                    s.prune(every * 20, now);
+                    lost
+                })
+                .unwrap_or(false);
+            if lost {
+                tracing::warn!("an invalidation message was lost: flushing L1");
+                inner.counters.gaps.fetch_add(1, Relaxed);
+                inner.flush_l1();
+            }
+            if let Ok(id) = inner.l2.server_identity().await {
+                let known = inner.identity.lock().ok().and_then(|g| g.clone());
+                if known.as_deref().is_some_and(|k| k != id) {
+                    tracing::warn!("Redis restarted or failed over: recovering");
+                    inner.coherent.store(false, SeqCst);
+                    inner.resubscribe.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// Replays the backlog whenever there is one and Redis answers.
+pub(super) async fn recovery_loop(weak: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.backlog_pending.load(SeqCst)
+            && let Err(e) = inner.replay_backlog().await
+        {
+            tracing::debug!(error = %e, "backlog replay failed; will retry");
+        }
+    }
+}
+
+impl Inner {
+    /// Runs on every (re)subscription, before L2 is trusted: replays invalidations
+    /// that could not be delivered, learns the server's identity, flushes L1.
+    async fn recover(&self) -> Result<()> {
+        // The subscription just succeeded: Redis answers, whatever the breaker says.
+        self.l2.reset_breaker();
+        self.replay_backlog().await?;
+        let id = self.l2.server_identity().await?;
+        if let Ok(mut known) = self.identity.lock() {
+            *known = Some(id);
+        }
+        if let Ok(mut s) = self.sequences.lock() {
+            s.reset();
+        }
+        if let Ok(mut t) = self.own_heartbeat.lock() {
+            *t = Instant::now();
+        }
+        self.flush_l1();
+        self.coherent.store(true, SeqCst);
+        Ok(())
+    }
+
+    async fn replay_backlog(&self) -> Result<()> {
+        let _one_at_a_time = self.replay_lock.lock().await;
+        // Replay a copy; entries leave the backlog only once Redis has them.
+        let taken = match self.backlog.lock() {
+            Ok(b) => b.snapshot(),
+            Err(_) => return Ok(()),
+        };
+        if taken.is_empty() {
+            self.backlog_pending.store(false, SeqCst);
+            return Ok(());
+        }
+        let replayed = async {
+            if taken.clear {
+                self.l2.clear_matching("replay", "*").await?;
+                self.l2.publish("replay", &self.notice(Op::Clear)).await?;
+                return Ok(());
+            }
+            let keys: Vec<&str> = taken.keys.iter().map(String::as_str).collect();
+            for chunk in keys.chunks(500) {
+                let notice = self.notice(Op::Keys(chunk.iter().map(|k| (*k).to_owned()).collect()));
+                self.l2.delete_many_notify(chunk, Some(&notice)).await?;
+            }
+            for p in &taken.patterns {
+                self.l2.clear_matching("replay", p).await?;
+                self.l2
+                    .publish("replay", &self.notice(Op::Pattern(p.clone())))
+                    .await?;
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        replayed?;
+        let empty = self
+            .backlog
+            .lock()
+            .map(|mut b| {
+                b.remove(&taken);
+                b.is_empty()
+            })
+            .unwrap_or(true);
+        if empty {
+            self.backlog_pending.store(false, SeqCst);
+        }
+        tracing::info!("invalidation backlog replayed");
+        Ok(())
+    }
+
+    fn on_message(&self, payload: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<Message>(payload) else {
+            // Not ours to read: it may have stood for an invalidation.
+            tracing::warn!("unreadable message on the invalidation channel: flushing L1");
+            self.flush_l1();
+            return;
+        };
+        if msg.i == self.id {
+            if msg.o == Op::Heartbeat
+                && let Ok(mut t) = self.own_heartbeat.lock()
+            {
+                *t = Instant::now();
+            }
+            return;
+        }
+        let verdict = self
+            .sequences
+            .lock()
+            .map(|mut s| s.observe(msg.i, msg.s, Instant::now()))
+            .unwrap_or(SeqVerdict::Gap);
+        if verdict == SeqVerdict::Gap {
+            self.counters.gaps.fetch_add(1, Relaxed);
+            self.flush_l1();
+        }
+        match msg.o {
+            Op::Keys(keys) => {
+                self.counters.received.fetch_add(1, Relaxed);
+                for k in &keys {
+                    self.evict_local(k);
+                }
+            }
+            Op::Pattern(p) => {
+                self.counters.received.fetch_add(1, Relaxed);
+                self.evict_pattern(&p);
+            }
+            Op::Clear => {
+                self.counters.received.fetch_add(1, Relaxed);
+                self.flush_l1();
+            }
+            Op::Heartbeat => {}
+        }
+    }
+}
