@@ -1,8 +1,10 @@
 //! The seed's Quick Start: set, get, delete, clear and stats against `REDIS_URL`
-//! (default `redis://127.0.0.1:6379`).
+//! (default `redis://127.0.0.1:6379`), or, with `REDIS_URL=private`, against a
+//! `redis-server` of its own on a free port.
 //!
 //! ```sh
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example quickstart -p ormcache
+//! cargo run --example quickstart -p ormcache
+//! REDIS_URL=private cargo run --example quickstart -p ormcache
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -19,7 +21,18 @@ struct User {
 
 #[tokio::main]
 async fn main() -> ormcache::Result<()> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut _private = None;
+    let url = match std::env::var("REDIS_URL").as_deref() {
+        Ok("private") => {
+            let server = ormcache_testing::RedisServer::start();
+            let url = server.url();
+            _private = Some(server);
+            url
+        }
+        Ok(url) => url.to_owned(),
+        Err(_) => "redis://127.0.0.1:6379".into(),
+    };
+    println!("Redis at {url}");
     let cache = DistributedCache::builder()
         .redis_url(url)
         .key_prefix("ormcache-quickstart")

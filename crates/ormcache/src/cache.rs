@@ -164,3 +164,93 @@ pub trait Cache: Clone + Send + Sync + 'static {
     /// with [`Closed`](crate::ErrorKind::Closed) (Redis) or keep working (L1).
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// Implements [`Cache`] for a type whose inherent async methods have the trait's
+/// names and signatures (the Redis-backed caches), so the two never drift apart.
+macro_rules! impl_cache_via_inherent {
+    ($ty:ty, $stats:ty) => {
+        impl $crate::cache::Cache for $ty {
+            type Stats = $stats;
+
+            fn get<T: $crate::cache::CacheValue>(
+                &self,
+                key: &str,
+            ) -> impl ::std::future::Future<Output = $crate::Result<Option<::std::sync::Arc<T>>>> + Send {
+                <$ty>::get(self, key)
+            }
+
+            fn set<T: $crate::cache::CacheValue>(
+                &self,
+                key: &str,
+                value: T,
+                ttl: Option<::std::time::Duration>,
+            ) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send {
+                <$ty>::set(self, key, value, ttl)
+            }
+
+            fn delete(&self, key: &str) -> impl ::std::future::Future<Output = $crate::Result<bool>> + Send {
+                <$ty>::delete(self, key)
+            }
+
+            fn exists(&self, key: &str) -> impl ::std::future::Future<Output = $crate::Result<bool>> + Send {
+                <$ty>::exists(self, key)
+            }
+
+            fn ttl(&self, key: &str) -> impl ::std::future::Future<Output = $crate::Result<$crate::cache::Ttl>> + Send {
+                <$ty>::ttl(self, key)
+            }
+
+            fn expire(
+                &self,
+                key: &str,
+                ttl: ::std::time::Duration,
+            ) -> impl ::std::future::Future<Output = $crate::Result<bool>> + Send {
+                <$ty>::expire(self, key, ttl)
+            }
+
+            fn clear(&self) -> impl ::std::future::Future<Output = $crate::Result<u64>> + Send {
+                <$ty>::clear(self)
+            }
+
+            fn clear_pattern(&self, pattern: &str) -> impl ::std::future::Future<Output = $crate::Result<u64>> + Send {
+                <$ty>::clear_pattern(self, pattern)
+            }
+
+            fn get_many<T: $crate::cache::CacheValue, K: AsRef<str> + Sync>(
+                &self,
+                keys: &[K],
+            ) -> impl ::std::future::Future<Output = $crate::Result<Vec<Option<::std::sync::Arc<T>>>>> + Send {
+                <$ty>::get_many(self, keys)
+            }
+
+            fn set_many<T: $crate::cache::CacheValue, K: AsRef<str> + Send>(
+                &self,
+                entries: Vec<(K, T)>,
+                ttl: Option<::std::time::Duration>,
+            ) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send {
+                <$ty>::set_many(self, entries, ttl)
+            }
+
+            fn delete_many<K: AsRef<str> + Sync>(
+                &self,
+                keys: &[K],
+            ) -> impl ::std::future::Future<Output = $crate::Result<u64>> + Send {
+                <$ty>::delete_many(self, keys)
+            }
+
+            fn get_stats(&self) -> impl ::std::future::Future<Output = $crate::Result<$stats>> + Send {
+                <$ty>::get_stats(self)
+            }
+
+            fn ping(&self) -> impl ::std::future::Future<Output = $crate::Result<::std::time::Duration>> + Send {
+                <$ty>::ping(self)
+            }
+
+            fn close(&self) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send {
+                <$ty>::close(self)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_cache_via_inherent;

@@ -11,7 +11,7 @@ use redis::{FromRedisValue, IntoConnectionInfo};
 use tokio::task::JoinHandle;
 
 use crate::breaker::{Breaker, BreakerState};
-use crate::cache::{Cache, CacheValue, Ttl};
+use crate::cache::{CacheValue, Ttl};
 use crate::codec::Encoding;
 use crate::config::{DistributedConfig, redact_url};
 use crate::error::{Error, ErrorKind, Result, from_redis};
@@ -1020,77 +1020,4 @@ async fn health_loop(weak: Weak<Inner>, every: Duration) {
     }
 }
 
-impl Cache for DistributedCache {
-    type Stats = DistributedStats;
-
-    fn get<T: CacheValue>(&self, key: &str) -> impl Future<Output = Result<Option<Arc<T>>>> + Send {
-        DistributedCache::get(self, key)
-    }
-
-    fn set<T: CacheValue>(
-        &self,
-        key: &str,
-        value: T,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        DistributedCache::set(self, key, value, ttl)
-    }
-
-    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        DistributedCache::delete(self, key)
-    }
-
-    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        DistributedCache::exists(self, key)
-    }
-
-    fn ttl(&self, key: &str) -> impl Future<Output = Result<Ttl>> + Send {
-        DistributedCache::ttl(self, key)
-    }
-
-    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool>> + Send {
-        DistributedCache::expire(self, key, ttl)
-    }
-
-    fn clear(&self) -> impl Future<Output = Result<u64>> + Send {
-        DistributedCache::clear(self)
-    }
-
-    fn clear_pattern(&self, pattern: &str) -> impl Future<Output = Result<u64>> + Send {
-        DistributedCache::clear_pattern(self, pattern)
-    }
-
-    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
-        &self,
-        keys: &[K],
-    ) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send {
-        DistributedCache::get_many(self, keys)
-    }
-
-    fn set_many<T: CacheValue, K: AsRef<str> + Send>(
-        &self,
-        entries: Vec<(K, T)>,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        DistributedCache::set_many(self, entries, ttl)
-    }
-
-    fn delete_many<K: AsRef<str> + Sync>(
-        &self,
-        keys: &[K],
-    ) -> impl Future<Output = Result<u64>> + Send {
-        DistributedCache::delete_many(self, keys)
-    }
-
-    fn get_stats(&self) -> impl Future<Output = Result<DistributedStats>> + Send {
-        DistributedCache::get_stats(self)
-    }
-
-    fn ping(&self) -> impl Future<Output = Result<Duration>> + Send {
-        DistributedCache::ping(self)
-    }
-
-    fn close(&self) -> impl Future<Output = Result<()>> + Send {
-        DistributedCache::close(self)
-    }
-}
+crate::cache::impl_cache_via_inherent!(DistributedCache, DistributedStats);

@@ -474,13 +474,17 @@ async fn stats_with_a_million_unrelated_keys_are_sampled() {
         args: vec!["--enable-debug-command".into(), "yes".into()],
         ..ServerOptions::default()
     });
-    let c = cache(&server, "app").await;
     // Blocking on purpose: populating takes longer than an async response timeout.
     let mut raw = server.client().get_connection().unwrap();
     let _: () = redis::cmd("DEBUG")
         .arg("POPULATE")
         .arg(1_000_000)
         .query(&mut raw)
+        .unwrap();
+    // Setup only: a generous timeout for 20,000 writes in one pipeline on a busy
+    // 2-core machine.
+    let c = DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_secs(10)))
+        .await
         .unwrap();
     let entries: Vec<(String, u8)> = (0..20_000).map(|i| (format!("k{i}"), 1)).collect();
     c.set_many(entries, None).await.unwrap();

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::cache::{Cache, CacheValue, Ttl};
+use crate::cache::{CacheValue, Ttl};
 use crate::coherence::{Backlog, Message, Op, Sequences};
 use crate::distributed::{DistributedCache, Notice};
 use crate::error::{Error, Result};
@@ -889,77 +889,4 @@ impl Inner {
     }
 }
 
-impl Cache for HybridCache {
-    type Stats = HybridStats;
-
-    fn get<T: CacheValue>(&self, key: &str) -> impl Future<Output = Result<Option<Arc<T>>>> + Send {
-        HybridCache::get(self, key)
-    }
-
-    fn set<T: CacheValue>(
-        &self,
-        key: &str,
-        value: T,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        HybridCache::set(self, key, value, ttl)
-    }
-
-    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        HybridCache::delete(self, key)
-    }
-
-    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        HybridCache::exists(self, key)
-    }
-
-    fn ttl(&self, key: &str) -> impl Future<Output = Result<Ttl>> + Send {
-        HybridCache::ttl(self, key)
-    }
-
-    fn expire(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool>> + Send {
-        HybridCache::expire(self, key, ttl)
-    }
-
-    fn clear(&self) -> impl Future<Output = Result<u64>> + Send {
-        HybridCache::clear(self)
-    }
-
-    fn clear_pattern(&self, pattern: &str) -> impl Future<Output = Result<u64>> + Send {
-        HybridCache::clear_pattern(self, pattern)
-    }
-
-    fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
-        &self,
-        keys: &[K],
-    ) -> impl Future<Output = Result<Vec<Option<Arc<T>>>>> + Send {
-        HybridCache::get_many(self, keys)
-    }
-
-    fn set_many<T: CacheValue, K: AsRef<str> + Send>(
-        &self,
-        entries: Vec<(K, T)>,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        HybridCache::set_many(self, entries, ttl)
-    }
-
-    fn delete_many<K: AsRef<str> + Sync>(
-        &self,
-        keys: &[K],
-    ) -> impl Future<Output = Result<u64>> + Send {
-        HybridCache::delete_many(self, keys)
-    }
-
-    fn get_stats(&self) -> impl Future<Output = Result<HybridStats>> + Send {
-        HybridCache::get_stats(self)
-    }
-
-    fn ping(&self) -> impl Future<Output = Result<Duration>> + Send {
-        HybridCache::ping(self)
-    }
-
-    fn close(&self) -> impl Future<Output = Result<()>> + Send {
-        HybridCache::close(self)
-    }
-}
+crate::cache::impl_cache_via_inherent!(HybridCache, HybridStats);
