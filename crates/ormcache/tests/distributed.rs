@@ -483,9 +483,10 @@ async fn stats_with_a_million_unrelated_keys_are_sampled() {
         .unwrap();
     // Setup only: a generous timeout for 20,000 writes in one pipeline on a busy
     // 2-core machine.
-    let c = DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let c =
+        DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap();
     let entries: Vec<(String, u8)> = (0..20_000).map(|i| (format!("k{i}"), 1)).collect();
     c.set_many(entries, None).await.unwrap();
 
