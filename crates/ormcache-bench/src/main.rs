@@ -1,6 +1,8 @@
 //! Load-benchmark harness for ormcache: every scenario is measured against a raw
-//! baseline (redis-rs, moka, serde) in the same run, in alternating rounds, and the
-//! ratio ours/baseline of throughput is reported (higher is better).
+//! baseline (redis-rs, moka, serde, a plain `QueryCache`) in the same run, in
+//! alternating rounds, and the ratio ours/baseline of throughput is reported (higher
+//! is better; a scenario may compare something else, which its `ratio_definition`
+//! says).
 //!
 //! ```text
 //! cargo run --release -p ormcache-bench -- [--redis-url URL] [--json] [--only NAME]

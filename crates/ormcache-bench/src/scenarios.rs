@@ -46,6 +46,8 @@ const COHERENT_WAIT: Duration = Duration::from_secs(5);
 const INVALIDATION_SAMPLES: usize = 300;
 /// Bound on one invalidation sample; a sample that takes longer is a timeout.
 const INVALIDATION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between two checks of an eviction (the OS adds its timer slack, ~50 µs).
+const POLL_SLEEP: Duration = Duration::from_micros(20);
 /// Operations per round of `outage` (about a microsecond each).
 const OUTAGE_OPS: u64 = 200_000;
 
@@ -93,7 +95,7 @@ pub(crate) const ALL: &[Scenario] = &[
         name: "hybrid_l1_get",
         baseline: "QueryCache get (same async loop)",
         needs_redis: true,
-        goal_ratio: Some(2.0 / 3.0),
+        goal_ratio: Some(0.667),
         goal_p99_us: None,
         run: hybrid_l1_get,
     },
@@ -494,8 +496,13 @@ fn hybrid_l1_get(env: &Env) -> Result<Measured> {
 // ---------------------------------------------------------------------------
 // Invalidation: A's set → B's L1 copy evicted, against raw PUBLISH → subscriber.
 
-/// Spins (yielding the CPU) until `done`, at most [`INVALIDATION_TIMEOUT`] after
-/// `since`; when `done` was first seen true, or `None` on timeout.
+/// Polls `done`, sleeping [`POLL_SLEEP`] between checks, until it is true or
+/// [`INVALIDATION_TIMEOUT`] has passed since `since`; when `done` was first seen
+/// true, or `None` on timeout.
+///
+/// Sleeping rather than spinning on `yield_now`: on a small machine a spinning
+/// poller competes for the cores with the subscriber task and redis-server, which
+/// measured worse at p50 and p99 than the sleep's granularity costs.
 fn poll_until(since: Instant, mut done: impl FnMut() -> bool) -> Option<Instant> {
     loop {
         if done() {
@@ -504,7 +511,7 @@ fn poll_until(since: Instant, mut done: impl FnMut() -> bool) -> Option<Instant>
         if since.elapsed() > INVALIDATION_TIMEOUT {
             return None;
         }
-        std::thread::yield_now();
+        std::thread::sleep(POLL_SLEEP);
     }
 }
 
@@ -682,7 +689,9 @@ fn hybrid_invalidation(env: &Env) -> Result<Measured> {
             ),
             (
                 "poll",
-                json!("spin on the bench thread with std::thread::yield_now, 1 s timeout"),
+                json!(
+                    "bench thread checks, then std::thread::sleep(20 µs) between checks; 1 s timeout"
+                ),
             ),
             (
                 "ops_definition",
@@ -786,7 +795,8 @@ fn outage(env: &Env) -> Result<Measured> {
 
     let still_open = l2.breaker_state() == BreakerState::Open;
     let stats = env.rt.block_on(hybrid.get_stats())?;
-    env.rt.block_on(hybrid.close())?;
+    // Fails (CircuitOpen: its last stats flush cannot reach Redis), as it should.
+    let _ = env.rt.block_on(hybrid.close());
     if !still_open {
         return Err("outage: the breaker closed during the measurement".into());
     }

@@ -5,7 +5,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
 use tokio::runtime::Runtime;
 
 /// What one round of one side measured.
@@ -244,9 +245,24 @@ pub(crate) struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) meets_goal: Option<bool>,
     #[serde(flatten)]
-    pub(crate) extras: Map<String, Value>,
+    pub(crate) extras: Extras,
     #[serde(skip)]
     notes: Vec<String>,
+}
+
+/// A scenario's own fields, serialized in the order it gave them (a JSON map would
+/// sort them).
+#[derive(Debug, Default)]
+pub(crate) struct Extras(Vec<(&'static str, Value)>);
+
+impl Serialize for Extras {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 struct Side {
@@ -364,11 +380,7 @@ impl Report {
             goal_ratio,
             goal_p99_us,
             meets_goal,
-            extras: m
-                .extras
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            extras: Extras(m.extras),
             notes: m.notes,
         }
     }
