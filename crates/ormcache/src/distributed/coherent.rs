@@ -1,0 +1,251 @@
+//! The parts of [`DistributedCache`] that [`HybridCache`](crate::HybridCache) builds
+//! on: writes that carry an invalidation message in the same round trip, reads that
+//! also return the remaining TTL, and the server's identity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::FromRedisValue;
+
+use super::{DistributedCache, Notice, Request, full_key, is_wrong_type};
+use crate::cache::CacheValue;
+use crate::error::Result;
+use crate::key;
+use crate::stats::Stat;
+
+impl DistributedCache {
+    /// Closes the breaker: Redis was just seen answering on another connection.
+    pub(crate) fn reset_breaker(&self) {
+        self.inner.breaker.on_success(crate::breaker::Permit::Probe);
+    }
+
+    /// Stores already encoded bytes (validated key and TTL), publishing `notice`
+    /// in the same round trip.
+    pub(crate) async fn set_bytes(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+        notice: Option<&Notice>,
+    ) -> Result<()> {
+        let full = full_key(&self.inner.prefix, key);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&full)
+            .arg(bytes)
+            .arg("PX")
+            .arg(key::ttl_millis(ttl));
+        self.exec::<()>("set", Some(key), cmd, notice).await?;
+        self.inner.counters.add(Stat::Set, 1);
+        Ok(())
+    }
+
+    /// Runs `cmd`, followed by `PUBLISH` of `notice` in the same round trip.
+    async fn exec<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        cmd: redis::Cmd,
+        notice: Option<&Notice>,
+    ) -> Result<T> {
+        match notice {
+            None => self.query(op, key, &cmd).await,
+            Some(n) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(cmd);
+                pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+                let (v,): (T,) = self.call(op, key, Request::Pipe(&pipe)).await?;
+                Ok(v)
+            }
+        }
+    }
+
+    /// Publishes `notice` alone.
+    pub(crate) async fn publish(&self, op: &'static str, notice: &Notice) -> Result<()> {
+        let _: u64 = self
+            .query(
+                op,
+                None,
+                redis::cmd("PUBLISH")
+                    .arg(&notice.channel)
+                    .arg(&notice.payload),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `GET` and `PTTL` in one round trip: the value, its stored size and its
+    /// remaining lifetime (`None`: no expiry).
+    pub(crate) async fn get_with_ttl<T: CacheValue>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Arc<T>, u64, Option<Duration>)>> {
+        let full = full_key(&self.inner.prefix, key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+        let reply = self
+            .call::<(Option<Vec<u8>>, i64)>("get", Some(key), Request::Pipe(&pipe))
+            .await;
+        let (bytes, pttl) = match reply {
+            Ok(r) => r,
+            Err(e) if is_wrong_type(&e) => {
+                return self.decode_entry::<T>("get", key, &[]).map(|_| None);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(bytes) = bytes else {
+            self.inner.counters.add(Stat::Miss, 1);
+            return Ok(None);
+        };
+        let remaining = (pttl >= 0).then(|| Duration::from_millis(pttl as u64));
+        if remaining == Some(Duration::ZERO) {
+            self.inner.counters.add(Stat::Miss, 1);
+            return Ok(None);
+        }
+        Ok(self
+            .decode_entry("get", key, &bytes)?
+            .map(|v| (v, bytes.len() as u64, remaining)))
+    }
+
+    pub(crate) async fn delete_notify(&self, key: &str, notice: Option<&Notice>) -> Result<bool> {
+        key::validate("delete", key)?;
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(full_key(&self.inner.prefix, key));
+        let n: u64 = self.exec("delete", Some(key), cmd, notice).await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn expire_notify(
+        &self,
+        key: &str,
+        ttl: Duration,
+        notice: Option<&Notice>,
+    ) -> Result<bool> {
+        key::validate("expire", key)?;
+        key::validate_ttl("expire", key, ttl)?;
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(full_key(&self.inner.prefix, key))
+            .arg(key::ttl_millis(ttl));
+        let n: u64 = self.exec("expire", Some(key), cmd, notice).await?;
+        Ok(n > 0)
+    }
+
+    /// `set_many` of encoded values, with `notice` in the same round trip.
+    pub(crate) async fn set_many_bytes(
+        &self,
+        entries: &[(&str, Vec<u8>)],
+        ttl: Duration,
+        notice: Option<&Notice>,
+    ) -> Result<()> {
+        let ms = key::ttl_millis(ttl);
+        let mut pipe = redis::pipe();
+        for (k, bytes) in entries {
+            pipe.cmd("SET")
+                .arg(full_key(&self.inner.prefix, k))
+                .arg(bytes)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+        }
+        if let Some(n) = notice {
+            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+        }
+        self.query_pipe::<()>("set_many", &pipe).await?;
+        self.inner.counters.add(Stat::Set, entries.len() as u64);
+        Ok(())
+    }
+
+    /// The server's identity: `run_id` and `master_replid` (changes on restart and
+    /// failover).
+    pub(crate) async fn server_identity(&self) -> Result<String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO")
+            .arg("server")
+            .cmd("INFO")
+            .arg("replication");
+        let (server, replication): (String, String) =
+            self.query_pipe("server_identity", &pipe).await?;
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        Ok(format!(
+            "{}/{}",
+            field(&server, "run_id"),
+            field(&replication, "master_replid")
+        ))
+    }
+
+    /// `get_with_ttl` for many keys in one pipelined round trip.
+    pub(crate) async fn get_many_with_ttl<T: CacheValue>(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<(Arc<T>, u64, Option<Duration>)>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            let full = full_key(&self.inner.prefix, k);
+            pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
+        }
+        let replies: Vec<redis::Value> = self.query_pipe("get_many", &pipe).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, pair) in keys.iter().zip(replies.chunks(2)) {
+            let bytes: Option<Vec<u8>> = match pair.first() {
+                Some(v) => redis::from_redis_value_ref(v).unwrap_or(None),
+                None => None,
+            };
+            let pttl: i64 = pair
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref(v).ok())
+                .unwrap_or(-2);
+            let Some(bytes) = bytes else {
+                self.inner.counters.add(Stat::Miss, 1);
+                out.push(None);
+                continue;
+            };
+            let remaining = (pttl >= 0).then(|| Duration::from_millis(pttl as u64));
+            out.push(
+                self.decode_entry("get_many", k, &bytes)?
+                    .map(|v| (v, bytes.len() as u64, remaining)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// A redis-rs client for the same server (for the invalidation subscriber).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: &T,
+    ) -> Result<Vec<u8>> {
+        self.inner.encoding.encode_for(op, Some(key), value)
+    }
+
+    pub(crate) async fn delete_many_notify<K: AsRef<str> + Sync>(
+        &self,
+        keys: &[K],
+        notice: Option<&Notice>,
+    ) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("UNLINK");
+        for k in keys {
+            key::validate("delete_many", k.as_ref())?;
+            cmd.arg(full_key(&self.inner.prefix, k.as_ref()));
+        }
+        self.exec("delete_many", None, cmd, notice).await
+    }
+}
