@@ -11,6 +11,7 @@ use crate::distributed::DistributedCache;
 use crate::error::Result;
 use crate::hybrid::{HybridCache, HybridStats};
 use crate::local::QueryCache;
+use crate::memo::ComputeOptions;
 use crate::stats::{DistributedStats, LocalStats};
 
 /// A cache whose kind is picked at run time, e.g. from an environment variable:
@@ -180,5 +181,39 @@ impl Cache for AnyCache {
 
     async fn close(&self) -> Result<()> {
         dispatch!(self, c => Cache::close(c).await)
+    }
+
+    async fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<()> {
+        dispatch!(self, c => Cache::set_with_tags(c, key, value, ttl, tags).await)
+    }
+
+    async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        dispatch!(self, c => Cache::invalidate_tag(c, tag).await)
+    }
+
+    async fn __compute<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        options: &ComputeOptions,
+        loader: F,
+    ) -> std::result::Result<Arc<T>, Arc<E>>
+    where
+        T: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = std::result::Result<T, E>> + Send,
+    {
+        dispatch!(self, c => Cache::__compute(c, key, ttl, options, loader).await)
+    }
+
+    fn __default_ttl(&self) -> Duration {
+        dispatch!(self, c => Cache::__default_ttl(c))
     }
 }

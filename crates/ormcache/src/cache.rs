@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::convert::Infallible;
+
 use crate::error::Result;
+use crate::memo::{self, ComputeError, ComputeOptions};
 
 /// What can be cached: anything serde can write and read back, shareable across
 /// tasks. Implemented for every such type.
@@ -163,6 +166,150 @@ pub trait Cache: Clone + Send + Sync + 'static {
     /// Flushes what is pending (stats) and releases connections. Later calls fail
     /// with [`Closed`](crate::ErrorKind::Closed) (Redis) or keep working (L1).
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores `value` with tags; [`invalidate_tag`](Cache::invalidate_tag) of any of
+    /// them drops it, in O(1) on Redis. Tagged entries are stored in an envelope (the
+    /// Python package cannot read them).
+    fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drops every entry tagged `tag`, in every level and (for
+    /// [`HybridCache`](crate::HybridCache)) every process.
+    fn invalidate_tag(&self, tag: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The value at `key`, or the loader's, stored for `ttl` (`None`: the default).
+    /// Concurrent misses of one key in this process run the loader once; the others
+    /// wait for its value. Fails open: if Redis is down, the loader's value is
+    /// returned (and not stored). A value loaded while the key was invalidated
+    /// (anywhere) is returned but not stored.
+    ///
+    /// # Errors
+    /// Invalid key or TTL only.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use ormcache::{Cache, QueryCache};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cache = QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    /// let user = cache.get_or_compute("user:1", None, || async { "from the database".to_string() }).await.unwrap();
+    /// assert_eq!(*user, "from the database");
+    /// let again = cache.get_or_compute("user:1", None, || async { "never runs".to_string() }).await.unwrap();
+    /// assert_eq!(*again, "from the database");
+    /// # });
+    /// ```
+    fn get_or_compute<T, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> impl Future<Output = Result<Arc<T>>> + Send
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = T> + Send,
+    {
+        self.get_or_compute_with(key, ComputeOptions::new().ttl_opt(ttl), loader)
+    }
+
+    /// [`get_or_compute`](Cache::get_or_compute) for loaders that can fail: an
+    /// error is never cached and reaches every caller waiting on the same load.
+    ///
+    /// # Errors
+    /// [`ComputeError::Load`] with the loader's error; [`ComputeError::Cache`] for
+    /// an invalid key or TTL.
+    fn try_get_or_compute<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> impl Future<Output = Result<Arc<T>, ComputeError<E>>> + Send
+    where
+        T: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        self.try_get_or_compute_with(key, ComputeOptions::new().ttl_opt(ttl), loader)
+    }
+
+    /// [`get_or_compute`](Cache::get_or_compute) with options: a cluster-wide lock,
+    /// early refresh, tags.
+    ///
+    /// # Errors
+    /// Invalid key, TTL or tag only.
+    fn get_or_compute_with<T, F, Fut>(
+        &self,
+        key: &str,
+        options: ComputeOptions,
+        loader: F,
+    ) -> impl Future<Output = Result<Arc<T>>> + Send
+    where
+        T: CacheValue,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = T> + Send,
+    {
+        async move {
+            let ttl = memo::validate(key, &options, self.__default_ttl())?;
+            match self
+                .__compute::<T, Infallible, _, _>(key, ttl, &options, move || async move {
+                    Ok(loader().await)
+                })
+                .await
+            {
+                Ok(v) => Ok(v),
+                Err(never) => match *never {},
+            }
+        }
+    }
+
+    /// [`try_get_or_compute`](Cache::try_get_or_compute) with options.
+    ///
+    /// # Errors
+    /// As [`try_get_or_compute`](Cache::try_get_or_compute).
+    fn try_get_or_compute_with<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: ComputeOptions,
+        loader: F,
+    ) -> impl Future<Output = Result<Arc<T>, ComputeError<E>>> + Send
+    where
+        T: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        async move {
+            let ttl =
+                memo::validate(key, &options, self.__default_ttl()).map_err(ComputeError::Cache)?;
+            self.__compute(key, ttl, &options, loader)
+                .await
+                .map_err(ComputeError::Load)
+        }
+    }
+
+    /// The read-through driver on validated input (what `#[cached]` calls).
+    #[doc(hidden)]
+    fn __compute<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        options: &ComputeOptions,
+        loader: F,
+    ) -> impl Future<Output = Result<Arc<T>, Arc<E>>> + Send
+    where
+        T: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T, E>> + Send;
+
+    /// The default TTL.
+    #[doc(hidden)]
+    fn __default_ttl(&self) -> Duration;
 }
 
 /// Implements [`Cache`] for a type whose inherent async methods have the trait's
@@ -248,6 +395,40 @@ macro_rules! impl_cache_via_inherent {
 
             fn close(&self) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send {
                 <$ty>::close(self)
+            }
+
+            fn set_with_tags<T: $crate::cache::CacheValue, S: AsRef<str> + Sync>(
+                &self,
+                key: &str,
+                value: T,
+                ttl: Option<::std::time::Duration>,
+                tags: &[S],
+            ) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send {
+                <$ty>::set_with_tags(self, key, value, ttl, tags)
+            }
+
+            fn invalidate_tag(&self, tag: &str) -> impl ::std::future::Future<Output = $crate::Result<()>> + Send {
+                <$ty>::invalidate_tag(self, tag)
+            }
+
+            fn __compute<T, E, F, Fut>(
+                &self,
+                key: &str,
+                ttl: ::std::time::Duration,
+                options: &$crate::memo::ComputeOptions,
+                loader: F,
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<::std::sync::Arc<T>, ::std::sync::Arc<E>>> + Send
+            where
+                T: $crate::cache::CacheValue,
+                E: Send + Sync + 'static,
+                F: FnOnce() -> Fut + Send,
+                Fut: ::std::future::Future<Output = ::std::result::Result<T, E>> + Send,
+            {
+                $crate::memo::run(self, key, ttl, options, loader)
+            }
+
+            fn __default_ttl(&self) -> ::std::time::Duration {
+                <$ty>::default_ttl(self)
             }
         }
     };

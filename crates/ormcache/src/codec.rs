@@ -20,6 +20,54 @@ use crate::error::{Error, ErrorKind, Result};
 
 const MSGPACK: u8 = 0x01;
 const LZ4: u8 = 0x02;
+/// A tagged entry: `0x03`, tag count (1 byte), then per tag a 2-byte little-endian
+/// length, the tag, its 8-byte token; then the value as any other codec writes it.
+pub(crate) const TAGGED: u8 = 0x03;
+
+/// Wraps an encoded value with its tags' tokens.
+pub(crate) fn wrap_tagged(tags: &[String], tokens: &[u64], inner: &[u8]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(inner.len() + 2 + tags.iter().map(|t| t.len() + 10).sum::<usize>());
+    out.push(TAGGED);
+    out.push(tags.len().min(255) as u8);
+    for (t, tok) in tags.iter().zip(tokens).take(255) {
+        out.extend_from_slice(&(t.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        out.extend_from_slice(&t.as_bytes()[..t.len().min(u16::MAX as usize)]);
+        out.extend_from_slice(&tok.to_le_bytes());
+    }
+    out.extend_from_slice(inner);
+    out
+}
+
+/// The `(tag, token)` stamps of a tagged entry and its inner value.
+pub(crate) type Tagged<'a> = (Vec<(String, u64)>, &'a [u8]);
+
+/// Splits a tagged entry into its `(tag, token)` stamps and the inner value;
+/// `Ok(None)` for an untagged value; `Err` for a truncated envelope.
+pub(crate) fn unwrap_tagged(bytes: &[u8]) -> std::result::Result<Option<Tagged<'_>>, String> {
+    if bytes.first() != Some(&TAGGED) {
+        return Ok(None);
+    }
+    let n = *bytes.get(1).ok_or("truncated tag header")? as usize;
+    let mut at = 2usize;
+    let mut stamps = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = bytes.get(at..at + 2).ok_or("truncated tag length")?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        at += 2;
+        let tag = bytes.get(at..at + len).ok_or("truncated tag")?;
+        let tag = std::str::from_utf8(tag)
+            .map_err(|_| "tag is not UTF-8")?
+            .to_owned();
+        at += len;
+        let tok = bytes.get(at..at + 8).ok_or("truncated tag token")?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(tok);
+        at += 8;
+        stamps.push((tag, u64::from_le_bytes(b)));
+    }
+    Ok(Some((stamps, &bytes[at..])))
+}
 
 /// How values are serialized.
 #[non_exhaustive]
@@ -212,6 +260,16 @@ impl Encoding {
                 ),
             ));
         }
+        if bytes.first() == Some(&TAGGED) {
+            // The tags' validity is the cache's business; here, the value.
+            return match unwrap_tagged(bytes) {
+                Ok(Some((_, inner))) if inner.first() != Some(&TAGGED) => {
+                    self.decode_for(op, key, inner)
+                }
+                Ok(_) => Err(err(ErrorKind::Decode, "nested tag envelope".into())),
+                Err(e) => Err(err(ErrorKind::Decode, e)),
+            };
+        }
         match bytes.first() {
             Some(&LZ4) => {
                 let Some(len_bytes) = bytes.get(1..5) else {
@@ -327,7 +385,7 @@ mod tests {
     fn headers_never_start_json() {
         // Every byte a JSON text may begin with (RFC 8259 whitespace and value starts).
         for b in b" \t\r\n{[\"-0123456789tfn" {
-            assert!(*b != MSGPACK && *b != LZ4);
+            assert!(*b != MSGPACK && *b != LZ4 && *b != TAGGED);
         }
     }
 
@@ -372,6 +430,27 @@ mod tests {
             small.decode::<String>(&big).unwrap_err().kind(),
             ErrorKind::ValueTooLarge
         );
+    }
+
+    #[test]
+    fn tag_envelope_round_trips_and_rejects_truncation() {
+        let inner = Encoding::default().encode(&row()).unwrap();
+        let tags = vec!["users".to_string(), "ünï".to_string()];
+        let wrapped = wrap_tagged(&tags, &[7, u64::MAX], &inner);
+        let (stamps, rest) = unwrap_tagged(&wrapped).unwrap().unwrap();
+        assert_eq!(
+            stamps,
+            vec![("users".to_string(), 7), ("ünï".to_string(), u64::MAX)]
+        );
+        assert_eq!(rest, inner.as_slice());
+        assert_eq!(Encoding::default().decode::<Row>(&wrapped).unwrap(), row());
+        for cut in 1..20 {
+            assert!(
+                Encoding::default().decode::<Row>(&wrapped[..cut]).is_err(),
+                "{cut}"
+            );
+        }
+        assert!(unwrap_tagged(&inner).unwrap().is_none());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub(crate) enum Op {
     /// Everything under the prefix.
     #[serde(rename = "c")]
     Clear,
+    /// The entries carrying this tag.
+    #[serde(rename = "t")]
+    Tag(String),
     /// Nothing: proves the stream is alive and carries the sequence forward.
     #[serde(rename = "h")]
     Heartbeat,

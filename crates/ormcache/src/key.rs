@@ -57,6 +57,30 @@ pub(crate) fn validate_ttl(op: &'static str, key: &str, ttl: Duration) -> Result
     Ok(())
 }
 
+/// Checks a tag name: not empty, at most 1 KiB.
+pub(crate) fn validate_tag(op: &'static str, tag: &str) -> Result<()> {
+    if tag.is_empty() || tag.len() > 1024 {
+        return Err(Error::invalid(
+            op,
+            format!("tag {tag:?} must be 1 to 1024 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where ormcache keeps its own per-key and per-tag state under the prefix.
+pub(crate) fn lease_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}:{RESERVED_NAMESPACE}:lease:{key}")
+}
+
+pub(crate) fn tag_key(prefix: &str, tag: &str) -> String {
+    format!("{prefix}:{RESERVED_NAMESPACE}:tag:{tag}")
+}
+
+pub(crate) fn generation_key(prefix: &str) -> String {
+    format!("{prefix}:{RESERVED_NAMESPACE}:gen")
+}
+
 /// Checks a key prefix.
 pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty() {

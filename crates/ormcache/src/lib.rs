@@ -125,6 +125,13 @@ mod glob;
 mod hybrid;
 mod key;
 mod local;
+mod memo;
+#[doc(hidden)]
+pub mod __private {
+    //! Used by `#[cached]`'s expansion; not a public API.
+    pub use crate::private::*;
+}
+mod private;
 mod stats;
 
 pub use any::{AnyCache, AnyStats};
@@ -138,6 +145,7 @@ pub use glob::{GlobPattern, escape_glob, glob_match};
 pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats};
 pub use key::{MAX_TTL, RESERVED_NAMESPACE};
 pub use local::{QueryCache, QueryCacheBuilder};
+pub use memo::{ComputeError, ComputeOptions};
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};
 
 #[cfg(doctest)]

@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ use crate::cache::{Cache, CacheValue, Ttl};
 use crate::error::{Error, Result};
 use crate::glob::GlobPattern;
 use crate::key;
+use crate::memo::{
+    ComputeOptions, Epochs, Fill, FillTicket, Flights, LocalTicket, Lookup, Selector,
+};
 use crate::stats::{LocalStats, hit_rate};
 
 type Value = Arc<dyn Any + Send + Sync>;
@@ -25,10 +29,15 @@ struct Entry {
     expires_at: Instant,
     /// When the value was stored: a degraded `HybridCache` serves only young entries.
     inserted_at: Instant,
-    /// The owner's invalidation epoch when the value was read (0 outside `HybridCache`):
-    /// an entry from before a flush is a miss.
-    epoch: u64,
+    /// The invalidation epochs when the value was read: an entry from before a
+    /// clear, or from before a matching pattern clear or tag invalidation, is a miss.
+    stamp: LocalTicket,
     weight: u32,
+    /// Tags, for `invalidate_tag`.
+    tags: Option<Arc<[String]>>,
+    /// When the value expires where it came from (a `HybridCache` L2 entry): early
+    /// refresh decides on that, not on the shorter L1 lifetime.
+    origin_expires_at: Option<Instant>,
 }
 
 struct PerEntryExpiry;
@@ -72,6 +81,9 @@ struct Inner {
     min_weight: u32,
     default_ttl: Duration,
     counters: Arc<LocalCounters>,
+    /// Orders `get_or_compute` fills against invalidations.
+    epochs: Epochs,
+    flights: Flights,
 }
 
 /// The in-process L1: bounded by entries (and optionally bytes), per-entry TTL exact
@@ -206,6 +218,8 @@ impl QueryCacheBuilder {
                 min_weight,
                 default_ttl: self.default_ttl,
                 counters,
+                epochs: Epochs::default(),
+                flights: Flights::default(),
             }),
         })
     }
@@ -251,6 +265,8 @@ impl Default for QueryCache {
                     min_weight: 1,
                     default_ttl: Duration::from_secs(60),
                     counters: Arc::default(),
+                    epochs: Epochs::default(),
+                    flights: Flights::default(),
                 }),
             })
     }
@@ -292,7 +308,7 @@ impl QueryCache {
 
     fn live(&self, key: &str) -> Option<Entry> {
         let entry = self.inner.map.get(key)?;
-        if entry.expires_at > Instant::now() {
+        if entry.expires_at > Instant::now() && self.valid(key, &entry) {
             Some(entry)
         } else {
             None
@@ -302,16 +318,26 @@ impl QueryCache {
     /// The value at `key` if it is live and of type `T`.
     #[inline]
     pub fn get<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
-        self.get_checked(key, None, None)
+        self.get_checked(key, None)
     }
 
-    /// `get` for a coherent owner: with `epoch` the entry must carry it, with
-    /// `max_age` it must have been stored less than that long ago.
+    #[inline]
+    fn valid(&self, key: &str, e: &Entry) -> bool {
+        self.inner
+            .epochs
+            .valid(key, e.tags.as_deref(), e.stamp.global, e.stamp.selective)
+    }
+
+    /// The invalidation epochs (shared with an owning `HybridCache`).
+    pub(crate) fn epochs(&self) -> &Epochs {
+        &self.inner.epochs
+    }
+
+    /// `get`; with `max_age` the entry must have been stored less than that long ago.
     pub(crate) fn get_checked<T: CacheValue>(
         &self,
         key: &str,
         max_age: Option<Duration>,
-        epoch: Option<u64>,
     ) -> Option<Arc<T>> {
         let c = &self.inner.counters;
         let Some(entry) = self.inner.map.get(key) else {
@@ -320,7 +346,7 @@ impl QueryCache {
         };
         let now = Instant::now();
         let fresh = entry.expires_at > now
-            && epoch.is_none_or(|e| entry.epoch == e)
+            && self.valid(key, &entry)
             && max_age.is_none_or(|age| now.saturating_duration_since(entry.inserted_at) < age);
         if !fresh {
             c.misses.fetch_add(1, Relaxed);
@@ -391,20 +417,30 @@ impl QueryCache {
         key::validate(op, key)?;
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
         key::validate_ttl(op, key, ttl)?;
-        let entry = self.entry(value, ttl, 0, bytes);
-        self.inner.map.insert(key.to_owned(), entry);
-        self.inner.counters.sets.fetch_add(1, Relaxed);
+        // A write invalidates fills in flight; the key's lock orders it after any
+        // fill that already checked.
+        self.inner.epochs.bump(key);
+        let stamp = self.inner.epochs.ticket(key);
+        self.put_guarded(key, value, ttl, stamp, bytes, || true);
         Ok(())
     }
 
-    fn entry<T: CacheValue>(&self, value: Arc<T>, ttl: Duration, epoch: u64, bytes: u64) -> Entry {
+    fn entry<T: CacheValue>(
+        &self,
+        value: Arc<T>,
+        ttl: Duration,
+        stamp: LocalTicket,
+        bytes: u64,
+    ) -> Entry {
         let now = Instant::now();
         Entry {
             value,
             expires_at: now + ttl,
             inserted_at: now,
-            epoch,
+            stamp,
             weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
+            tags: None,
+            origin_expires_at: None,
         }
     }
 
@@ -416,11 +452,51 @@ impl QueryCache {
         key: &str,
         value: Arc<T>,
         ttl: Duration,
-        epoch: u64,
+        stamp: LocalTicket,
         bytes: u64,
         guard: impl FnOnce() -> bool,
     ) -> bool {
-        let entry = self.entry(value, ttl, epoch, bytes);
+        self.put_tagged(key, value, ttl, stamp, bytes, None, guard)
+    }
+
+    /// [`put_guarded`](Self::put_guarded) with tags.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn put_tagged<T: CacheValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl: Duration,
+        stamp: LocalTicket,
+        bytes: u64,
+        tags: Option<Arc<[String]>>,
+        guard: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut entry = self.entry(value, ttl, stamp, bytes);
+        entry.tags = tags;
+        self.put_entry(key, entry, guard)
+    }
+
+    /// [`put_tagged`](Self::put_tagged) of a copy whose source expires after
+    /// `origin_ttl`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn put_origin<T: CacheValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl: Duration,
+        origin_ttl: Option<Duration>,
+        stamp: LocalTicket,
+        bytes: u64,
+        tags: Option<Arc<[String]>>,
+        guard: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut entry = self.entry(value, ttl, stamp, bytes);
+        entry.tags = tags;
+        entry.origin_expires_at = origin_ttl.map(|t| entry.inserted_at + t);
+        self.put_entry(key, entry, guard)
+    }
+
+    fn put_entry(&self, key: &str, entry: Entry, guard: impl FnOnce() -> bool) -> bool {
         let result = self
             .inner
             .map
@@ -435,6 +511,17 @@ impl QueryCache {
             self.inner.counters.sets.fetch_add(1, Relaxed);
         }
         stored
+    }
+
+    /// The value and the remaining lifetime at its origin (for early refresh).
+    pub(crate) fn get_with_origin_ttl<T: CacheValue>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Duration)> {
+        let e = self.live(key)?;
+        let deadline = e.origin_expires_at.unwrap_or(e.expires_at);
+        let v = e.value.downcast::<T>().ok()?;
+        Some((v, deadline.saturating_duration_since(Instant::now())))
     }
 
     /// Removes under the key's lock (see [`put_guarded`](Self::put_guarded)); whether a
@@ -465,6 +552,77 @@ impl QueryCache {
         keys.iter().filter(|k| self.remove_locked(k)).count() as u64
     }
 
+    /// Removes the entries carrying `tag`, each under its lock; how many.
+    pub(crate) fn remove_tagged(&self, tag: &str) -> u64 {
+        let keys: Vec<Arc<String>> = self
+            .inner
+            .map
+            .iter()
+            .filter(|(_, e)| {
+                e.tags
+                    .as_deref()
+                    .is_some_and(|t| t.iter().any(|x| x == tag))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        keys.iter().filter(|k| self.remove_locked(k)).count() as u64
+    }
+
+    /// Stores `value` with tags: [`invalidate_tag`](Self::invalidate_tag) of any of
+    /// them removes it.
+    ///
+    /// # Errors
+    /// As [`set`](Self::set); an empty tag or one over 1 KiB.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let cache = ormcache::QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    /// cache.set_with_tags("user:1", 1u32, None, &["users"]).unwrap();
+    /// cache.set("post:1", 2u32, None).unwrap();
+    /// assert_eq!(cache.invalidate_tag("users").unwrap(), 1);
+    /// assert!(!cache.exists("user:1") && cache.exists("post:1"));
+    /// ```
+    pub fn set_with_tags<T: CacheValue, S: AsRef<str>>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<()> {
+        key::validate("set_with_tags", key)?;
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        key::validate_ttl("set_with_tags", key, ttl)?;
+        for t in tags {
+            key::validate_tag("set_with_tags", t.as_ref())?;
+        }
+        let value = Arc::new(value);
+        let bytes = match self.inner.max_bytes {
+            Some(_) => json_len(&*value),
+            None => 1,
+        };
+        let tags: Arc<[String]> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
+        self.inner.epochs.bump(key);
+        let stamp = self.inner.epochs.ticket(key);
+        self.put_tagged(key, value, ttl, stamp, bytes, Some(tags), || true);
+        Ok(())
+    }
+
+    /// Removes every entry tagged `tag`; how many. In the L1 this walks the entries;
+    /// in Redis ([`DistributedCache::invalidate_tag`](crate::DistributedCache::invalidate_tag))
+    /// it is O(1).
+    ///
+    /// # Errors
+    /// An empty tag or one over 1 KiB.
+    pub fn invalidate_tag(&self, tag: &str) -> Result<u64> {
+        key::validate_tag("invalidate_tag", tag)?;
+        // Entries stamped before this (fills in flight included) that carry the tag
+        // are misses from now on; the walk frees their memory.
+        self.inner
+            .epochs
+            .invalidate_selective(Selector::Tag(tag.to_owned()));
+        Ok(self.remove_tagged(tag))
+    }
+
     /// Drops every entry at once (moka invalidates lazily).
     pub(crate) fn invalidate_all(&self) {
         self.inner.map.invalidate_all();
@@ -472,11 +630,8 @@ impl QueryCache {
 
     /// Removes `key`; whether a live entry was there.
     pub fn delete(&self, key: &str) -> bool {
-        let now = Instant::now();
-        self.inner
-            .map
-            .remove(key)
-            .is_some_and(|e| e.expires_at > now)
+        self.inner.epochs.bump(key);
+        self.remove_locked(key)
     }
 
     /// Whether `key` holds a live entry (of any type).
@@ -519,6 +674,7 @@ impl QueryCache {
 
     /// Removes every entry except reserved ones; the number of live entries removed.
     pub fn clear(&self) -> u64 {
+        self.inner.epochs.bump_global();
         self.remove_where(|k| !key::is_reserved(k))
     }
 
@@ -533,6 +689,9 @@ impl QueryCache {
                 _ => 0,
             };
         }
+        self.inner
+            .epochs
+            .invalidate_selective(Selector::Pattern(glob.clone()));
         self.remove_where(|k| !key::is_reserved(k) && glob.matches(k))
     }
 
@@ -666,6 +825,103 @@ impl Cache for QueryCache {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<()> {
+        QueryCache::set_with_tags(self, key, value, ttl, tags)
+    }
+
+    async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        QueryCache::invalidate_tag(self, tag).map(|_| ())
+    }
+
+    fn __compute<T, E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        options: &ComputeOptions,
+        loader: F,
+    ) -> impl Future<Output = std::result::Result<Arc<T>, Arc<E>>> + Send
+    where
+        T: CacheValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = std::result::Result<T, E>> + Send,
+    {
+        crate::memo::run(self, key, ttl, options, loader)
+    }
+
+    fn __default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+}
+
+impl Fill for QueryCache {
+    fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    async fn lookup<T: CacheValue>(&self, key: &str) -> Lookup<T> {
+        match self.live(key) {
+            Some(e) => match e.value.downcast::<T>() {
+                Ok(v) => {
+                    self.inner.counters.hits.fetch_add(1, Relaxed);
+                    Lookup::Hit(
+                        v,
+                        Some(e.expires_at.saturating_duration_since(Instant::now())),
+                    )
+                }
+                Err(_) => {
+                    self.inner.counters.type_mismatches.fetch_add(1, Relaxed);
+                    self.inner.counters.misses.fetch_add(1, Relaxed);
+                    Lookup::Miss
+                }
+            },
+            None => {
+                self.inner.counters.misses.fetch_add(1, Relaxed);
+                Lookup::Miss
+            }
+        }
+    }
+
+    async fn begin_fill(
+        &self,
+        key: &str,
+        _lease_ttl: Duration,
+        _exclusive: bool,
+        _tags: &[String],
+    ) -> FillTicket {
+        FillTicket {
+            local: Some(self.inner.epochs.ticket(key)),
+            ..FillTicket::default()
+        }
+    }
+
+    async fn end_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        ticket: FillTicket,
+    ) {
+        let Some(t) = ticket.local else { return };
+        let bytes = match self.inner.max_bytes {
+            Some(_) => json_len(&**value),
+            None => 1,
+        };
+        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
+        self.put_tagged(key, Arc::clone(value), ttl, t, bytes, tags, || {
+            self.inner.epochs.unchanged(key, t)
+        });
+    }
+
+    async fn abort_fill(&self, _key: &str, _ticket: FillTicket) {}
 }
 
 #[cfg(test)]

@@ -230,8 +230,12 @@ async fn patterns_cannot_reach_outside_the_prefix() {
         c.clear_pattern(pattern).await.unwrap();
     }
     c.clear().await.unwrap();
-    let victims: usize = redis::cmd("DBSIZE").query_async(&mut raw).await.unwrap();
+    let victims: usize = raw
+        .exists(&["other:1", "appx:1", "ap:1", "app", "*", "x", "APP:1"])
+        .await
+        .unwrap();
     assert_eq!(victims, 7, "keys outside the prefix were deleted");
+    assert!(!raw.exists::<_, bool>("app:mine").await.unwrap());
 
     // A prefix with glob characters is matched literally.
     let odd = cache(&server, "a*").await;

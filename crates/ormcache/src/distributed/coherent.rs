@@ -13,6 +13,18 @@ use crate::error::Result;
 use crate::key;
 use crate::stats::Stat;
 
+/// An L2 hit with what an L1 fill needs.
+#[derive(Debug)]
+pub(crate) struct Found<T> {
+    pub(crate) value: Arc<T>,
+    /// Stored size.
+    pub(crate) bytes: u64,
+    /// Remaining TTL (`None`: no expiry).
+    pub(crate) remaining: Option<Duration>,
+    /// The entry's tags, if it has any.
+    pub(crate) tags: Option<Arc<[String]>>,
+}
+
 impl DistributedCache {
     /// Closes the breaker: Redis was just seen answering on another connection.
     pub(crate) fn reset_breaker(&self) {
@@ -40,23 +52,39 @@ impl DistributedCache {
     }
 
     /// Runs `cmd`, followed by `PUBLISH` of `notice` in the same round trip.
-    async fn exec<T: FromRedisValue>(
+    pub(crate) async fn exec<T: FromRedisValue>(
         &self,
         op: &'static str,
         key: Option<&str>,
         cmd: redis::Cmd,
         notice: Option<&Notice>,
     ) -> Result<T> {
-        match notice {
-            None => self.query(op, key, &cmd).await,
-            Some(n) => {
-                let mut pipe = redis::pipe();
-                pipe.add_command(cmd);
-                pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
-                let (v,): (T,) = self.call(op, key, Request::Pipe(&pipe)).await?;
-                Ok(v)
-            }
+        self.exec_with(op, key, cmd, None, notice).await
+    }
+
+    /// Runs `cmd`, then `also` (reply ignored), then `PUBLISH` of `notice`: one
+    /// round trip.
+    async fn exec_with<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        cmd: redis::Cmd,
+        also: Option<redis::Cmd>,
+        notice: Option<&Notice>,
+    ) -> Result<T> {
+        if also.is_none() && notice.is_none() {
+            return self.query(op, key, &cmd).await;
         }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        if let Some(also) = also {
+            pipe.add_command(also).ignore();
+        }
+        if let Some(n) = notice {
+            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+        }
+        let (v,): (T,) = self.call(op, key, Request::Pipe(&pipe)).await?;
+        Ok(v)
     }
 
     /// Publishes `notice` alone.
@@ -75,10 +103,7 @@ impl DistributedCache {
 
     /// `GET` and `PTTL` in one round trip: the value, its stored size and its
     /// remaining lifetime (`None`: no expiry).
-    pub(crate) async fn get_with_ttl<T: CacheValue>(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Arc<T>, u64, Option<Duration>)>> {
+    pub(crate) async fn get_with_ttl<T: CacheValue>(&self, key: &str) -> Result<Option<Found<T>>> {
         let full = full_key(&self.inner.prefix, key);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
@@ -102,15 +127,26 @@ impl DistributedCache {
             return Ok(None);
         }
         Ok(self
-            .decode_entry("get", key, &bytes)?
-            .map(|v| (v, bytes.len() as u64, remaining)))
+            .resolve_tagged("get", key, &bytes)
+            .await?
+            .map(|(value, tags)| Found {
+                value,
+                bytes: bytes.len() as u64,
+                remaining,
+                tags,
+            }))
     }
 
     pub(crate) async fn delete_notify(&self, key: &str, notice: Option<&Notice>) -> Result<bool> {
         key::validate("delete", key)?;
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(full_key(&self.inner.prefix, key));
-        let n: u64 = self.exec("delete", Some(key), cmd, notice).await?;
+        // A fill of this key that started before the delete must not store.
+        let mut lease = redis::cmd("UNLINK");
+        lease.arg(self.lease_key(key));
+        let n: u64 = self
+            .exec_with("delete", Some(key), cmd, Some(lease), notice)
+            .await?;
         Ok(n > 0)
     }
 
@@ -181,7 +217,7 @@ impl DistributedCache {
     pub(crate) async fn get_many_with_ttl<T: CacheValue>(
         &self,
         keys: &[&str],
-    ) -> Result<Vec<Option<(Arc<T>, u64, Option<Duration>)>>> {
+    ) -> Result<Vec<Option<Found<T>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -208,8 +244,14 @@ impl DistributedCache {
             };
             let remaining = (pttl >= 0).then(|| Duration::from_millis(pttl as u64));
             out.push(
-                self.decode_entry("get_many", k, &bytes)?
-                    .map(|v| (v, bytes.len() as u64, remaining)),
+                self.resolve_tagged("get_many", k, &bytes)
+                    .await?
+                    .map(|(value, tags)| Found {
+                        value,
+                        bytes: bytes.len() as u64,
+                        remaining,
+                        tags,
+                    }),
             );
         }
         Ok(out)
@@ -242,10 +284,13 @@ impl DistributedCache {
             return Ok(0);
         }
         let mut cmd = redis::cmd("UNLINK");
+        let mut leases = redis::cmd("UNLINK");
         for k in keys {
             key::validate("delete_many", k.as_ref())?;
             cmd.arg(full_key(&self.inner.prefix, k.as_ref()));
+            leases.arg(self.lease_key(k.as_ref()));
         }
-        self.exec("delete_many", None, cmd, notice).await
+        self.exec_with("delete_many", None, cmd, Some(leases), notice)
+            .await
     }
 }

@@ -25,6 +25,8 @@ const SCAN_COUNT: usize = 1000;
 const KEYS_COUNT_PAGES: usize = 8;
 
 mod coherent;
+pub(crate) use coherent::Found;
+mod fill;
 
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
@@ -40,6 +42,7 @@ pub(crate) struct Notice {
 
 struct Inner {
     client: redis::Client,
+    flights: crate::memo::Flights,
     breaker: Breaker,
     conns: Vec<ConnectionManager>,
     next: AtomicUsize,
@@ -218,6 +221,7 @@ impl DistributedCache {
 
         let inner = Arc::new(Inner {
             client,
+            flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker),
             conns,
             next: AtomicUsize::new(0),
@@ -412,7 +416,7 @@ impl DistributedCache {
             .query::<Option<Vec<u8>>>("get", Some(key), redis::cmd("GET").arg(&full))
             .await;
         match reply {
-            Ok(Some(bytes)) => self.decode_entry("get", key, &bytes),
+            Ok(Some(bytes)) => self.resolve("get", key, &bytes).await,
             Ok(None) => {
                 self.inner.counters.add(Stat::Miss, 1);
                 Ok(None)
@@ -522,6 +526,14 @@ impl DistributedCache {
     }
 
     pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
+        // Fills that started before this clear must not store what it removes.
+        let _: i64 = self
+            .query(
+                op,
+                None,
+                redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
+            )
+            .await?;
         let full_pattern = format!("{}{}", self.inner.scan_prefix, pattern);
         let own = format!("{}:", self.inner.prefix);
         let mut cursor: u64 = 0;
@@ -574,7 +586,7 @@ impl DistributedCache {
         let mut out = Vec::with_capacity(keys.len());
         for (k, reply) in keys.iter().zip(replies) {
             out.push(match reply {
-                Some(bytes) => self.decode_entry("get_many", k.as_ref(), &bytes)?,
+                Some(bytes) => self.resolve("get_many", k.as_ref(), &bytes).await?,
                 None => {
                     self.inner.counters.add(Stat::Miss, 1);
                     None

@@ -12,19 +12,17 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{CacheValue, Ttl};
 use crate::coherence::{Backlog, Message, Op, Sequences};
-use crate::distributed::{DistributedCache, Notice};
+use crate::distributed::{DistributedCache, Found, Notice};
 use crate::error::{Error, Result};
 use crate::glob::GlobPattern;
 use crate::key;
 use crate::local::QueryCache;
+use crate::memo::{LocalTicket, Selector};
 use crate::stats::{DistributedStats, LocalStats, hit_rate};
 
 mod tasks;
 
 use tasks::{heartbeat_loop, recovery_loop, subscriber_loop};
-
-const STRIPES: usize = 4096;
-const PATTERN_RING: usize = 64;
 
 /// Settings of a [`HybridCache`]; see [`HybridCache::builder`].
 #[must_use]
@@ -78,10 +76,6 @@ impl HybridBuilder {
             channel,
             seq: AtomicU64::new(0),
             coherent: AtomicBool::new(false),
-            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            global: AtomicU64::new(1),
-            pattern_epoch: AtomicU64::new(0),
-            patterns: Mutex::new(std::collections::VecDeque::new()),
             sequences: Mutex::new(Sequences::default()),
             backlog: Mutex::new(Backlog::default()),
             backlog_pending: AtomicBool::new(false),
@@ -90,13 +84,13 @@ impl HybridBuilder {
             resubscribe: Arc::new(Notify::new()),
             own_heartbeat: Mutex::new(Instant::now()),
             identity: Mutex::new(None),
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
             counters: Counters::default(),
             tasks: Mutex::new(Vec::new()),
             degraded_max_age: self.degraded_max_age,
             l1_max_ttl: self.l1_max_ttl,
             heartbeat_interval: self.heartbeat_interval.max(Duration::from_millis(10)),
             max_backlog: self.max_backlog.max(1),
+            flights: crate::memo::Flights::default(),
             l1: self.l1,
             l2: self.l2,
         });
@@ -156,13 +150,6 @@ struct Inner {
     seq: AtomicU64,
     /// The invalidation stream is up and L2 is trusted.
     coherent: AtomicBool,
-    /// Bumped per key (by stripe) on every invalidation: an L1 fill that read L2
-    /// before the bump is not stored.
-    stripes: Box<[AtomicU64]>,
-    /// Bumped on clear and flush: L1 entries carry the value they were read under.
-    global: AtomicU64,
-    pattern_epoch: AtomicU64,
-    patterns: Mutex<std::collections::VecDeque<(u64, GlobPattern)>>,
     sequences: Mutex<Sequences>,
     backlog: Mutex<Backlog>,
     backlog_pending: AtomicBool,
@@ -171,13 +158,13 @@ struct Inner {
     resubscribe: Arc<Notify>,
     own_heartbeat: Mutex<Instant>,
     identity: Mutex<Option<String>>,
-    hasher: foldhash::fast::FixedState,
     counters: Counters,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     degraded_max_age: Duration,
     l1_max_ttl: Duration,
     heartbeat_interval: Duration,
     max_backlog: usize,
+    flights: crate::memo::Flights,
 }
 
 impl Drop for Inner {
@@ -188,14 +175,6 @@ impl Drop for Inner {
             }
         }
     }
-}
-
-/// A snapshot of the epochs an L1 fill must still see when it stores.
-#[derive(Debug, Clone, Copy)]
-struct Ticket {
-    stripe: u64,
-    global: u64,
-    pattern: u64,
 }
 
 /// L1 + L2, coherent across processes: the seed's `HybridCache(l1, l2)` without its
@@ -353,12 +332,9 @@ impl HybridCache {
         let inner = &self.inner;
         inner.counters.gets.fetch_add(1, Relaxed);
         let coherent = inner.coherent.load(SeqCst);
-        if coherent {
-            let global = inner.global.load(SeqCst);
-            if let Some(v) = inner.l1.get_checked::<T>(key, None, Some(global)) {
-                inner.counters.l1_hits.fetch_add(1, Relaxed);
-                return Ok(Some(v));
-            }
+        if coherent && let Some(v) = inner.l1.get_checked::<T>(key, None) {
+            inner.counters.l1_hits.fetch_add(1, Relaxed);
+            return Ok(Some(v));
         }
         if inner.backlog_pending.load(SeqCst) {
             // An invalidation has not reached Redis yet: L2 may hold what it removes.
@@ -368,12 +344,12 @@ impl HybridCache {
         }
         let ticket = inner.ticket(key);
         match inner.l2.get_with_ttl::<T>(key).await {
-            Ok(Some((value, bytes, remaining))) => {
+            Ok(Some(found)) => {
                 inner.counters.l2_hits.fetch_add(1, Relaxed);
                 if coherent {
-                    inner.fill(key, &value, bytes, remaining, ticket);
+                    inner.fill(key, &found, ticket);
                 }
-                Ok(Some(value))
+                Ok(Some(found.value))
             }
             Ok(None) => Ok(None),
             Err(e) if e.is_invalid_input() => Err(e),
@@ -392,10 +368,7 @@ impl HybridCache {
             return None;
         }
         let inner = &self.inner;
-        let global = inner.global.load(SeqCst);
-        let v = inner
-            .l1
-            .get_checked::<T>(key, Some(inner.degraded_max_age), Some(global));
+        let v = inner.l1.get_checked::<T>(key, Some(inner.degraded_max_age));
         if v.is_some() {
             inner.counters.l1_hits.fetch_add(1, Relaxed);
         }
@@ -552,12 +525,11 @@ impl HybridCache {
         let inner = &self.inner;
         let coherent = inner.coherent.load(SeqCst);
         let max_age = (!coherent).then_some(inner.degraded_max_age);
-        let global = inner.global.load(SeqCst);
         let mut out: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
-        let mut missing: Vec<(usize, &str, Ticket)> = Vec::new();
+        let mut missing: Vec<(usize, &str, LocalTicket)> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             inner.counters.gets.fetch_add(1, Relaxed);
-            match inner.l1.get_checked::<T>(k.as_ref(), max_age, Some(global)) {
+            match inner.l1.get_checked::<T>(k.as_ref(), max_age) {
                 Some(v) => {
                     inner.counters.l1_hits.fetch_add(1, Relaxed);
                     out.push(Some(v));
@@ -580,12 +552,12 @@ impl HybridCache {
         match inner.l2.get_many_with_ttl::<T>(&names).await {
             Ok(found) => {
                 for ((i, k, ticket), hit) in missing.into_iter().zip(found) {
-                    if let Some((value, bytes, remaining)) = hit {
+                    if let Some(found) = hit {
                         inner.counters.l2_hits.fetch_add(1, Relaxed);
                         if coherent {
-                            inner.fill(k, &value, bytes, remaining, ticket);
+                            inner.fill(k, &found, ticket);
                         }
-                        out[i] = Some(value);
+                        out[i] = Some(found.value);
                     }
                 }
                 Ok(out)
@@ -667,6 +639,78 @@ impl HybridCache {
         inner.after_invalidation(result, keys.iter().map(AsRef::as_ref))
     }
 
+    /// Stores a tagged value in L2 and L1 and evicts other instances' copies.
+    ///
+    /// # Errors
+    /// As [`set`](Self::set); an invalid tag.
+    pub async fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let (bytes, ttl) = inner
+            .l2
+            .encode_tagged("set_with_tags", key, &value, ttl, tags)
+            .await?;
+        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
+        let tags: Arc<[String]> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
+        match result {
+            Ok(()) => {
+                inner.counters.sent.fetch_add(1, Relaxed);
+                inner.l1.epochs().bump(key);
+                let t = inner.ticket(key);
+                inner.l1.put_origin(
+                    key,
+                    Arc::new(value),
+                    ttl.min(inner.l1_max_ttl),
+                    Some(ttl),
+                    t,
+                    bytes.len() as u64,
+                    Some(tags),
+                    || inner.l1.epochs().unchanged(key, t),
+                );
+                Ok(())
+            }
+            Err(e) => inner.after_write::<T>(key, Err(e)),
+        }
+    }
+
+    /// Drops every entry tagged `tag` in L2 (O(1): a new token) and in every
+    /// instance's L1.
+    ///
+    /// # Errors
+    /// An invalid tag; Redis failures (then the whole prefix is queued for clearing:
+    /// a tag cannot be replayed without its token).
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        let inner = &self.inner;
+        let notice = inner.notice(Op::Tag(tag.to_owned()));
+        let result = inner.l2.invalidate_tag_notify(tag, Some(&notice)).await;
+        inner.evict_tag(tag);
+        match result {
+            Ok(()) => {
+                inner.counters.sent.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(e) => {
+                inner.degraded_write(&e, |b, _| {
+                    b.add_clear();
+                    false
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// The default TTL (the L2's).
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.l2.default_ttl()
+    }
+
     /// Both levels' statistics and the combined hit rate.
     ///
     /// # Errors
@@ -721,58 +765,35 @@ impl HybridCache {
 }
 
 impl Inner {
-    fn stripe(&self, key: &str) -> &AtomicU64 {
-        let h = self.hasher.hash_one(key);
-        &self.stripes[(h as usize) % STRIPES]
+    fn ticket(&self, key: &str) -> LocalTicket {
+        self.l1.epochs().ticket(key)
     }
 
-    fn ticket(&self, key: &str) -> Ticket {
-        Ticket {
-            stripe: self.stripe(key).load(SeqCst),
-            global: self.global.load(SeqCst),
-            pattern: self.pattern_epoch.load(SeqCst),
-        }
-    }
-
-    /// Whether nothing invalidated `key` since `t` was taken.
-    fn still_valid(&self, key: &str, t: Ticket) -> bool {
-        if !self.coherent.load(SeqCst)
-            || self.stripe(key).load(SeqCst) != t.stripe
-            || self.global.load(SeqCst) != t.global
-        {
-            return false;
-        }
-        if self.pattern_epoch.load(SeqCst) == t.pattern {
-            return true;
-        }
-        let Ok(ring) = self.patterns.lock() else {
-            return false;
-        };
-        // The ring must still hold every pattern applied since the ticket.
-        if ring.front().is_none_or(|(e, _)| *e > t.pattern + 1) {
-            return false;
-        }
-        !ring.iter().any(|(e, p)| *e > t.pattern && p.matches(key))
+    /// Whether no write, delete or flush touched `key` since `t` was taken (pattern
+    /// clears and tag invalidations are checked when the entry is read: it carries
+    /// `t` as its stamp).
+    fn still_valid(&self, key: &str, t: LocalTicket) -> bool {
+        self.coherent.load(SeqCst) && self.l1.epochs().unchanged(key, t)
     }
 
     /// Stores an L2 hit in L1 unless an invalidation raced it.
-    fn fill<T: CacheValue>(
-        &self,
-        key: &str,
-        value: &Arc<T>,
-        bytes: u64,
-        remaining: Option<Duration>,
-        t: Ticket,
-    ) {
-        let ttl = remaining.map_or(self.l1_max_ttl, |r| r.min(self.l1_max_ttl));
+    fn fill<T: CacheValue>(&self, key: &str, found: &Found<T>, t: LocalTicket) {
+        let ttl = found
+            .remaining
+            .map_or(self.l1_max_ttl, |r| r.min(self.l1_max_ttl));
         if ttl.is_zero() {
             return;
         }
-        let stored = self
-            .l1
-            .put_guarded(key, Arc::clone(value), ttl, t.global, bytes, || {
-                self.still_valid(key, t)
-            });
+        let stored = self.l1.put_origin(
+            key,
+            Arc::clone(&found.value),
+            ttl,
+            found.remaining,
+            t,
+            found.bytes,
+            found.tags.clone(),
+            || self.still_valid(key, t),
+        );
         if !stored {
             self.counters.fills_discarded.fetch_add(1, Relaxed);
         }
@@ -792,24 +813,27 @@ impl Inner {
 
     /// Evicts this process's copy of `key` (ordered after any fill in flight).
     fn evict_local(&self, key: &str) -> bool {
-        self.stripe(key).fetch_add(1, SeqCst);
+        self.l1.epochs().bump(key);
         self.l1.remove_locked(key)
     }
 
     fn evict_pattern(&self, pattern: &str) -> u64 {
         let glob = GlobPattern::new(pattern);
-        let epoch = self.pattern_epoch.fetch_add(1, SeqCst) + 1;
-        if let Ok(mut ring) = self.patterns.lock() {
-            ring.push_back((epoch, glob.clone()));
-            while ring.len() > PATTERN_RING {
-                ring.pop_front();
-            }
-        }
+        self.l1
+            .epochs()
+            .invalidate_selective(Selector::Pattern(glob.clone()));
         self.l1.remove_matching_locked(&glob)
     }
 
+    fn evict_tag(&self, tag: &str) {
+        self.l1
+            .epochs()
+            .invalidate_selective(Selector::Tag(tag.to_owned()));
+        self.l1.remove_tagged(tag);
+    }
+
     fn flush_l1(&self) {
-        self.global.fetch_add(1, SeqCst);
+        self.l1.epochs().bump_global();
         self.l1.invalidate_all();
         self.counters.flushes.fetch_add(1, Relaxed);
     }
@@ -824,12 +848,11 @@ impl Inner {
             Ok((value, bytes, ttl)) => {
                 self.counters.sent.fetch_add(1, Relaxed);
                 // Bump after the L2 write: a fill that read the old value loses.
-                self.stripe(key).fetch_add(1, SeqCst);
+                self.l1.epochs().bump(key);
                 let t = self.ticket(key);
                 let ttl = ttl.min(self.l1_max_ttl);
-                self.l1.put_guarded(key, value, ttl, t.global, bytes, || {
-                    self.stripe(key).load(SeqCst) == t.stripe
-                        && self.global.load(SeqCst) == t.global
+                self.l1.put_guarded(key, value, ttl, t, bytes, || {
+                    self.l1.epochs().unchanged(key, t)
                 });
                 Ok(())
             }
@@ -890,3 +913,102 @@ impl Inner {
 }
 
 crate::cache::impl_cache_via_inherent!(HybridCache, HybridStats);
+
+impl crate::memo::Fill for HybridCache {
+    fn flights(&self) -> &crate::memo::Flights {
+        &self.inner.flights
+    }
+
+    async fn lookup<T: CacheValue>(&self, key: &str) -> crate::memo::Lookup<T> {
+        let inner = &self.inner;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        let coherent = inner.coherent.load(SeqCst);
+        if coherent && let Some((v, left)) = inner.l1.get_with_origin_ttl::<T>(key) {
+            inner.counters.l1_hits.fetch_add(1, Relaxed);
+            return crate::memo::Lookup::Hit(v, Some(left));
+        }
+        if inner.backlog_pending.load(SeqCst) {
+            inner.counters.fallbacks.fetch_add(1, Relaxed);
+            inner.wake_recovery.notify_one();
+            return match self.degraded_l1::<T>(key, coherent) {
+                Some(v) => crate::memo::Lookup::Hit(v, None),
+                None => crate::memo::Lookup::Miss,
+            };
+        }
+        let ticket = inner.ticket(key);
+        match inner.l2.get_with_ttl::<T>(key).await {
+            Ok(Some(found)) => {
+                inner.counters.l2_hits.fetch_add(1, Relaxed);
+                if coherent {
+                    inner.fill(key, &found, ticket);
+                }
+                crate::memo::Lookup::Hit(found.value, found.remaining)
+            }
+            Ok(None) => crate::memo::Lookup::Miss,
+            Err(_) => {
+                inner.counters.fallbacks.fetch_add(1, Relaxed);
+                match self.degraded_l1::<T>(key, coherent) {
+                    Some(v) => crate::memo::Lookup::Hit(v, None),
+                    None => crate::memo::Lookup::Miss,
+                }
+            }
+        }
+    }
+
+    async fn begin_fill(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+        exclusive: bool,
+        tags: &[String],
+    ) -> crate::memo::FillTicket {
+        let local = self.inner.ticket(key);
+        if self.inner.backlog_pending.load(SeqCst) {
+            // L2 is not trusted yet: compute, return, store nowhere.
+            return crate::memo::FillTicket::default();
+        }
+        let mut ticket = self.inner.l2.lease(key, lease_ttl, exclusive, tags).await;
+        ticket.local = Some(local);
+        ticket
+    }
+
+    async fn end_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        ticket: crate::memo::FillTicket,
+    ) {
+        let inner = &self.inner;
+        let (Some(lease), Some(local)) = (&ticket.lease, ticket.local) else {
+            return;
+        };
+        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        if !inner
+            .l2
+            .store_fill(key, &**value, ttl, tags, lease, Some(&notice))
+            .await
+        {
+            return;
+        }
+        inner.counters.sent.fetch_add(1, Relaxed);
+        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
+        inner.l1.put_origin(
+            key,
+            Arc::clone(value),
+            ttl.min(inner.l1_max_ttl),
+            Some(ttl),
+            local,
+            1,
+            tags,
+            || inner.still_valid(key, local),
+        );
+    }
+
+    async fn abort_fill(&self, key: &str, ticket: crate::memo::FillTicket) {
+        if let Some(lease) = &ticket.lease {
+            self.inner.l2.release(key, lease).await;
+        }
+    }
+}

@@ -251,6 +251,10 @@ impl Inner {
                 self.counters.received.fetch_add(1, Relaxed);
                 self.flush_l1();
             }
+            Op::Tag(t) => {
+                self.counters.received.fetch_add(1, Relaxed);
+                self.evict_tag(&t);
+            }
             Op::Heartbeat => {}
         }
     }

@@ -1,0 +1,366 @@
+//! Read-through support for [`DistributedCache`]: leases against stale fills, the
+//! cluster-wide lock, tags (O(1) invalidation by token), and the `Fill` driver hooks.
+//!
+//! Keys (all in the reserved namespace):
+//! - `{prefix}:__oc:lease:{key}`: a random token while a fill of `key` runs; removed
+//!   by every delete of `key`. A fill stores only if its token is still there.
+//! - `{prefix}:__oc:gen`: bumped by every clear and pattern clear; a fill stores only
+//!   if it is unchanged.
+//! - `{prefix}:__oc:tag:{tag}`: the tag's current random token. Tagged entries carry
+//!   the tokens they were written under and are misses once a token changed or is
+//!   gone (evicted, or someone cleared the database) — no per-tag member lists that
+//!   could leak, nothing to scan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{DistributedCache, Notice, Request, full_key};
+use crate::cache::CacheValue;
+use crate::codec::{unwrap_tagged, wrap_tagged};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key;
+use crate::memo::{Fill, FillTicket, Flights, Lease, Lookup, random_token};
+use crate::stats::Stat;
+
+/// Stores the value if the lease is still ours, the clear generation unchanged and
+/// (for a first fill) nobody wrote the key meanwhile; for an early refresh, if the
+/// TTL did not grow (a write resets it). Publishes the notice when it stores.
+const FILL_SCRIPT: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
+if ARGV[5] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+else
+  if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[5]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+return 1
+";
+
+/// Releases a lease if it is still ours.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+impl DistributedCache {
+    pub(super) fn lease_key(&self, key: &str) -> String {
+        key::lease_key(&self.inner.prefix, key)
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        key::tag_key(&self.inner.prefix, tag)
+    }
+
+    /// Adds to `pipe` what creates missing tag tokens and reads all of them; the
+    /// replies are `tags.len()` ignored SETs then one MGET.
+    fn push_tag_tokens(&self, pipe: &mut redis::Pipeline, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        for t in tags {
+            pipe.cmd("SET")
+                .arg(self.tag_key(t))
+                .arg(random_token().to_string())
+                .arg("NX")
+                .ignore();
+        }
+        let mut mget = redis::cmd("MGET");
+        for t in tags {
+            mget.arg(self.tag_key(t));
+        }
+        pipe.add_command(mget);
+    }
+
+    fn parse_tokens(op: &'static str, tokens: Vec<Option<String>>) -> Result<Vec<u64>> {
+        tokens
+            .into_iter()
+            .map(|t| {
+                t.and_then(|t| t.parse::<u64>().ok()).ok_or_else(|| {
+                    Error::new(ErrorKind::Server, op)
+                        .with_detail("tag token vanished while it was read")
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `value` at `key` tagged with `tags`; [`invalidate_tag`](Self::invalidate_tag)
+    /// of any of them makes it a miss, in O(1). Two round trips (tokens, then the
+    /// write). Tagged entries live in an envelope the Python package cannot read.
+    ///
+    /// # Errors
+    /// As [`set`](Self::set); an empty tag or one over 1 KiB.
+    pub async fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<()> {
+        let (bytes, ttl) = self
+            .encode_tagged("set_with_tags", key, &value, ttl, tags)
+            .await?;
+        self.set_bytes(key, &bytes, ttl, None).await
+    }
+
+    /// Validates and encodes a tagged value (reading the tags' tokens).
+    pub(crate) async fn encode_tagged<T: CacheValue, S: AsRef<str> + Sync>(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<(Vec<u8>, Duration)> {
+        key::validate(op, key)?;
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        key::validate_ttl(op, key, ttl)?;
+        let tags: Vec<String> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
+        for t in &tags {
+            key::validate_tag(op, t)?;
+        }
+        let inner = self.inner.encoding.encode_for(op, Some(key), value)?;
+        if tags.is_empty() {
+            return Ok((inner, ttl));
+        }
+        let mut pipe = redis::pipe();
+        self.push_tag_tokens(&mut pipe, &tags);
+        let (tokens,): (Vec<Option<String>>,) = self.query_pipe(op, &pipe).await?;
+        let tokens = Self::parse_tokens(op, tokens)?;
+        Ok((wrap_tagged(&tags, &tokens, &inner), ttl))
+    }
+
+    /// Drops every entry tagged `tag` by replacing the tag's token: O(1), whatever
+    /// the number of entries or the size of the keyspace.
+    ///
+    /// # Errors
+    /// An invalid tag; Redis errors and timeouts.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        self.invalidate_tag_notify(tag, None).await
+    }
+
+    pub(crate) async fn invalidate_tag_notify(
+        &self,
+        tag: &str,
+        notice: Option<&Notice>,
+    ) -> Result<()> {
+        key::validate_tag("invalidate_tag", tag)?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.tag_key(tag)).arg(random_token().to_string());
+        self.exec::<()>("invalidate_tag", None, cmd, notice).await
+    }
+
+    /// Decodes stored bytes, checking the tag tokens of a tagged entry (one more
+    /// round trip); a stale or undecodable entry is a counted miss.
+    pub(crate) async fn resolve<T: CacheValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<Arc<T>>> {
+        Ok(self.resolve_tagged(op, key, bytes).await?.map(|(v, _)| v))
+    }
+
+    /// [`resolve`](Self::resolve), also returning the entry's tags.
+    pub(crate) async fn resolve_tagged<T: CacheValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<(Arc<T>, Option<Arc<[String]>>)>> {
+        let Ok(Some((stamps, _))) = unwrap_tagged(bytes) else {
+            return Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, None)));
+        };
+        let mut mget = redis::cmd("MGET");
+        for (tag, _) in &stamps {
+            mget.arg(self.tag_key(tag));
+        }
+        let current: Vec<Option<String>> = self.query(op, Some(key), &mget).await?;
+        let fresh = stamps.iter().zip(&current).all(|((_, want), have)| {
+            have.as_deref().and_then(|h| h.parse::<u64>().ok()) == Some(*want)
+        });
+        if fresh {
+            let tags: Arc<[String]> = stamps.into_iter().map(|(t, _)| t).collect();
+            Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, Some(tags))))
+        } else {
+            self.inner.counters.add(Stat::Miss, 1);
+            Ok(None)
+        }
+    }
+
+    /// Takes a lease (and, with tags, their tokens) for a fill; see the module docs.
+    pub(crate) async fn lease(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+        exclusive: bool,
+        tags: &[String],
+    ) -> FillTicket {
+        let token = format!("{:016x}", random_token());
+        let mut pipe = redis::pipe();
+        let mut set = redis::cmd("SET");
+        set.arg(self.lease_key(key))
+            .arg(&token)
+            .arg("PX")
+            .arg(key::ttl_millis(lease_ttl));
+        if exclusive {
+            set.arg("NX");
+        }
+        pipe.add_command(set);
+        pipe.cmd("GET").arg(key::generation_key(&self.inner.prefix));
+        self.push_tag_tokens(&mut pipe, tags);
+        let reply: Result<Vec<redis::Value>> = self
+            .call("get_or_compute", Some(key), Request::Pipe(&pipe))
+            .await;
+        let Ok(values) = reply else {
+            // Redis is failing: the value will be returned but not stored.
+            return FillTicket::default();
+        };
+        let acquired = !matches!(values.first(), Some(redis::Value::Nil) | None);
+        let generation: Option<String> = values
+            .get(1)
+            .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok())
+            .flatten();
+        let tag_tokens = match values.get(2) {
+            Some(v) if !tags.is_empty() => {
+                match redis::from_redis_value_ref::<Vec<Option<String>>>(v)
+                    .ok()
+                    .map(|t| Self::parse_tokens("get_or_compute", t))
+                {
+                    Some(Ok(t)) => t,
+                    _ => return FillTicket::default(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        if exclusive && !acquired {
+            return FillTicket {
+                contended: true,
+                ..FillTicket::default()
+            };
+        }
+        FillTicket {
+            local: None,
+            lease: Some(Lease {
+                token,
+                generation: generation.unwrap_or_else(|| "0".into()),
+                tag_tokens,
+                refresh_of: None,
+            }),
+            contended: false,
+        }
+    }
+
+    /// Stores a fill's value if its lease still holds; whether it stored.
+    pub(crate) async fn store_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        tags: &[String],
+        lease: &Lease,
+        notice: Option<&Notice>,
+    ) -> bool {
+        let Ok(inner) = self
+            .inner
+            .encoding
+            .encode_for("get_or_compute", Some(key), value)
+        else {
+            return false;
+        };
+        let bytes = if tags.is_empty() {
+            inner
+        } else {
+            wrap_tagged(tags, &lease.tag_tokens, &inner)
+        };
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(FILL_SCRIPT)
+            .arg(3)
+            .arg(full_key(&self.inner.prefix, key))
+            .arg(self.lease_key(key))
+            .arg(key::generation_key(&self.inner.prefix))
+            .arg(&lease.token)
+            .arg(&lease.generation)
+            .arg(bytes)
+            .arg(key::ttl_millis(ttl))
+            .arg(
+                lease
+                    .refresh_of
+                    .map(|ms| ms.to_string())
+                    .unwrap_or_default(),
+            );
+        match notice {
+            Some(n) => eval.arg(&n.channel).arg(&n.payload),
+            None => eval.arg("").arg(""),
+        };
+        match self.query::<i64>("get_or_compute", Some(key), &eval).await {
+            Ok(1) => {
+                self.inner.counters.add(Stat::Set, 1);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "read-through store failed; value returned uncached");
+                false
+            }
+        }
+    }
+
+    /// Releases a lease after a failed load.
+    pub(crate) async fn release(&self, key: &str, lease: &Lease) {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(RELEASE_SCRIPT)
+            .arg(1)
+            .arg(self.lease_key(key))
+            .arg(&lease.token);
+        let _ = self.query::<i64>("get_or_compute", Some(key), &eval).await;
+    }
+}
+
+impl Fill for DistributedCache {
+    fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    async fn lookup<T: CacheValue>(&self, key: &str) -> Lookup<T> {
+        match self.get_with_ttl::<T>(key).await {
+            Ok(Some(found)) => Lookup::Hit(found.value, found.remaining),
+            Ok(None) => Lookup::Miss,
+            Err(e) => {
+                tracing::debug!(error = %e, "read-through lookup failed; loading");
+                Lookup::Miss
+            }
+        }
+    }
+
+    async fn begin_fill(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+        exclusive: bool,
+        tags: &[String],
+    ) -> FillTicket {
+        self.lease(key, lease_ttl, exclusive, tags).await
+    }
+
+    async fn end_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        ticket: FillTicket,
+    ) {
+        if let Some(lease) = &ticket.lease {
+            self.store_fill(key, &**value, ttl, tags, lease, None).await;
+        }
+    }
+
+    async fn abort_fill(&self, key: &str, ticket: FillTicket) {
+        if let Some(lease) = &ticket.lease {
+            self.release(key, lease).await;
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! `get_or_compute`: read-through with single flight (per process, and optionally per
+//! cluster), leases against stale fills, and early refresh.
+//!
+//! The flow for one call:
+//!
+//! 1. Look the key up (fail open: a Redis error is counted and treated as a miss).
+//!    A hit close to expiry (`refresh_ahead`) lets exactly one caller in the process
+//!    refresh it inline while everyone else keeps getting the current value.
+//! 2. On a miss, join the key's flight: the first caller leads, the others wait
+//!    for its outcome (value or error, shared as `Arc`).
+//! 3. The leader takes a fill ticket: local invalidation epochs and, on Redis, a
+//!    lease (`{prefix}:__oc:lease:{key}` holding a random token). With `lock`, the
+//!    lease is taken with `NX` and doubles as a cluster-wide lock: other processes
+//!    wait (bounded) for the value instead of computing it.
+//! 4. The loader runs. Its value is stored only if no invalidation happened since
+//!    the ticket: every write, delete, expire and clear of the key removes the lease,
+//!    and the store is a script that checks the token first. A value read from the
+//!    database before a concurrent write is therefore never cached after it.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cache::CacheValue;
+use crate::error::{Error, Result};
+use crate::key;
+
+/// Options of [`Cache::get_or_compute_with`](crate::Cache::get_or_compute_with).
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = ormcache::ComputeOptions::new()
+///     .ttl(Duration::from_secs(300))
+///     .lock(true)                 // one loader run across all processes
+///     .refresh_ahead(0.2)         // refresh in the last 20 % of the TTL
+///     .tags(["users"]);
+/// # let _ = opts;
+/// ```
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct ComputeOptions {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) lock: bool,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
+    pub(crate) refresh_ahead: Option<f64>,
+    pub(crate) tags: Vec<String>,
+}
+
+impl Default for ComputeOptions {
+    fn default() -> Self {
+        Self {
+            ttl: None,
+            lock: false,
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(5),
+            refresh_ahead: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl ComputeOptions {
+    /// No lock, no early refresh, the cache's default TTL.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// TTL of the computed value (default: the cache's).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// TTL, or the cache's default for `None`.
+    pub fn ttl_opt(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Cluster-wide single flight through a Redis lock: one process computes, the
+    /// others wait for its value (up to `lock_wait`, then compute themselves).
+    pub fn lock(mut self, on: bool) -> Self {
+        self.lock = on;
+        self
+    }
+
+    /// How long a lock holder may take before the lock expires and another process
+    /// takes over (default 10 s).
+    pub fn lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl;
+        self
+    }
+
+    /// How long other processes wait for a lock holder (default 5 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Refresh a hit whose remaining TTL is below this fraction of the TTL (0 to 1;
+    /// e.g. 0.2): one caller recomputes while the others keep the current value, so
+    /// expiry never causes a stampede or a miss for hot keys.
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.refresh_ahead = Some(fraction.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Tags for the computed value (see `invalidate_tag`).
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// The error of [`Cache::try_get_or_compute_with`](crate::Cache::try_get_or_compute_with).
+#[non_exhaustive]
+pub enum ComputeError<E> {
+    /// The loader failed; every caller waiting on the same load gets the same error.
+    /// Nothing was cached.
+    Load(Arc<E>),
+    /// The call itself was invalid (bad key, zero TTL). Redis failures are never
+    /// reported here: read-through fails open.
+    Cache(Error),
+}
+
+impl<E> Clone for ComputeError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Load(e) => Self::Load(Arc::clone(e)),
+            Self::Cache(e) => Self::Cache(e.clone()),
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for ComputeError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(e) => f.debug_tuple("Load").field(e).finish(),
+            Self::Cache(e) => f.debug_tuple("Cache").field(e).finish(),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ComputeError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(e) => write!(f, "loader failed: {e}"),
+            Self::Cache(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ComputeError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Load(e) => Some(&**e),
+            Self::Cache(e) => Some(e),
+        }
+    }
+}
+
+type Shared = Arc<dyn Any + Send + Sync>;
+
+#[derive(Clone)]
+enum Outcome {
+    Value(Shared),
+    Error(Shared),
+}
+
+/// In-process single flight: one load per key at a time.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<String, watch::Sender<Option<Outcome>>>>,
+}
+
+impl fmt::Debug for Flights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.map.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("Flights").field("in_flight", &n).finish()
+    }
+}
+
+enum Joined<'a> {
+    Leader(Lead<'a>),
+    Follower(watch::Receiver<Option<Outcome>>),
+}
+
+/// The leader's duty: publish an outcome. Dropped without one (the leader's future
+/// was cancelled), it wakes the followers, who retry.
+struct Lead<'a> {
+    flights: &'a Flights,
+    key: String,
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl Lead<'_> {
+    fn finish(self, outcome: Outcome) {
+        self.tx.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.flights.map.lock()
+            && map
+                .get(&self.key)
+                .is_some_and(|tx| tx.same_channel(&self.tx))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl Flights {
+    fn join(&self, key: &str) -> Joined<'_> {
+        let Ok(mut map) = self.map.lock() else {
+            // A poisoned map cannot coordinate: lead alone.
+            let (tx, _) = watch::channel(None);
+            return Joined::Leader(Lead {
+                flights: self,
+                key: key.to_owned(),
+                tx,
+            });
+        };
+        if let Some(tx) = map.get(key) {
+            return Joined::Follower(tx.subscribe());
+        }
+        let (tx, _) = watch::channel(None);
+        map.insert(key.to_owned(), tx.clone());
+        Joined::Leader(Lead {
+            flights: self,
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    /// Leads if nobody does; `None` if a load of `key` is already running.
+    fn try_lead(&self, key: &str) -> Option<Lead<'_>> {
+        match self.join(key) {
+            Joined::Leader(l) => Some(l),
+            Joined::Follower(_) => None,
+        }
+    }
+}
+
+/// What a lookup found.
+pub(crate) enum Lookup<T> {
+    Hit(Arc<T>, Option<Duration>),
+    Miss,
+}
+
+/// Local invalidation epochs seen when a fill started: per-key stripe, global,
+/// selective. Entries are stamped with `global` and `selective`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LocalTicket {
+    pub(crate) stripe: u64,
+    pub(crate) global: u64,
+    pub(crate) selective: u64,
+}
+
+/// Invalidation epochs of one cache: a counter per key stripe, bumped by every
+/// write or delete of a key in it, and a global one bumped by clears. A fill that
+/// saw the same values when it started and when it stores (under the key's lock)
+/// raced no invalidation.
+///
+/// Pattern clears and tag invalidations are "selective": they bump their own
+/// counter and log their predicate; an L1 entry stamped before one of them is
+/// checked against the log on read (and is a miss if the log no longer reaches back
+/// that far). No fill can slip a stale value past a selective invalidation, and
+/// unrelated entries survive it.
+pub(crate) struct Epochs {
+    stripes: Box<[std::sync::atomic::AtomicU64]>,
+    global: std::sync::atomic::AtomicU64,
+    selective: std::sync::atomic::AtomicU64,
+    log: Mutex<std::collections::VecDeque<(u64, Selector)>>,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// What a selective invalidation removed.
+#[derive(Debug, Clone)]
+pub(crate) enum Selector {
+    Pattern(crate::glob::GlobPattern),
+    Tag(String),
+}
+
+impl Selector {
+    fn hits(&self, key: &str, tags: Option<&[String]>) -> bool {
+        match self {
+            Self::Pattern(g) => g.matches(key),
+            Self::Tag(t) => tags.is_some_and(|ts| ts.iter().any(|x| x == t)),
+        }
+    }
+}
+
+/// Selective invalidations remembered for entries stamped before them.
+const SELECTIVE_LOG: usize = 256;
+
+const STRIPES: usize = 4096;
+
+impl Default for Epochs {
+    fn default() -> Self {
+        Self {
+            stripes: (0..STRIPES)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            global: std::sync::atomic::AtomicU64::new(1),
+            selective: std::sync::atomic::AtomicU64::new(0),
+            log: Mutex::new(std::collections::VecDeque::new()),
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+        }
+    }
+}
+
+impl fmt::Debug for Epochs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Epochs")
+            .field("global", &self.global())
+            .finish()
+    }
+}
+
+impl Epochs {
+    fn stripe(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::BuildHasher;
+        &self.stripes[(self.hasher.hash_one(key) as usize) % STRIPES]
+    }
+
+    pub(crate) fn bump(&self, key: &str) {
+        self.stripe(key)
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn bump_global(&self) -> u64 {
+        self.global
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    pub(crate) fn global(&self) -> u64 {
+        self.global.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn stripe_of(&self, key: &str) -> u64 {
+        self.stripe(key).load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn ticket(&self, key: &str) -> LocalTicket {
+        LocalTicket {
+            stripe: self.stripe_of(key),
+            global: self.global(),
+            selective: self.selective.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// Logs a pattern clear or tag invalidation.
+    pub(crate) fn invalidate_selective(&self, selector: Selector) {
+        if let Ok(mut log) = self.log.lock() {
+            let e = self
+                .selective
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            log.push_back((e, selector));
+            while log.len() > SELECTIVE_LOG {
+                log.pop_front();
+            }
+        } else {
+            // Cannot log: void everything instead.
+            self.bump_global();
+        }
+    }
+
+    /// Whether an entry stamped `(global, selective)` for `key` with `tags` is still
+    /// valid.
+    pub(crate) fn valid(
+        &self,
+        key: &str,
+        tags: Option<&[String]>,
+        global: u64,
+        selective: u64,
+    ) -> bool {
+        if global != self.global() {
+            return false;
+        }
+        if selective == self.selective.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        let Ok(log) = self.log.lock() else {
+            return false;
+        };
+        if log.front().is_none_or(|(e, _)| *e > selective + 1) {
+            return false;
+        }
+        !log.iter()
+            .any(|(e, sel)| *e > selective && sel.hits(key, tags))
+    }
+
+    /// Whether nothing bumped `key`'s stripe or the global epoch since `t`.
+    pub(crate) fn unchanged(&self, key: &str, t: LocalTicket) -> bool {
+        self.stripe_of(key) == t.stripe && self.global() == t.global
+    }
+}
+
+/// A Redis lease: the token in `{prefix}:__oc:lease:{key}` and the clear
+/// generation when it was taken.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Lease {
+    pub(crate) token: String,
+    pub(crate) generation: String,
+    /// Tag tokens to stamp the entry with, in the order of the tags.
+    pub(crate) tag_tokens: Vec<u64>,
+    /// For an early refresh: the remaining TTL seen, in ms. A write since then
+    /// (which resets the TTL) wins over the refresh.
+    pub(crate) refresh_of: Option<u64>,
+}
+
+/// Proof of where a fill started.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FillTicket {
+    pub(crate) local: Option<LocalTicket>,
+    /// `None` on Redis-backed caches means the lease could not be taken: the value
+    /// is returned but not stored.
+    pub(crate) lease: Option<Lease>,
+    /// With `lock`: another process holds the lease.
+    pub(crate) contended: bool,
+}
+
+/// What a cache provides so that [`run`] can read through it.
+pub(crate) trait Fill: Clone + Send + Sync + 'static {
+    fn flights(&self) -> &Flights;
+    /// The value and its remaining TTL. Redis failures are a miss (counted).
+    fn lookup<T: CacheValue>(&self, key: &str) -> impl Future<Output = Lookup<T>> + Send;
+    /// Starts a fill; the lease lives `lease_ttl`; with `exclusive` it is taken only
+    /// if nobody holds it.
+    fn begin_fill(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+        exclusive: bool,
+        tags: &[String],
+    ) -> impl Future<Output = FillTicket> + Send;
+    /// Stores the loader's value unless an invalidation happened since `ticket`.
+    fn end_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        ticket: FillTicket,
+    ) -> impl Future<Output = ()> + Send;
+    /// Gives up a fill (the loader failed): releases the lease if still ours.
+    fn abort_fill(&self, key: &str, ticket: FillTicket) -> impl Future<Output = ()> + Send;
+}
+
+/// A random 64-bit token (lease and tag tokens). Not cryptographic: it only has to
+/// differ between writers.
+pub(crate) fn random_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = foldhash::fast::RandomState::default().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn downcast<T: Send + Sync + 'static>(v: Shared) -> Option<Arc<T>> {
+    v.downcast::<T>().ok()
+}
+
+/// Checks a `get_or_compute` call; the TTL to use.
+pub(crate) fn validate(
+    key: &str,
+    options: &ComputeOptions,
+    default_ttl: Duration,
+) -> Result<Duration> {
+    key::validate("get_or_compute", key)?;
+    let ttl = options.ttl.unwrap_or(default_ttl);
+    key::validate_ttl("get_or_compute", key, ttl)?;
+    for tag in &options.tags {
+        key::validate_tag("get_or_compute", tag)?;
+    }
+    Ok(ttl)
+}
+
+/// The read-through driver shared by every cache kind (input already validated).
+pub(crate) async fn run<C, T, E, F, Fut>(
+    cache: &C,
+    key: &str,
+    ttl: Duration,
+    options: &ComputeOptions,
+    loader: F,
+) -> Result<Arc<T>, Arc<E>>
+where
+    C: Fill,
+    T: CacheValue,
+    E: Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T, E>> + Send,
+{
+    loop {
+        if let Lookup::Hit(v, remaining) = cache.lookup::<T>(key).await {
+            let due = match (options.refresh_ahead, remaining) {
+                (Some(f), Some(left)) => left.as_secs_f64() < ttl.as_secs_f64() * f,
+                _ => false,
+            };
+            if !due {
+                return Ok(v);
+            }
+            // Near expiry: one caller per process refreshes inline, the rest keep
+            // the current value; with `lock`, one per cluster.
+            let Some(lead) = cache.flights().try_lead(&format!("\u{0}refresh\u{0}{key}")) else {
+                return Ok(v);
+            };
+            let mut ticket = cache
+                .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
+                .await;
+            if ticket.contended {
+                drop(lead);
+                return Ok(v);
+            }
+            if let (Some(lease), Some(left)) = (ticket.lease.as_mut(), remaining) {
+                lease.refresh_of = Some(left.as_millis() as u64 + 1);
+            }
+            return match loader().await {
+                Ok(fresh) => {
+                    let fresh = Arc::new(fresh);
+                    cache
+                        .end_fill(key, &fresh, ttl, &options.tags, ticket)
+                        .await;
+                    lead.finish(Outcome::Value(fresh.clone()));
+                    Ok(fresh)
+                }
+                Err(_) => {
+                    // A failed refresh keeps serving the current value.
+                    cache.abort_fill(key, ticket).await;
+                    Ok(v)
+                }
+            };
+        }
+        match cache.flights().join(key) {
+            Joined::Follower(mut rx) => {
+                let outcome = loop {
+                    if let Some(o) = rx.borrow_and_update().clone() {
+                        break Some(o);
+                    }
+                    if rx.changed().await.is_err() {
+                        break rx.borrow().clone();
+                    }
+                };
+                match outcome {
+                    Some(Outcome::Value(v)) => {
+                        if let Some(v) = downcast::<T>(v) {
+                            return Ok(v);
+                        }
+                    }
+                    Some(Outcome::Error(e)) => {
+                        if let Some(e) = downcast::<E>(e) {
+                            return Err(e);
+                        }
+                    }
+                    // The leader was cancelled: try again (maybe as the leader).
+                    None => {}
+                }
+                // The leader was cancelled, or computed another type under this
+                // key: compute our own (the loader has not run: followers never
+                // run it before this point).
+                continue;
+            }
+            Joined::Leader(lead) => {
+                let mut ticket = cache
+                    .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
+                    .await;
+                if ticket.contended {
+                    // Another process is computing: wait for its value, bounded.
+                    match wait_for_holder::<C, T>(cache, key, options).await {
+                        Ok(v) => {
+                            lead.finish(Outcome::Value(v.clone()));
+                            return Ok(v);
+                        }
+                        Err(own) => ticket = own,
+                    }
+                }
+                return match loader().await {
+                    Ok(v) => {
+                        let v = Arc::new(v);
+                        cache.end_fill(key, &v, ttl, &options.tags, ticket).await;
+                        lead.finish(Outcome::Value(v.clone()));
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        cache.abort_fill(key, ticket).await;
+                        let e = Arc::new(e);
+                        lead.finish(Outcome::Error(e.clone()));
+                        Err(e)
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Polls for the value a lock holder in another process is computing. `Err` carries
+/// a ticket of our own: the holder let go without a value (finished without storing,
+/// died, or an invalidation removed its lease) or the wait ran out.
+async fn wait_for_holder<C: Fill, T: CacheValue>(
+    cache: &C,
+    key: &str,
+    options: &ComputeOptions,
+) -> Result<Arc<T>, FillTicket> {
+    let deadline = tokio::time::Instant::now() + options.lock_wait;
+    let mut pause = Duration::from_millis(2);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        if let Lookup::Hit(v, _) = cache.lookup::<T>(key).await {
+            return Ok(v);
+        }
+        let probe = cache
+            .begin_fill(key, options.lock_ttl, true, &options.tags)
+            .await;
+        if !probe.contended {
+            return Err(probe);
+        }
+    }
+    Err(cache
+        .begin_fill(key, options.lock_ttl, false, &options.tags)
+        .await)
+}

@@ -1,0 +1,464 @@
+//! `get_or_compute` (single flight, cluster lock, leases, early refresh, fail open)
+//! and tags, against real `redis-server` processes.
+#![allow(clippy::print_stdout)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ormcache::{Cache, ComputeError, ComputeOptions, DistributedCache, HybridCache, QueryCache};
+use redis::AsyncCommands;
+use support::{RedisServer, config};
+
+async fn distributed(server: &RedisServer, prefix: &str) -> DistributedCache {
+    DistributedCache::create(config(server, prefix).socket_timeout(Duration::from_secs(2)))
+        .await
+        .unwrap()
+}
+
+async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
+    let c = HybridCache::builder(
+        QueryCache::new(10_000, Duration::from_secs(60)).unwrap(),
+        distributed(server, prefix).await,
+    )
+    .heartbeat_interval(Duration::from_millis(100))
+    .build();
+    assert!(c.wait_coherent(Duration::from_secs(5)).await);
+    c
+}
+
+/// 1,000 concurrent cold calls run the loader once.
+async fn stampede<C: Cache>(cache: &C, key: &str) -> usize {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (cache, runs, key) = (cache.clone(), Arc::clone(&runs), key.to_string());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_compute(&key, None, || async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    "loaded".to_string()
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(*t.await.unwrap(), "loaded");
+    }
+    runs.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_run_the_loader_once() {
+    let server = RedisServer::start();
+    assert_eq!(
+        stampede(&QueryCache::new(100, Duration::from_secs(60)).unwrap(), "k").await,
+        1
+    );
+    assert_eq!(stampede(&distributed(&server, "d").await, "k").await, 1);
+    assert_eq!(stampede(&hybrid(&server, "h").await, "k").await, 1);
+    // And the value was stored: the next call does not load.
+    let c = distributed(&server, "d").await;
+    let again = c
+        .get_or_compute("k", None, || async { "reloaded".to_string() })
+        .await
+        .unwrap();
+    assert_eq!(*again, "loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loader_errors_reach_every_waiter_and_are_not_cached() {
+    let server = RedisServer::start();
+    for cache in [
+        ormcache::AnyCache::from(QueryCache::new(100, Duration::from_secs(60)).unwrap()),
+        ormcache::AnyCache::from(distributed(&server, "d").await),
+        ormcache::AnyCache::from(hybrid(&server, "h").await),
+    ] {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (cache, runs) = (cache.clone(), Arc::clone(&runs));
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .try_get_or_compute::<String, String, _, _>("user:1", None, || async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Err("database is down".to_string())
+                    })
+                    .await
+            }));
+        }
+        let mut errors = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(ComputeError::Load(e)) => errors.push(e),
+                other => panic!("{} expected a load error, got {other:?}", cache.kind()),
+            }
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "{}", cache.kind());
+        assert!(
+            errors
+                .iter()
+                .all(|e| Arc::ptr_eq(e, &errors[0]) && **e == "database is down")
+        );
+        assert_eq!(
+            cache.get::<String>("user:1").await.unwrap(),
+            None,
+            "{}: an error was cached",
+            cache.kind()
+        );
+        // The next call loads again and succeeds.
+        let v = cache
+            .get_or_compute("user:1", None, || async { "ok".to_string() })
+            .await
+            .unwrap();
+        assert_eq!(*v, "ok");
+    }
+}
+
+/// A loader that read the database before a write must not store what it read
+/// once the key was invalidated meanwhile (delete, clear, pattern clear, tag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_during_a_load_wins() {
+    let server = RedisServer::start();
+    let other_process = hybrid(&server, "h").await;
+    let caches = [
+        (
+            "local",
+            ormcache::AnyCache::from(QueryCache::new(100, Duration::from_secs(60)).unwrap()),
+        ),
+        (
+            "distributed",
+            ormcache::AnyCache::from(distributed(&server, "d").await),
+        ),
+        (
+            "hybrid",
+            ormcache::AnyCache::from(hybrid(&server, "h").await),
+        ),
+    ];
+    for (name, cache) in &caches {
+        for how in ["delete", "clear", "clear_pattern", "delete_elsewhere"] {
+            if how == "delete_elsewhere" && *name != "hybrid" {
+                continue;
+            }
+            let key = format!("user:{how}");
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+            let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+            let loading = {
+                let (cache, key) = (cache.clone(), key.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_compute(&key, None, || async move {
+                            let old_row = "old".to_string(); // read before the write
+                            started_tx.send(()).unwrap();
+                            release_rx.await.unwrap();
+                            old_row
+                        })
+                        .await
+                        .unwrap()
+                })
+            };
+            started_rx.await.unwrap();
+            // The write lands in the database, then the cache is invalidated.
+            match how {
+                "delete" => {
+                    cache.delete(&key).await.unwrap();
+                }
+                "clear" => {
+                    cache.clear().await.unwrap();
+                }
+                "clear_pattern" => {
+                    cache.clear_pattern("user:*").await.unwrap();
+                }
+                _ => {
+                    other_process.delete(&key).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            release_tx.send(()).unwrap();
+            assert_eq!(
+                *loading.await.unwrap(),
+                "old",
+                "the caller still gets its value"
+            );
+            assert_eq!(
+                cache.get::<String>(&key).await.unwrap(),
+                None,
+                "{name}/{how}: a value read before the invalidation was stored"
+            );
+        }
+        // Without an invalidation the value is stored.
+        let v = cache
+            .get_or_compute("user:plain", None, || async { "v".to_string() })
+            .await
+            .unwrap();
+        assert_eq!(*v, "v");
+        assert_eq!(
+            cache
+                .get::<String>("user:plain")
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
+            Some("v"),
+            "{name}"
+        );
+    }
+}
+
+/// Steady reads of a hot key across its expiry: with early refresh the key never
+/// expires, so no reader misses (stats count one miss: the first load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refresh_keeps_hot_keys_from_expiring() {
+    let server = RedisServer::start();
+    let local = QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    let redis = distributed(&server, "d").await;
+    for cache in [
+        ormcache::AnyCache::from(local.clone()),
+        ormcache::AnyCache::from(redis.clone()),
+    ] {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let opts = || {
+            ComputeOptions::new()
+                .ttl(Duration::from_millis(400))
+                .refresh_ahead(0.5)
+        };
+        let deadline = Instant::now() + Duration::from_millis(2000);
+        let mut reads = 0;
+        while Instant::now() < deadline {
+            let runs = Arc::clone(&runs);
+            let v = cache
+                .get_or_compute_with("hot", opts(), || async move {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    n
+                })
+                .await
+                .unwrap();
+            assert!(*v >= 1);
+            reads += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let runs = runs.load(Ordering::SeqCst);
+        println!("{}: {reads} reads, {runs} loads", cache.kind());
+        assert!(
+            runs >= 3,
+            "{}: the key was never refreshed ({runs} loads)",
+            cache.kind()
+        );
+        let misses = match &cache {
+            ormcache::AnyCache::Local(c) => c.get_stats().misses,
+            ormcache::AnyCache::Distributed(c) => c.get_stats().await.unwrap().local.misses,
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            misses,
+            1,
+            "{}: a reader found the key expired",
+            cache.kind()
+        );
+    }
+}
+
+#[tokio::test]
+async fn fails_open_when_redis_is_down() {
+    let server = RedisServer::start();
+    let c =
+        DistributedCache::create(config(&server, "d").socket_timeout(Duration::from_millis(100)))
+            .await
+            .unwrap();
+    server.kill();
+    let v = c
+        .get_or_compute("k", None, || async { 42u32 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 42);
+    let v = c
+        .get_or_compute_with("k", ComputeOptions::new().lock(true), || async { 43u32 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 43);
+    assert!(c.get_stats().await.is_err());
+    // Invalid input is still an error.
+    assert!(
+        c.get_or_compute("", None, || async { 1u8 })
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+}
+
+#[tokio::test]
+async fn tags_invalidate_exactly_their_entries() {
+    let server = RedisServer::start();
+    let c = distributed(&server, "d").await;
+    let mut raw = server.connection().await;
+    // 100,000 unrelated keys, written raw in pipelines.
+    for chunk in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            pipe.set(format!("d:plain:{}", chunk * 1000 + i), "1")
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut raw).await.unwrap();
+    }
+    // 10,000 tagged entries, 50 writers.
+    let mut tasks = Vec::new();
+    for w in 0..50 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..10_000).step_by(50) {
+                c.set_with_tags(&format!("grp:{i}"), i, None, &["grp"])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.set_with_tags("other", 1u32, None, &["other-tag"])
+        .await
+        .unwrap();
+    assert_eq!(c.get::<u32>("grp:7").await.unwrap().as_deref(), Some(&7));
+
+    let start = Instant::now();
+    c.invalidate_tag("grp").await.unwrap();
+    println!(
+        "invalidate_tag of 10,000 among 110,000 keys: {:?}",
+        start.elapsed()
+    );
+
+    let keys: Vec<String> = (0..10_000).map(|i| format!("grp:{i}")).collect();
+    for chunk in keys.chunks(1000) {
+        let got = c.get_many::<u32, _>(chunk).await.unwrap();
+        assert!(got.iter().all(Option::is_none), "a tagged entry survived");
+    }
+    assert_eq!(c.get::<u32>("other").await.unwrap().as_deref(), Some(&1));
+    let mut cursor = 0u64;
+    let mut plain = 0usize;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("d:plain:*")
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        plain += batch.len();
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(plain, 100_000, "unrelated keys were touched");
+    // New entries under the tag are valid again.
+    c.set_with_tags("grp:1", 1u32, None, &["grp"])
+        .await
+        .unwrap();
+    assert_eq!(c.get::<u32>("grp:1").await.unwrap().as_deref(), Some(&1));
+    // A missing token (evicted, flushed) makes the entries misses, never hits.
+    let _: () = raw.del("d:__oc:tag:grp").await.unwrap();
+    assert_eq!(c.get::<u32>("grp:1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn tags_evict_other_processes_l1_copies() {
+    let server = RedisServer::start();
+    let a = hybrid(&server, "h").await;
+    let b = hybrid(&server, "h").await;
+    a.set_with_tags("user:1", 1u32, None, &["users"])
+        .await
+        .unwrap();
+    a.set("post:1", 2u32, None).await.unwrap();
+    assert_eq!(b.get::<u32>("user:1").await.unwrap().as_deref(), Some(&1));
+    b.get::<u32>("post:1").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.l1().exists("user:1") {
+        assert!(Instant::now() < deadline);
+        b.get::<u32>("user:1").await.unwrap();
+    }
+    a.invalidate_tag("users").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.l1().exists("user:1") {
+        assert!(
+            Instant::now() < deadline,
+            "tag invalidation did not reach b"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(b.get::<u32>("user:1").await.unwrap(), None);
+    assert_eq!(b.get::<u32>("post:1").await.unwrap().as_deref(), Some(&2));
+    // The L1 alone supports tags too.
+    let l1 = QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    Cache::set_with_tags(&l1, "x", 1u8, None, &["t"])
+        .await
+        .unwrap();
+    Cache::invalidate_tag(&l1, "t").await.unwrap();
+    assert!(!l1.exists("x"));
+}
+
+// ---- cluster-wide single flight across OS processes --------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_peer() {
+    let Ok(url) = std::env::var("ORMCACHE_LOCK_PEER_URL") else {
+        return;
+    };
+    let c = DistributedCache::create(
+        ormcache::DistributedConfig::new()
+            .redis_url(&url)
+            .key_prefix("lock"),
+    )
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            c.get_or_compute_with("report", ComputeOptions::new().lock(true), || async move {
+                // The "database query": counted in Redis, across processes.
+                let client = redis::Client::open(url).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let _: i64 = conn.incr("lock-test:loader-runs", 1).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "report".to_string()
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(*t.await.unwrap(), "report");
+    }
+}
+
+#[test]
+fn lock_runs_the_loader_once_across_three_processes() {
+    let server = RedisServer::start();
+    let mut peers: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "lock_peer", "--test-threads", "1", "--quiet"])
+                .env("ORMCACHE_LOCK_PEER_URL", server.url())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in &mut peers {
+        assert!(p.wait().unwrap().success(), "a peer failed");
+    }
+    let mut conn = server.client().get_connection().unwrap();
+    let runs: i64 = redis::Commands::get(&mut conn, "lock-test:loader-runs").unwrap();
+    assert_eq!(
+        runs, 1,
+        "3 processes x 100 tasks ran the loader {runs} times"
+    );
+}
