@@ -29,7 +29,7 @@ pub(crate) fn wrap_tagged(tags: &[String], tokens: &[u64], inner: &[u8]) -> Vec<
     let mut out =
         Vec::with_capacity(inner.len() + 2 + tags.iter().map(|t| t.len() + 10).sum::<usize>());
     out.push(TAGGED);
-    out.push(tags.len().min(255) as u8);
+    out.push(tags.len().min(tokens.len()).min(255) as u8);
     for (t, tok) in tags.iter().zip(tokens).take(255) {
         out.extend_from_slice(&(t.len().min(u16::MAX as usize) as u16).to_le_bytes());
         out.extend_from_slice(&t.as_bytes()[..t.len().min(u16::MAX as usize)]);

@@ -28,6 +28,7 @@ use crate::error::Result;
 /// | `return_decode_errors` | off | `get` returns [`Decode`](crate::ErrorKind::Decode) errors instead of counting a miss |
 /// | `stats_flush_interval` | 1 s | how often counters are added to `{key_prefix}:stats` |
 /// | `connect_lazily` | off | `create` does not wait for Redis; calls fail until it answers |
+/// | `namespace_versioning` | off | O(1) `clear()` through a namespace token (entries are enveloped) |
 /// | `circuit_breaker` | 5 failures, 1 s | after that many consecutive connection errors or timeouts, calls fail fast with [`CircuitOpen`](crate::ErrorKind::CircuitOpen) until a probe succeeds |
 ///
 /// **`max_connections`.** redis-rs connections are multiplexed: one connection carries
@@ -79,6 +80,7 @@ pub struct DistributedConfig {
     pub(crate) stats_flush_interval: Duration,
     pub(crate) connect_lazily: bool,
     pub(crate) breaker: BreakerConfig,
+    pub(crate) namespaced: bool,
 }
 
 impl Default for DistributedConfig {
@@ -99,6 +101,7 @@ impl Default for DistributedConfig {
             stats_flush_interval: Duration::from_secs(1),
             connect_lazily: false,
             breaker: BreakerConfig::default(),
+            namespaced: false,
         }
     }
 }
@@ -121,6 +124,7 @@ impl fmt::Debug for DistributedConfig {
             .field("stats_flush_interval", &self.stats_flush_interval)
             .field("connect_lazily", &self.connect_lazily)
             .field("breaker", &self.breaker)
+            .field("namespace_versioning", &self.namespaced)
             .finish()
     }
 }
@@ -226,6 +230,16 @@ impl DistributedConfig {
     /// timeouts, probe after 1 s).
     pub fn circuit_breaker(mut self, breaker: BreakerConfig) -> Self {
         self.breaker = breaker;
+        self
+    }
+
+    /// Namespace versioning: every entry carries the namespace's random token and
+    /// `clear()` replaces the token — O(1) whatever the keyspace; the orphaned
+    /// entries are misses at once and are removed by a background `SCAN`. Costs one
+    /// more round trip per write (the token is read) and per read of an entry.
+    /// Entries are then stored in an envelope the Python package cannot read.
+    pub fn namespace_versioning(mut self, on: bool) -> Self {
+        self.namespaced = on;
         self
     }
 

@@ -462,3 +462,91 @@ fn lock_runs_the_loader_once_across_three_processes() {
         "3 processes x 100 tasks ran the loader {runs} times"
     );
 }
+
+#[tokio::test]
+async fn a_dead_lock_holder_is_taken_over() {
+    let server = RedisServer::start();
+    let c = distributed(&server, "d").await;
+    // A process took the lease and died: its lease expires after 300 ms.
+    let mut raw = server.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg("d:__oc:lease:report")
+        .arg("dead-holder")
+        .arg("PX")
+        .arg(300)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    let v = c
+        .get_or_compute_with("report", ComputeOptions::new().lock(true), || async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            "computed".to_string()
+        })
+        .await
+        .unwrap();
+    assert_eq!(*v, "computed");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        c.get::<String>("report")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("computed")
+    );
+}
+
+#[tokio::test]
+async fn namespace_versioning_clears_in_constant_time() {
+    let server = RedisServer::start();
+    let c = DistributedCache::create(
+        config(&server, "ns")
+            .namespace_versioning(true)
+            .socket_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let entries: Vec<(String, u32)> = (0..20_000).map(|i| (format!("k{i}"), i)).collect();
+    for chunk in entries.chunks(2000) {
+        c.set_many(chunk.to_vec(), None).await.unwrap();
+    }
+    c.set("single", 1u32, None).await.unwrap();
+    let computed = c
+        .get_or_compute("computed", None, || async { 5u32 })
+        .await
+        .unwrap();
+    assert_eq!(*computed, 5);
+    assert_eq!(c.get::<u32>("k7").await.unwrap().as_deref(), Some(&7));
+    assert_eq!(c.get::<u32>("computed").await.unwrap().as_deref(), Some(&5));
+
+    let mut raw = server.connection().await;
+    let _: () = raw.set("unrelated", "1").await.unwrap();
+    let start = Instant::now();
+    assert_eq!(c.clear().await.unwrap(), 0);
+    println!("namespace clear of 20,002 entries: {:?}", start.elapsed());
+    // Every entry is a miss at once...
+    for k in ["k7", "k19999", "single", "computed"] {
+        assert_eq!(c.get::<u32>(k).await.unwrap(), None, "{k}");
+    }
+    // ...new ones are valid...
+    c.set("after", 2u32, None).await.unwrap();
+    assert_eq!(c.get::<u32>("after").await.unwrap().as_deref(), Some(&2));
+    // ...and the orphans are swept in the background, the new entry and unrelated
+    // keys stay.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: usize = raw
+            .exists(&["ns:k7", "ns:k19999", "ns:single"])
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphans were not swept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(raw.exists::<_, bool>("ns:after").await.unwrap());
+    assert!(raw.exists::<_, bool>("unrelated").await.unwrap());
+}

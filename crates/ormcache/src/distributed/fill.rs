@@ -105,8 +105,10 @@ impl DistributedCache {
         self.set_bytes(key, &bytes, ttl, None).await
     }
 
-    /// Validates and encodes a tagged value (reading the tags' tokens).
-    pub(crate) async fn encode_tagged<T: CacheValue, S: AsRef<str> + Sync>(
+    /// Validates and encodes a value for `key`, stamped with its tags' tokens and,
+    /// with namespace versioning, the namespace token (one round trip then; none
+    /// for a plain value).
+    pub(crate) async fn encode_tagged<T: serde::Serialize + ?Sized + Sync, S: AsRef<str> + Sync>(
         &self,
         op: &'static str,
         key: &str,
@@ -117,19 +119,119 @@ impl DistributedCache {
         key::validate(op, key)?;
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
         key::validate_ttl(op, key, ttl)?;
+        let inner = self.inner.encoding.encode_for(op, Some(key), value)?;
         let tags: Vec<String> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
-        for t in &tags {
+        match self.stamps(op, &tags).await? {
+            None => Ok((inner, ttl)),
+            Some((names, tokens)) => Ok((wrap_tagged(&names, &tokens, &inner), ttl)),
+        }
+    }
+
+    /// The tag names and tokens to stamp an entry with: the user's tags (validated)
+    /// plus the namespace when versioning is on; `None` when there are none.
+    pub(crate) async fn stamps(
+        &self,
+        op: &'static str,
+        tags: &[String],
+    ) -> Result<Option<(Vec<String>, Vec<u64>)>> {
+        for t in tags {
             key::validate_tag(op, t)?;
         }
-        let inner = self.inner.encoding.encode_for(op, Some(key), value)?;
-        if tags.is_empty() {
-            return Ok((inner, ttl));
+        let names = self.stamp_names(tags);
+        if names.is_empty() {
+            return Ok(None);
         }
         let mut pipe = redis::pipe();
-        self.push_tag_tokens(&mut pipe, &tags);
+        self.push_tag_tokens(&mut pipe, &names);
         let (tokens,): (Vec<Option<String>>,) = self.query_pipe(op, &pipe).await?;
-        let tokens = Self::parse_tokens(op, tokens)?;
-        Ok((wrap_tagged(&tags, &tokens, &inner), ttl))
+        Ok(Some((names, Self::parse_tokens(op, tokens)?)))
+    }
+
+    /// The user's tags plus, with namespace versioning, the namespace (the tag
+    /// named "", which no user tag can be).
+    pub(crate) fn stamp_names(&self, tags: &[String]) -> Vec<String> {
+        let mut names = Vec::with_capacity(tags.len() + 1);
+        if self.inner.namespaced {
+            names.push(String::new());
+        }
+        names.extend(tags.iter().cloned());
+        names
+    }
+
+    /// With namespace versioning: replaces the namespace token (every entry is a
+    /// miss at once, O(1)) and removes the orphaned entries in the background.
+    pub(crate) async fn clear_namespace(&self, op: &'static str) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.tag_key("")).arg(random_token().to_string());
+        self.query::<()>(op, None, &cmd).await?;
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let Some(inner) = weak.upgrade() else { return };
+            let cache = DistributedCache { inner };
+            if let Err(e) = cache.sweep_orphans().await {
+                tracing::debug!(error = %e, "background sweep after a namespace clear stopped");
+            }
+        });
+        Ok(())
+    }
+
+    /// Removes entries under the prefix whose namespace token is not the current
+    /// one (or that have none): the background half of an O(1) clear.
+    async fn sweep_orphans(&self) -> Result<u64> {
+        let current: Option<String> = self
+            .query("sweep", None, redis::cmd("GET").arg(self.tag_key("")))
+            .await?;
+        let current = current.and_then(|c| c.parse::<u64>().ok());
+        let pattern = format!("{}*", self.inner.scan_prefix);
+        let own = format!("{}:", self.inner.prefix);
+        let (mut cursor, mut removed) = (0u64, 0u64);
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("sweep", None, &scan).await?;
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| {
+                    k.strip_prefix(own.as_bytes())
+                        .is_some_and(|rest| !super::is_reserved_bytes(rest))
+                })
+                .collect();
+            if !keys.is_empty() {
+                let values: Vec<Option<Vec<u8>>> = self
+                    .query("sweep", None, redis::cmd("MGET").arg(&keys))
+                    .await?;
+                let orphans: Vec<&Vec<u8>> = keys
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| {
+                        v.as_deref().is_some_and(|bytes| {
+                            let ns = unwrap_tagged(bytes).ok().flatten().and_then(|(stamps, _)| {
+                                stamps
+                                    .into_iter()
+                                    .find(|(t, _)| t.is_empty())
+                                    .map(|(_, tok)| tok)
+                            });
+                            ns.is_none() || ns != current
+                        })
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                if !orphans.is_empty() {
+                    let n: u64 = self
+                        .query("sweep", None, redis::cmd("UNLINK").arg(&orphans))
+                        .await?;
+                    removed += n;
+                }
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
     }
 
     /// Drops every entry tagged `tag` by replacing the tag's token: O(1), whatever
@@ -198,6 +300,7 @@ impl DistributedCache {
         exclusive: bool,
         tags: &[String],
     ) -> FillTicket {
+        let tags = &self.stamp_names(tags);
         let token = format!("{:016x}", random_token());
         let mut pipe = redis::pipe();
         let mut set = redis::cmd("SET");
@@ -270,10 +373,11 @@ impl DistributedCache {
         else {
             return false;
         };
-        let bytes = if tags.is_empty() {
+        let names = self.stamp_names(tags);
+        let bytes = if names.is_empty() {
             inner
         } else {
-            wrap_tagged(tags, &lease.tag_tokens, &inner)
+            wrap_tagged(&names, &lease.tag_tokens, &inner)
         };
         let mut eval = redis::cmd("EVAL");
         eval.arg(FILL_SCRIPT)

@@ -41,6 +41,8 @@ pub(crate) struct Notice {
 }
 
 struct Inner {
+    /// Namespace versioning: entries carry the namespace token; `clear` is O(1).
+    namespaced: bool,
     client: redis::Client,
     flights: crate::memo::Flights,
     breaker: Breaker,
@@ -220,6 +222,7 @@ impl DistributedCache {
         }
 
         let inner = Arc::new(Inner {
+            namespaced: config.namespaced,
             client,
             flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker),
@@ -453,10 +456,9 @@ impl DistributedCache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        key::validate("set", key)?;
-        let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        key::validate_ttl("set", key, ttl)?;
-        let bytes = self.inner.encoding.encode_for("set", Some(key), value)?;
+        let (bytes, ttl) = self
+            .encode_tagged::<T, &str>("set", key, value, ttl, &[])
+            .await?;
         self.set_bytes(key, &bytes, ttl, None).await
     }
 
@@ -512,7 +514,25 @@ impl DistributedCache {
     /// # Errors
     /// Redis errors and timeouts (entries removed before the error stay removed).
     pub async fn clear(&self) -> Result<u64> {
-        self.clear_matching("clear", "*").await
+        self.clear_all("clear").await
+    }
+
+    /// `clear`: O(1) with namespace versioning (returns 0: the entries are removed
+    /// in the background), else `SCAN` + `UNLINK`.
+    pub(crate) async fn clear_all(&self, op: &'static str) -> Result<u64> {
+        if self.inner.namespaced {
+            // Fills in flight must not store into the new namespace either.
+            let _: i64 = self
+                .query(
+                    op,
+                    None,
+                    redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
+                )
+                .await?;
+            self.clear_namespace(op).await?;
+            return Ok(0);
+        }
+        self.clear_matching(op, "*").await
     }
 
     /// Removes the entries whose key (after the prefix) matches the Redis glob
@@ -612,11 +632,18 @@ impl DistributedCache {
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
         let ms = key::ttl_millis(ttl);
         let mut pipe = redis::pipe();
+        for (k, _) in &entries {
+            key::validate("set_many", k.as_ref())?;
+            key::validate_ttl("set_many", k.as_ref(), ttl)?;
+        }
+        let stamps = self.stamps("set_many", &[]).await?;
         for (k, v) in &entries {
             let k = k.as_ref();
-            key::validate("set_many", k)?;
-            key::validate_ttl("set_many", k, ttl)?;
             let bytes = self.inner.encoding.encode_for("set_many", Some(k), v)?;
+            let bytes = match &stamps {
+                Some((names, tokens)) => crate::codec::wrap_tagged(names, tokens, &bytes),
+                None => bytes,
+            };
             pipe.cmd("SET")
                 .arg(full_key(&self.inner.prefix, k))
                 .arg(bytes)
@@ -756,7 +783,7 @@ impl DistributedCache {
     }
 }
 
-fn is_reserved_bytes(rest: &[u8]) -> bool {
+pub(super) fn is_reserved_bytes(rest: &[u8]) -> bool {
     rest == key::STATS_KEY.as_bytes() || rest.starts_with(key::RESERVED_NAMESPACE.as_bytes())
 }
 

@@ -392,7 +392,10 @@ impl HybridCache {
         let inner = &self.inner;
         let ttl = ttl.unwrap_or(inner.l2.default_ttl());
         key::validate_ttl("set", key, ttl)?;
-        let bytes = inner.l2.encode("set", key, &value)?;
+        let (bytes, ttl) = inner
+            .l2
+            .encode_tagged::<T, &str>("set", key, &value, Some(ttl), &[])
+            .await?;
         let value = Arc::new(value);
         let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
         let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
@@ -469,7 +472,7 @@ impl HybridCache {
     /// Redis failures (the clear is queued and applied when Redis is back).
     pub async fn clear(&self) -> Result<u64> {
         let inner = &self.inner;
-        let result = inner.l2.clear_matching("clear", "*").await;
+        let result = inner.l2.clear_all("clear").await;
         let result = match result {
             Ok(n) => inner
                 .l2
@@ -589,6 +592,11 @@ impl HybridCache {
         }
         if encoded.is_empty() {
             return Ok(());
+        }
+        if let Some((names, tokens)) = inner.l2.stamps("set_many", &[]).await? {
+            for (_, bytes) in &mut encoded {
+                *bytes = crate::codec::wrap_tagged(&names, &tokens, bytes);
+            }
         }
         let notice = inner.notice(Op::Keys(
             encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),

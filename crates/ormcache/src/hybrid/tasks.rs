@@ -178,7 +178,7 @@ impl Inner {
         }
         let replayed = async {
             if taken.clear {
-                self.l2.clear_matching("replay", "*").await?;
+                self.l2.clear_all("replay").await?;
                 self.l2.publish("replay", &self.notice(Op::Clear)).await?;
                 return Ok(());
             }
