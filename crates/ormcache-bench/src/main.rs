@@ -92,38 +92,52 @@ fn random_prefix() -> String {
     format!("ormcache-bench-{:016x}", h.finish())
 }
 
+/// Keys per `SCAN` step of the cleanup.
+const CLEANUP_SCAN_COUNT: u64 = 10_000;
+/// Keys per `UNLINK` of the cleanup.
+const CLEANUP_UNLINK_BATCH: usize = 1_000;
+
 /// Removes every key under `{prefix}:` (and the stats hash, named explicitly).
+/// Each round trip carries the `UNLINK`s (of at most 1,000 keys each) of what the
+/// previous `SCAN` found and the next `SCAN`: a million keys take a few seconds.
 async fn cleanup(url: &str, prefix: &str) -> Result<u64> {
     let mut conn = redis::Client::open(url)?
         .get_multiplexed_async_connection()
         .await?;
     let pattern = format!("{}:*", ormcache::escape_glob(prefix));
     let mut cursor = 0u64;
+    let mut found: Vec<Vec<u8>> = Vec::new();
     let mut removed = 0u64;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        let mut pipe = redis::pipe();
+        for batch in found.chunks(CLEANUP_UNLINK_BATCH) {
+            pipe.cmd("UNLINK").arg(batch);
+        }
+        pipe.cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            removed += redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<u64>(&mut conn)
-                .await?;
+            .arg(CLEANUP_SCAN_COUNT);
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let scan = replies.pop().ok_or("cleanup: no SCAN reply")?;
+        for unlinked in &replies {
+            removed += redis::from_redis_value_ref::<u64>(unlinked)?;
         }
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(scan)?;
+        found = keys;
         if next == 0 {
             break;
         }
         cursor = next;
     }
-    removed += redis::cmd("UNLINK")
-        .arg(format!("{prefix}:stats"))
-        .query_async::<u64>(&mut conn)
-        .await?;
+    let mut last = redis::pipe();
+    for batch in found.chunks(CLEANUP_UNLINK_BATCH) {
+        last.cmd("UNLINK").arg(batch);
+    }
+    last.cmd("UNLINK").arg(format!("{prefix}:stats"));
+    let counts: Vec<u64> = last.query_async(&mut conn).await?;
+    removed += counts.iter().sum::<u64>();
     Ok(removed)
 }
 

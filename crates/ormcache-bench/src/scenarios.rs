@@ -1,14 +1,17 @@
 //! The scenarios, each against its raw baseline. To add one: write a
 //! `fn(&Env) -> Result<Measured>` and list it in [`ALL`].
 
+use std::cell::Cell;
+use std::future::Future;
 use std::hint::black_box;
+use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ormcache::{
-    BreakerConfig, BreakerState, Codec, DistributedCache, Encoding, ErrorKind, HybridCache,
+    BreakerConfig, BreakerState, Cache, Codec, DistributedCache, Encoding, ErrorKind, HybridCache,
     QueryCache,
 };
 use redis::IntoConnectionInfo;
@@ -18,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::stats::{
-    Measured, RatioOf, Round, Worker, alternate, concurrent_round, nanos, percentile_us,
-    sample_each, sample_each_async, tight_loop, tight_loop_async,
+    Measured, RatioOf, Round, Worker, alternate, concurrent_round, median, nanos, percentile_us,
+    round_to, sample_each, sample_each_async, tight_loop, tight_loop_async,
 };
 
 /// Errors that end a scenario (setup failures, wrong answers).
@@ -130,6 +133,23 @@ pub(crate) const ALL: &[Scenario] = &[
         goal_ratio: None,
         goal_p99_us: None,
         run: codec_msgpack,
+    },
+    Scenario {
+        name: "stampede",
+        baseline: "naive get → load → set",
+        needs_redis: true,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: stampede,
+    },
+    // Last: it grows the keyspace to a million keys (removed again at its end).
+    Scenario {
+        name: "tag_vs_pattern",
+        baseline: "clear_pattern(\"grp:*\")",
+        needs_redis: true,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: tag_vs_pattern,
     },
 ];
 
@@ -907,4 +927,669 @@ fn codec_msgpack(_env: &Env) -> Result<Measured> {
         |row| rmp_serde::to_vec_named(row).expect("encode"),
         |bytes| rmp_serde::from_slice(bytes).ok(),
     )
+}
+
+// ---------------------------------------------------------------------------
+// Stampede: many concurrent cold reads of one key, get_or_compute against the naive
+// get → load → set.
+
+/// Concurrent callers per stampede.
+const STAMPEDE_CALLERS: usize = 1_000;
+/// The simulated database query behind every load.
+const STAMPEDE_LOAD: Duration = Duration::from_millis(20);
+
+/// The loader: counts its run, "queries the database", answers row `id`.
+async fn load_row(runs: Arc<AtomicUsize>, id: u64) -> Row {
+    runs.fetch_add(1, SeqCst);
+    tokio::time::sleep(STAMPEDE_LOAD).await;
+    row_with_id(id)
+}
+
+/// Ours: one `get_or_compute`.
+async fn read_through<C: Cache>(cache: C, key: Arc<str>, runs: Arc<AtomicUsize>, id: u64) -> bool {
+    let got = cache
+        .get_or_compute(&key, None, move || load_row(runs, id))
+        .await;
+    matches!(got, Ok(row) if row.id == id)
+}
+
+/// The baseline: the seed's pattern, `get`, and on a miss load and `set`.
+async fn naive_read<C: Cache>(cache: C, key: Arc<str>, runs: Arc<AtomicUsize>, id: u64) -> bool {
+    match cache.get::<Row>(&key).await {
+        Ok(Some(row)) => row.id == id,
+        Ok(None) => {
+            let row = load_row(runs, id).await;
+            cache.set(&key, row, None).await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// One stampede: [`STAMPEDE_CALLERS`] tasks spawned at once, each timing its own
+/// call; the round's time is until the last has its answer.
+async fn stampede_round<Fut>(mut call: impl FnMut() -> Fut) -> Round
+where
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..STAMPEDE_CALLERS)
+        .map(|_| {
+            let call = call();
+            tokio::spawn(async move {
+                let began = Instant::now();
+                let ok = call.await;
+                (ok, nanos(began.elapsed()))
+            })
+        })
+        .collect();
+    let mut round = Round {
+        samples: Vec::with_capacity(STAMPEDE_CALLERS),
+        ..Round::default()
+    };
+    for task in tasks {
+        match task.await {
+            Ok((true, ns)) => {
+                round.ops += 1;
+                round.samples.push(ns);
+            }
+            _ => round.errors += 1,
+        }
+    }
+    round.elapsed = start.elapsed();
+    round
+}
+
+/// Loader runs of the measured rounds (the first, the warm-up's, dropped).
+fn measured_runs(mut runs: Vec<usize>) -> Vec<usize> {
+    runs.remove(0);
+    runs
+}
+
+/// `3`, or `2–3` when the rounds differ.
+fn span(runs: &[usize]) -> String {
+    let (lo, hi) = (runs.iter().min(), runs.iter().max());
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if lo != hi => format!("{lo}–{hi}"),
+        (Some(lo), _) => lo.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// Median of the rounds' times, in ms.
+fn median_ms(rounds: &[Round]) -> f64 {
+    round_to(
+        median(
+            rounds
+                .iter()
+                .map(|r| r.elapsed.as_secs_f64() * 1e3)
+                .collect(),
+        ),
+        3,
+    )
+}
+
+fn stampede(env: &Env) -> Result<Measured> {
+    let (cache, hybrid) = env
+        .rt
+        .block_on(async { Ok::<_, Error>((env.distributed().await?, env.hybrid().await?)) })?;
+    let runs = Arc::new(AtomicUsize::new(0));
+    // A fresh key (and row id) for every stampede.
+    let counter = Cell::new(0u64);
+    let fresh = |side: &str| {
+        let n = counter.get() + 1;
+        counter.set(n);
+        (Arc::<str>::from(format!("stampede:{side}:{n}")), n)
+    };
+    let (mut ours_runs, mut hybrid_runs, mut base_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hybrid_rounds = Vec::new();
+    // Stampedes after which the key did not hold the loaded row.
+    let (mut not_stored, mut base_not_stored) = (0u64, 0u64);
+    let (ours, baseline) = alternate(
+        ROUNDS,
+        || {
+            let (key, id) = fresh("l2");
+            let round = env.rt.block_on(stampede_round(|| {
+                read_through(cache.clone(), Arc::clone(&key), Arc::clone(&runs), id)
+            }));
+            ours_runs.push(runs.swap(0, SeqCst));
+            let stored = env.rt.block_on(cache.get::<Row>(&key));
+            not_stored += u64::from(!matches!(stored, Ok(Some(r)) if r.id == id));
+            // The same through a HybridCache (its own key), right after.
+            let (key, id) = fresh("hybrid");
+            hybrid_rounds.push(env.rt.block_on(stampede_round(|| {
+                read_through(hybrid.clone(), Arc::clone(&key), Arc::clone(&runs), id)
+            })));
+            hybrid_runs.push(runs.swap(0, SeqCst));
+            let stored = env.rt.block_on(hybrid.l2().get::<Row>(&key));
+            not_stored += u64::from(!matches!(stored, Ok(Some(r)) if r.id == id));
+            round
+        },
+        || {
+            let (key, id) = fresh("naive");
+            let round = env.rt.block_on(stampede_round(|| {
+                naive_read(cache.clone(), Arc::clone(&key), Arc::clone(&runs), id)
+            }));
+            base_runs.push(runs.swap(0, SeqCst));
+            let stored = env.rt.block_on(cache.get::<Row>(&key));
+            base_not_stored += u64::from(!matches!(stored, Ok(Some(r)) if r.id == id));
+            round
+        },
+    );
+    env.rt.block_on(async {
+        hybrid.close().await?;
+        cache.close().await
+    })?;
+    let (ours_runs, hybrid_runs, base_runs) = (
+        measured_runs(ours_runs),
+        measured_runs(hybrid_runs),
+        measured_runs(base_runs),
+    );
+    hybrid_rounds.remove(0);
+    let ratios = ours_runs
+        .iter()
+        .zip(&base_runs)
+        .map(|(&o, &b)| b as f64 / o.max(1) as f64)
+        .collect();
+    let throughput_ratio = median(
+        ours.iter()
+            .zip(&baseline)
+            .map(|(a, b)| {
+                (a.ops as f64 / a.elapsed.as_secs_f64()) / (b.ops as f64 / b.elapsed.as_secs_f64())
+            })
+            .collect(),
+    );
+    let mut hybrid_samples: Vec<u64> = hybrid_rounds
+        .iter()
+        .flat_map(|r| r.samples.iter().copied())
+        .collect();
+    hybrid_samples.sort_unstable();
+    let hybrid_ops: u64 = hybrid_rounds.iter().map(|r| r.ops).sum();
+    let hybrid_elapsed: Duration = hybrid_rounds.iter().map(|r| r.elapsed).sum();
+    let single_flight = ours_runs.iter().chain(&hybrid_runs).all(|&n| n == 1) && not_stored == 0;
+    let total = |runs: &[usize]| runs.iter().sum::<usize>();
+    Ok(Measured {
+        ratio_definition: Some(
+            "median over round pairs of baseline loader runs / ours loader runs per stampede \
+             (1,000 concurrent cold calls of one fresh key); higher is better (ideal: 1,000)",
+        ),
+        ratios: Some(ratios),
+        notes: vec![
+            format!(
+                "loader runs/round {} (hybrid {}, baseline {})",
+                span(&ours_runs),
+                span(&hybrid_runs),
+                span(&base_runs)
+            ),
+            format!(
+                "all done in {} ms (baseline {} ms)",
+                median_ms(&ours),
+                median_ms(&baseline)
+            ),
+        ],
+        extras: vec![
+            (
+                "ours",
+                json!(
+                    "DistributedCache::get_or_compute(key, None, loader) from 1,000 tokio tasks \
+                     on the 2-worker runtime, one fresh cold key per round"
+                ),
+            ),
+            (
+                "loader",
+                json!(format!(
+                    "fetch_add on an AtomicUsize, then tokio::time::sleep({STAMPEDE_LOAD:?})"
+                )),
+            ),
+            ("callers", json!(STAMPEDE_CALLERS)),
+            (
+                "ops_definition",
+                json!(
+                    "completed calls; ops_per_sec = 1,000 / time until the last of a round's \
+                     calls returned; p50/p99 = per-call latency from the task's start"
+                ),
+            ),
+            ("loader_runs", json!(total(&ours_runs))),
+            ("loader_runs_per_round", json!(ours_runs)),
+            ("baseline_loader_runs", json!(total(&base_runs))),
+            ("baseline_loader_runs_per_round", json!(base_runs)),
+            ("single_flight_held", json!(single_flight)),
+            ("not_stored", json!(not_stored)),
+            ("baseline_not_stored", json!(base_not_stored)),
+            ("all_done_ms", json!(median_ms(&ours))),
+            ("baseline_all_done_ms", json!(median_ms(&baseline))),
+            ("throughput_ratio", json!(round_to(throughput_ratio, 3))),
+            (
+                "hybrid",
+                json!("the same stampede through a coherent HybridCache, right after ours"),
+            ),
+            ("hybrid_loader_runs", json!(total(&hybrid_runs))),
+            ("hybrid_loader_runs_per_round", json!(hybrid_runs)),
+            (
+                "hybrid_ops_per_sec",
+                json!(round_to(
+                    hybrid_ops as f64 / hybrid_elapsed.as_secs_f64(),
+                    1
+                )),
+            ),
+            ("hybrid_p50_us", json!(percentile_us(&hybrid_samples, 0.50))),
+            ("hybrid_p99_us", json!(percentile_us(&hybrid_samples, 0.99))),
+            ("hybrid_all_done_ms", json!(median_ms(&hybrid_rounds))),
+            (
+                "hybrid_errors",
+                json!(hybrid_rounds.iter().map(|r| r.errors).sum::<u64>()),
+            ),
+        ],
+        ours,
+        baseline,
+        ..Measured::default()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Tag invalidation against a pattern clear of an equal group, at two keyspace sizes.
+
+/// Keys in the invalidated group (each side has its own copy).
+const GROUP_KEYS: u64 = 10_000;
+/// Unrelated keys around the group: first measurement, then second.
+const UNRELATED_SMALL: u64 = 10_000;
+const UNRELATED_LARGE: u64 = 1_000_000;
+/// Keys per `set_many` (one pipeline) when writing the baseline's group: more
+/// than this from several tasks can exceed the cache's 250 ms call timeout.
+const WRITE_BATCH: u64 = 1_000;
+/// Concurrent `set_many` tasks when writing the baseline's group.
+const WRITERS: u64 = 4;
+/// `SET`s per raw pipeline when populating the unrelated keys.
+const RAW_BATCH: u64 = 5_000;
+/// Concurrent raw writers when populating the unrelated keys.
+const RAW_WRITERS: u64 = 2;
+/// Keys read back to check an invalidation (spread over the range).
+const VERIFY_SAMPLE: u64 = 100;
+/// Keys per `UNLINK` when removing what the scenario wrote.
+const UNLINK_BATCH: usize = 1_000;
+const TAG: &str = "grp";
+const GROUP_PATTERN: &str = "grp:*";
+
+fn unrelated_key(i: u64) -> String {
+    format!("u:{i}")
+}
+
+fn tagged_key(i: u64) -> String {
+    format!("tagged:{i}")
+}
+
+/// The baseline's untagged copy of the group, matched by [`GROUP_PATTERN`].
+fn pattern_key(i: u64) -> String {
+    format!("grp:{i}")
+}
+
+/// Writes `name(i) = i` for every `i` in `range` through the cache's `set_many`, in
+/// batches of [`WRITE_BATCH`], from [`WRITERS`] tasks.
+async fn write_plain(
+    cache: &DistributedCache,
+    name: fn(u64) -> String,
+    range: Range<u64>,
+) -> Result<()> {
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let cache = cache.clone();
+            let range = range.clone();
+            tokio::spawn(async move {
+                let mut start = range.start + w * WRITE_BATCH;
+                while start < range.end {
+                    let end = (start + WRITE_BATCH).min(range.end);
+                    let entries: Vec<(String, u64)> = (start..end).map(|i| (name(i), i)).collect();
+                    cache.set_many(entries, None).await?;
+                    start += WRITERS * WRITE_BATCH;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Writes `unrelated_key(i) = i` for every `i` in `range` as the cache would
+/// (its encoding, its key, its default TTL) but in raw pipelines of [`RAW_BATCH`]
+/// `SET … PX`, from [`RAW_WRITERS`] tasks: fast enough for a million keys.
+async fn write_unrelated(
+    cache: &DistributedCache,
+    conn: &ConnectionManager,
+    range: Range<u64>,
+) -> Result<()> {
+    let ttl_ms = u64::try_from(cache.default_ttl().as_millis())?;
+    let tasks: Vec<_> = (0..RAW_WRITERS)
+        .map(|w| {
+            let (cache, mut conn, range) = (cache.clone(), conn.clone(), range.clone());
+            let encoding = cache.encoding();
+            tokio::spawn(async move {
+                let mut start = range.start + w * RAW_BATCH;
+                while start < range.end {
+                    let mut pipe = redis::pipe();
+                    for i in start..(start + RAW_BATCH).min(range.end) {
+                        pipe.cmd("SET")
+                            .arg(cache.redis_key(&unrelated_key(i)))
+                            .arg(encoding.encode(&i)?)
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .ignore();
+                    }
+                    pipe.query_async::<()>(&mut conn).await?;
+                    start += RAW_WRITERS * RAW_BATCH;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Writes `tagged_key(i) = i` tagged [`TAG`] for the whole group, from [`TASKS`]
+/// tasks (`set_with_tags` takes two round trips).
+async fn write_tagged(cache: &DistributedCache) -> Result<()> {
+    let tasks: Vec<_> = (0..TASKS as u64)
+        .map(|t| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for i in (t..GROUP_KEYS).step_by(TASKS) {
+                    cache.set_with_tags(&tagged_key(i), i, None, &[TAG]).await?;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// How many of [`VERIFY_SAMPLE`] keys `name(i)`, spread over `0..n` (first and
+/// last included), read back as `i`.
+async fn sample_hits(cache: &DistributedCache, name: fn(u64) -> String, n: u64) -> Result<u64> {
+    let ids: Vec<u64> = (0..VERIFY_SAMPLE)
+        .map(|s| s * (n - 1) / (VERIFY_SAMPLE - 1))
+        .collect();
+    let keys: Vec<String> = ids.iter().map(|&i| name(i)).collect();
+    let got = cache.get_many::<u64, _>(&keys).await?;
+    Ok(ids
+        .iter()
+        .zip(got)
+        .filter(|(i, v)| v.as_deref() == Some(*i))
+        .count() as u64)
+}
+
+/// Checks that the sample of the group read back fully `before` and not at all
+/// `after` the invalidation, and that the unrelated keys all did after it.
+fn check_invalidation(side: &str, before: u64, after: u64, unrelated: u64) -> Result<()> {
+    if before != VERIFY_SAMPLE || after != 0 || unrelated != VERIFY_SAMPLE {
+        return Err(format!(
+            "{side}: of {VERIFY_SAMPLE} sampled keys, {before} group keys hit before the \
+             invalidation, {after} after it, and {unrelated} unrelated keys after it \
+             (want {VERIFY_SAMPLE}, 0, {VERIFY_SAMPLE})"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// One round of ours: tag the group anew, then time `invalidate_tag`.
+async fn tag_round(cache: &DistributedCache, unrelated: u64) -> Result<(Round, Duration)> {
+    let writing = Instant::now();
+    write_tagged(cache).await?;
+    let written_in = writing.elapsed();
+    let before = sample_hits(cache, tagged_key, GROUP_KEYS).await?;
+    let start = Instant::now();
+    cache.invalidate_tag(TAG).await?;
+    let elapsed = start.elapsed();
+    let after = sample_hits(cache, tagged_key, GROUP_KEYS).await?;
+    let unrelated = sample_hits(cache, unrelated_key, unrelated).await?;
+    check_invalidation("invalidate_tag", before, after, unrelated)?;
+    let round = Round {
+        ops: GROUP_KEYS,
+        errors: 0,
+        elapsed,
+        samples: vec![nanos(elapsed)],
+    };
+    Ok((round, written_in))
+}
+
+/// One round of the baseline: write the untagged copy, then time `clear_pattern`;
+/// also the keyspace it scanned (`DBSIZE` just before).
+async fn pattern_round(
+    cache: &DistributedCache,
+    mut conn: ConnectionManager,
+    unrelated: u64,
+) -> Result<(Round, u64)> {
+    write_plain(cache, pattern_key, 0..GROUP_KEYS).await?;
+    let before = sample_hits(cache, pattern_key, GROUP_KEYS).await?;
+    let keyspace: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+    let start = Instant::now();
+    let removed = cache.clear_pattern(GROUP_PATTERN).await?;
+    let elapsed = start.elapsed();
+    let after = sample_hits(cache, pattern_key, GROUP_KEYS).await?;
+    let unrelated = sample_hits(cache, unrelated_key, unrelated).await?;
+    check_invalidation("clear_pattern", before, after, unrelated)?;
+    if removed != GROUP_KEYS {
+        return Err(format!("clear_pattern removed {removed} keys, not {GROUP_KEYS}").into());
+    }
+    let round = Round {
+        ops: removed,
+        errors: 0,
+        elapsed,
+        samples: vec![nanos(elapsed)],
+    };
+    Ok((round, keyspace))
+}
+
+/// Removes every key the scenario wrote, by name (`UNLINK`s of [`UNLINK_BATCH`]
+/// keys, 16 to a pipeline); the number removed. The tag's token, a reserved key,
+/// is left to the harness's cleanup of the prefix.
+async fn unlink_written(cache: &DistributedCache, conn: &mut ConnectionManager) -> Result<u64> {
+    let names = (0..UNRELATED_LARGE)
+        .map(unrelated_key)
+        .chain((0..GROUP_KEYS).map(tagged_key))
+        .chain((0..GROUP_KEYS).map(pattern_key));
+    let keys: Vec<String> = names.map(|k| cache.redis_key(&k)).collect();
+    let mut removed = 0u64;
+    for group in keys.chunks(UNLINK_BATCH * 16) {
+        let mut pipe = redis::pipe();
+        for batch in group.chunks(UNLINK_BATCH) {
+            pipe.cmd("UNLINK").arg(batch);
+        }
+        let counts: Vec<u64> = pipe.query_async(conn).await?;
+        removed += counts.iter().sum::<u64>();
+    }
+    Ok(removed)
+}
+
+/// Phase results of `tag_vs_pattern`.
+#[derive(Debug)]
+struct TagPhase {
+    tag: Vec<Round>,
+    pattern: Vec<Round>,
+    /// `DBSIZE` just before the baseline's pattern clears (the largest seen).
+    dbsize: u64,
+    /// Time to populate the phase's unrelated keys.
+    populate: Duration,
+    /// Time to write the tagged group, per measured round.
+    tag_writes: Vec<Duration>,
+}
+
+/// Populates the unrelated keys up to `unrelated`, then measures alternating rounds.
+fn tag_phase(
+    env: &Env,
+    cache: &DistributedCache,
+    conn: &ConnectionManager,
+    unrelated: Range<u64>,
+) -> Result<TagPhase> {
+    let size = unrelated.end;
+    let populating = Instant::now();
+    env.rt.block_on(write_unrelated(cache, conn, unrelated))?;
+    let populate = populating.elapsed();
+    let mut dbsize = 0u64;
+    // A failed round ends the phase with its error once the rounds are done.
+    let mut failure: Option<Error> = None;
+    let mut tag_writes = Vec::new();
+    let (tag, pattern) = {
+        let failure = std::cell::RefCell::new(&mut failure);
+        let keep = |r: Result<Round>| {
+            r.unwrap_or_else(|e| {
+                failure.borrow_mut().get_or_insert(e);
+                Round {
+                    errors: 1,
+                    ..Round::default()
+                }
+            })
+        };
+        alternate(
+            ROUNDS,
+            || {
+                keep(env.rt.block_on(tag_round(cache, size)).map(|(round, w)| {
+                    tag_writes.push(w);
+                    round
+                }))
+            },
+            || {
+                keep(
+                    env.rt
+                        .block_on(pattern_round(cache, conn.clone(), size))
+                        .map(|(round, keys)| {
+                            dbsize = dbsize.max(keys);
+                            round
+                        }),
+                )
+            },
+        )
+    };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    tag_writes.remove(0);
+    Ok(TagPhase {
+        tag,
+        pattern,
+        dbsize,
+        populate,
+        tag_writes,
+    })
+}
+
+fn tag_vs_pattern(env: &Env) -> Result<Measured> {
+    let (cache, mut conn) = env.rt.block_on(async {
+        Ok::<_, Error>((env.distributed().await?, env.raw_connection().await?))
+    })?;
+    let phases = tag_phase(env, &cache, &conn, 0..UNRELATED_SMALL).and_then(|small| {
+        let large = tag_phase(env, &cache, &conn, UNRELATED_SMALL..UNRELATED_LARGE)?;
+        Ok((small, large))
+    });
+    // Whatever happened: remove the million keys before the next scenario.
+    let removing = Instant::now();
+    let removed = env.rt.block_on(unlink_written(&cache, &mut conn));
+    let removed_in = removing.elapsed();
+    env.rt.block_on(cache.close())?;
+    let (small, large) = phases?;
+    let removed = removed?;
+
+    let pair_ratio = |p: &TagPhase| {
+        round_to(
+            median(
+                p.tag
+                    .iter()
+                    .zip(&p.pattern)
+                    .map(|(t, b)| b.elapsed.as_secs_f64() / t.elapsed.as_secs_f64())
+                    .collect(),
+            ),
+            3,
+        )
+    };
+    let (tag_small, tag_large) = (median_ms(&small.tag), median_ms(&large.tag));
+    let (pattern_small, pattern_large) = (median_ms(&small.pattern), median_ms(&large.pattern));
+    let tag_write_ms = median(
+        large
+            .tag_writes
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect(),
+    );
+    Ok(Measured {
+        ratio_definition: Some(
+            "median over round pairs, at the large keyspace, of clear_pattern(\"grp:*\") time / \
+             invalidate_tag(\"grp\") time, each invalidating 10,000 keys (equal ops, so also \
+             ours ops/s / baseline ops/s); higher is better",
+        ),
+        notes: vec![
+            format!("tag {tag_small}→{tag_large} ms, pattern {pattern_small}→{pattern_large} ms"),
+            format!("keyspace {}→{}", small.dbsize, large.dbsize),
+        ],
+        extras: vec![
+            (
+                "ours",
+                json!(
+                    "DistributedCache::invalidate_tag(\"grp\") with 10,000 live entries written \
+                     by set_with_tags(k, v, None, &[\"grp\"]): one SET of the tag's token; the \
+                     entries become misses and stay in Redis until their TTL"
+                ),
+            ),
+            (
+                "baseline_how",
+                json!(
+                    "DistributedCache::clear_pattern(\"grp:*\") of an untagged copy of the 10,000 \
+                     entries: SCAN of the whole keyspace (COUNT 1000) + UNLINK"
+                ),
+            ),
+            (
+                "ops_definition",
+                json!(
+                    "keys invalidated; one invalidation per round; p50/p99 = that call's time \
+                     over the large-keyspace rounds (7 samples: p99 is the slowest)"
+                ),
+            ),
+            ("group_keys", json!(GROUP_KEYS)),
+            ("unrelated_keys_small", json!(UNRELATED_SMALL)),
+            ("unrelated_keys_large", json!(UNRELATED_LARGE)),
+            ("dbsize_at_clear_small", json!(small.dbsize)),
+            ("dbsize_at_clear_large", json!(large.dbsize)),
+            ("tag_ms", json!(tag_large)),
+            ("pattern_ms", json!(pattern_large)),
+            ("tag_ms_small", json!(tag_small)),
+            ("tag_ms_large", json!(tag_large)),
+            ("pattern_ms_small", json!(pattern_small)),
+            ("pattern_ms_large", json!(pattern_large)),
+            ("tag_growth", json!(round_to(tag_large / tag_small, 3))),
+            (
+                "pattern_growth",
+                json!(round_to(pattern_large / pattern_small, 3)),
+            ),
+            ("ratio_small", json!(pair_ratio(&small))),
+            ("ratio_large", json!(pair_ratio(&large))),
+            (
+                "verified",
+                json!(format!(
+                    "every round: {VERIFY_SAMPLE} sampled group keys hit before and miss after \
+                     (get_many), {VERIFY_SAMPLE} sampled unrelated keys still hit, clear_pattern \
+                     removed exactly {GROUP_KEYS}"
+                )),
+            ),
+            ("tag_write_ms", json!(round_to(tag_write_ms, 1))),
+            (
+                "populate_s_small",
+                json!(round_to(small.populate.as_secs_f64(), 2)),
+            ),
+            (
+                "populate_s_large",
+                json!(round_to(large.populate.as_secs_f64(), 2)),
+            ),
+            ("removed_keys", json!(removed)),
+            ("remove_s", json!(round_to(removed_in.as_secs_f64(), 2))),
+        ],
+        ours: large.tag,
+        baseline: large.pattern,
+        ..Measured::default()
+    })
 }

@@ -179,6 +179,9 @@ pub(crate) struct Measured {
     pub(crate) ratio_of: RatioOf,
     /// Replaces the default wording of `ratio_definition`.
     pub(crate) ratio_definition: Option<&'static str>,
+    /// Per-round-pair ratios the scenario computed itself (e.g. of loader runs);
+    /// replaces `ratio_of`, and `ratio_definition` must say what they are.
+    pub(crate) ratios: Option<Vec<f64>>,
     /// A further condition of `meets_goal` (ANDed with the scenario's goals).
     pub(crate) goal_also: Option<bool>,
     /// Scenario-specific fields, appended to the JSON object in this order.
@@ -308,7 +311,7 @@ fn round_p99(round: &Round) -> f64 {
     percentile_us(&samples, 0.99)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -318,7 +321,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn round_to(x: f64, decimals: i32) -> f64 {
+pub(crate) fn round_to(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (x * scale).round() / scale
 }
@@ -331,15 +334,16 @@ impl Report {
         goal_p99_us: Option<f64>,
         m: Measured,
     ) -> Self {
-        let ratios: Vec<f64> = m
-            .ours
-            .iter()
-            .zip(&m.baseline)
-            .map(|(a, b)| match m.ratio_of {
-                RatioOf::Throughput => a.ops_per_sec() / b.ops_per_sec(),
-                RatioOf::InverseP99 => round_p99(b) / round_p99(a),
-            })
-            .collect();
+        let ratios: Vec<f64> = m.ratios.unwrap_or_else(|| {
+            m.ours
+                .iter()
+                .zip(&m.baseline)
+                .map(|(a, b)| match m.ratio_of {
+                    RatioOf::Throughput => a.ops_per_sec() / b.ops_per_sec(),
+                    RatioOf::InverseP99 => round_p99(b) / round_p99(a),
+                })
+                .collect()
+        });
         let ratio_min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
         let ratio_max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let ratio = round_to(median(ratios), 3);

@@ -20,7 +20,7 @@ use crate::error::Result;
 /// | `serializer` | [`Codec::Json`] | codec for writes (reads detect the codec) |
 /// | `compression` | none | LZ4 above a size threshold |
 /// | `max_connections` | 1 | multiplexed connections, used round-robin (see below) |
-/// | `socket_timeout` / `command_timeout` | 250 ms | bound on every Redis call |
+/// | `socket_timeout` / `command_timeout` | 250 ms | bound on every Redis call (a batch gets 50 µs more per command or key past the first 8) |
 /// | `socket_connect_timeout` | 1 s | bound on connecting |
 /// | `socket_keepalive` | on | TCP keepalive probes on idle connections |
 /// | `health_check_interval` | off | a background `PING` this often, so a dead connection is found and replaced before a request meets it |

@@ -19,6 +19,9 @@ use crate::glob::escape_glob;
 use crate::key::{self, full_key};
 use crate::stats::{Counters, DistributedStats, STAT_FIELDS, Stat, hit_rate};
 
+/// Extra time a batch gets per command or argument past the first few.
+const BATCH_ALLOWANCE: Duration = Duration::from_micros(50);
+
 /// SCAN batch size for pattern clears and key counting.
 const SCAN_COUNT: usize = 1000;
 /// `keys_count` samples at most this many SCAN pages before estimating.
@@ -350,7 +353,14 @@ impl DistributedCache {
                 }
             };
         let mut conn = self.conn();
-        let reply = tokio::time::timeout(self.inner.timeout, async {
+        // Batches get more time: the command timeout bounds a round trip, not the
+        // work of thousands of commands in one.
+        let size = match req {
+            Request::Cmd(c) => c.args_iter().len(),
+            Request::Pipe(p) => p.len(),
+        };
+        let timeout = self.inner.timeout + BATCH_ALLOWANCE * (size.saturating_sub(8) as u32);
+        let reply = tokio::time::timeout(timeout, async {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
                 Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
@@ -362,7 +372,7 @@ impl DistributedCache {
             Ok(Err(e)) => Err(keyed(from_redis(op, e))),
             Err(_) => Err(keyed(
                 Error::new(ErrorKind::Timeout, op)
-                    .with_detail(format!("no reply within {:?}", self.inner.timeout)),
+                    .with_detail(format!("no reply within {timeout:?}")),
             )),
         };
         match &result {
