@@ -146,6 +146,8 @@ pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats};
 pub use key::{MAX_TTL, RESERVED_NAMESPACE};
 pub use local::{QueryCache, QueryCacheBuilder};
 pub use memo::{ComputeError, ComputeOptions};
+#[cfg(feature = "macros")]
+pub use ormcache_macros::cached;
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};
 
 #[cfg(doctest)]

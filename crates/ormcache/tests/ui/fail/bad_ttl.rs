@@ -1,0 +1,14 @@
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ormcache::{QueryCache, cached};
+
+static CACHE: LazyLock<QueryCache> =
+    LazyLock::new(|| QueryCache::new(100, Duration::from_secs(60)).unwrap());
+
+#[cached(cache = CACHE, ttl = "60s")]
+async fn user(id: u64) -> String {
+    format!("user #{id}")
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+//! The documented forms compile without warnings.
+#![deny(warnings, missing_docs, unreachable_pub)]
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ormcache::{QueryCache, cached};
+
+static CACHE: LazyLock<QueryCache> =
+    LazyLock::new(|| QueryCache::new(100, Duration::from_secs(60)).unwrap());
+
+/// A user.
+#[cached(cache = CACHE, ttl = 60)]
+pub async fn user(id: u64) -> String {
+    format!("user #{id}")
+}
+
+fn main() {}
