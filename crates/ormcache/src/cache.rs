@@ -68,6 +68,8 @@ impl Ttl {
 /// | `delete`, `expire`, `clear`, `clear_pattern`, `delete_many` | [`InvalidInput`] only | [`InvalidInput`] and Redis errors | the same; on a Redis error the invalidation is queued and applied when Redis is back |
 /// | `exists`, `ttl` | never | Redis errors | fail open (L1's answer) |
 /// | `get_stats` | never | Redis errors | never (`l2` is `None`) |
+/// | `get_or_compute*`, `#[cached]` | invalid key/TTL/tag only | the same: Redis failures fail open (the loader's value is returned, not stored) | the same |
+/// | `set_with_tags`, `invalidate_tag` | invalid input only | invalid input and Redis errors | the same; a failed tag invalidation queues a clear of the prefix |
 ///
 /// No call panics. Read-through paths that fail open are built on top of this trait.
 ///

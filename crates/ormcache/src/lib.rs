@@ -34,6 +34,47 @@
 //! [`Cache`] trait takes a [`QueryCache`], a [`DistributedCache`] or an [`AnyCache`]
 //! chosen at run time.
 //!
+//! # Read-through and memoization
+//!
+//! [`Cache::get_or_compute`] (and its `try_` and `_with` variants) reads through
+//! any cache: concurrent misses of one key load once per process, or once per
+//! cluster with [`ComputeOptions::lock`]; [`ComputeOptions::refresh_ahead`] refreshes
+//! hot keys before they expire; a value loaded while its key was invalidated is
+//! returned but never stored (fills hold a lease that invalidations revoke); loader
+//! errors reach every waiter and are never cached; Redis failures fail open.
+//!
+//! The `#[cached]` attribute (feature `macros`, on by default) does the same for an
+//! async function, the seed's `@cache.cached(ttl=..., key_prefix=..., key_builder=...)`:
+//!
+//! ```
+//! use std::sync::LazyLock;
+//! use std::time::Duration;
+//! use ormcache::{QueryCache, cached};
+//!
+//! static CACHE: LazyLock<QueryCache> =
+//!     LazyLock::new(|| QueryCache::new(1_000, Duration::from_secs(60)).unwrap());
+//!
+//! #[cached(cache = CACHE, ttl = 120, key_prefix = "users")]
+//! async fn user_name(id: u64) -> String {
+//!     format!("user #{id}") // the database query
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! assert_eq!(user_name(7).await, "user #7"); // computed
+//! assert_eq!(user_name(7).await, "user #7"); // cached
+//! assert!(user_name_invalidate(7).await.unwrap()); // generated companion
+//! # });
+//! ```
+//!
+//! Tags ([`Cache::set_with_tags`], [`Cache::invalidate_tag`]) drop a group of entries
+//! in O(1), and [`DistributedConfig::namespace_versioning`] makes `clear()` O(1).
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `macros` | yes | the `#[cached]` attribute (crate `ormcache-macros`) |
+//!
 //! # Wire format and compatibility
 //!
 //! Entries live at `{key_prefix}:{key}`. With the default [`Codec::Json`] the value is
@@ -104,6 +145,9 @@
 //! | `hybrid` | [`HybridCache`]: read path, write path, recovery tasks |
 //! | `coherence` | invalidation messages, sequence tracking, the backlog |
 //! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
+//! | `memo` | `get_or_compute`: single flight, leases, early refresh, [`ComputeOptions`] |
+//! | `distributed/fill` | Redis leases, the lock, tags, namespace versioning |
+//! | `private` | what `#[cached]` expands to |
 //! | `any` | [`AnyCache`], the run-time choice |
 //! | `codec` | [`Codec`], [`Compression`], [`Encoding`]: bytes on the wire |
 //! | `glob` | Redis glob matching and [`escape_glob`] |
