@@ -11,6 +11,8 @@
 //! dead even if no disconnect was reported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::tenant::TenantId;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,9 @@ pub(crate) struct Message {
     pub(crate) s: u64,
     /// The invalidation.
     pub(crate) o: Op,
+    /// The sender's tenant, if the call was made in a tenant scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) t: Option<String>,
 }
 
 /// What the receiver must do after a message's sequence number is checked.
@@ -132,59 +137,87 @@ impl Sequences {
     }
 }
 
-/// Invalidations that could not reach Redis; replayed before L2 is trusted again.
+/// Invalidations that could not reach Redis, per tenant scope (`None`: unscoped);
+/// replayed, each in its scope, before L2 is trusted again.
 #[derive(Debug, Default)]
 pub(crate) struct Backlog {
+    pub(crate) scopes: BTreeMap<Option<TenantId>, Part>,
+}
+
+/// What one scope has pending.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Part {
     pub(crate) keys: HashSet<String>,
     pub(crate) patterns: Vec<String>,
-    /// Clear the whole prefix (asked for, or the backlog overflowed).
+    /// Clear the whole scope (asked for, or the backlog overflowed).
     pub(crate) clear: bool,
+}
+
+impl Part {
+    fn len(&self) -> usize {
+        self.keys.len() + self.patterns.len() + usize::from(self.clear)
+    }
+
+    fn make_clear(&mut self) {
+        self.clear = true;
+        self.keys.clear();
+        self.patterns.clear();
+    }
 }
 
 impl Backlog {
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.patterns.is_empty() && !self.clear
+        self.scopes.values().all(|p| p.len() == 0)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.keys.len() + self.patterns.len() + usize::from(self.clear)
+        self.scopes.values().map(Part::len).sum()
     }
 
-    /// Adds keys; past `max` entries the backlog collapses into "clear the prefix",
-    /// which is always safe. Returns whether it overflowed now.
+    /// The current task's scope.
+    fn part(&mut self) -> &mut Part {
+        self.scopes.entry(crate::tenant::current()).or_default()
+    }
+
+    /// Adds keys of the current scope; past `max` entries in all, every scope
+    /// collapses into "clear the scope", which is always safe. Returns whether it
+    /// overflowed now.
     pub(crate) fn add_keys<'a>(
         &mut self,
         keys: impl IntoIterator<Item = &'a str>,
         max: usize,
     ) -> bool {
-        if self.clear {
+        let part = self.part();
+        if part.clear {
             return false;
         }
         for k in keys {
-            self.keys.insert(k.to_owned());
+            part.keys.insert(k.to_owned());
         }
         self.check_bound(max)
     }
 
     pub(crate) fn add_pattern(&mut self, pattern: &str, max: usize) -> bool {
-        if self.clear {
+        let part = self.part();
+        if part.clear {
             return false;
         }
-        if !self.patterns.iter().any(|p| p == pattern) {
-            self.patterns.push(pattern.to_owned());
+        if !part.patterns.iter().any(|p| p == pattern) {
+            part.patterns.push(pattern.to_owned());
         }
         self.check_bound(max)
     }
 
+    /// Clear the current scope.
     pub(crate) fn add_clear(&mut self) {
-        self.clear = true;
-        self.keys.clear();
-        self.patterns.clear();
+        self.part().make_clear();
     }
 
     fn check_bound(&mut self, max: usize) -> bool {
         if self.len() > max {
-            self.add_clear();
+            for part in self.scopes.values_mut() {
+                part.make_clear();
+            }
             true
         } else {
             false
@@ -194,23 +227,24 @@ impl Backlog {
     /// A copy to replay.
     pub(crate) fn snapshot(&self) -> Backlog {
         Backlog {
-            keys: self.keys.clone(),
-            patterns: self.patterns.clone(),
-            clear: self.clear,
+            scopes: self.scopes.clone(),
         }
     }
 
     /// Drops what a successful replay delivered (entries added meanwhile stay).
     pub(crate) fn remove(&mut self, done: &Backlog) {
-        if done.clear {
-            // Everything queued before the clear was covered by it.
-            self.clear = false;
-            if done.keys.is_empty() && done.patterns.is_empty() {
-                return;
+        for (scope, delivered) in &done.scopes {
+            let Some(part) = self.scopes.get_mut(scope) else {
+                continue;
+            };
+            if delivered.clear {
+                // Everything queued before the clear was covered by it.
+                part.clear = false;
             }
+            part.keys.retain(|k| !delivered.keys.contains(k));
+            part.patterns.retain(|p| !delivered.patterns.contains(p));
         }
-        self.keys.retain(|k| !done.keys.contains(k));
-        self.patterns.retain(|p| !done.patterns.contains(p));
+        self.scopes.retain(|_, p| p.len() > 0);
     }
 }
 
@@ -224,6 +258,7 @@ mod tests {
             i: 7,
             s: 9,
             o: Op::Keys(vec!["user:1".into()]),
+            t: None,
         };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"i":7,"s":9,"o":{"k":["user:1"]}}"#);
@@ -232,9 +267,10 @@ mod tests {
             i: 1,
             s: 2,
             o: Op::Heartbeat,
+            t: Some("acme".into()),
         })
         .unwrap();
-        assert_eq!(h, r#"{"i":1,"s":2,"o":"h"}"#);
+        assert_eq!(h, r#"{"i":1,"s":2,"o":"h","t":"acme"}"#);
     }
 
     #[test]
@@ -259,7 +295,8 @@ mod tests {
         assert!(!b.add_keys(["a", "b"], 3));
         assert!(!b.add_pattern("user:*", 3));
         assert!(b.add_keys(["c"], 3));
-        assert!(b.clear && b.keys.is_empty() && b.patterns.is_empty());
+        let part = &b.scopes[&None];
+        assert!(part.clear && part.keys.is_empty() && part.patterns.is_empty());
         assert_eq!(b.len(), 1);
         let done = b.snapshot();
         b.add_keys(["later"], 3);
@@ -277,6 +314,16 @@ mod tests {
         let done = b.snapshot();
         b.add_keys(["b"], 10);
         b.remove(&done);
-        assert_eq!(b.keys.iter().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(b.scopes[&None].keys.iter().collect::<Vec<_>>(), vec!["b"]);
+    }
+
+    #[tokio::test]
+    async fn backlog_keeps_scopes_apart() {
+        let mut b = Backlog::default();
+        b.add_keys(["k"], 10);
+        let acme = TenantId::new("acme").unwrap();
+        crate::tenant::sync_scope(acme.clone(), || b.add_keys(["k"], 10));
+        assert_eq!(b.len(), 2);
+        assert!(b.scopes[&Some(acme)].keys.contains("k"));
     }
 }

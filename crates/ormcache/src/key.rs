@@ -69,16 +69,20 @@ pub(crate) fn validate_tag(op: &'static str, tag: &str) -> Result<()> {
 }
 
 /// Where ormcache keeps its own per-key and per-tag state under the prefix.
+/// (Per tenant inside a tenant scope.)
 pub(crate) fn lease_key(prefix: &str, key: &str) -> String {
+    let key = crate::tenant::physical(key);
     format!("{prefix}:{RESERVED_NAMESPACE}:lease:{key}")
 }
 
 pub(crate) fn tag_key(prefix: &str, tag: &str) -> String {
+    let tag = crate::tenant::physical(tag);
     format!("{prefix}:{RESERVED_NAMESPACE}:tag:{tag}")
 }
 
 pub(crate) fn generation_key(prefix: &str) -> String {
-    format!("{prefix}:{RESERVED_NAMESPACE}:gen")
+    let scope = crate::tenant::physical("");
+    format!("{prefix}:{RESERVED_NAMESPACE}:gen:{scope}")
 }
 
 /// Checks a key prefix.
@@ -102,10 +106,16 @@ pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
 }
 
 /// Builds `{prefix}:{key}`.
+///
+/// Inside a [`tenant::scope`](crate::tenant::scope) the key lives in the tenant's
+/// namespace: `{prefix}:__oc:t:{tenant}:{key}`.
 pub(crate) fn full_key(prefix: &str, key: &str) -> String {
-    let mut s = String::with_capacity(prefix.len() + 1 + key.len());
+    let ns = crate::tenant::current_namespace();
+    let ns = ns.as_deref().unwrap_or("");
+    let mut s = String::with_capacity(prefix.len() + 1 + ns.len() + key.len());
     s.push_str(prefix);
     s.push(':');
+    s.push_str(ns);
     s.push_str(key);
     s
 }

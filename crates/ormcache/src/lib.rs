@@ -69,6 +69,14 @@
 //! Tags ([`Cache::set_with_tags`], [`Cache::invalidate_tag`]) drop a group of entries
 //! in O(1), and [`DistributedConfig::namespace_versioning`] makes `clear()` O(1).
 //!
+//! # Tenants and signals
+//!
+//! Inside [`tenant::scope`] every key, tag, lease and clear belongs to that tenant
+//! (`{prefix}:__oc:t:{tenant}:{key}`); no tenant reaches another's entries and
+//! unscoped clears never touch them. [`signals::Signals`] carries the seed's
+//! `post_save`/`post_delete` receivers: typed per model, run in order, awaited, and
+//! never able to fail the database call.
+//!
 //! # Features
 //!
 //! | feature | default | what |
@@ -148,6 +156,8 @@
 //! | `memo` | `get_or_compute`: single flight, leases, early refresh, [`ComputeOptions`] |
 //! | `distributed/fill` | Redis leases, the lock, tags, namespace versioning |
 //! | `private` | what `#[cached]` expands to |
+//! | `tenant` | the task-scoped current tenant that isolates keys ([`tenant::scope`]) |
+//! | `signals` | typed per-model `pre/post_save`/`pre/post_delete` receivers ([`signals::Signals`]) |
 //! | `any` | [`AnyCache`], the run-time choice |
 //! | `codec` | [`Codec`], [`Compression`], [`Encoding`]: bytes on the wire |
 //! | `glob` | Redis glob matching and [`escape_glob`] |
@@ -176,7 +186,9 @@ pub mod __private {
     pub use crate::private::*;
 }
 mod private;
+pub mod signals;
 mod stats;
+pub mod tenant;
 
 pub use any::{AnyCache, AnyStats};
 pub use breaker::{BreakerConfig, BreakerState};

@@ -14,11 +14,13 @@ use serde::Serialize;
 use crate::cache::{Cache, CacheValue, Ttl};
 use crate::error::{Error, Result};
 use crate::glob::GlobPattern;
+use crate::glob::escape_glob;
 use crate::key;
 use crate::memo::{
     ComputeOptions, Epochs, Fill, FillTicket, Flights, LocalTicket, Lookup, Selector,
 };
 use crate::stats::{LocalStats, hit_rate};
+use crate::tenant;
 
 type Value = Arc<dyn Any + Send + Sync>;
 type Hasher = foldhash::fast::RandomState;
@@ -307,6 +309,7 @@ impl QueryCache {
     }
 
     fn live(&self, key: &str) -> Option<Entry> {
+        let key = &*tenant::physical(key);
         let entry = self.inner.map.get(key)?;
         if entry.expires_at > Instant::now() && self.valid(key, &entry) {
             Some(entry)
@@ -340,6 +343,7 @@ impl QueryCache {
         max_age: Option<Duration>,
     ) -> Option<Arc<T>> {
         let c = &self.inner.counters;
+        let key = &*tenant::physical(key);
         let Some(entry) = self.inner.map.get(key) else {
             c.misses.fetch_add(1, Relaxed);
             return None;
@@ -472,7 +476,7 @@ impl QueryCache {
         guard: impl FnOnce() -> bool,
     ) -> bool {
         let mut entry = self.entry(value, ttl, stamp, bytes);
-        entry.tags = tags;
+        entry.tags = physical_tags(tags);
         self.put_entry(key, entry, guard)
     }
 
@@ -491,7 +495,7 @@ impl QueryCache {
         guard: impl FnOnce() -> bool,
     ) -> bool {
         let mut entry = self.entry(value, ttl, stamp, bytes);
-        entry.tags = tags;
+        entry.tags = physical_tags(tags);
         entry.origin_expires_at = origin_ttl.map(|t| entry.inserted_at + t);
         self.put_entry(key, entry, guard)
     }
@@ -500,7 +504,7 @@ impl QueryCache {
         let result = self
             .inner
             .map
-            .entry(key.to_owned())
+            .entry(tenant::physical(key).into_owned())
             .and_compute_with(|_| if guard() { Op::Put(entry) } else { Op::Nop });
         let stored = matches!(
             result,
@@ -527,6 +531,11 @@ impl QueryCache {
     /// Removes under the key's lock (see [`put_guarded`](Self::put_guarded)); whether a
     /// live entry was there.
     pub(crate) fn remove_locked(&self, key: &str) -> bool {
+        self.remove_physical(&tenant::physical(key))
+    }
+
+    /// [`remove_locked`](Self::remove_locked) of a key as stored.
+    fn remove_physical(&self, key: &str) -> bool {
         let now = Instant::now();
         let result =
             self.inner
@@ -539,33 +548,39 @@ impl QueryCache {
         matches!(result, moka::ops::compute::CompResult::Removed(e) if e.value().expires_at > now)
     }
 
-    /// Removes the entries matching `glob` (reserved keys excepted), each under its
-    /// lock; the number of live entries removed.
-    pub(crate) fn remove_matching_locked(&self, glob: &GlobPattern) -> u64 {
+    /// Removes the entries of the current scope matching the Redis glob `pattern`,
+    /// each under its lock, after voiding fills in flight; how many were live.
+    pub(crate) fn evict_pattern(&self, pattern: &str) -> u64 {
+        let scope = Scope::current();
+        let glob = GlobPattern::new(&format!("{}{pattern}", escape_glob(&scope.ns)));
+        self.inner
+            .epochs
+            .invalidate_selective(Selector::Pattern(scope.ns.clone(), glob.clone()));
         let keys: Vec<Arc<String>> = self
             .inner
             .map
             .iter()
-            .filter(|(k, _)| !key::is_reserved(k) && glob.matches(k))
+            .filter(|(k, _)| scope.contains(k) && glob.matches(k))
             .map(|(k, _)| k)
             .collect();
-        keys.iter().filter(|k| self.remove_locked(k)).count() as u64
+        keys.iter().filter(|k| self.remove_physical(k)).count() as u64
     }
 
-    /// Removes the entries carrying `tag`, each under its lock; how many.
-    pub(crate) fn remove_tagged(&self, tag: &str) -> u64 {
+    /// Removes the entries of the current scope carrying `tag`, each under its lock,
+    /// after voiding fills in flight; how many were live.
+    pub(crate) fn evict_tag(&self, tag: &str) -> u64 {
+        let tag = tenant::physical(tag).into_owned();
+        self.inner
+            .epochs
+            .invalidate_selective(Selector::Tag(tag.clone()));
         let keys: Vec<Arc<String>> = self
             .inner
             .map
             .iter()
-            .filter(|(_, e)| {
-                e.tags
-                    .as_deref()
-                    .is_some_and(|t| t.iter().any(|x| x == tag))
-            })
+            .filter(|(_, e)| e.tags.as_deref().is_some_and(|t| t.contains(&tag)))
             .map(|(k, _)| k)
             .collect();
-        keys.iter().filter(|k| self.remove_locked(k)).count() as u64
+        keys.iter().filter(|k| self.remove_physical(k)).count() as u64
     }
 
     /// Stores `value` with tags: [`invalidate_tag`](Self::invalidate_tag) of any of
@@ -617,10 +632,7 @@ impl QueryCache {
         key::validate_tag("invalidate_tag", tag)?;
         // Entries stamped before this (fills in flight included) that carry the tag
         // are misses from now on; the walk frees their memory.
-        self.inner
-            .epochs
-            .invalidate_selective(Selector::Tag(tag.to_owned()));
-        Ok(self.remove_tagged(tag))
+        Ok(self.evict_tag(tag))
     }
 
     /// Drops every entry at once (moka invalidates lazily).
@@ -654,28 +666,32 @@ impl QueryCache {
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         key::validate_ttl("expire", key, ttl)?;
         let now = Instant::now();
-        let result =
-            self.inner
-                .map
-                .entry(key.to_owned())
-                .and_compute_with(|current| match current {
-                    Some(e) if e.value().expires_at > now => {
-                        let mut updated = e.into_value();
-                        updated.expires_at = now + ttl;
-                        Op::Put(updated)
-                    }
-                    _ => Op::Nop,
-                });
+        let result = self
+            .inner
+            .map
+            .entry(tenant::physical(key).into_owned())
+            .and_compute_with(|current| match current {
+                Some(e) if e.value().expires_at > now => {
+                    let mut updated = e.into_value();
+                    updated.expires_at = now + ttl;
+                    Op::Put(updated)
+                }
+                _ => Op::Nop,
+            });
         Ok(matches!(
             result,
             moka::ops::compute::CompResult::ReplacedWith(_)
         ))
     }
 
-    /// Removes every entry except reserved ones; the number of live entries removed.
+    /// Removes every entry of the current scope (the unscoped entries, or the
+    /// current tenant's); the number of live entries removed.
     pub fn clear(&self) -> u64 {
-        self.inner.epochs.bump_global();
-        self.remove_where(|k| !key::is_reserved(k))
+        let scope = Scope::current();
+        self.inner
+            .epochs
+            .invalidate_selective(Selector::Scope(scope.ns.clone()));
+        self.remove_where(|k| scope.contains(k))
     }
 
     /// Removes the entries matching the Redis glob `pattern` (reserved keys
@@ -689,14 +705,12 @@ impl QueryCache {
                 _ => 0,
             };
         }
-        self.inner
-            .epochs
-            .invalidate_selective(Selector::Pattern(glob.clone()));
-        self.remove_where(|k| !key::is_reserved(k) && glob.matches(k))
+        self.evict_pattern(pattern)
     }
 
-    /// Removes the keys for which `pred` holds; the number of live entries removed.
-    pub(crate) fn remove_where(&self, pred: impl Fn(&str) -> bool) -> u64 {
+    /// Removes the stored keys for which `pred` holds; the number of live entries
+    /// removed.
+    fn remove_where(&self, pred: impl Fn(&str) -> bool) -> u64 {
         let now = Instant::now();
         let mut removed = 0;
         for (k, _) in self.inner.map.iter() {
@@ -861,20 +875,45 @@ impl Cache for QueryCache {
     }
 }
 
+/// Tags as stored: in the current tenant's namespace.
+fn physical_tags(tags: Option<Arc<[String]>>) -> Option<Arc<[String]>> {
+    match tenant::current_namespace() {
+        None => tags,
+        Some(ns) => tags.map(|ts| ts.iter().map(|t| format!("{ns}{t}")).collect()),
+    }
+}
+
+/// The keys a clear may touch: the unscoped ones (no reserved key), or those of
+/// the current tenant.
+struct Scope {
+    ns: String,
+}
+
+impl Scope {
+    fn current() -> Self {
+        Self {
+            ns: tenant::current_namespace().unwrap_or_default(),
+        }
+    }
+
+    fn contains(&self, stored: &str) -> bool {
+        crate::memo::in_scope(&self.ns, stored)
+    }
+}
+
 impl Fill for QueryCache {
     fn flights(&self) -> &Flights {
         &self.inner.flights
     }
 
-    async fn lookup<T: CacheValue>(&self, key: &str) -> Lookup<T> {
+    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
         match self.live(key) {
             Some(e) => match e.value.downcast::<T>() {
                 Ok(v) => {
                     self.inner.counters.hits.fetch_add(1, Relaxed);
-                    Lookup::Hit(
-                        v,
-                        Some(e.expires_at.saturating_duration_since(Instant::now())),
-                    )
+                    let left =
+                        with_ttl.then(|| e.expires_at.saturating_duration_since(Instant::now()));
+                    Lookup::Hit(v, left)
                 }
                 Err(_) => {
                     self.inner.counters.type_mismatches.fetch_add(1, Relaxed);

@@ -174,9 +174,26 @@ enum Outcome {
 }
 
 /// In-process single flight: one load per key at a time.
-#[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, watch::Sender<Option<Outcome>>>>,
+    /// Loads completed, per key stripe: a caller that missed before a load of its
+    /// key completed, and joins after it, looks again instead of loading again.
+    done: Box<[std::sync::atomic::AtomicU64]>,
+    hasher: foldhash::fast::FixedState,
+}
+
+const DONE_STRIPES: usize = 1024;
+
+impl Default for Flights {
+    fn default() -> Self {
+        Self {
+            map: Mutex::default(),
+            done: (0..DONE_STRIPES)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            hasher: foldhash::fast::FixedState::with_seed(0xf11e),
+        }
+    }
 }
 
 impl fmt::Debug for Flights {
@@ -201,6 +218,9 @@ struct Lead<'a> {
 
 impl Lead<'_> {
     fn finish(self, outcome: Outcome) {
+        self.flights
+            .completed(&self.key)
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.tx.send_replace(Some(outcome));
     }
 }
@@ -218,6 +238,16 @@ impl Drop for Lead<'_> {
 }
 
 impl Flights {
+    fn completed(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::BuildHasher;
+        &self.done[(self.hasher.hash_one(key) as usize) % DONE_STRIPES]
+    }
+
+    fn completions(&self, key: &str) -> u64 {
+        self.completed(key)
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn join(&self, key: &str) -> Joined<'_> {
         let Ok(mut map) = self.map.lock() else {
             // A poisoned map cannot coordinate: lead alone.
@@ -285,17 +315,30 @@ pub(crate) struct Epochs {
 /// What a selective invalidation removed.
 #[derive(Debug, Clone)]
 pub(crate) enum Selector {
-    Pattern(crate::glob::GlobPattern),
+    /// Stored keys of a scope (see `Scope`) matching the glob.
+    Pattern(String, crate::glob::GlobPattern),
+    /// Entries with this stored tag.
     Tag(String),
+    /// Every key of a scope: the unscoped keys (`""`), or a tenant's namespace.
+    Scope(String),
 }
 
 impl Selector {
     fn hits(&self, key: &str, tags: Option<&[String]>) -> bool {
         match self {
-            Self::Pattern(g) => g.matches(key),
+            Self::Pattern(ns, g) => in_scope(ns, key) && g.matches(key),
             Self::Tag(t) => tags.is_some_and(|ts| ts.iter().any(|x| x == t)),
+            Self::Scope(ns) => in_scope(ns, key),
         }
     }
+}
+
+/// Whether a stored key belongs to the scope with namespace `ns` (`""`: the
+/// unscoped keys, which excludes every reserved and tenant key).
+pub(crate) fn in_scope(ns: &str, stored: &str) -> bool {
+    stored
+        .strip_prefix(ns)
+        .is_some_and(|rest| !crate::key::is_reserved(rest))
 }
 
 /// Selective invalidations remembered for entries stamped before them.
@@ -328,7 +371,8 @@ impl fmt::Debug for Epochs {
 impl Epochs {
     fn stripe(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
         use std::hash::BuildHasher;
-        &self.stripes[(self.hasher.hash_one(key) as usize) % STRIPES]
+        let key = crate::tenant::physical(key);
+        &self.stripes[(self.hasher.hash_one(&*key) as usize) % STRIPES]
     }
 
     pub(crate) fn bump(&self, key: &str) {
@@ -433,8 +477,13 @@ pub(crate) struct FillTicket {
 /// What a cache provides so that [`run`] can read through it.
 pub(crate) trait Fill: Clone + Send + Sync + 'static {
     fn flights(&self) -> &Flights;
-    /// The value and its remaining TTL. Redis failures are a miss (counted).
-    fn lookup<T: CacheValue>(&self, key: &str) -> impl Future<Output = Lookup<T>> + Send;
+    /// The value (and, with `with_ttl`, its remaining TTL). Redis failures are a
+    /// miss (counted).
+    fn lookup<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+    ) -> impl Future<Output = Lookup<T>> + Send;
     /// Starts a fill; the lease lives `lease_ttl`; with `exclusive` it is taken only
     /// if nobody holds it.
     fn begin_fill(
@@ -510,7 +559,9 @@ where
     Fut: Future<Output = Result<T, E>> + Send,
 {
     loop {
-        if let Lookup::Hit(v, remaining) = cache.lookup::<T>(key).await {
+        let completions = cache.flights().completions(key);
+        let with_ttl = options.refresh_ahead.is_some();
+        if let Lookup::Hit(v, remaining) = cache.lookup::<T>(key, with_ttl).await {
             let due = match (options.refresh_ahead, remaining) {
                 (Some(f), Some(left)) => left.as_secs_f64() < ttl.as_secs_f64() * f,
                 _ => false,
@@ -579,6 +630,11 @@ where
                 continue;
             }
             Joined::Leader(lead) => {
+                if cache.flights().completions(key) != completions {
+                    // A load finished between our lookup and now: look again.
+                    drop(lead);
+                    continue;
+                }
                 let mut ticket = cache
                     .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
                     .await;
@@ -624,7 +680,7 @@ async fn wait_for_holder<C: Fill, T: CacheValue>(
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
-        if let Lookup::Hit(v, _) = cache.lookup::<T>(key).await {
+        if let Lookup::Hit(v, _) = cache.lookup::<T>(key, false).await {
             return Ok(v);
         }
         let probe = cache

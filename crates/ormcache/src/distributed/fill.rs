@@ -165,7 +165,8 @@ impl DistributedCache {
         cmd.arg(self.tag_key("")).arg(random_token().to_string());
         self.query::<()>(op, None, &cmd).await?;
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        // The sweep keeps the caller's tenant: it cleans that namespace only.
+        crate::tenant::spawn(async move {
             let Some(inner) = weak.upgrade() else { return };
             let cache = DistributedCache { inner };
             if let Err(e) = cache.sweep_orphans().await {
@@ -182,8 +183,13 @@ impl DistributedCache {
             .query("sweep", None, redis::cmd("GET").arg(self.tag_key("")))
             .await?;
         let current = current.and_then(|c| c.parse::<u64>().ok());
-        let pattern = format!("{}*", self.inner.scan_prefix);
-        let own = format!("{}:", self.inner.prefix);
+        let ns = crate::tenant::current_namespace().unwrap_or_default();
+        let pattern = format!(
+            "{}{}*",
+            self.inner.scan_prefix,
+            crate::glob::escape_glob(&ns)
+        );
+        let own = format!("{}:{}", self.inner.prefix, ns);
         let (mut cursor, mut removed) = (0u64, 0u64);
         loop {
             let mut scan = redis::cmd("SCAN");
@@ -428,7 +434,17 @@ impl Fill for DistributedCache {
         &self.inner.flights
     }
 
-    async fn lookup<T: CacheValue>(&self, key: &str) -> Lookup<T> {
+    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
+        if !with_ttl {
+            return match self.get::<T>(key).await {
+                Ok(Some(v)) => Lookup::Hit(v, None),
+                Ok(None) => Lookup::Miss,
+                Err(e) => {
+                    tracing::debug!(error = %e, "read-through lookup failed; loading");
+                    Lookup::Miss
+                }
+            };
+        }
         match self.get_with_ttl::<T>(key).await {
             Ok(Some(found)) => Lookup::Hit(found.value, found.remaining),
             Ok(None) => Lookup::Miss,

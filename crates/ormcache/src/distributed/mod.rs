@@ -19,6 +19,9 @@ use crate::glob::escape_glob;
 use crate::key::{self, full_key};
 use crate::stats::{Counters, DistributedStats, STAT_FIELDS, Stat, hit_rate};
 
+/// Where tenants' entries live under the prefix (counted in `keys_count`).
+const TENANT_NAMESPACE: &str = "__oc:t:";
+
 /// Extra time a batch gets per command or argument past the first few.
 const BATCH_ALLOWANCE: Duration = Duration::from_micros(50);
 
@@ -564,8 +567,11 @@ impl DistributedCache {
                 redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
             )
             .await?;
-        let full_pattern = format!("{}{}", self.inner.scan_prefix, pattern);
-        let own = format!("{}:", self.inner.prefix);
+        // Inside a tenant scope: that tenant's namespace only; outside: the unscoped
+        // keys only (never a tenant's, never ormcache's own).
+        let ns = crate::tenant::current_namespace().unwrap_or_default();
+        let full_pattern = format!("{}{}{}", self.inner.scan_prefix, escape_glob(&ns), pattern);
+        let own = format!("{}:{}", self.inner.prefix, ns);
         let mut cursor: u64 = 0;
         let mut removed = 0u64;
         loop {
@@ -709,8 +715,9 @@ impl DistributedCache {
             matched += keys
                 .iter()
                 .filter(|k| {
-                    k.strip_prefix(own.as_bytes())
-                        .is_some_and(|rest| !is_reserved_bytes(rest))
+                    k.strip_prefix(own.as_bytes()).is_some_and(|rest| {
+                        !is_reserved_bytes(rest) || rest.starts_with(TENANT_NAMESPACE.as_bytes())
+                    })
                 })
                 .count() as u64;
             if next == 0 {

@@ -14,10 +14,9 @@ use crate::cache::{CacheValue, Ttl};
 use crate::coherence::{Backlog, Message, Op, Sequences};
 use crate::distributed::{DistributedCache, Found, Notice};
 use crate::error::{Error, Result};
-use crate::glob::GlobPattern;
 use crate::key;
 use crate::local::QueryCache;
-use crate::memo::{LocalTicket, Selector};
+use crate::memo::LocalTicket;
 use crate::stats::{DistributedStats, LocalStats, hit_rate};
 
 mod tasks;
@@ -482,7 +481,7 @@ impl HybridCache {
             Err(e) => Err(e),
         };
         inner.counters.sent.fetch_add(1, Relaxed);
-        inner.flush_l1();
+        inner.clear_local();
         result.inspect_err(|e| {
             inner.degraded_write(e, |b, _| {
                 b.add_clear();
@@ -812,6 +811,7 @@ impl Inner {
             i: self.id,
             s: self.seq.fetch_add(1, SeqCst) + 1,
             o: op,
+            t: crate::tenant::current().map(|t| t.as_str().to_owned()),
         };
         Notice {
             channel: self.channel.clone(),
@@ -826,18 +826,21 @@ impl Inner {
     }
 
     fn evict_pattern(&self, pattern: &str) -> u64 {
-        let glob = GlobPattern::new(pattern);
-        self.l1
-            .epochs()
-            .invalidate_selective(Selector::Pattern(glob.clone()));
-        self.l1.remove_matching_locked(&glob)
+        self.l1.evict_pattern(pattern)
     }
 
     fn evict_tag(&self, tag: &str) {
-        self.l1
-            .epochs()
-            .invalidate_selective(Selector::Tag(tag.to_owned()));
-        self.l1.remove_tagged(tag);
+        self.l1.evict_tag(tag);
+    }
+
+    /// Clears this process's L1 for the current scope: a tenant's entries, or (no
+    /// tenant) everything.
+    fn clear_local(&self) {
+        if crate::tenant::current().is_some() {
+            self.l1.clear();
+        } else {
+            self.flush_l1();
+        }
     }
 
     fn flush_l1(&self) {
@@ -927,13 +930,23 @@ impl crate::memo::Fill for HybridCache {
         &self.inner.flights
     }
 
-    async fn lookup<T: CacheValue>(&self, key: &str) -> crate::memo::Lookup<T> {
+    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> crate::memo::Lookup<T> {
         let inner = &self.inner;
         inner.counters.gets.fetch_add(1, Relaxed);
         let coherent = inner.coherent.load(SeqCst);
-        if coherent && let Some((v, left)) = inner.l1.get_with_origin_ttl::<T>(key) {
-            inner.counters.l1_hits.fetch_add(1, Relaxed);
-            return crate::memo::Lookup::Hit(v, Some(left));
+        if coherent {
+            let hit = if with_ttl {
+                inner
+                    .l1
+                    .get_with_origin_ttl::<T>(key)
+                    .map(|(v, left)| (v, Some(left)))
+            } else {
+                inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
+            };
+            if let Some((v, left)) = hit {
+                inner.counters.l1_hits.fetch_add(1, Relaxed);
+                return crate::memo::Lookup::Hit(v, left);
+            }
         }
         if inner.backlog_pending.load(SeqCst) {
             inner.counters.fallbacks.fetch_add(1, Relaxed);

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::Inner;
-use crate::coherence::{Message, Op, SeqVerdict};
+use crate::coherence::{Message, Op, Part, SeqVerdict};
 use crate::error::{Error, Result};
 
 /// Subscribes to the invalidation channel, recovers (replay, flush) on every
@@ -176,27 +176,14 @@ impl Inner {
             self.backlog_pending.store(false, SeqCst);
             return Ok(());
         }
-        let replayed = async {
-            if taken.clear {
-                self.l2.clear_all("replay").await?;
-                self.l2.publish("replay", &self.notice(Op::Clear)).await?;
-                return Ok(());
+        for (scope, part) in &taken.scopes {
+            // Each scope's invalidations are replayed in that scope: keys and
+            // messages name what the original callers named.
+            match scope {
+                Some(t) => crate::tenant::scope(t.clone(), self.replay_part(part)).await?,
+                None => self.replay_part(part).await?,
             }
-            let keys: Vec<&str> = taken.keys.iter().map(String::as_str).collect();
-            for chunk in keys.chunks(500) {
-                let notice = self.notice(Op::Keys(chunk.iter().map(|k| (*k).to_owned()).collect()));
-                self.l2.delete_many_notify(chunk, Some(&notice)).await?;
-            }
-            for p in &taken.patterns {
-                self.l2.clear_matching("replay", p).await?;
-                self.l2
-                    .publish("replay", &self.notice(Op::Pattern(p.clone())))
-                    .await?;
-            }
-            Ok::<(), Error>(())
         }
-        .await;
-        replayed?;
         let empty = self
             .backlog
             .lock()
@@ -210,6 +197,26 @@ impl Inner {
         }
         tracing::info!("invalidation backlog replayed");
         Ok(())
+    }
+
+    async fn replay_part(&self, part: &Part) -> Result<()> {
+        if part.clear {
+            self.l2.clear_all("replay").await?;
+            self.l2.publish("replay", &self.notice(Op::Clear)).await?;
+            return Ok(());
+        }
+        let keys: Vec<&str> = part.keys.iter().map(String::as_str).collect();
+        for chunk in keys.chunks(500) {
+            let notice = self.notice(Op::Keys(chunk.iter().map(|k| (*k).to_owned()).collect()));
+            self.l2.delete_many_notify(chunk, Some(&notice)).await?;
+        }
+        for p in &part.patterns {
+            self.l2.clear_matching("replay", p).await?;
+            self.l2
+                .publish("replay", &self.notice(Op::Pattern(p.clone())))
+                .await?;
+        }
+        Ok::<(), Error>(())
     }
 
     fn on_message(&self, payload: &[u8]) {
@@ -236,7 +243,20 @@ impl Inner {
             self.counters.gaps.fetch_add(1, Relaxed);
             self.flush_l1();
         }
-        match msg.o {
+        // Apply it in the sender's tenant scope: keys, patterns and tags are named
+        // as the sender's caller named them.
+        match msg.t.as_deref().map(crate::tenant::TenantId::new) {
+            None => self.apply(msg.o),
+            Some(Ok(t)) => crate::tenant::sync_scope(t, || self.apply(msg.o)),
+            Some(Err(_)) => {
+                tracing::warn!("invalidation for an invalid tenant id: flushing L1");
+                self.flush_l1();
+            }
+        }
+    }
+
+    fn apply(&self, op: Op) {
+        match op {
             Op::Keys(keys) => {
                 self.counters.received.fetch_add(1, Relaxed);
                 for k in &keys {
@@ -249,7 +269,7 @@ impl Inner {
             }
             Op::Clear => {
                 self.counters.received.fetch_add(1, Relaxed);
-                self.flush_l1();
+                self.clear_local();
             }
             Op::Tag(t) => {
                 self.counters.received.fetch_add(1, Relaxed);
