@@ -188,6 +188,7 @@ pub mod __private {
 mod private;
 pub mod signals;
 mod stats;
+mod tasks;
 pub mod tenant;
 
 pub use any::{AnyCache, AnyStats};

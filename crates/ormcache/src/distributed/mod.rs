@@ -2,13 +2,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{FromRedisValue, IntoConnectionInfo};
-use tokio::task::JoinHandle;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::cache::{CacheValue, Ttl};
@@ -65,17 +64,7 @@ struct Inner {
     counters: Counters,
     closed: AtomicBool,
     address: String,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.get_mut() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
-    }
+    tasks: crate::tasks::Tasks,
 }
 
 /// The Redis L2: shared by every process, container and server that uses the same
@@ -244,7 +233,7 @@ impl DistributedCache {
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             address,
-            tasks: Mutex::new(Vec::new()),
+            tasks: crate::tasks::Tasks::default(),
         });
         let cache = Self { inner };
         if !config.connect_lazily {
@@ -266,9 +255,7 @@ impl DistributedCache {
                 every,
             )));
         }
-        if let Ok(mut slot) = self.inner.tasks.lock() {
-            slot.extend(tasks);
-        }
+        self.inner.tasks.extend(tasks);
     }
 
     /// The key prefix.
@@ -786,11 +773,7 @@ impl DistributedCache {
             self.flush_stats("close").await.map(|_| ())
         };
         self.inner.closed.store(true, Relaxed);
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
+        self.inner.tasks.abort_all();
         flushed
     }
 

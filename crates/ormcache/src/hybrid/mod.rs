@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use crate::cache::{CacheValue, Ttl};
 use crate::coherence::{Backlog, Message, Op, Sequences};
@@ -84,7 +83,7 @@ impl HybridBuilder {
             own_heartbeat: Mutex::new(Instant::now()),
             identity: Mutex::new(None),
             counters: Counters::default(),
-            tasks: Mutex::new(Vec::new()),
+            tasks: crate::tasks::Tasks::default(),
             degraded_max_age: self.degraded_max_age,
             l1_max_ttl: self.l1_max_ttl,
             heartbeat_interval: self.heartbeat_interval.max(Duration::from_millis(10)),
@@ -102,9 +101,7 @@ impl HybridBuilder {
                     Arc::clone(&inner.wake_recovery),
                 )),
             ];
-            if let Ok(mut slot) = inner.tasks.lock() {
-                slot.extend(tasks);
-            }
+            inner.tasks.extend(tasks);
         } else {
             tracing::error!(
                 "HybridCache built outside a tokio runtime: coherence disabled, L1 degraded"
@@ -158,22 +155,12 @@ struct Inner {
     own_heartbeat: Mutex<Instant>,
     identity: Mutex<Option<String>>,
     counters: Counters,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: crate::tasks::Tasks,
     degraded_max_age: Duration,
     l1_max_ttl: Duration,
     heartbeat_interval: Duration,
     max_backlog: usize,
     flights: crate::memo::Flights,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.get_mut() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
-    }
 }
 
 /// L1 + L2, coherent across processes: the seed's `HybridCache(l1, l2)` without its
@@ -761,11 +748,7 @@ impl HybridCache {
     /// # Errors
     /// As [`DistributedCache::close`].
     pub async fn close(&self) -> Result<()> {
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
+        self.inner.tasks.abort_all();
         self.inner.coherent.store(false, SeqCst);
         self.inner.l2.close().await
     }
