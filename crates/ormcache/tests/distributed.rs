@@ -559,7 +559,9 @@ async fn killed_redis_fails_fast_and_recovers() {
         let err = c.get::<u8>("k").await.unwrap_err();
         let took = start.elapsed();
         assert!(err.is_unavailable(), "{err:?}");
-        assert!(took < Duration::from_millis(400), "took {took:?}: {err}");
+        // Bounded by the 200 ms timeout (generous margin for a loaded CI machine):
+        // an error, not a hang.
+        assert!(took < Duration::from_millis(1500), "took {took:?}: {err}");
     }
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -590,7 +592,7 @@ async fn paused_redis_times_out() {
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
     assert!(
-        took >= Duration::from_millis(140) && took < Duration::from_millis(400),
+        took >= Duration::from_millis(140) && took < Duration::from_millis(1500),
         "{took:?}"
     );
     assert!(err.to_string().contains("`get` of key \"k\""), "{err}");

@@ -286,7 +286,10 @@ async fn restart_flushes_and_backlog_replays() {
     assert_eq!(a.get_stats().await.unwrap().coherence.backlog, 1);
     let start = Instant::now();
     let got = b.get::<u32>("k").await.unwrap();
-    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "a read hung on the frozen server"
+    );
     assert!(got.is_none() || got.as_deref() == Some(&1));
     server.resume();
 
@@ -348,7 +351,7 @@ async fn starts_while_redis_is_down_and_breaker_keeps_calls_fast() {
         assert_eq!(c.get::<u32>("k").await.unwrap(), None);
     }
     assert!(
-        start.elapsed() < Duration::from_millis(500),
+        start.elapsed() < Duration::from_secs(2),
         "{:?}",
         start.elapsed()
     );
