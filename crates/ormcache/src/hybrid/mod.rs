@@ -385,7 +385,7 @@ impl HybridCache {
         let value = Arc::new(value);
         let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
         let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
-        inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)))
+        inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)), None)
     }
 
     /// Removes `key` everywhere; whether it existed in L2.
@@ -594,14 +594,14 @@ impl HybridCache {
             Ok(()) => {
                 inner.counters.sent.fetch_add(1, Relaxed);
                 for ((k, v), bytes) in entries.into_iter().zip(sizes) {
-                    inner.after_write(k.as_ref(), Ok((Arc::new(v), bytes, ttl)))?;
+                    inner.after_write(k.as_ref(), Ok((Arc::new(v), bytes, ttl)), None)?;
                 }
                 Ok(())
             }
             Err(e) => {
                 let mut first_error = Ok(());
                 for (k, _) in &entries {
-                    let r = inner.after_write::<T>(k.as_ref(), Err(e.clone()));
+                    let r = inner.after_write::<T>(k.as_ref(), Err(e.clone()), None);
                     if first_error.is_ok() {
                         first_error = r;
                     }
@@ -652,25 +652,11 @@ impl HybridCache {
         let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
         let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
         let tags: Arc<[String]> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
-        match result {
-            Ok(()) => {
-                inner.counters.sent.fetch_add(1, Relaxed);
-                inner.l1.epochs().bump(key);
-                let t = inner.ticket(key);
-                inner.l1.put_origin(
-                    key,
-                    Arc::new(value),
-                    ttl.min(inner.l1_max_ttl),
-                    Some(ttl),
-                    t,
-                    bytes.len() as u64,
-                    Some(tags),
-                    || inner.l1.epochs().unchanged(key, t),
-                );
-                Ok(())
-            }
-            Err(e) => inner.after_write::<T>(key, Err(e)),
-        }
+        inner.after_write(
+            key,
+            result.map(|()| (Arc::new(value), bytes.len() as u64, ttl)),
+            Some(tags),
+        )
     }
 
     /// Drops every entry tagged `tag` in L2 (O(1): a new token) and in every
@@ -837,6 +823,7 @@ impl Inner {
         &self,
         key: &str,
         result: Result<(Arc<T>, u64, Duration)>,
+        tags: Option<Arc<[String]>>,
     ) -> Result<()> {
         match result {
             Ok((value, bytes, ttl)) => {
@@ -844,10 +831,16 @@ impl Inner {
                 // Bump after the L2 write: a fill that read the old value loses.
                 self.l1.epochs().bump(key);
                 let t = self.ticket(key);
-                let ttl = ttl.min(self.l1_max_ttl);
-                self.l1.put_guarded(key, value, ttl, t, bytes, || {
-                    self.l1.epochs().unchanged(key, t)
-                });
+                self.l1.put_origin(
+                    key,
+                    value,
+                    ttl.min(self.l1_max_ttl),
+                    Some(ttl),
+                    t,
+                    bytes,
+                    tags,
+                    || self.l1.epochs().unchanged(key, t),
+                );
                 Ok(())
             }
             Err(e) if e.is_unavailable() => {
