@@ -185,7 +185,11 @@ pub mod __private {
     //! Used by `#[cached]`'s expansion; not a public API.
     pub use crate::private::*;
 }
+#[cfg(feature = "axum")]
+pub mod axum;
 mod private;
+#[cfg(feature = "sea-orm")]
+pub mod sea_orm;
 pub mod signals;
 mod stats;
 mod tasks;

@@ -1,0 +1,3 @@
+//! The demo service: the seed's FastAPI integration example, in axum and SeaORM.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! axum integration (feature `axum`). Inside this module, the axum crate is `::axum`.
