@@ -219,10 +219,8 @@ impl<C: Cache> ResponseCacheLayer<C> {
     /// Tags of every stored response: [`Cache::invalidate_tag`] of any drops them.
     ///
     /// ```no_run
-    /// # use std::time::Duration;
-    /// use ormcache::Cache;
-    /// # async fn demo() -> ormcache::Result<()> {
-    /// # let cache = ormcache::QueryCache::new(10, Duration::from_secs(60))?;
+    /// use ormcache::{Cache, DistributedCache};
+    /// # async fn demo(cache: DistributedCache) -> ormcache::Result<()> {
     /// let layer = ormcache::axum::ResponseCacheLayer::new(cache.clone()).tags(["products:list"]);
     /// cache.invalidate_tag("products:list").await?; // after a write
     /// # let _ = layer; Ok(()) }
