@@ -726,6 +726,25 @@ async fn concurrent_misses_run_the_handler_once() {
 }
 
 #[tokio::test]
+async fn with_a_lock_one_process_runs_the_handler() {
+    let server = RedisServer::start();
+    let runs = Runs::default();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let layer = ResponseCacheLayer::new(redis_cache(&server, "app").await).lock(true);
+        let app = counted(&runs, "/slow", layer, |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "slow"
+        });
+        urls.push(format!("{}/slow", serve(app).await));
+    }
+    let replies = futures_util::future::join_all((0..30).map(|i| fetch(&urls[i % 3], &[]))).await;
+    assert!(replies.iter().all(|r| r.body == "slow"));
+    assert_eq!(replies.iter().filter(|r| r.x_cache() == "MISS").count(), 1);
+    assert_eq!(runs.get(), 1);
+}
+
+#[tokio::test]
 async fn nested_routers_key_by_the_full_path() {
     let cache = QueryCache::new(100, Duration::from_secs(60)).unwrap();
     let inner = |name: &'static str| {

@@ -44,11 +44,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   [`keyed_by_caller`](Self::keyed_by_caller).
 /// - **Responses** are stored when their status is one of
 ///   [`statuses`](Self::statuses) (`200` by default), they set no cookie, their
-///   `Cache-Control` has no `no-store`, `no-cache` or `private` (`private` is
-///   allowed when keyed by caller), their own `Vary` (if any) names exactly the
-///   route's [`vary`](Self::vary) headers, and their body's size is known in advance
-///   and at most [`max_body_bytes`](Self::max_body_bytes) (1 MiB by default): a
-///   streamed body passes through untouched.
+///   `Cache-Control` has no `no-store`, `no-cache`, `max-age=0`, `s-maxage=0` or
+///   `private` (`private` is allowed when keyed by caller), their own `Vary` (if
+///   any) names exactly the route's [`vary`](Self::vary) headers, and their body's
+///   size is known in advance and at most [`max_body_bytes`](Self::max_body_bytes)
+///   (1 MiB by default): a streamed body passes through untouched.
 /// - **The key** is the method, the path, the query (parameters sorted by name, see
 ///   [`sort_query`](Self::sort_query)), the values of the declared vary headers and,
 ///   when keyed by caller, a hash of the caller's credentials: `http:GET:/products?page=2`
@@ -56,6 +56,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   [`tenant::scope`](crate::tenant::scope) the cache keeps it in the tenant's
 ///   namespace, so tenants never share entries. Behind
 ///   [`Router::nest`](::axum::Router::nest) the full original path is used.
+/// - **Lifetime**: the route's [`ttl`](Self::ttl), or the cache's default. The
+///   response's own `max-age` is replayed to clients (with `Age`, so downstream
+///   caches see it age) but does not shorten the entry.
 ///
 /// # What the client sees
 ///
@@ -71,8 +74,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// answers, the entry is deleted). Concurrent misses of one key in a process run the
 /// handler once (the cache's `get_or_compute` single flight): the others wait for
 /// its response, or run the handler themselves if that response turns out not to
-/// be storable. The response is sent as soon as the handler's body is buffered; the
-/// store finishes in a background task that keeps the tenant.
+/// be storable. Across processes, each may run the handler once for a cold key,
+/// unless the route takes a [`lock`](Self::lock). A miss costs the lookup and a lease round trip
+/// before the handler runs; the response is sent as soon as the handler's body is
+/// buffered, and the store finishes in a background task that keeps the tenant.
 ///
 /// Stored responses carry the route's [`tags`](Self::tags): `cache.invalidate_tag(tag)`
 /// drops every one of them in O(1), and a response the handler computed before such
@@ -242,6 +247,21 @@ impl<C: Cache> ResponseCacheLayer<C> {
     /// ```
     pub fn sort_query(self, sort: bool) -> Self {
         self.with(|c| c.sort_query = sort)
+    }
+
+    /// Cluster-wide single flight (default `false`): on a cold key, one process runs
+    /// the handler while the others wait for its stored response (up to 5 s, then
+    /// run it themselves), through a Redis lock ([`ComputeOptions::lock`]). For
+    /// expensive routes; it costs nothing on hits.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let cache = ormcache::QueryCache::new(10, Duration::from_secs(60)).unwrap();
+    /// let layer = ormcache::axum::ResponseCacheLayer::new(cache).lock(true);
+    /// # let _ = layer;
+    /// ```
+    pub fn lock(self, on: bool) -> Self {
+        self.with(|c| c.lock = on)
     }
 
     /// Whether a 2xx `POST`, `PUT`, `PATCH` or `DELETE` through the layer invalidates
@@ -481,7 +501,9 @@ where
     // path needs them.
     let slot = Arc::new(Mutex::new(Some((inner, req))));
     let (tx, mut rx) = oneshot::channel::<Fresh<S::Error>>();
-    let mut options = ComputeOptions::new().tags(config.tags.iter().cloned());
+    let mut options = ComputeOptions::new()
+        .tags(config.tags.iter().cloned())
+        .lock(config.lock);
     if let Some(ttl) = config.ttl {
         options = options.ttl(ttl);
     }
