@@ -747,18 +747,27 @@ async fn with_a_lock_one_process_runs_the_handler() {
 #[tokio::test]
 async fn nested_routers_key_by_the_full_path() {
     let cache = QueryCache::new(100, Duration::from_secs(60)).unwrap();
-    let inner = |name: &'static str| {
-        Router::new()
-            .route("/items", get(move || async move { name }))
-            .route_layer(ResponseCacheLayer::new(cache.clone()))
-    };
-    let app = Router::new().nest("/a", inner("a")).nest("/b", inner("b"));
-    let url = serve(app).await;
-    for _ in 0..2 {
-        assert_eq!(fetch(&format!("{url}/a/items"), &[]).await.body, "a");
-        assert_eq!(fetch(&format!("{url}/b/items"), &[]).await.body, "b");
-    }
+    // One nested router with `route_layer`, one with `MethodRouter::layer`.
+    let a = Router::new()
+        .route("/items", get(|| async { "a" }))
+        .route_layer(ResponseCacheLayer::new(cache.clone()));
+    let b = Router::new().route(
+        "/items",
+        get(|| async { "b" }).layer(ResponseCacheLayer::new(cache.clone())),
+    );
+    let url = serve(Router::new().nest("/a", a).nest("/b", b)).await;
+    let replies = [
+        fetch(&format!("{url}/a/items"), &[]).await,
+        fetch(&format!("{url}/b/items"), &[]).await,
+        fetch(&format!("{url}/a/items"), &[]).await,
+        fetch(&format!("{url}/b/items"), &[]).await,
+    ];
+    assert_eq!(
+        replies.each_ref().map(|r| (r.x_cache(), r.body.as_str())),
+        [("MISS", "a"), ("MISS", "b"), ("HIT", "a"), ("HIT", "b")]
+    );
     assert!(cache.exists("http:GET:/a/items"));
+    assert!(cache.exists("http:GET:/b/items"));
 }
 
 #[tokio::test]
