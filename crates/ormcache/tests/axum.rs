@@ -292,6 +292,16 @@ async fn declared_vary_headers_key_entries_and_are_announced() {
     // No header at all is a value of its own.
     assert_eq!(fetch(&url, &[]).await.x_cache(), "MISS");
     assert_eq!(runs.get(), 3);
+    // Responses that do not come from the cache announce the same Vary.
+    let fresh = fetch(
+        &url,
+        &[("accept-language", "fr"), ("cache-control", "no-cache")],
+    )
+    .await;
+    assert_eq!(
+        (fresh.x_cache(), fresh.body.as_str(), fresh.header("vary")),
+        ("MISS", "bonjour", Some("accept-language"))
+    );
 }
 
 /// Builds a handler's response.

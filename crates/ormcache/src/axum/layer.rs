@@ -344,13 +344,15 @@ where
                         }
                         Ok(res)
                     } else if method == http::Method::GET || method == http::Method::HEAD {
-                        Ok(mark_miss(res))
+                        Ok(mark_miss(&config, res))
                     } else {
                         Ok(res)
                     }
                 }
-                Plan::Revalidate => inner_call(inner, req).await.map(mark_miss),
-                Plan::Lookup { key, head: true } => head(inner, req, &cache, &key).await,
+                Plan::Revalidate => inner_call(inner, req)
+                    .await
+                    .map(|res| mark_miss(&config, res)),
+                Plan::Lookup { key, head: true } => head(inner, req, &cache, &key, &config).await,
                 Plan::Lookup { key, head: false } => {
                     read_through(inner, req, cache, key, config).await
                 }
@@ -392,9 +394,16 @@ where
     Ok(inner.call(req).await?.map(Body::new))
 }
 
-fn mark_miss(mut res: Response<Body>) -> Response<Body> {
-    res.headers_mut()
-        .insert(policy::X_CACHE, HeaderValue::from_static("MISS"));
+/// A GET/HEAD response that did not come from the cache: `X-Cache: MISS`, and the
+/// route's `Vary` if the handler set none.
+fn mark_miss(config: &Config, mut res: Response<Body>) -> Response<Body> {
+    let headers = res.headers_mut();
+    headers.insert(policy::X_CACHE, HeaderValue::from_static("MISS"));
+    if let Some(vary) = &config.vary_value
+        && !headers.contains_key(header::VARY)
+    {
+        headers.insert(header::VARY, vary.clone());
+    }
     res
 }
 
@@ -412,6 +421,7 @@ async fn head<S, C, ReqBody, ResBody>(
     req: Request<ReqBody>,
     cache: &C,
     key: &str,
+    config: &Config,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -430,7 +440,9 @@ where
             tracing::debug!(key, error = %e, "response cache: lookup failed, passing through")
         }
     }
-    inner_call(inner, req).await.map(mark_miss)
+    inner_call(inner, req)
+        .await
+        .map(|res| mark_miss(config, res))
 }
 
 /// Replays a cached entry; `None` if it is corrupt (then it is deleted, in the
@@ -540,7 +552,7 @@ where
         fresh = &mut rx => match fresh {
             Ok(fresh) => {
                 crate::tenant::spawn(fill);
-                return render_fresh(fresh, &inm);
+                return render_fresh(&config, fresh, &inm);
             }
             // The loader was dropped without running: a hit, or another request's
             // flight.
@@ -549,7 +561,7 @@ where
         outcome = &mut fill => outcome,
     };
     if let Ok(fresh) = rx.try_recv() {
-        return render_fresh(fresh, &inm);
+        return render_fresh(&config, fresh, &inm);
     }
     match outcome {
         Ok(entry) => {
@@ -564,7 +576,9 @@ where
         }
     }
     match take(&slot) {
-        Some((inner, req)) => inner_call(inner, req).await.map(mark_miss),
+        Some((inner, req)) => inner_call(inner, req)
+            .await
+            .map(|res| mark_miss(&config, res)),
         None => Ok(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "response cache: the handler's response was lost",
@@ -577,7 +591,11 @@ fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
 }
 
 /// The response of the request whose handler ran.
-fn render_fresh<E>(fresh: Fresh<E>, inm: &[HeaderValue]) -> Result<Response<Body>, E> {
+fn render_fresh<E>(
+    config: &Config,
+    fresh: Fresh<E>,
+    inm: &[HeaderValue],
+) -> Result<Response<Body>, E> {
     match fresh {
         Fresh::Stored(entry) => {
             let how = Render {
@@ -592,7 +610,7 @@ fn render_fresh<E>(fresh: Fresh<E>, inm: &[HeaderValue]) -> Result<Response<Body
                 )
             }))
         }
-        Fresh::Passed(res) => Ok(mark_miss(res)),
+        Fresh::Passed(res) => Ok(mark_miss(config, res)),
         Fresh::Failed(e) => Err(e),
     }
 }
