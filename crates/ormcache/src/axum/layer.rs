@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ::axum::body::Body;
 use bytes::Bytes;
+use futures_util::future::{self, Either};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -548,17 +549,19 @@ where
     // The handler runs inside `fill`, polled by this task. As soon as it has
     // produced its response, that response is sent and the store continues in the
     // background.
-    let outcome = tokio::select! {
-        fresh = &mut rx => match fresh {
-            Ok(fresh) => {
-                crate::tenant::spawn(fill);
-                return render_fresh(&config, fresh, &inm);
-            }
-            // The loader was dropped without running: a hit, or another request's
-            // flight.
-            Err(_) => fill.await,
-        },
-        outcome = &mut fill => outcome,
+    let first = match future::select(&mut rx, &mut fill).await {
+        Either::Left((fresh, _)) => Either::Left(fresh),
+        Either::Right((outcome, _)) => Either::Right(outcome),
+    };
+    let outcome = match first {
+        Either::Left(Ok(fresh)) => {
+            crate::tenant::spawn(fill);
+            return render_fresh(&config, fresh, &inm);
+        }
+        // The loader was dropped without running: a hit, or another request's
+        // flight.
+        Either::Left(Err(_)) => fill.await,
+        Either::Right(outcome) => outcome,
     };
     if let Ok(fresh) = rx.try_recv() {
         return render_fresh(&config, fresh, &inm);
