@@ -72,6 +72,7 @@ fn current_tx(signals: &Signals) -> Option<Arc<TxSignals>> {
 ///     })
 ///     .await
 /// }
+/// # fn main() {}
 /// ```
 pub async fn transaction<C, F, T, E>(
     db: &C,
@@ -229,6 +230,7 @@ where
 ///     }
 /// }
 ///
+/// # fn main() {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, Database};
 ///
@@ -241,6 +243,7 @@ where
 /// product::ActiveModel { name: Set("anvil".into()), ..Default::default() }.insert(&db).await.unwrap();
 /// assert_eq!(SIGNALS.stats().post_save.deliveries, 1);
 /// # });
+/// # }
 /// ```
 #[doc(hidden)]
 #[macro_export]

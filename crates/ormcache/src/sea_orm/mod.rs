@@ -66,6 +66,7 @@
 //! edit.name = Set("Anne".into());
 //! edit.update(&db).await?; // post_save: user:{id} and every users:list page dropped
 //! # Ok(()) }
+//! # fn main() {}
 //! ```
 
 mod entity;
