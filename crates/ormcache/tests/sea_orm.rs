@@ -48,6 +48,28 @@ mod user {
     }
 }
 
+/// The same hooks in an impl that carries `#[async_trait]` (as impls with hooks of
+/// their own do): the generated methods match either way.
+#[allow(unreachable_pub)]
+mod tag {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    #[async_trait::async_trait]
+    impl ActiveModelBehavior for ActiveModel {
+        ormcache::sea_orm::signal_hooks!(&super::test_signals());
+    }
+}
+
 tokio::task_local! {
     /// The registry of the running test: tests run in parallel in one process.
     static SIGNALS: Signals;
@@ -167,7 +189,11 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Ok(url) = std::env::var("ORMCACHE_TEST_DATABASE_URL") else {
-        eprintln!(
+        // Straight to the process's stderr: libtest captures `eprintln!` of passing
+        // tests, and this line must be seen.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: ORMCACHE_TEST_DATABASE_URL not set; PostgreSQL test {test} did not run \
              (.ci/run sets it; e.g. postgres://postgres@127.0.0.1:5432/ormcache_test)"
         );
@@ -321,6 +347,24 @@ async fn hooks_fire_in_order_with_created(ctx: Ctx) {
     .await
     .unwrap();
 
+    let l = Arc::clone(&log);
+    ctx.signals.on_post_save(move |e: SaveEvent<tag::Model>| {
+        l.lock()
+            .unwrap()
+            .push(format!("post_save tag {}", e.instance.name));
+        async { Ok(()) }
+    });
+    ctx.db
+        .execute_unprepared("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        .await
+        .unwrap();
+    tag::ActiveModel {
+        name: Set("rust".into()),
+    }
+    .insert(&ctx.db)
+    .await
+    .unwrap();
+
     let a = ann.id;
     let b = bo.id;
     assert_eq!(
@@ -338,6 +382,7 @@ async fn hooks_fire_in_order_with_created(ctx: Ctx) {
             format!("post_delete model {a}"),
             format!("pre_delete Set({b})"),
             format!("post_delete active Set({b})"),
+            "post_save tag rust".to_string(),
         ]
     );
     let stats = ctx.signals.stats();
@@ -348,7 +393,7 @@ async fn hooks_fire_in_order_with_created(ctx: Ctx) {
             stats.pre_delete.sends,
             stats.post_delete.sends
         ),
-        (4, 4, 2, 2)
+        (4 + 1, 4 + 1, 2, 2)
     );
     assert_eq!(stats.failures(), 0);
 }
