@@ -848,7 +848,47 @@ async fn tenant_filter_isolates_rows_and_keys(ctx: Ctx) {
     let gpage = tenant::scope(globex.clone(), users.list(db, 10, 0))
         .await
         .unwrap();
-    assert_eq!(gpage.value, vec![g]);
+    assert_eq!((gpage.value, gpage.from_cache), (vec![g], true));
+
+    // Without a tenant column, the receivers act in the saving task's scope only:
+    // a save inside acme's scope drops acme's entry, also from a task spawned with
+    // tenant::spawn (which keeps the tenant), and touches no unscoped key.
+    let plain = EntityCache::<user::Entity, _>::new(local_cache(), "user", "users");
+    plain.connect(&ctx.signals);
+    let key = plain.id_key(shared.id).unwrap();
+    let cached_in = |t: &TenantId| tenant::sync_scope(t.clone(), || plain.cache().exists(&key));
+    tenant::scope(acme.clone(), plain.find_by_id(db, shared.id))
+        .await
+        .unwrap();
+    assert!(cached_in(&acme));
+    assert!(
+        !plain.cache().exists(&key),
+        "read in acme's scope, stored unscoped"
+    );
+    let signals = ctx.signals.clone();
+    let (db2, row) = (ctx.db.clone(), shared.clone());
+    tenant::scope(acme.clone(), async move {
+        tenant::spawn(SIGNALS.scope(signals, async move {
+            let mut edit: user::ActiveModel = row.into();
+            edit.name = Set("renamed in a spawned task".into());
+            edit.update(&db2).await.unwrap()
+        }))
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(
+        !cached_in(&acme),
+        "the spawned save did not reach acme's entry"
+    );
+    assert!(!plain.cache().exists(&key), "an unscoped key appeared");
+    let read = tenant::scope(acme.clone(), plain.find_by_id(db, shared.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.value.map(|u| u.name), read.from_cache),
+        (Some("renamed in a spawned task".to_string()), false)
+    );
     assert_eq!(ctx.signals.stats().failures(), 0);
 }
 
