@@ -468,6 +468,16 @@ async fn find_by_id_caches_the_plain_row_and_saves_invalidate_it(ctx: Ctx) {
     );
     let pttl: i64 = raw.pttl(&key).await.unwrap();
     assert!(pttl > 0 && pttl <= 5_000, "not-found TTL {pttl} ms");
+    // With not_found_ttl(ZERO) no "not found" is kept.
+    let uncached = users.clone().not_found_ttl(Duration::ZERO);
+    let missing = uncached.find_by_id(&ctx.db, 12_345).await.unwrap();
+    assert_eq!((missing.value, missing.from_cache), (None, false));
+    assert_eq!(
+        raw.get::<_, Option<String>>(format!("{prefix}:user:12345"))
+            .await
+            .unwrap(),
+        None
+    );
     // Inserting that id through the hooks drops its cached "not found".
     assert_eq!(users.find_by_id(&ctx.db, 999).await.unwrap().value, None);
     let bo = user::ActiveModel {
