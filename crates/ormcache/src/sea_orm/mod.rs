@@ -77,13 +77,16 @@
 
 mod entity;
 mod error;
+mod filter;
 mod hooks;
+mod key;
 
 /// SeaORM's transaction error, returned by [`transaction`]: `Connection` when
 /// `BEGIN`/`COMMIT` failed, `Transaction` with the closure's error (rolled back).
 pub use ::sea_orm::TransactionError;
-pub use entity::{EntityCache, Fetched, tenant_filter};
+pub use entity::{EntityCache, Fetched};
 pub use error::DbError;
+pub use filter::tenant_filter;
 pub use hooks::transaction;
 
 #[doc(inline)]
