@@ -87,7 +87,7 @@ pub use ::sea_orm::TransactionError;
 pub use entity::{EntityCache, Fetched};
 pub use error::DbError;
 pub use filter::tenant_filter;
-pub use hooks::transaction;
+pub use hooks::{after_delete, after_save, before_delete, before_save, transaction};
 
 #[doc(inline)]
 pub use crate::__ormcache_sea_orm_signal_hooks as signal_hooks;
