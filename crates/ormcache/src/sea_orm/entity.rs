@@ -255,7 +255,9 @@ where
     ///
     /// The receivers of [`connect`](Self::connect) then also invalidate in the scope
     /// of the saved row's tenant, so a save made outside that tenant's scope (an
-    /// admin task) still reaches the tenant's entries.
+    /// admin task) still reaches the tenant's entries. (A save that moves a row to
+    /// another tenant reaches the new tenant's entries, not the old one's: call
+    /// [`invalidate`](Self::invalidate) in the old tenant's scope.)
     ///
     /// ```
     /// # mod user {
@@ -710,10 +712,13 @@ where
         Ok(())
     }
 
+    /// Both steps run even if the first fails; the first error is returned.
     async fn evict_here(&self, key: Option<&str>) -> Result<()> {
-        if let Some(key) = key {
-            self.cache.delete(key).await?;
-        }
-        self.invalidate_lists().await
+        let row = match key {
+            Some(key) => self.cache.delete(key).await.map(drop),
+            None => Ok(()),
+        };
+        let pages = self.invalidate_lists().await;
+        row.and(pages)
     }
 }
