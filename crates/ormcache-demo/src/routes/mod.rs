@@ -1,0 +1,246 @@
+//! The HTTP interface. Users and products share one set of generic handlers
+//! ([`Resource`] says what differs between them); `ops` holds health and stats.
+
+mod ops;
+mod products;
+mod users;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ormcache::AnyCache;
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
+    ModelTrait, PrimaryKeyTrait, Select,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::entities::now_millis;
+use crate::error::{self, ApiError};
+use crate::extract::{Json, Path, Query};
+use crate::shim::{EntityCache, Fetched, Identified, tenant_filter};
+
+pub(crate) use products::Products;
+pub(crate) use users::Users;
+
+/// What every handler reaches: the database, the cache and the entity caches.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) cache: AnyCache,
+    pub(crate) users: EntityCache<crate::entities::user::Entity, AnyCache>,
+    pub(crate) products: EntityCache<crate::entities::product::Entity, AnyCache>,
+}
+
+impl axum::extract::FromRef<AppState> for AnyCache {
+    fn from_ref(state: &AppState) -> Self {
+        state.cache.clone()
+    }
+}
+
+/// The largest `limit` of a list.
+pub(crate) const MAX_LIMIT: u64 = 1000;
+/// The `limit` of a list when none is given.
+pub(crate) const DEFAULT_LIMIT: u64 = 100;
+
+/// What differs between the users and the products routes.
+pub(crate) trait Resource: Send + Sync + 'static {
+    /// The SeaORM entity.
+    type Entity: EntityTrait<Model = Self::Model, ActiveModel = Self::Active, PrimaryKey = Self::Key>;
+    /// Its row: the response body and the cached value.
+    type Model: ModelTrait<Entity = Self::Entity>
+        + IntoActiveModel<Self::Active>
+        + ormcache::CacheValue
+        + Identified
+        + Clone
+        + Serialize;
+    /// Its active model, whose hooks send the signals.
+    type Active: ActiveModelTrait<Entity = Self::Entity> + ActiveModelBehavior + Send + Sync;
+    /// Its primary key (an `i64` id).
+    type Key: PrimaryKeyTrait<ValueType = i64>;
+    /// The `POST` body.
+    type Create: DeserializeOwned + Send + 'static;
+    /// The `PATCH` body: every field optional.
+    type Patch: DeserializeOwned + Send + 'static;
+
+    /// `"User"`, for messages.
+    const NAME: &'static str;
+
+    /// The entity's cache in the state.
+    fn cache(state: &AppState) -> &EntityCache<Self::Entity, AnyCache>;
+    /// The `tenant_id` column.
+    fn tenant_column() -> <Self::Entity as EntityTrait>::Column;
+    /// A validated new row.
+    fn create(
+        input: Self::Create,
+        tenant: Option<String>,
+        created_at: i64,
+    ) -> Result<Self::Active, ApiError>;
+    /// Applies a validated patch; whether anything changed.
+    fn patch(row: &mut Self::Active, patch: Self::Patch) -> Result<bool, ApiError>;
+}
+
+/// The service's routes.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/cache/stats", get(ops::stats))
+        .route("/users", get(list::<Users>).post(create::<Users>))
+        .route(
+            "/users/{id}",
+            get(read::<Users>)
+                .patch(update::<Users>)
+                .delete(remove::<Users>),
+        )
+        .route("/products", get(list::<Products>).post(create::<Products>))
+        .route(
+            "/products/{id}",
+            get(read::<Products>)
+                .patch(update::<Products>)
+                .delete(remove::<Products>),
+        )
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::shim::tenant_layer))
+        .with_state(state)
+}
+
+/// `?limit=&offset=` of a list.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Page {
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+impl Page {
+    /// `(limit, offset)`, checked: `limit` 1 to 1,000 (default 100), `offset` 0 to
+    /// `i64::MAX` (default 0).
+    fn checked(&self) -> Result<(u64, u64), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+            )));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if i64::try_from(offset).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "offset must be at most {}, got {offset}",
+                i64::MAX
+            )));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// A `200` JSON response with `X-Cache: HIT` or `MISS`.
+fn with_x_cache<T: Serialize>(fetched: &Fetched<T>) -> Response {
+    let mut response = axum::Json(&fetched.value).into_response();
+    let value = if fetched.from_cache { "HIT" } else { "MISS" };
+    response
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static(value));
+    response
+}
+
+fn not_found<R: Resource>(id: i64) -> ApiError {
+    ApiError::not_found(format!("{} {id} not found", R::NAME))
+}
+
+fn read_failed(e: &crate::shim::DbError) -> ApiError {
+    ApiError::internal("cached read", e)
+}
+
+/// `GET /{models}?limit=&offset=`.
+async fn list<R: Resource>(
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = page.checked()?;
+    let fetched = R::cache(&state)
+        .list(&state.db, limit, offset)
+        .await
+        .map_err(|e| read_failed(&e))?;
+    Ok(with_x_cache(&fetched))
+}
+
+/// `GET /{models}/{id}`.
+async fn read<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let fetched = R::cache(&state)
+        .find_by_id(&state.db, id)
+        .await
+        .map_err(|e| read_failed(&e))?;
+    match fetched.value {
+        Some(_) => Ok(with_x_cache(&fetched)),
+        None => Err(not_found::<R>(id)),
+    }
+}
+
+/// `POST /{models}` → `201` with the row.
+async fn create<R: Resource>(
+    State(state): State<AppState>,
+    Json(input): Json<R::Create>,
+) -> Result<(StatusCode, axum::Json<R::Model>), ApiError> {
+    let tenant = ormcache::tenant::current().map(|t| t.as_str().to_owned());
+    let row = R::create(input, tenant, now_millis())?;
+    let model = row.insert(&state.db).await?;
+    Ok((StatusCode::CREATED, axum::Json(model)))
+}
+
+/// The row `id` of the current tenant, read from the database (not the cache: it
+/// is about to be written).
+async fn load<R: Resource>(db: &DatabaseConnection, id: i64) -> Result<R::Model, ApiError> {
+    let select: Select<R::Entity> = R::Entity::find_by_id(id);
+    tenant_filter(select, R::tenant_column())
+        .one(db)
+        .await?
+        .ok_or_else(|| not_found::<R>(id))
+}
+
+/// `PATCH /{models}/{id}` → `200` with the row.
+async fn update<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(patch): Json<R::Patch>,
+) -> Result<axum::Json<R::Model>, ApiError> {
+    let current = load::<R>(&state.db, id).await?;
+    let mut row = current.clone().into_active_model();
+    if !R::patch(&mut row, patch)? {
+        return Ok(axum::Json(current));
+    }
+    let model = row.update(&state.db).await?;
+    Ok(axum::Json(model))
+}
+
+/// `DELETE /{models}/{id}` → `200 {"message": "User deleted"}`.
+async fn remove<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let current = load::<R>(&state.db, id).await?;
+    let result = current.into_active_model().delete(&state.db).await?;
+    if result.rows_affected == 0 {
+        return Err(not_found::<R>(id));
+    }
+    Ok(axum::Json(
+        serde_json::json!({ "message": format!("{} deleted", R::NAME) }),
+    ))
+}
+
+/// Checks a required text field: trimmed, 1 to `max` characters.
+pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let trimmed = value.trim();
+    let len = trimmed.chars().count();
+    if len == 0 || len > max {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}

@@ -1,0 +1,51 @@
+//! `GET /health` and `GET /cache/stats`.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use ormcache::Cache;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::shim::cache_health;
+
+/// `200` with the database's and the cache's status (`503` if the database does not
+/// answer). A cache that does not answer makes the service `degraded`, not down:
+/// reads go to the database.
+pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let started = Instant::now();
+    let db = state.db.ping().await;
+    let db_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let cache = cache_health(&state.cache).await;
+    let (status, overall) = match (&db, cache.is_ok()) {
+        (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        (Ok(()), true) => (StatusCode::OK, "ok"),
+        (Ok(()), false) => (StatusCode::OK, "degraded"),
+    };
+    let database = json!({
+        "status": if db.is_ok() { "ok" } else { "down" },
+        "backend": format!("{:?}", state.db.get_database_backend()).to_lowercase(),
+        "latency_ms": db_latency_ms,
+        "error": db.err().map(|e| e.to_string()),
+    });
+    (
+        status,
+        Json(json!({ "status": overall, "database": database, "cache": cache })),
+    )
+}
+
+/// The cache's statistics in the seed's shape (`hits`, `misses`, `hit_rate`, …; for
+/// L1 + Redis, `{l1, l2, combined_hit_rate}`).
+pub(super) async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stats = state
+        .cache
+        .get_stats()
+        .await
+        .map_err(|e| ApiError::internal("reading the cache statistics", &e))?;
+    serde_json::to_value(stats)
+        .map(Json)
+        .map_err(|e| ApiError::internal("encoding the cache statistics", &e))
+}

@@ -1,0 +1,278 @@
+//! INTERIM local equivalents of `ormcache::sea_orm` and `ormcache::axum` items that
+//! their branches had not yet merged when this was written. Same names and shapes
+//! as the pinned interfaces; replaced by the real ones on merge.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ormcache::signals::{DeleteEvent, SaveEvent, Signals};
+use ormcache::tenant::{self, TenantId};
+use ormcache::{Cache, ComputeError, ComputeOptions};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
+    QueryOrder, QuerySelect, Select,
+};
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// A value and whether it came from the cache.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched<T> {
+    pub(crate) value: T,
+    pub(crate) from_cache: bool,
+}
+
+/// A database (or cache input) error of a cached read.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    Db(std::sync::Arc<sea_orm::DbErr>),
+    Cache(String),
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Db(e) => write!(f, "database: {e}"),
+            Self::Cache(e) => write!(f, "cache: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<ComputeError<sea_orm::DbErr>> for DbError {
+    fn from(e: ComputeError<sea_orm::DbErr>) -> Self {
+        match e {
+            ComputeError::Load(e) => Self::Db(e),
+            ComputeError::Cache(e) => Self::Cache(e.to_string()),
+            _ => Self::Cache("unknown compute error".to_owned()),
+        }
+    }
+}
+
+/// The id of a row, for cache keys.
+pub(crate) trait Identified {
+    fn id(&self) -> i64;
+}
+
+/// `column = <current tenant>`, or `column IS NULL` outside any tenant scope.
+pub(crate) fn tenant_filter<E: EntityTrait>(select: Select<E>, column: E::Column) -> Select<E> {
+    match tenant::current() {
+        Some(t) => select.filter(column.eq(t.as_str())),
+        None => select.filter(column.is_null()),
+    }
+}
+
+/// Cached reads of one entity: `{model}:{id}` (plain layout) and
+/// `{models}:list:{limit}:{offset}` tagged `{models}:list`.
+pub(crate) struct EntityCache<E: EntityTrait, C: Cache> {
+    cache: C,
+    model: &'static str,
+    plural: &'static str,
+    ttl: Option<Duration>,
+    tenant_column: Option<E::Column>,
+    _entity: PhantomData<fn() -> E>,
+}
+
+impl<E: EntityTrait, C: Cache> Clone for EntityCache<E, C> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            model: self.model,
+            plural: self.plural,
+            ttl: self.ttl,
+            tenant_column: self.tenant_column,
+            _entity: PhantomData,
+        }
+    }
+}
+
+impl<E: EntityTrait, C: Cache> fmt::Debug for EntityCache<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityCache")
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl<E, C> EntityCache<E, C>
+where
+    E: EntityTrait,
+    E::Model: ormcache::CacheValue + Identified + Clone,
+    C: Cache,
+{
+    pub(crate) fn new(cache: C, model: &'static str, plural: &'static str) -> Self {
+        Self {
+            cache,
+            model,
+            plural,
+            ttl: None,
+            tenant_column: None,
+            _entity: PhantomData,
+        }
+    }
+
+    pub(crate) fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    pub(crate) fn tenant_column(mut self, column: E::Column) -> Self {
+        self.tenant_column = Some(column);
+        self
+    }
+
+    fn scoped(&self, select: Select<E>) -> Select<E> {
+        match self.tenant_column {
+            Some(c) => tenant_filter(select, c),
+            None => select,
+        }
+    }
+
+    pub(crate) async fn find_by_id(
+        &self,
+        db: &DatabaseConnection,
+        id: i64,
+    ) -> Result<Fetched<Option<E::Model>>, DbError>
+    where
+        <E::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType: From<i64>,
+    {
+        let ran = Arc::new(AtomicBool::new(false));
+        let key = format!("{}:{id}", self.model);
+        let (select, db, flag) = (self.scoped(E::find_by_id(id)), db.clone(), ran.clone());
+        let value = self
+            .cache
+            .try_get_or_compute(&key, self.ttl, move || async move {
+                flag.store(true, Relaxed);
+                select.one(&db).await
+            })
+            .await?;
+        Ok(Fetched {
+            value: (*value).clone(),
+            from_cache: !ran.load(Relaxed),
+        })
+    }
+
+    pub(crate) async fn list(
+        &self,
+        db: &DatabaseConnection,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Fetched<Vec<E::Model>>, DbError> {
+        let ran = Arc::new(AtomicBool::new(false));
+        let key = format!("{}:list:{limit}:{offset}", self.plural);
+        let options = ComputeOptions::new()
+            .ttl_opt(self.ttl)
+            .tags([format!("{}:list", self.plural)]);
+        let mut select = self.scoped(E::find());
+        for pk in E::PrimaryKey::iter() {
+            select = select.order_by_asc(pk.into_column());
+        }
+        let select = select.limit(limit).offset(offset);
+        let (db, flag) = (db.clone(), ran.clone());
+        let value = self
+            .cache
+            .try_get_or_compute_with(&key, options, move || async move {
+                flag.store(true, Relaxed);
+                select.all(&db).await
+            })
+            .await?;
+        Ok(Fetched {
+            value: (*value).clone(),
+            from_cache: !ran.load(Relaxed),
+        })
+    }
+
+    pub(crate) async fn invalidate(&self, id: i64) -> ormcache::Result<()> {
+        self.cache.delete(&format!("{}:{id}", self.model)).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn invalidate_lists(&self) -> ormcache::Result<()> {
+        self.cache
+            .invalidate_tag(&format!("{}:list", self.plural))
+            .await
+    }
+
+    pub(crate) fn connect(&self, signals: &Signals)
+    where
+        E::Model: Send + Sync + 'static,
+    {
+        let this = self.clone();
+        signals.on_post_save(move |e: SaveEvent<E::Model>| {
+            let this = this.clone();
+            async move {
+                this.invalidate(e.instance.id()).await?;
+                this.invalidate_lists().await?;
+                Ok(())
+            }
+        });
+        let this = self.clone();
+        signals.on_post_delete(move |e: DeleteEvent<E::Model>| {
+            let this = this.clone();
+            async move {
+                this.invalidate(e.instance.id()).await?;
+                this.invalidate_lists().await?;
+                Ok(())
+            }
+        });
+    }
+}
+
+/// Runs the request inside `tenant::scope` when `X-Tenant-ID` is present; an invalid
+/// id is a `400`.
+pub(crate) async fn tenant_layer(req: Request, next: Next) -> Response {
+    let Some(value) = req.headers().get("x-tenant-id") else {
+        return next.run(req).await;
+    };
+    let id = value
+        .to_str()
+        .map_err(|_| "the value is not visible ASCII".to_owned())
+        .and_then(|s| TenantId::new(s).map_err(|e| e.to_string()));
+    match id {
+        Ok(id) => tenant::scope(id, next.run(req)).await,
+        Err(e) => ApiError::bad_request(format!("invalid X-Tenant-ID: {e}")).into_response(),
+    }
+}
+
+/// The health of a cache.
+#[derive(Debug, Serialize)]
+pub(crate) struct CacheHealth {
+    status: &'static str,
+    kind: &'static str,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+}
+
+impl CacheHealth {
+    pub(crate) fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+pub(crate) async fn cache_health(cache: &ormcache::AnyCache) -> CacheHealth {
+    let started = Instant::now();
+    let result = cache.ping().await;
+    let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    match result {
+        Ok(_) => CacheHealth {
+            status: "ok",
+            kind: cache.kind(),
+            latency_ms,
+            error: None,
+        },
+        Err(e) => CacheHealth {
+            status: "degraded",
+            kind: cache.kind(),
+            latency_ms,
+            error: Some(e.to_string()),
+        },
+    }
+}
