@@ -14,7 +14,10 @@
 //!
 //! `X-Tenant-ID` scopes a request's cache keys and rows to a tenant. Every error is
 //! a 4xx/5xx with a JSON body `{"error": "…"}`.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod cache;
 mod config;
@@ -99,6 +102,7 @@ async fn run(config: Config) -> Result<(), StartError> {
         cache: cache.clone(),
         users,
         products,
+        cache_ttl: config.cache_ttl,
     };
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .await

@@ -1,26 +1,20 @@
-//! INTERIM local equivalents of `ormcache::sea_orm` and `ormcache::axum` items that
-//! their branches had not yet merged when this was written. Same names and shapes
+//! INTERIM local equivalents of the pinned `ormcache::sea_orm` items that its branch
+//! had not yet merged when this was written. Same names and shapes
 //! as the pinned interfaces; replaced by the real ones on merge.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use ormcache::signals::{DeleteEvent, SaveEvent, Signals};
-use ormcache::tenant::{self, TenantId};
+use ormcache::tenant;
 use ormcache::{Cache, ComputeError, ComputeOptions};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
     QueryOrder, QuerySelect, Select,
 };
-use serde::Serialize;
-
-use crate::error::ApiError;
 
 /// A value and whether it came from the cache.
 #[derive(Debug, Clone)]
@@ -223,56 +217,5 @@ where
                 Ok(())
             }
         });
-    }
-}
-
-/// Runs the request inside `tenant::scope` when `X-Tenant-ID` is present; an invalid
-/// id is a `400`.
-pub(crate) async fn tenant_layer(req: Request, next: Next) -> Response {
-    let Some(value) = req.headers().get("x-tenant-id") else {
-        return next.run(req).await;
-    };
-    let id = value
-        .to_str()
-        .map_err(|_| "the value is not visible ASCII".to_owned())
-        .and_then(|s| TenantId::new(s).map_err(|e| e.to_string()));
-    match id {
-        Ok(id) => tenant::scope(id, next.run(req)).await,
-        Err(e) => ApiError::bad_request(format!("invalid X-Tenant-ID: {e}")).into_response(),
-    }
-}
-
-/// The health of a cache.
-#[derive(Debug, Serialize)]
-pub(crate) struct CacheHealth {
-    status: &'static str,
-    kind: &'static str,
-    latency_ms: Option<f64>,
-    error: Option<String>,
-}
-
-impl CacheHealth {
-    pub(crate) fn is_ok(&self) -> bool {
-        self.status == "ok"
-    }
-}
-
-pub(crate) async fn cache_health(cache: &ormcache::AnyCache) -> CacheHealth {
-    let started = Instant::now();
-    let result = cache.ping().await;
-    let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    match result {
-        Ok(_) => CacheHealth {
-            status: "ok",
-            kind: cache.kind(),
-            latency_ms,
-            error: None,
-        },
-        Err(e) => CacheHealth {
-            status: "degraded",
-            kind: cache.kind(),
-            latency_ms,
-            error: Some(e.to_string()),
-        },
     }
 }

@@ -11,9 +11,10 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ormcache::AnyCache;
+use ormcache::axum::{ResponseCacheLayer, TenantLayer};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
-    ModelTrait, PrimaryKeyTrait, Select,
+    Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait, QueryOrder, QuerySelect, Select,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,12 @@ pub(crate) struct AppState {
     pub(crate) cache: AnyCache,
     pub(crate) users: EntityCache<crate::entities::user::Entity, AnyCache>,
     pub(crate) products: EntityCache<crate::entities::product::Entity, AnyCache>,
+    pub(crate) cache_ttl: std::time::Duration,
 }
+
+/// The tag of the stored `GET /products` responses: the one the products' entity
+/// cache invalidates on every save and delete (`{models}:list`).
+const PRODUCTS_LIST_TAG: &str = "products:list";
 
 impl axum::extract::FromRef<AppState> for AnyCache {
     fn from_ref(state: &AppState) -> Self {
@@ -60,7 +66,8 @@ pub(crate) trait Resource: Send + Sync + 'static {
     /// Its active model, whose hooks send the signals.
     type Active: ActiveModelTrait<Entity = Self::Entity> + ActiveModelBehavior + Send + Sync;
     /// Its primary key (an `i64` id).
-    type Key: PrimaryKeyTrait<ValueType = i64>;
+    type Key: PrimaryKeyTrait<ValueType = i64>
+        + PrimaryKeyToColumn<Column = <Self::Entity as EntityTrait>::Column>;
     /// The `POST` body.
     type Create: DeserializeOwned + Send + 'static;
     /// The `PATCH` body: every field optional.
@@ -85,6 +92,12 @@ pub(crate) trait Resource: Send + Sync + 'static {
 
 /// The service's routes.
 pub(crate) fn router(state: AppState) -> Router {
+    // `GET /products` is cached as a whole HTTP response (with `X-Cache`, `ETag`,
+    // `Age`), per query string and tenant; the products' signal receivers drop every
+    // stored page with one tag invalidation.
+    let products_response_cache = ResponseCacheLayer::new(state.cache.clone())
+        .ttl(state.cache_ttl)
+        .tags([PRODUCTS_LIST_TAG]);
     Router::new()
         .route("/health", get(ops::health))
         .route("/cache/stats", get(ops::stats))
@@ -95,7 +108,12 @@ pub(crate) fn router(state: AppState) -> Router {
                 .patch(update::<Users>)
                 .delete(remove::<Users>),
         )
-        .route("/products", get(list::<Products>).post(create::<Products>))
+        .route(
+            "/products",
+            get(list_uncached::<Products>)
+                .layer(products_response_cache)
+                .post(create::<Products>),
+        )
         .route(
             "/products/{id}",
             get(read::<Products>)
@@ -104,7 +122,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn(crate::shim::tenant_layer))
+        .layer(TenantLayer::header("x-tenant-id"))
         .with_state(state)
 }
 
@@ -165,6 +183,22 @@ async fn list<R: Resource>(
         .await
         .map_err(|e| read_failed(&e))?;
     Ok(with_x_cache(&fetched))
+}
+
+/// `GET /{models}?limit=&offset=` straight from the database, for a route whose
+/// whole response is cached by a [`ResponseCacheLayer`].
+async fn list_uncached<R: Resource>(
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<axum::Json<Vec<R::Model>>, ApiError> {
+    let (limit, offset) = page.checked()?;
+    let mut select = tenant_filter(R::Entity::find(), R::tenant_column());
+    for key in <R::Key as Iterable>::iter() {
+        select = select.order_by_asc(key.into_column());
+    }
+    Ok(axum::Json(
+        select.limit(limit).offset(offset).all(&state.db).await?,
+    ))
 }
 
 /// `GET /{models}/{id}`.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::shim::cache_health;
+use ormcache::axum::cache_health;
 
 /// `200` with the database's and the cache's status (`503` if the database does not
 /// answer). A cache that does not answer makes the service `degraded`, not down:
@@ -20,7 +20,7 @@ pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
     let db = state.db.ping().await;
     let db_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let cache = cache_health(&state.cache).await;
-    let (status, overall) = match (&db, cache.is_ok()) {
+    let (status, overall) = match (&db, cache.status == "ok") {
         (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
         (Ok(()), true) => (StatusCode::OK, "ok"),
         (Ok(()), false) => (StatusCode::OK, "degraded"),
