@@ -195,6 +195,16 @@ where
             .await
     }
 
+    /// Drops the row's entry and every list page. Both are tried even when the
+    /// first fails (Redis down): the local copies go either way.
+    async fn invalidate_row(&self, id: i64) -> Result<(), ormcache::signals::BoxError> {
+        let row = self.invalidate(id).await;
+        let lists = self.invalidate_lists().await;
+        row?;
+        lists?;
+        Ok(())
+    }
+
     pub(crate) fn connect(&self, signals: &Signals)
     where
         E::Model: Send + Sync + 'static,
@@ -202,20 +212,12 @@ where
         let this = self.clone();
         signals.on_post_save(move |e: SaveEvent<E::Model>| {
             let this = this.clone();
-            async move {
-                this.invalidate(e.instance.id()).await?;
-                this.invalidate_lists().await?;
-                Ok(())
-            }
+            async move { this.invalidate_row(e.instance.id()).await }
         });
         let this = self.clone();
         signals.on_post_delete(move |e: DeleteEvent<E::Model>| {
             let this = this.clone();
-            async move {
-                this.invalidate(e.instance.id()).await?;
-                this.invalidate_lists().await?;
-                Ok(())
-            }
+            async move { this.invalidate_row(e.instance.id()).await }
         });
     }
 }

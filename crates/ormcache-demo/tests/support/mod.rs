@@ -67,7 +67,10 @@ impl TestDb {
     /// `None` (and a loud SKIPPED line) without `ORMCACHE_TEST_DATABASE_URL`.
     pub async fn postgres(test: &str) -> Option<Self> {
         let Ok(admin_url) = std::env::var("ORMCACHE_TEST_DATABASE_URL") else {
-            eprintln!(
+            // Straight to the process's stderr, past the test harness's capture.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test} on PostgreSQL: set ORMCACHE_TEST_DATABASE_URL=postgres://user:pass@host/db \
                  (a fresh database is created on that server and dropped afterwards)"
             );
