@@ -471,6 +471,12 @@ impl Signals {
         }
     }
 
+    /// Whether `self` and `other` are handles of one registry.
+    #[cfg_attr(not(feature = "sea-orm"), allow(dead_code))]
+    pub(crate) fn same_registry(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     fn connect<M, E>(
         &self,
         list: impl FnOnce(&mut ModelReceivers<M>) -> &mut Vec<Receiver<E>>,

@@ -224,12 +224,36 @@ impl TxSignals {
     /// # });
     /// ```
     pub async fn committed(self) -> SendReport {
+        self.replay().await
+    }
+
+    /// Replays and empties the queue (what [`committed`](Self::committed) does, for
+    /// a buffer that is shared).
+    pub(crate) async fn replay(&self) -> SendReport {
         let queue = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
         let mut report = SendReport::default();
         for replay in queue {
             report.add(replay.await);
         }
         report
+    }
+
+    /// Moves `inner`'s queue to the end of this one: a nested transaction committed,
+    /// and its events wait for the outer commit.
+    #[cfg_attr(not(feature = "sea-orm"), allow(dead_code))]
+    pub(crate) fn absorb(&self, inner: &Self) {
+        let moved =
+            std::mem::take(&mut *inner.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(moved);
+    }
+
+    /// Whether this buffer belongs to `signals` (the same registry, not a copy).
+    #[cfg_attr(not(feature = "sea-orm"), allow(dead_code))]
+    pub(crate) fn belongs_to(&self, signals: &Signals) -> bool {
+        self.signals.same_registry(signals)
     }
 
     /// The transaction rolled back: discards the queue. Dropping the buffer does the
