@@ -26,7 +26,6 @@ mod entities;
 mod error;
 mod extract;
 mod routes;
-mod shim;
 
 use std::process::ExitCode;
 
@@ -36,7 +35,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 use crate::routes::AppState;
-use crate::shim::EntityCache;
+use ormcache::sea_orm::EntityCache;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -91,6 +90,8 @@ async fn run(config: Config) -> Result<(), StartError> {
         .tenant_column(entities::product::Column::TenantId);
     users.connect(&entities::SIGNALS);
     products.connect(&entities::SIGNALS);
+    cache::lists_survive_row_errors(&users, &entities::SIGNALS);
+    cache::lists_survive_row_errors(&products, &entities::SIGNALS);
 
     match db::warm_users(&db, &cache).await {
         Ok(n) => tracing::info!("cache warmed with {n} users"),

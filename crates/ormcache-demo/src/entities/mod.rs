@@ -20,35 +20,3 @@ pub(crate) fn now_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
-
-/// `impl ActiveModelBehavior for ActiveModel` sending the lifecycle signals through
-/// [`SIGNALS`].
-// INTERIM (until `ormcache::sea_orm::signal_hooks!` is merged): sends `post_save`
-// with the `Model` and `post_delete` with the `Model` rebuilt from the ActiveModel.
-macro_rules! signal_behavior {
-    () => {
-        #[async_trait::async_trait]
-        impl ActiveModelBehavior for ActiveModel {
-            async fn after_save<C>(model: Model, _db: &C, insert: bool) -> Result<Model, DbErr>
-            where
-                C: ConnectionTrait,
-            {
-                $crate::entities::SIGNALS
-                    .send_post_save(&model, insert)
-                    .await;
-                Ok(model)
-            }
-
-            async fn after_delete<C>(self, _db: &C) -> Result<Self, DbErr>
-            where
-                C: ConnectionTrait,
-            {
-                if let Ok(model) = sea_orm::TryIntoModel::try_into_model(self.clone()) {
-                    $crate::entities::SIGNALS.send_post_delete(&model).await;
-                }
-                Ok(self)
-            }
-        }
-    };
-}
-pub(crate) use signal_behavior;

@@ -30,4 +30,8 @@ pub(crate) struct Model {
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub(crate) enum Relation {}
 
-crate::entities::signal_behavior!();
+/// Every insert, update and delete sends the lifecycle signals through
+/// [`SIGNALS`](crate::entities::SIGNALS).
+impl ActiveModelBehavior for ActiveModel {
+    ormcache::sea_orm::signal_hooks!(&crate::entities::SIGNALS);
+}

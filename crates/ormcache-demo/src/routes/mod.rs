@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::entities::now_millis;
 use crate::error::{self, ApiError};
 use crate::extract::{Json, Path, Query};
-use crate::shim::{EntityCache, Fetched, Identified, tenant_filter};
+use ormcache::sea_orm::{DbError, EntityCache, Fetched, tenant_filter};
 
 pub(crate) use products::Products;
 pub(crate) use users::Users;
@@ -60,7 +60,6 @@ pub(crate) trait Resource: Send + Sync + 'static {
     type Model: ModelTrait<Entity = Self::Entity>
         + IntoActiveModel<Self::Active>
         + ormcache::CacheValue
-        + Identified
         + Clone
         + Serialize;
     /// Its active model, whose hooks send the signals.
@@ -168,7 +167,7 @@ fn not_found<R: Resource>(id: i64) -> ApiError {
     ApiError::not_found(format!("{} {id} not found", R::NAME))
 }
 
-fn read_failed(e: &crate::shim::DbError) -> ApiError {
+fn read_failed(e: &DbError) -> ApiError {
     ApiError::internal("cached read", e)
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{AppState, Resource, text};
 use crate::entities::product;
 use crate::error::ApiError;
-use crate::shim::{EntityCache, Identified};
+use ormcache::sea_orm::EntityCache;
 
 /// The products routes.
 #[derive(Debug)]
@@ -45,12 +45,6 @@ fn description(value: String) -> Result<String, ApiError> {
         ));
     }
     Ok(value)
-}
-
-impl Identified for product::Model {
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Resource for Products {

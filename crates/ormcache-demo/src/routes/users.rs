@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{AppState, Resource, text};
 use crate::entities::user;
 use crate::error::ApiError;
-use crate::shim::{EntityCache, Identified};
+use ormcache::sea_orm::EntityCache;
 
 /// The users routes.
 #[derive(Debug)]
@@ -31,12 +31,6 @@ fn email(value: &str) -> Result<String, ApiError> {
     match value.split_once('@') {
         Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(value),
         _ => Err(ApiError::invalid("email must look like name@domain")),
-    }
-}
-
-impl Identified for user::Model {
-    fn id(&self) -> i64 {
-        self.id
     }
 }
 
