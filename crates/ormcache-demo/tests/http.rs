@@ -107,7 +107,12 @@ async fn users_crud_with_x_cache_and_list_invalidation() {
     );
     demo.delete(&path).await.expect(404);
     demo.patch(&path, json!({"name": "X"})).await.expect(404);
-    demo.get("/users/999999").await.expect(404);
+    // "Not found" is cached too, and says so.
+    assert_eq!(
+        demo.get("/users/999999").await.expect_cached(404, "MISS"),
+        json!({"error": "User 999999 not found"})
+    );
+    demo.get("/users/999999").await.expect_cached(404, "HIT");
 }
 
 #[tokio::test]
@@ -636,4 +641,27 @@ async fn sigterm_finishes_the_in_flight_request_then_exits_0() {
     let log = demo.log();
     assert!(log.contains("closing the cache and the database"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_start_with_exit_code_2_naming_it() {
+    let db = TestDb::sqlite();
+    for (var, value) in [
+        ("PORT", "eighty"),
+        ("CACHE_TTL", "0"),
+        ("DATABASE_URL", "mysql://x/y"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ormcache-demo"))
+            .env("DATABASE_URL", &db.url)
+            .env(var, value)
+            .env_remove("REDIS_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {var}")),
+            "{var}={value}: {stderr}"
+        );
+    }
 }

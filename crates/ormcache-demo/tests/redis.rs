@@ -92,9 +92,29 @@ async fn entries_are_plain_json_equal_to_the_get_body() {
         None
     );
 
+    // List pages live under the prefix too (tagged: in an envelope), and a write
+    // invalidates them without touching the key (the tag's token changes).
+    assert_eq!(
+        demo.get("/users").await.expect_cached(200, "MISS"),
+        json!([updated])
+    );
+    let page = eventually("the page is in Redis", || async {
+        raw_get(&server, "plain:users:list:100:0").await
+    })
+    .await;
+    assert!(!page.is_empty());
+    assert_eq!(
+        demo.get("/users").await.expect_cached(200, "HIT"),
+        json!([updated])
+    );
+
     // Delete removes the entry.
     demo.delete(&format!("/users/{id}")).await.expect(200);
     assert_eq!(raw_get(&server, &key).await, None);
+    assert_eq!(
+        demo.get("/users").await.expect_cached(200, "MISS"),
+        json!([])
+    );
 
     let stats = demo.get("/cache/stats").await.expect(200);
     for field in ["l1", "l2", "combined_hit_rate"] {

@@ -99,7 +99,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .tags([PRODUCTS_LIST_TAG]);
     Router::new()
         .route("/health", get(ops::health))
-        .route("/cache/stats", get(ops::stats))
+        .route("/cache/stats", get(ormcache::axum::stats::<AnyCache>))
         .route("/users", get(list::<Users>).post(create::<Users>))
         .route(
             "/users/{id}",
@@ -122,7 +122,24 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(TenantLayer::header("x-tenant-id"))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// Logs each request: method, path, status, duration.
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        x_cache = response.headers().get("x-cache").and_then(|v| v.to_str().ok()),
+        "{:.1?}",
+        started.elapsed()
+    );
+    response
 }
 
 /// `?limit=&offset=` of a list.
@@ -153,14 +170,21 @@ impl Page {
     }
 }
 
-/// A `200` JSON response with `X-Cache: HIT` or `MISS`.
-fn with_x_cache<T: Serialize>(fetched: &Fetched<T>) -> Response {
-    let mut response = axum::Json(&fetched.value).into_response();
-    let value = if fetched.from_cache { "HIT" } else { "MISS" };
+/// `response` with `X-Cache: HIT` or `MISS`.
+fn with_x_cache(mut response: Response, from_cache: bool) -> Response {
+    let value = if from_cache { "HIT" } else { "MISS" };
     response
         .headers_mut()
         .insert("x-cache", HeaderValue::from_static(value));
     response
+}
+
+/// A `200` JSON response of a cached read, with `X-Cache`.
+fn fetched<T: Serialize>(fetched: &Fetched<T>) -> Response {
+    with_x_cache(
+        axum::Json(&fetched.value).into_response(),
+        fetched.from_cache,
+    )
 }
 
 fn not_found<R: Resource>(id: i64) -> ApiError {
@@ -177,11 +201,11 @@ async fn list<R: Resource>(
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = page.checked()?;
-    let fetched = R::cache(&state)
+    let page = R::cache(&state)
         .list(&state.db, limit, offset)
         .await
         .map_err(|e| read_failed(&e))?;
-    Ok(with_x_cache(&fetched))
+    Ok(fetched(&page))
 }
 
 /// `GET /{models}?limit=&offset=` straight from the database, for a route whose
@@ -200,19 +224,19 @@ async fn list_uncached<R: Resource>(
     ))
 }
 
-/// `GET /{models}/{id}`.
+/// `GET /{models}/{id}`: `200` or `404` ("not found" is cached too), with `X-Cache`.
 async fn read<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let fetched = R::cache(&state)
+    let row = R::cache(&state)
         .find_by_id(&state.db, id)
         .await
         .map_err(|e| read_failed(&e))?;
-    match fetched.value {
-        Some(_) => Ok(with_x_cache(&fetched)),
-        None => Err(not_found::<R>(id)),
-    }
+    Ok(match row.value {
+        Some(_) => fetched(&row),
+        None => with_x_cache(not_found::<R>(id).into_response(), row.from_cache),
+    })
 }
 
 /// `POST /{models}` → `201` with the row.

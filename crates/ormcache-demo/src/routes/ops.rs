@@ -1,15 +1,13 @@
-//! `GET /health` and `GET /cache/stats`.
+//! `GET /health`. (`GET /cache/stats` is `ormcache::axum::stats`.)
 
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use ormcache::Cache;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::error::ApiError;
 use ormcache::axum::cache_health;
 
 /// `200` with the database's and the cache's status (`503` if the database does not
@@ -35,17 +33,4 @@ pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
         status,
         Json(json!({ "status": overall, "database": database, "cache": cache })),
     )
-}
-
-/// The cache's statistics in the seed's shape (`hits`, `misses`, `hit_rate`, …; for
-/// L1 + Redis, `{l1, l2, combined_hit_rate}`).
-pub(super) async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let stats = state
-        .cache
-        .get_stats()
-        .await
-        .map_err(|e| ApiError::internal("reading the cache statistics", &e))?;
-    serde_json::to_value(stats)
-        .map(Json)
-        .map_err(|e| ApiError::internal("encoding the cache statistics", &e))
 }
