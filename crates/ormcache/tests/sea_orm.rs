@@ -48,6 +48,28 @@ mod user {
     }
 }
 
+/// The same hooks in an impl that carries `#[async_trait]` (as impls with hooks of
+/// their own do): the generated methods match either way.
+#[allow(unreachable_pub)]
+mod tag {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    #[async_trait::async_trait]
+    impl ActiveModelBehavior for ActiveModel {
+        ormcache::sea_orm::signal_hooks!(&super::test_signals());
+    }
+}
+
 tokio::task_local! {
     /// The registry of the running test: tests run in parallel in one process.
     static SIGNALS: Signals;
@@ -167,7 +189,11 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Ok(url) = std::env::var("ORMCACHE_TEST_DATABASE_URL") else {
-        eprintln!(
+        // Straight to the process's stderr: libtest captures `eprintln!` of passing
+        // tests, and this line must be seen.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: ORMCACHE_TEST_DATABASE_URL not set; PostgreSQL test {test} did not run \
              (.ci/run sets it; e.g. postgres://postgres@127.0.0.1:5432/ormcache_test)"
         );
@@ -321,6 +347,24 @@ async fn hooks_fire_in_order_with_created(ctx: Ctx) {
     .await
     .unwrap();
 
+    let l = Arc::clone(&log);
+    ctx.signals.on_post_save(move |e: SaveEvent<tag::Model>| {
+        l.lock()
+            .unwrap()
+            .push(format!("post_save tag {}", e.instance.name));
+        async { Ok(()) }
+    });
+    ctx.db
+        .execute_unprepared("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        .await
+        .unwrap();
+    tag::ActiveModel {
+        name: Set("rust".into()),
+    }
+    .insert(&ctx.db)
+    .await
+    .unwrap();
+
     let a = ann.id;
     let b = bo.id;
     assert_eq!(
@@ -338,6 +382,7 @@ async fn hooks_fire_in_order_with_created(ctx: Ctx) {
             format!("post_delete model {a}"),
             format!("pre_delete Set({b})"),
             format!("post_delete active Set({b})"),
+            "post_save tag rust".to_string(),
         ]
     );
     let stats = ctx.signals.stats();
@@ -348,7 +393,7 @@ async fn hooks_fire_in_order_with_created(ctx: Ctx) {
             stats.pre_delete.sends,
             stats.post_delete.sends
         ),
-        (4, 4, 2, 2)
+        (4 + 1, 4 + 1, 2, 2)
     );
     assert_eq!(stats.failures(), 0);
 }
@@ -423,6 +468,16 @@ async fn find_by_id_caches_the_plain_row_and_saves_invalidate_it(ctx: Ctx) {
     );
     let pttl: i64 = raw.pttl(&key).await.unwrap();
     assert!(pttl > 0 && pttl <= 5_000, "not-found TTL {pttl} ms");
+    // With not_found_ttl(ZERO) no "not found" is kept.
+    let uncached = users.clone().not_found_ttl(Duration::ZERO);
+    let missing = uncached.find_by_id(&ctx.db, 12_345).await.unwrap();
+    assert_eq!((missing.value, missing.from_cache), (None, false));
+    assert_eq!(
+        raw.get::<_, Option<String>>(format!("{prefix}:user:12345"))
+            .await
+            .unwrap(),
+        None
+    );
     // Inserting that id through the hooks drops its cached "not found".
     assert_eq!(users.find_by_id(&ctx.db, 999).await.unwrap().value, None);
     let bo = user::ActiveModel {
@@ -803,7 +858,47 @@ async fn tenant_filter_isolates_rows_and_keys(ctx: Ctx) {
     let gpage = tenant::scope(globex.clone(), users.list(db, 10, 0))
         .await
         .unwrap();
-    assert_eq!(gpage.value, vec![g]);
+    assert_eq!((gpage.value, gpage.from_cache), (vec![g], true));
+
+    // Without a tenant column, the receivers act in the saving task's scope only:
+    // a save inside acme's scope drops acme's entry, also from a task spawned with
+    // tenant::spawn (which keeps the tenant), and touches no unscoped key.
+    let plain = EntityCache::<user::Entity, _>::new(local_cache(), "user", "users");
+    plain.connect(&ctx.signals);
+    let key = plain.id_key(shared.id).unwrap();
+    let cached_in = |t: &TenantId| tenant::sync_scope(t.clone(), || plain.cache().exists(&key));
+    tenant::scope(acme.clone(), plain.find_by_id(db, shared.id))
+        .await
+        .unwrap();
+    assert!(cached_in(&acme));
+    assert!(
+        !plain.cache().exists(&key),
+        "read in acme's scope, stored unscoped"
+    );
+    let signals = ctx.signals.clone();
+    let (db2, row) = (ctx.db.clone(), shared.clone());
+    tenant::scope(acme.clone(), async move {
+        tenant::spawn(SIGNALS.scope(signals, async move {
+            let mut edit: user::ActiveModel = row.into();
+            edit.name = Set("renamed in a spawned task".into());
+            edit.update(&db2).await.unwrap()
+        }))
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(
+        !cached_in(&acme),
+        "the spawned save did not reach acme's entry"
+    );
+    assert!(!plain.cache().exists(&key), "an unscoped key appeared");
+    let read = tenant::scope(acme.clone(), plain.find_by_id(db, shared.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.value.map(|u| u.name), read.from_cache),
+        (Some("renamed in a spawned task".to_string()), false)
+    );
     assert_eq!(ctx.signals.stats().failures(), 0);
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ::axum::body::Body;
 use bytes::Bytes;
+use futures_util::future::{self, Either};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -44,11 +45,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   [`keyed_by_caller`](Self::keyed_by_caller).
 /// - **Responses** are stored when their status is one of
 ///   [`statuses`](Self::statuses) (`200` by default), they set no cookie, their
-///   `Cache-Control` has no `no-store`, `no-cache` or `private` (`private` is
-///   allowed when keyed by caller), their own `Vary` (if any) names exactly the
-///   route's [`vary`](Self::vary) headers, and their body's size is known in advance
-///   and at most [`max_body_bytes`](Self::max_body_bytes) (1 MiB by default): a
-///   streamed body passes through untouched.
+///   `Cache-Control` has no `no-store`, `no-cache`, `max-age=0`, `s-maxage=0` or
+///   `private` (`private` is allowed when keyed by caller), their own `Vary` (if
+///   any) names exactly the route's [`vary`](Self::vary) headers, and their body's
+///   size is known in advance and at most [`max_body_bytes`](Self::max_body_bytes)
+///   (1 MiB by default): a streamed body passes through untouched.
 /// - **The key** is the method, the path, the query (parameters sorted by name, see
 ///   [`sort_query`](Self::sort_query)), the values of the declared vary headers and,
 ///   when keyed by caller, a hash of the caller's credentials: `http:GET:/products?page=2`
@@ -56,6 +57,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   [`tenant::scope`](crate::tenant::scope) the cache keeps it in the tenant's
 ///   namespace, so tenants never share entries. Behind
 ///   [`Router::nest`](::axum::Router::nest) the full original path is used.
+/// - **Lifetime**: the route's [`ttl`](Self::ttl), or the cache's default. The
+///   response's own `max-age` is replayed to clients (with `Age`, so downstream
+///   caches see it age) but does not shorten the entry.
 ///
 /// # What the client sees
 ///
@@ -71,8 +75,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// answers, the entry is deleted). Concurrent misses of one key in a process run the
 /// handler once (the cache's `get_or_compute` single flight): the others wait for
 /// its response, or run the handler themselves if that response turns out not to
-/// be storable. The response is sent as soon as the handler's body is buffered; the
-/// store finishes in a background task that keeps the tenant.
+/// be storable. Across processes, each may run the handler once for a cold key,
+/// unless the route takes a [`lock`](Self::lock). A miss costs the lookup and a lease round trip
+/// before the handler runs; the response is sent as soon as the handler's body is
+/// buffered, and the store finishes in a background task that keeps the tenant.
 ///
 /// Stored responses carry the route's [`tags`](Self::tags): `cache.invalidate_tag(tag)`
 /// drops every one of them in O(1), and a response the handler computed before such
@@ -219,10 +225,8 @@ impl<C: Cache> ResponseCacheLayer<C> {
     /// Tags of every stored response: [`Cache::invalidate_tag`] of any drops them.
     ///
     /// ```no_run
-    /// # use std::time::Duration;
-    /// use ormcache::Cache;
-    /// # async fn demo() -> ormcache::Result<()> {
-    /// # let cache = ormcache::QueryCache::new(10, Duration::from_secs(60))?;
+    /// use ormcache::{Cache, DistributedCache};
+    /// # async fn demo(cache: DistributedCache) -> ormcache::Result<()> {
     /// let layer = ormcache::axum::ResponseCacheLayer::new(cache.clone()).tags(["products:list"]);
     /// cache.invalidate_tag("products:list").await?; // after a write
     /// # let _ = layer; Ok(()) }
@@ -244,6 +248,21 @@ impl<C: Cache> ResponseCacheLayer<C> {
     /// ```
     pub fn sort_query(self, sort: bool) -> Self {
         self.with(|c| c.sort_query = sort)
+    }
+
+    /// Cluster-wide single flight (default `false`): on a cold key, one process runs
+    /// the handler while the others wait for its stored response (up to 5 s, then
+    /// run it themselves), through a Redis lock ([`ComputeOptions::lock`]). For
+    /// expensive routes; it costs nothing on hits.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let cache = ormcache::QueryCache::new(10, Duration::from_secs(60)).unwrap();
+    /// let layer = ormcache::axum::ResponseCacheLayer::new(cache).lock(true);
+    /// # let _ = layer;
+    /// ```
+    pub fn lock(self, on: bool) -> Self {
+        self.with(|c| c.lock = on)
     }
 
     /// Whether a 2xx `POST`, `PUT`, `PATCH` or `DELETE` through the layer invalidates
@@ -326,13 +345,15 @@ where
                         }
                         Ok(res)
                     } else if method == http::Method::GET || method == http::Method::HEAD {
-                        Ok(mark_miss(res))
+                        Ok(mark_miss(&config, res))
                     } else {
                         Ok(res)
                     }
                 }
-                Plan::Revalidate => inner_call(inner, req).await.map(mark_miss),
-                Plan::Lookup { key, head: true } => head(inner, req, &cache, &key).await,
+                Plan::Revalidate => inner_call(inner, req)
+                    .await
+                    .map(|res| mark_miss(&config, res)),
+                Plan::Lookup { key, head: true } => head(inner, req, &cache, &key, &config).await,
                 Plan::Lookup { key, head: false } => {
                     read_through(inner, req, cache, key, config).await
                 }
@@ -374,9 +395,16 @@ where
     Ok(inner.call(req).await?.map(Body::new))
 }
 
-fn mark_miss(mut res: Response<Body>) -> Response<Body> {
-    res.headers_mut()
-        .insert(policy::X_CACHE, HeaderValue::from_static("MISS"));
+/// A GET/HEAD response that did not come from the cache: `X-Cache: MISS`, and the
+/// route's `Vary` if the handler set none.
+fn mark_miss(config: &Config, mut res: Response<Body>) -> Response<Body> {
+    let headers = res.headers_mut();
+    headers.insert(policy::X_CACHE, HeaderValue::from_static("MISS"));
+    if let Some(vary) = &config.vary_value
+        && !headers.contains_key(header::VARY)
+    {
+        headers.insert(header::VARY, vary.clone());
+    }
     res
 }
 
@@ -394,6 +422,7 @@ async fn head<S, C, ReqBody, ResBody>(
     req: Request<ReqBody>,
     cache: &C,
     key: &str,
+    config: &Config,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -412,7 +441,9 @@ where
             tracing::debug!(key, error = %e, "response cache: lookup failed, passing through")
         }
     }
-    inner_call(inner, req).await.map(mark_miss)
+    inner_call(inner, req)
+        .await
+        .map(|res| mark_miss(config, res))
 }
 
 /// Replays a cached entry; `None` if it is corrupt (then it is deleted, in the
@@ -483,7 +514,9 @@ where
     // path needs them.
     let slot = Arc::new(Mutex::new(Some((inner, req))));
     let (tx, mut rx) = oneshot::channel::<Fresh<S::Error>>();
-    let mut options = ComputeOptions::new().tags(config.tags.iter().cloned());
+    let mut options = ComputeOptions::new()
+        .tags(config.tags.iter().cloned())
+        .lock(config.lock);
     if let Some(ttl) = config.ttl {
         options = options.ttl(ttl);
     }
@@ -516,20 +549,22 @@ where
     // The handler runs inside `fill`, polled by this task. As soon as it has
     // produced its response, that response is sent and the store continues in the
     // background.
-    let outcome = tokio::select! {
-        fresh = &mut rx => match fresh {
-            Ok(fresh) => {
-                crate::tenant::spawn(fill);
-                return render_fresh(fresh, &inm);
-            }
-            // The loader was dropped without running: a hit, or another request's
-            // flight.
-            Err(_) => fill.await,
-        },
-        outcome = &mut fill => outcome,
+    let first = match future::select(&mut rx, &mut fill).await {
+        Either::Left((fresh, _)) => Either::Left(fresh),
+        Either::Right((outcome, _)) => Either::Right(outcome),
+    };
+    let outcome = match first {
+        Either::Left(Ok(fresh)) => {
+            crate::tenant::spawn(fill);
+            return render_fresh(&config, fresh, &inm);
+        }
+        // The loader was dropped without running: a hit, or another request's
+        // flight.
+        Either::Left(Err(_)) => fill.await,
+        Either::Right(outcome) => outcome,
     };
     if let Ok(fresh) = rx.try_recv() {
-        return render_fresh(fresh, &inm);
+        return render_fresh(&config, fresh, &inm);
     }
     match outcome {
         Ok(entry) => {
@@ -544,7 +579,9 @@ where
         }
     }
     match take(&slot) {
-        Some((inner, req)) => inner_call(inner, req).await.map(mark_miss),
+        Some((inner, req)) => inner_call(inner, req)
+            .await
+            .map(|res| mark_miss(&config, res)),
         None => Ok(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "response cache: the handler's response was lost",
@@ -557,7 +594,11 @@ fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
 }
 
 /// The response of the request whose handler ran.
-fn render_fresh<E>(fresh: Fresh<E>, inm: &[HeaderValue]) -> Result<Response<Body>, E> {
+fn render_fresh<E>(
+    config: &Config,
+    fresh: Fresh<E>,
+    inm: &[HeaderValue],
+) -> Result<Response<Body>, E> {
     match fresh {
         Fresh::Stored(entry) => {
             let how = Render {
@@ -572,7 +613,7 @@ fn render_fresh<E>(fresh: Fresh<E>, inm: &[HeaderValue]) -> Result<Response<Body
                 )
             }))
         }
-        Fresh::Passed(res) => Ok(mark_miss(res)),
+        Fresh::Passed(res) => Ok(mark_miss(config, res)),
         Fresh::Failed(e) => Err(e),
     }
 }

@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) tags: Vec<String>,
     pub(crate) sort_query: bool,
     pub(crate) invalidate_on_write: bool,
+    pub(crate) lock: bool,
     /// The `Vary` value the layer sets: the declared headers, plus `authorization`
     /// and `cookie` when keyed by caller. `None` when empty.
     pub(crate) vary_value: Option<HeaderValue>,
@@ -42,6 +43,7 @@ impl Default for Config {
             tags: Vec::new(),
             sort_query: true,
             invalidate_on_write: true,
+            lock: false,
             vary_value: None,
         }
     }
@@ -102,7 +104,7 @@ pub(crate) fn plan<B>(req: &Request<B>, config: &Config) -> Plan {
         return Plan::Bypass;
     }
     let no_cache = has_directive(headers, |d, v| {
-        d == "no-cache" || (d == "max-age" && v.is_some_and(|v| v.trim_matches('"') == "0"))
+        d == "no-cache" || (d == "max-age" && v.is_some_and(is_zero))
     }) || (!headers.contains_key(header::CACHE_CONTROL)
         && headers
             .get_all(header::PRAGMA)
@@ -254,15 +256,18 @@ fn opaque(etag: &str) -> &[u8] {
 }
 
 /// Whether a response may be stored: a status the route caches, no `Set-Cookie`,
-/// no `Cache-Control: no-store`, `no-cache` or `private` (`private` is allowed when
-/// the route keys entries by caller), and its own `Vary` (if any) naming exactly the
-/// declared headers.
+/// no `Cache-Control: no-store`, `no-cache`, `max-age=0`, `s-maxage=0` or `private`
+/// (`private` is allowed when the route keys entries by caller), and its own `Vary`
+/// (if any) naming exactly the declared headers.
 pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, config: &Config) -> bool {
     if !config.statuses.contains(&status) || headers.contains_key(header::SET_COOKIE) {
         return false;
     }
-    if has_directive(headers, |d, _| {
-        d == "no-store" || d == "no-cache" || (d == "private" && !config.keyed_by_caller)
+    if has_directive(headers, |d, v| {
+        d == "no-store"
+            || d == "no-cache"
+            || (d == "private" && !config.keyed_by_caller)
+            || ((d == "max-age" || d == "s-maxage") && v.is_some_and(is_zero))
     }) {
         return false;
     }
@@ -281,6 +286,12 @@ pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, config: &Config)
         }
     }
     true
+}
+
+/// Whether a directive's value is zero seconds (`0`, `"0"`, `00`).
+fn is_zero(value: &str) -> bool {
+    let digits = value.trim_matches('"');
+    !digits.is_empty() && digits.bytes().all(|b| b == b'0')
 }
 
 /// Whether a `Cache-Control` directive of `headers` satisfies `pred(name, value)`
@@ -471,7 +482,14 @@ mod tests {
             &c
         ));
         assert!(!storable(StatusCode::OK, &h(&[("vary", "*")]), &c));
-        for cc in ["no-store", "private", "no-cache", "public, Private=\"x\""] {
+        for cc in [
+            "no-store",
+            "private",
+            "no-cache",
+            "public, Private=\"x\"",
+            "max-age=0",
+            "public, s-maxage=0",
+        ] {
             assert!(
                 !storable(StatusCode::OK, &h(&[("cache-control", cc)]), &c),
                 "{cc}"

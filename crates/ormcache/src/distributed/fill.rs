@@ -294,6 +294,18 @@ impl DistributedCache {
             Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, Some(tags))))
         } else {
             self.inner.counters.add(Stat::Miss, 1);
+            // Fills never overwrite an existing entry, so a stale one would keep
+            // its key uncached until it expires: drop it, unless it changed since
+            // it was read (the compare-and-delete of a lease release).
+            let mut drop_stale = redis::cmd("EVAL");
+            drop_stale
+                .arg(RELEASE_SCRIPT)
+                .arg(1)
+                .arg(full_key(&self.inner.prefix, key))
+                .arg(bytes);
+            if let Err(e) = self.query::<i64>(op, Some(key), &drop_stale).await {
+                tracing::debug!(error = %e, "dropping a stale tagged entry failed");
+            }
             Ok(None)
         }
     }

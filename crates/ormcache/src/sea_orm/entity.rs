@@ -221,7 +221,9 @@ where
     /// How long a missing row stays cached as "not found" (default 5 s; capped at
     /// the TTL). Saves through the hooks drop it at once; this bounds how long a row
     /// inserted by a bulk statement, without [`invalidate`](Self::invalidate), reads
-    /// as missing. A zero duration is refused by the cache on the first miss.
+    /// as missing. `Duration::ZERO` keeps no "not found": the entry is dropped right
+    /// after the read that stored it (concurrent callers of that read still share
+    /// its query).
     ///
     /// ```
     /// # mod user {
@@ -276,6 +278,21 @@ where
     }
 
     /// The cache this reads through.
+    ///
+    /// ```
+    /// # mod user {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "users")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32 }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # let cache = ormcache::QueryCache::new(1_000, std::time::Duration::from_secs(60)).unwrap();
+    /// let users = ormcache::sea_orm::EntityCache::<user::Entity, _>::new(cache, "user", "users");
+    /// users.cache().set("user:motd", "hello".to_string(), None).unwrap();
+    /// ```
     pub fn cache(&self) -> &C {
         &self.cache
     }
@@ -285,6 +302,21 @@ where
     /// # Errors
     /// [`InvalidInput`](crate::ErrorKind::InvalidInput) when a part of the key is
     /// NULL.
+    ///
+    /// ```
+    /// # mod user {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "users")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32 }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # let cache = ormcache::QueryCache::new(1_000, std::time::Duration::from_secs(60)).unwrap();
+    /// let users = ormcache::sea_orm::EntityCache::<user::Entity, _>::new(cache, "user", "users");
+    /// assert_eq!(users.id_key(42).unwrap(), "user:42");
+    /// ```
     pub fn id_key<I>(&self, id: I) -> Result<String>
     where
         I: Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
@@ -293,11 +325,41 @@ where
     }
 
     /// The key of a page: `{models}:list:{limit}:{offset}`.
+    ///
+    /// ```
+    /// # mod user {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "users")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32 }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # let cache = ormcache::QueryCache::new(1_000, std::time::Duration::from_secs(60)).unwrap();
+    /// let users = ormcache::sea_orm::EntityCache::<user::Entity, _>::new(cache, "user", "users");
+    /// assert_eq!(users.list_key(10, 0), "users:list:10:0");
+    /// ```
     pub fn list_key(&self, limit: u64, offset: u64) -> String {
         format!("{}:{limit}:{offset}", self.names.list_tag)
     }
 
     /// The tag of every page: `{models}:list`.
+    ///
+    /// ```
+    /// # mod user {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "users")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32 }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # let cache = ormcache::QueryCache::new(1_000, std::time::Duration::from_secs(60)).unwrap();
+    /// let users = ormcache::sea_orm::EntityCache::<user::Entity, _>::new(cache, "user", "users");
+    /// assert_eq!(users.list_tag(), "users:list");
+    /// ```
     pub fn list_tag(&self) -> &str {
         &self.names.list_tag
     }
@@ -586,13 +648,18 @@ where
         }
     }
 
-    /// A "not found" was stored with the row TTL; give it its own, shorter one.
+    /// A "not found" was stored with the row TTL; give it its own, shorter one (or
+    /// none). Only shortens: on a key invalidated meanwhile, `expire` finds nothing.
     async fn shorten_not_found(&self, key: &str) {
         let ttl = self.ttl.unwrap_or_else(|| self.cache.__default_ttl());
-        if self.not_found_ttl >= ttl {
-            return;
-        }
-        if let Err(e) = self.cache.expire(key, self.not_found_ttl).await {
+        let outcome = if self.not_found_ttl.is_zero() {
+            self.cache.delete(key).await.map(drop)
+        } else if self.not_found_ttl < ttl {
+            self.cache.expire(key, self.not_found_ttl).await.map(drop)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = outcome {
             tracing::debug!(key, error = %e, "could not shorten the TTL of a cached \"not found\"");
         }
     }

@@ -33,6 +33,13 @@ enum Repr {
 
 impl DbError {
     /// The SeaORM error, if the database failed.
+    ///
+    /// ```
+    /// use ormcache::sea_orm::DbError;
+    /// let err = DbError::from(sea_orm::DbErr::RecordNotFound("user 7".into()));
+    /// assert!(matches!(err.db_err(), Some(sea_orm::DbErr::RecordNotFound(_))));
+    /// assert!(err.cache_err().is_none());
+    /// ```
     pub fn db_err(&self) -> Option<&DbErr> {
         match &self.repr {
             Repr::Db(e) => Some(e),
@@ -41,6 +48,14 @@ impl DbError {
     }
 
     /// The cache's error, if the call was refused as invalid input.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ormcache::{ErrorKind, QueryCache, sea_orm::DbError};
+    /// let cache = QueryCache::new(10, Duration::from_secs(60)).unwrap();
+    /// let err = DbError::from(cache.set("", 1u8, None).unwrap_err());
+    /// assert_eq!(err.cache_err().map(|e| e.kind()), Some(ErrorKind::InvalidInput));
+    /// ```
     pub fn cache_err(&self) -> Option<&Error> {
         match &self.repr {
             Repr::Db(_) => None,

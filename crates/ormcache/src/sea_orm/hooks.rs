@@ -194,7 +194,10 @@ where
 /// | `before_delete` | `pre_delete` | `DeleteEvent<E::ActiveModel>` |
 /// | `after_delete` | `post_delete` | `DeleteEvent<E::Model>` when the deleted `ActiveModel` holds every column (deleting a `Model` does), else `DeleteEvent<E::ActiveModel>` |
 ///
-/// Inside [`transaction`] they send through that transaction's buffer. Receivers
+/// Inside [`transaction`] they send through that transaction's buffer (with
+/// SeaORM's own `begin`/`transaction`, `post_*` receivers run once, before the
+/// commit: a reader can then refill the cache with the old row until the entry
+/// expires; use [`transaction`]). Receivers
 /// run in order and are awaited before the SeaORM call returns; their failures are
 /// logged and counted ([`Signals::stats`](crate::signals::Signals::stats)) and never
 /// fail the database call. The hooks run for `ActiveModel::{insert, update, save,

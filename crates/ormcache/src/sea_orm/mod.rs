@@ -22,7 +22,7 @@
 //!
 //! Inside this module the SeaORM crate is `::sea_orm`.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::LazyLock;
 //! use std::time::Duration;
 //! use ormcache::signals::Signals;
@@ -53,20 +53,26 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let db = Database::connect("sqlite::memory:").await?;
+//! # sea_orm::ConnectionTrait::execute_unprepared(&db, "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)").await?;
 //! let cache = QueryCache::new(10_000, Duration::from_secs(60))?;
 //! let users = EntityCache::<user::Entity, _>::new(cache, "user", "users").ttl(Duration::from_secs(300));
 //! users.connect(&SIGNALS);
 //!
 //! let ann = user::ActiveModel { name: Set("Ann".into()), ..Default::default() }.insert(&db).await?;
-//! let read = users.find_by_id(&db, ann.id).await?; // database, then cached at user:{id}
+//! let read = users.find_by_id(&db, ann.id).await?; // the database, then cached at user:{id}
 //! assert!(!read.from_cache);
-//! let again = users.find_by_id(&db, ann.id).await?; // cache
+//! let again = users.find_by_id(&db, ann.id).await?; // the cache
 //! assert!(again.from_cache);
+//!
 //! let mut edit: user::ActiveModel = ann.into();
 //! edit.name = Set("Anne".into());
-//! edit.update(&db).await?; // post_save: user:{id} and every users:list page dropped
+//! let anne = edit.update(&db).await?; // post_save: user:{id} and every users:list page dropped
+//! let fresh = users.find_by_id(&db, anne.id).await?;
+//! assert_eq!((fresh.value, fresh.from_cache), (Some(anne), false));
 //! # Ok(()) }
-//! # fn main() {}
+//! # fn main() {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+//! # }
 //! ```
 
 mod entity;
