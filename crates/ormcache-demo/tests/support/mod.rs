@@ -43,9 +43,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A database for one test: a SQLite file in its own directory, or a fresh
-/// PostgreSQL database (dropped on drop) on the server of
-/// `ORMCACHE_TEST_DATABASE_URL`.
+/// A database for one test: a SQLite file in its own directory, or a schema of its
+/// own (dropped on drop) in the PostgreSQL database of `ORMCACHE_TEST_DATABASE_URL`,
+/// which the demo reaches through `options[search_path]` in its `DATABASE_URL`.
 #[derive(Debug)]
 pub struct TestDb {
     pub url: String,
@@ -72,58 +72,50 @@ impl TestDb {
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED {test} on PostgreSQL: set ORMCACHE_TEST_DATABASE_URL=postgres://user:pass@host/db \
-                 (a fresh database is created on that server and dropped afterwards)"
+                 (the test works in a schema of its own there, dropped afterwards)"
             );
             return None;
         };
-        let name = format!(
-            "ormcache_demo_test_{}_{}",
+        let schema = format!(
+            "ormcache_demo_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = sea_orm::Database::connect(admin_url.as_str())
-            .await
-            .unwrap();
-        use sea_orm::ConnectionTrait;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        // Same server and credentials, another database.
-        let (base, _) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), ""), |(b, q)| (b, q));
-        let slash = base.rfind('/').unwrap();
-        let url = format!("{}/{name}", &base[..slash]);
+        postgres_sql(&admin_url, &format!("CREATE SCHEMA {schema}")).await;
+        let sep = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{sep}options[search_path]={schema}");
         Some(Self {
             url,
             dir: TempDir::new("pg"),
-            postgres: Some((admin_url, name)),
+            postgres: Some((admin_url, schema)),
         })
     }
 }
 
+async fn postgres_sql(url: &str, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.close().await.unwrap();
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
+        let Some((admin_url, schema)) = self.postgres.take() else {
             return;
         };
         // Drop is synchronous: a small runtime of its own on a plain thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
-            rt.block_on(async {
-                use sea_orm::ConnectionTrait;
-                if let Ok(admin) = sea_orm::Database::connect(admin_url.as_str()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
+                .unwrap()
+                .block_on(postgres_sql(
+                    &admin_url,
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ));
         })
         .join();
     }
