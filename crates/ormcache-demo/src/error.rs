@@ -57,7 +57,13 @@ impl IntoResponse for ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
-        Self::internal("database query", &e)
+        match e {
+            // The row went away between reading and writing it (a concurrent delete).
+            sea_orm::DbErr::RecordNotUpdated | sea_orm::DbErr::RecordNotFound(_) => {
+                Self::not_found("no such row (deleted meanwhile)")
+            }
+            e => Self::internal("database query", &e),
+        }
     }
 }
 

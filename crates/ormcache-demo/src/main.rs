@@ -27,6 +27,7 @@ mod error;
 mod extract;
 mod routes;
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 
 use ormcache::Cache;
@@ -112,12 +113,32 @@ async fn run(config: Config) -> Result<(), StartError> {
         .local_addr()
         .map_err(context("reading the listener's address"))?;
     tracing::info!("listening on http://{address}");
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(context("serving"))?;
+    let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(());
+        })
+        .into_future();
+    // After the signal, in-flight requests get SHUTDOWN_GRACE to finish: a client
+    // that never finishes its request must not keep the process alive.
+    let grace = async {
+        if stop_requested.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serve => {
+            served.map_err(context("serving"))?;
+            tracing::info!("in-flight requests finished; closing the cache and the database");
+        }
+        () = grace => tracing::warn!(
+            "requests still in flight {SHUTDOWN_GRACE:?} after the signal; closing the cache and the database anyway"
+        ),
+    }
 
-    tracing::info!("in-flight requests finished; closing the cache and the database");
     if let Err(e) = cache.close().await {
         tracing::warn!(error = %e, "closing the cache");
     }
@@ -125,6 +146,9 @@ async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long in-flight requests may run after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
