@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use ormcache::sea_orm::EntityCache;
 use ormcache::tenant::{self, TenantId};
 use ormcache::{AnyCache, Cache};
 use sea_orm::{
@@ -42,10 +43,15 @@ pub(crate) async fn create_tables(db: &DatabaseConnection) -> Result<(), DbErr> 
     Ok(())
 }
 
-/// Caches the [`WARM_USERS`] most recent users at `user:{id}`, each in its tenant's
-/// namespace, exactly as `GET /users/{id}` would. Returns how many were cached;
-/// cache errors are logged, not returned (the cache is an optimisation).
-pub(crate) async fn warm_users(db: &DatabaseConnection, cache: &AnyCache) -> Result<usize, DbErr> {
+/// Caches the [`WARM_USERS`] most recent users at `user:{id}` (the entity cache's
+/// key), each in its tenant's namespace, exactly as `GET /users/{id}` would. Returns
+/// how many were cached; cache errors are logged, not returned (the cache is an
+/// optimisation).
+pub(crate) async fn warm_users(
+    db: &DatabaseConnection,
+    users: &EntityCache<user::Entity, AnyCache>,
+) -> Result<usize, DbErr> {
+    let cache = users.cache();
     let recent = user::Entity::find()
         .order_by_desc(user::Column::CreatedAt)
         .order_by_desc(user::Column::Id)
@@ -55,10 +61,13 @@ pub(crate) async fn warm_users(db: &DatabaseConnection, cache: &AnyCache) -> Res
     let mut by_tenant: BTreeMap<Option<String>, Vec<(String, Option<user::Model>)>> =
         BTreeMap::new();
     for u in recent {
-        by_tenant
-            .entry(u.tenant_id.clone())
-            .or_default()
-            .push((format!("user:{}", u.id), Some(u)));
+        match users.id_key(u.id) {
+            Ok(key) => by_tenant
+                .entry(u.tenant_id.clone())
+                .or_default()
+                .push((key, Some(u))),
+            Err(e) => tracing::warn!(error = %e, "cache warm-up skipped user {}", u.id),
+        }
     }
     let mut cached = 0;
     for (tenant_id, entries) in by_tenant {

@@ -94,7 +94,7 @@ async fn run(config: Config) -> Result<(), StartError> {
     cache::lists_survive_row_errors(&users, &entities::SIGNALS);
     cache::lists_survive_row_errors(&products, &entities::SIGNALS);
 
-    match db::warm_users(&db, &cache).await {
+    match db::warm_users(&db, &users).await {
         Ok(n) => tracing::info!("cache warmed with {n} users"),
         Err(e) => tracing::warn!(error = %e, "cache warm-up failed"),
     }
