@@ -665,3 +665,15 @@ async fn a_bad_setting_stops_the_start_with_exit_code_2_naming_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn sigint_stops_the_service_cleanly() {
+    let (_db, demo) = demo("sigint").await;
+    demo.get("/users").await.expect(200);
+    demo.signal("-INT");
+    let status = demo.wait_exit().await;
+    assert!(status.success(), "exit {status}; log:\n{}", demo.log());
+    let log = demo.log();
+    assert!(log.contains("SIGINT received"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

@@ -248,8 +248,13 @@ impl Demo {
 
     /// Sends `SIGTERM`.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends `sig` (`-INT`, `-TERM`, …).
+    pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([sig, &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
