@@ -1,5 +1,5 @@
 //! The HTTP interface. Users and products share one set of generic handlers
-//! ([`Resource`] says what differs between them); `ops` holds health and stats.
+//! ([`Resource`] says what differs between them); `ops` holds the health check.
 
 mod ops;
 mod products;
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ormcache::AnyCache;
 use ormcache::axum::{ResponseCacheLayer, TenantLayer};
+use ormcache::sea_orm::{DbError, EntityCache, Fetched, tenant_filter};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
     Iterable, ModelTrait, PrimaryKeyToColumn, PrimaryKeyTrait, QueryOrder, QuerySelect, Select,
@@ -22,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::entities::now_millis;
 use crate::error::{self, ApiError};
 use crate::extract::{Json, Path, Query};
-use ormcache::sea_orm::{DbError, EntityCache, Fetched, tenant_filter};
 
 pub(crate) use products::Products;
 pub(crate) use users::Users;
@@ -36,10 +36,6 @@ pub(crate) struct AppState {
     pub(crate) products: EntityCache<crate::entities::product::Entity, AnyCache>,
     pub(crate) cache_ttl: std::time::Duration,
 }
-
-/// The tag of the stored `GET /products` responses: the one the products' entity
-/// cache invalidates on every save and delete (`{models}:list`).
-const PRODUCTS_LIST_TAG: &str = "products:list";
 
 impl axum::extract::FromRef<AppState> for AnyCache {
     fn from_ref(state: &AppState) -> Self {
@@ -92,11 +88,12 @@ pub(crate) trait Resource: Send + Sync + 'static {
 /// The service's routes.
 pub(crate) fn router(state: AppState) -> Router {
     // `GET /products` is cached as a whole HTTP response (with `X-Cache`, `ETag`,
-    // `Age`), per query string and tenant; the products' signal receivers drop every
-    // stored page with one tag invalidation.
+    // `Age`), per query string and tenant, tagged with the products' list tag
+    // (`products:list`): the entity cache's signal receivers drop every stored page
+    // with one tag invalidation on each save and delete.
     let products_response_cache = ResponseCacheLayer::new(state.cache.clone())
         .ttl(state.cache_ttl)
-        .tags([PRODUCTS_LIST_TAG]);
+        .tags([state.products.list_tag().to_owned()]);
     Router::new()
         .route("/health", get(ops::health))
         .route("/cache/stats", get(ormcache::axum::stats::<AnyCache>))
