@@ -176,6 +176,20 @@ async fn products_list_behind_the_response_cache_is_fresh_after_every_write() {
         json!([expected, rope])
     );
     assert_eq!(demo.get(&path).await.expect_cached(200, "MISS"), expected);
+    // `description: null` clears it; absent fields stay.
+    let cleared = demo
+        .patch(&path, json!({"description": null}))
+        .await
+        .expect(200);
+    expected["description"] = Value::Null;
+    assert_eq!(cleared, expected);
+    let described = demo
+        .patch(&path, json!({"description": "forged"}))
+        .await
+        .expect(200);
+    expected["description"] = json!("forged");
+    assert_eq!(described, expected);
+    assert_eq!(demo.get(&path).await.expect_cached(200, "MISS"), expected);
 
     // Delete: fresh list.
     assert_eq!(

@@ -26,8 +26,15 @@ pub(crate) struct NewProduct {
 pub(crate) struct ProductPatch {
     name: Option<String>,
     price: Option<f64>,
-    description: Option<String>,
+    /// Absent: unchanged; `null`: cleared; text: set.
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
     in_stock: Option<bool>,
+}
+
+/// A field that is present, `null` or not: `Some(value)`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 fn price(value: f64) -> Result<f64, ApiError> {
@@ -92,7 +99,7 @@ impl Resource for Products {
             changed = true;
         }
         if let Some(value) = patch.description {
-            row.description = Set(Some(description(value)?));
+            row.description = Set(value.map(description).transpose()?);
             changed = true;
         }
         if let Some(value) = patch.in_stock {
