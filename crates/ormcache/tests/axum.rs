@@ -4,130 +4,20 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ormcache::axum::{ResponseCacheLayer, TenantLayer};
-use ormcache::{AnyCache, Cache, DistributedCache, HybridCache, QueryCache};
+use ormcache::{Cache, DistributedCache, QueryCache};
 use redis::AsyncCommands;
-use support::{RedisServer, config};
-
-/// Serves `app` on a free port; its base URL.
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-/// A cache on `server` with a generous command timeout (the machine is loaded).
-async fn redis_cache(server: &RedisServer, prefix: &str) -> DistributedCache {
-    DistributedCache::create(config(server, prefix).socket_timeout(Duration::from_secs(2)))
-        .await
-        .unwrap()
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    fn x_cache(&self) -> &str {
-        self.header("x-cache").unwrap_or("<none>")
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.text().await.unwrap();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn fetch(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = reqwest::Client::new().get(url);
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    send(req).await
-}
-
-/// A counter of handler runs.
-#[derive(Clone, Default)]
-struct Runs(Arc<AtomicUsize>);
-
-impl Runs {
-    fn bump(&self) -> usize {
-        self.0.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// A GET route at `path` whose handler (counted in `runs`) is `handler`, cached
-/// by `layer`.
-fn counted<C, F, Fut>(runs: &Runs, path: &str, layer: ResponseCacheLayer<C>, handler: F) -> Router
-where
-    C: Cache,
-    F: Fn(HeaderMap) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output: IntoResponse> + Send + 'static,
-{
-    let runs = runs.clone();
-    Router::new()
-        .route(
-            path,
-            get(move |headers: HeaderMap| {
-                runs.bump();
-                handler(headers)
-            }),
-        )
-        .route_layer(layer)
-}
-
-/// A route at `/r` answering `body` (counted), cached by `layer`.
-fn counted_route<C: Cache>(
-    runs: &Runs,
-    body: &'static str,
-    layer: ResponseCacheLayer<C>,
-) -> Router {
-    counted(runs, "/r", layer, move |_| async move { body })
-}
-
-/// Serves [`counted_route`] with a default layer on `cache`; the route's URL.
-async fn serve_r<C: Cache>(runs: &Runs, body: &'static str, cache: C) -> String {
-    let base = serve(counted_route(runs, body, ResponseCacheLayer::new(cache))).await;
-    format!("{base}/r")
-}
-
-/// Polls until `f` holds, up to a generous "not a hang" bound.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::RedisServer;
+use support::web::*;
 
 #[tokio::test]
 async fn miss_then_hit_with_age_and_etag_on_every_cache_kind() {
@@ -514,23 +404,6 @@ async fn per_route_ttl_expires_with_the_real_clock() {
     .await;
     assert_eq!(fetch(&long_url, &[]).await.x_cache(), "HIT");
     assert_eq!((short.get(), long.get()), (2, 1));
-}
-
-/// One cache of each kind on `server`.
-async fn every_kind(server: &RedisServer) -> Vec<AnyCache> {
-    let hybrid = HybridCache::builder(
-        QueryCache::new(1_000, Duration::from_secs(60)).unwrap(),
-        redis_cache(server, "hyb").await,
-    )
-    .build();
-    assert!(hybrid.wait_coherent(Duration::from_secs(10)).await);
-    vec![
-        QueryCache::new(1_000, Duration::from_secs(60))
-            .unwrap()
-            .into(),
-        redis_cache(server, "app").await.into(),
-        hybrid.into(),
-    ]
 }
 
 #[tokio::test]

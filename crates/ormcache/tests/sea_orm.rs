@@ -762,14 +762,14 @@ async fn reader_of_the_old_row_cannot_store_it_after_the_commit(ctx: Ctx) {
         gate: Arc::default(),
     };
     let gate = Arc::clone(&reader_db.gate);
-    let (reader_users, id) = (users.clone(), ann.id);
+    let (reader_users, id, held_db) = (users.clone(), ann.id, reader_db.clone());
     let mut edit: user::ActiveModel = ann.clone().into();
     edit.name = Set("Anne".into());
     let reader = transaction(&ctx.db, &ctx.signals, |txn| {
         Box::pin(async move {
             edit.update(txn).await?;
             gate.armed.store(true, Ordering::SeqCst);
-            let reader = tokio::spawn(async move { reader_users.find_by_id(&reader_db, id).await });
+            let reader = tokio::spawn(async move { reader_users.find_by_id(&held_db, id).await });
             tokio::time::timeout(Duration::from_secs(30), gate.reached.notified())
                 .await
                 .expect("the reader did not reach the database");
@@ -792,8 +792,38 @@ async fn reader_of_the_old_row_cannot_store_it_after_the_commit(ctx: Ctx) {
         "the old row was stored after the commit"
     );
     let next = users.find_by_id(&ctx.db, ann.id).await.unwrap();
-    assert_eq!(next.value.map(|u| u.name), Some("Anne".to_string()));
+    assert_eq!(next.value.clone().map(|u| u.name), Some("Anne".to_string()));
     assert!(!next.from_cache);
+
+    // The other order: A reads the old row and is held before B even begins; B
+    // updates and commits; A's loader returns. Not stored either.
+    let anne = next.value.unwrap();
+    users.invalidate(anne.id).await.unwrap();
+    reader_db.gate.armed.store(true, Ordering::SeqCst);
+    let reader = tokio::spawn({
+        let (users, reader_db) = (users.clone(), reader_db.clone());
+        async move { users.find_by_id(&reader_db, anne.id).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), reader_db.gate.reached.notified())
+        .await
+        .expect("the reader did not reach the database");
+    let mut edit: user::ActiveModel = anne.clone().into();
+    edit.name = Set("Anna".into());
+    transaction(&ctx.db, &ctx.signals, |txn| {
+        Box::pin(async move { edit.update(txn).await })
+    })
+    .await
+    .unwrap();
+    reader_db.gate.release.notify_one();
+    let read = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("reader hung")
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.value.as_ref(), Some(&anne));
+    assert_eq!(cache.get::<Option<user::Model>>(&key).await.unwrap(), None);
+    let next = users.find_by_id(&ctx.db, ann.id).await.unwrap();
+    assert_eq!(next.value.map(|u| u.name), Some("Anna".to_string()));
 }
 
 async fn tenant_filter_isolates_rows_and_keys(ctx: Ctx) {

@@ -1,26 +1,28 @@
 //! [`EntityCache`]: cached reads of one entity, by primary key and in pages, and the
 //! receivers that invalidate them.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::sea_orm::sea_query::{Value, ValueTuple};
+use ::sea_orm::sea_query::ValueTuple;
 use ::sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, Iterable, ModelTrait, PrimaryKeyToColumn,
     PrimaryKeyTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
 use crate::cache::{Cache, CacheValue};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::glob::escape_glob;
 use crate::memo::ComputeOptions;
 use crate::signals::{BoxError, DeleteEvent, SaveEvent, Signals};
 use crate::tenant::{self, TenantId};
 
 use super::DbError;
+use super::filter::{tenant_filter, tenant_of};
+use super::key::id_key;
 
 /// How long a missing row is cached by default (see [`EntityCache::not_found_ttl`]).
 const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(5);
@@ -253,7 +255,9 @@ where
     ///
     /// The receivers of [`connect`](Self::connect) then also invalidate in the scope
     /// of the saved row's tenant, so a save made outside that tenant's scope (an
-    /// admin task) still reaches the tenant's entries.
+    /// admin task) still reaches the tenant's entries. (A save that moves a row to
+    /// another tenant reaches the new tenant's entries, not the old one's: call
+    /// [`invalidate`](Self::invalidate) in the old tenant's scope.)
     ///
     /// ```
     /// # mod user {
@@ -708,127 +712,13 @@ where
         Ok(())
     }
 
+    /// Both steps run even if the first fails; the first error is returned.
     async fn evict_here(&self, key: Option<&str>) -> Result<()> {
-        if let Some(key) = key {
-            self.cache.delete(key).await?;
-        }
-        self.invalidate_lists().await
-    }
-}
-
-/// Adds the current tenant's condition to `select`: `column = <tenant id>` inside
-/// [`tenant::scope`], `column IS NULL` outside it (rows that belong to no tenant).
-/// The column holds the tenant id as text.
-///
-/// ```
-/// # mod product {
-/// #     use sea_orm::entity::prelude::*;
-/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-/// #     #[sea_orm(table_name = "products")]
-/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub tenant_id: Option<String> }
-/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-/// #     pub enum Relation {}
-/// #     impl ActiveModelBehavior for ActiveModel {}
-/// # }
-/// use ormcache::sea_orm::tenant_filter;
-/// use ormcache::tenant::{self, TenantId};
-/// use sea_orm::{DbBackend, EntityTrait, QueryTrait};
-///
-/// let sql = tenant::sync_scope(TenantId::new("acme").unwrap(), || {
-///     tenant_filter(product::Entity::find(), product::Column::TenantId)
-///         .build(DbBackend::Postgres)
-///         .to_string()
-/// });
-/// assert!(sql.ends_with(r#"WHERE "products"."tenant_id" = 'acme'"#), "{sql}");
-/// let sql = tenant_filter(product::Entity::find(), product::Column::TenantId)
-///     .build(DbBackend::Postgres)
-///     .to_string();
-/// assert!(sql.ends_with(r#"WHERE "products"."tenant_id" IS NULL"#), "{sql}");
-/// ```
-pub fn tenant_filter<E: EntityTrait>(select: Select<E>, column: E::Column) -> Select<E> {
-    match tenant::current() {
-        Some(t) => select.filter(column.eq(t.as_str())),
-        None => select.filter(column.is_null()),
-    }
-}
-
-/// The tenant a row belongs to, from its tenant column.
-fn tenant_of(value: &Value) -> Option<TenantId> {
-    match value {
-        Value::String(Some(s)) => TenantId::new(s).ok(),
-        _ => None,
-    }
-}
-
-/// `{model}:{id}`, the parts of a composite id joined by `:`.
-fn id_key(model: &str, id: ValueTuple) -> Result<String> {
-    let mut key = String::from(model);
-    for value in id {
-        key.push(':');
-        push_id_part(&mut key, &value)
-            .map_err(|detail| Error::invalid("find_by_id", detail).with_key(&key))?;
-    }
-    Ok(key)
-}
-
-fn push_id_part(out: &mut String, value: &Value) -> std::result::Result<(), String> {
-    let written = match value {
-        Value::TinyInt(Some(n)) => write!(out, "{n}"),
-        Value::SmallInt(Some(n)) => write!(out, "{n}"),
-        Value::Int(Some(n)) => write!(out, "{n}"),
-        Value::BigInt(Some(n)) => write!(out, "{n}"),
-        Value::TinyUnsigned(Some(n)) => write!(out, "{n}"),
-        Value::SmallUnsigned(Some(n)) => write!(out, "{n}"),
-        Value::Unsigned(Some(n)) => write!(out, "{n}"),
-        Value::BigUnsigned(Some(n)) => write!(out, "{n}"),
-        Value::String(Some(s)) => {
-            out.push_str(s);
-            Ok(())
-        }
-        Value::Char(Some(c)) => {
-            out.push(*c);
-            Ok(())
-        }
-        other => {
-            // SeaORM prints other types as SQL literals: 'text' or NULL.
-            let literal = other.to_string();
-            if literal == "NULL" {
-                return Err("a primary key value is NULL".to_owned());
-            }
-            let bare = literal
-                .strip_prefix('\'')
-                .and_then(|s| s.strip_suffix('\''))
-                .unwrap_or(&literal);
-            out.push_str(bare);
-            Ok(())
-        }
-    };
-    written.map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_keys() {
-        assert_eq!(
-            id_key("user", ValueTuple::One(7i32.into())).unwrap(),
-            "user:7"
-        );
-        assert_eq!(
-            id_key("user", ValueTuple::One("ann".into())).unwrap(),
-            "user:ann"
-        );
-        assert_eq!(
-            id_key("pair", ValueTuple::Two(1u64.into(), "x".into())).unwrap(),
-            "pair:1:x"
-        );
-        assert_eq!(
-            id_key("flag", ValueTuple::One(true.into())).unwrap(),
-            "flag:TRUE"
-        );
-        let err = id_key("user", ValueTuple::One(Value::Int(None))).unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        let row = match key {
+            Some(key) => self.cache.delete(key).await.map(drop),
+            None => Ok(()),
+        };
+        let pages = self.invalidate_lists().await;
+        row.and(pages)
     }
 }

@@ -121,7 +121,76 @@ pub fn registry(signals: &Signals) -> Signals {
     signals.clone()
 }
 
-#[doc(hidden)]
+/// Sends `pre_save` for `model` (through the current [`transaction`]'s buffer
+/// inside one) and hands `model` back: the body of the `before_save` that
+/// [`signal_hooks!`](super::signal_hooks) generates, for entities that write their
+/// own hooks. `signals` is a clone of the registry (cheap).
+///
+/// # Errors
+/// Never: receivers' failures are logged and counted, not returned. The `Result` is
+/// the hook's.
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use ormcache::signals::{SaveEvent, Signals};
+///
+/// static SIGNALS: LazyLock<Signals> = LazyLock::new(Signals::new);
+///
+/// mod article {
+///     use sea_orm::entity::prelude::*;
+///     use sea_orm::ActiveValue::Set;
+///
+///     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+///     #[sea_orm(table_name = "articles")]
+///     pub struct Model {
+///         #[sea_orm(primary_key)]
+///         pub id: i32,
+///         pub title: String,
+///     }
+///
+///     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+///     pub enum Relation {}
+///
+///     #[async_trait::async_trait]
+///     impl ActiveModelBehavior for ActiveModel {
+///         async fn before_save<C: ConnectionTrait>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr> {
+///             if let Set(title) = &self.title {
+///                 self.title = Set(title.trim().to_owned()); // the entity's own rule
+///             }
+///             ormcache::sea_orm::before_save(super::SIGNALS.clone(), self, insert).await
+///         }
+///
+///         async fn after_save<C: ConnectionTrait>(model: Model, _db: &C, insert: bool) -> Result<Model, DbErr> {
+///             ormcache::sea_orm::after_save(super::SIGNALS.clone(), model, insert).await
+///         }
+///
+///         async fn before_delete<C: ConnectionTrait>(self, _db: &C) -> Result<Self, DbErr> {
+///             ormcache::sea_orm::before_delete(super::SIGNALS.clone(), self).await
+///         }
+///
+///         async fn after_delete<C: ConnectionTrait>(self, _db: &C) -> Result<Self, DbErr> {
+///             ormcache::sea_orm::after_delete(super::SIGNALS.clone(), self).await
+///         }
+///     }
+/// }
+///
+/// # fn main() {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, Database};
+///
+/// SIGNALS.on_post_save(|e: SaveEvent<article::Model>| async move {
+///     assert_eq!(e.instance.title, "Hello");
+///     Ok(())
+/// });
+/// let db = Database::connect("sqlite::memory:").await.unwrap();
+/// db.execute_unprepared("CREATE TABLE articles (id INTEGER PRIMARY KEY, title TEXT NOT NULL)").await.unwrap();
+/// let saved = article::ActiveModel { title: Set("  Hello ".into()), ..Default::default() }.insert(&db).await.unwrap();
+/// assert_eq!(saved.title, "Hello");
+/// let stats = SIGNALS.stats();
+/// assert_eq!((stats.pre_save.sends, stats.post_save.deliveries, stats.failures()), (1, 1, 0));
+/// # });
+/// # }
+/// ```
 pub async fn before_save<A>(signals: Signals, model: A, insert: bool) -> Result<A, DbErr>
 where
     A: Clone + Send + Sync + 'static,
@@ -133,7 +202,33 @@ where
     Ok(model)
 }
 
-#[doc(hidden)]
+/// Sends `post_save` for `model` (at once and, inside a [`transaction`], again
+/// after the commit) and hands `model` back: the body of the generated
+/// `after_save`. See [`before_save`] for a whole entity with hooks of its own.
+///
+/// # Errors
+/// Never (see [`before_save`]).
+///
+/// ```no_run
+/// # use std::sync::LazyLock;
+/// # use ormcache::signals::Signals;
+/// # static SIGNALS: LazyLock<Signals> = LazyLock::new(Signals::new);
+/// # mod article {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+/// #     #[sea_orm(table_name = "articles")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub title: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #[async_trait::async_trait]
+/// impl ActiveModelBehavior for ActiveModel {
+///     async fn after_save<C: ConnectionTrait>(model: Model, _db: &C, insert: bool) -> Result<Model, DbErr> {
+///         ormcache::sea_orm::after_save(super::SIGNALS.clone(), model, insert).await
+///     }
+/// }
+/// # }
+/// # fn main() {}
+/// ```
 pub async fn after_save<M>(signals: Signals, model: M, insert: bool) -> Result<M, DbErr>
 where
     M: Clone + Send + Sync + 'static,
@@ -145,7 +240,32 @@ where
     Ok(model)
 }
 
-#[doc(hidden)]
+/// Sends `pre_delete` for `model` and hands it back: the body of the generated
+/// `before_delete`. See [`before_save`] for a whole entity with hooks of its own.
+///
+/// # Errors
+/// Never (see [`before_save`]).
+///
+/// ```no_run
+/// # use std::sync::LazyLock;
+/// # use ormcache::signals::Signals;
+/// # static SIGNALS: LazyLock<Signals> = LazyLock::new(Signals::new);
+/// # mod article {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+/// #     #[sea_orm(table_name = "articles")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub title: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #[async_trait::async_trait]
+/// impl ActiveModelBehavior for ActiveModel {
+///     async fn before_delete<C: ConnectionTrait>(self, _db: &C) -> Result<Self, DbErr> {
+///         ormcache::sea_orm::before_delete(super::SIGNALS.clone(), self).await
+///     }
+/// }
+/// # }
+/// # fn main() {}
+/// ```
 pub async fn before_delete<A>(signals: Signals, model: A) -> Result<A, DbErr>
 where
     A: Clone + Send + Sync + 'static,
@@ -157,9 +277,35 @@ where
     Ok(model)
 }
 
-/// `post_delete` carries the entity's `Model` when the `ActiveModel` holds every
-/// column (a `Model` was deleted), the `ActiveModel` otherwise.
-#[doc(hidden)]
+/// Sends `post_delete` (at once and, inside a [`transaction`], again after the
+/// commit) and hands `model` back: the body of the generated `after_delete`. The
+/// event carries the entity's `Model` when the `ActiveModel` holds every column (a
+/// `Model` was deleted), the `ActiveModel` otherwise. See [`before_save`] for a
+/// whole entity with hooks of its own.
+///
+/// # Errors
+/// Never (see [`before_save`]).
+///
+/// ```no_run
+/// # use std::sync::LazyLock;
+/// # use ormcache::signals::Signals;
+/// # static SIGNALS: LazyLock<Signals> = LazyLock::new(Signals::new);
+/// # mod article {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+/// #     #[sea_orm(table_name = "articles")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub title: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #[async_trait::async_trait]
+/// impl ActiveModelBehavior for ActiveModel {
+///     async fn after_delete<C: ConnectionTrait>(self, _db: &C) -> Result<Self, DbErr> {
+///         ormcache::sea_orm::after_delete(super::SIGNALS.clone(), self).await
+///     }
+/// }
+/// # }
+/// # fn main() {}
+/// ```
 pub async fn after_delete<A>(signals: Signals, model: A) -> Result<A, DbErr>
 where
     A: ActiveModelTrait
@@ -205,8 +351,9 @@ where
 /// `insert_many`, `update_many`, `delete_many`, `delete_by_id`): see
 /// [`EntityCache::invalidate_all`](super::EntityCache::invalidate_all).
 ///
-/// The macro defines all four hooks; an entity that needs hooks of its own calls the
-/// functions of [`Signals`](crate::signals::Signals) from them instead.
+/// The macro defines all four hooks; an entity that needs hooks of its own calls
+/// [`before_save`], [`after_save`], [`before_delete`] and [`after_delete`] from them
+/// instead (same signals, same transaction awareness).
 ///
 /// ```
 /// use std::sync::LazyLock;

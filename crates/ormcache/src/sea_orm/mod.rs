@@ -77,14 +77,17 @@
 
 mod entity;
 mod error;
+mod filter;
 mod hooks;
+mod key;
 
 /// SeaORM's transaction error, returned by [`transaction`]: `Connection` when
 /// `BEGIN`/`COMMIT` failed, `Transaction` with the closure's error (rolled back).
 pub use ::sea_orm::TransactionError;
-pub use entity::{EntityCache, Fetched, tenant_filter};
+pub use entity::{EntityCache, Fetched};
 pub use error::DbError;
-pub use hooks::transaction;
+pub use filter::tenant_filter;
+pub use hooks::{after_delete, after_save, before_delete, before_save, transaction};
 
 #[doc(inline)]
 pub use crate::__ormcache_sea_orm_signal_hooks as signal_hooks;

@@ -44,3 +44,154 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// HTTP helpers of the axum tests: a server on a free port, a client, counted
+/// handlers.
+#[cfg(feature = "axum")]
+pub mod web {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use ormcache::axum::ResponseCacheLayer;
+    use ormcache::{AnyCache, Cache, DistributedCache, HybridCache, QueryCache};
+
+    use super::{RedisServer, config};
+
+    /// Serves `app` on a free port; its base URL.
+    pub async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// A cache on `server` with a generous command timeout (the machine is loaded).
+    pub async fn redis_cache(server: &RedisServer, prefix: &str) -> DistributedCache {
+        DistributedCache::create(config(server, prefix).socket_timeout(Duration::from_secs(2)))
+            .await
+            .unwrap()
+    }
+
+    #[derive(Debug)]
+    pub struct Reply {
+        pub status: StatusCode,
+        pub headers: HeaderMap,
+        pub body: String,
+    }
+
+    impl Reply {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name).map(|v| v.to_str().unwrap())
+        }
+
+        pub fn x_cache(&self) -> &str {
+            self.header("x-cache").unwrap_or("<none>")
+        }
+    }
+
+    pub async fn send(req: reqwest::RequestBuilder) -> Reply {
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.text().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn fetch(url: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = reqwest::Client::new().get(url);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        send(req).await
+    }
+
+    /// A counter of handler runs.
+    #[derive(Clone, Default)]
+    pub struct Runs(pub Arc<AtomicUsize>);
+
+    impl Runs {
+        pub fn bump(&self) -> usize {
+            self.0.fetch_add(1, Ordering::SeqCst) + 1
+        }
+
+        pub fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A GET route at `path` whose handler (counted in `runs`) is `handler`, cached
+    /// by `layer`.
+    pub fn counted<C, F, Fut>(
+        runs: &Runs,
+        path: &str,
+        layer: ResponseCacheLayer<C>,
+        handler: F,
+    ) -> Router
+    where
+        C: Cache,
+        F: Fn(HeaderMap) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output: IntoResponse> + Send + 'static,
+    {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                path,
+                get(move |headers: HeaderMap| {
+                    runs.bump();
+                    handler(headers)
+                }),
+            )
+            .route_layer(layer)
+    }
+
+    /// A route at `/r` answering `body` (counted), cached by `layer`.
+    pub fn counted_route<C: Cache>(
+        runs: &Runs,
+        body: &'static str,
+        layer: ResponseCacheLayer<C>,
+    ) -> Router {
+        counted(runs, "/r", layer, move |_| async move { body })
+    }
+
+    /// Serves [`counted_route`] with a default layer on `cache`; the route's URL.
+    pub async fn serve_r<C: Cache>(runs: &Runs, body: &'static str, cache: C) -> String {
+        let base = serve(counted_route(runs, body, ResponseCacheLayer::new(cache))).await;
+        format!("{base}/r")
+    }
+
+    /// Polls until `f` holds, up to a generous "not a hang" bound.
+    pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One cache of each kind on `server`.
+    pub async fn every_kind(server: &RedisServer) -> Vec<AnyCache> {
+        let hybrid = HybridCache::builder(
+            QueryCache::new(1_000, Duration::from_secs(60)).unwrap(),
+            redis_cache(server, "hyb").await,
+        )
+        .build();
+        assert!(hybrid.wait_coherent(Duration::from_secs(10)).await);
+        vec![
+            QueryCache::new(1_000, Duration::from_secs(60))
+                .unwrap()
+                .into(),
+            redis_cache(server, "app").await.into(),
+            hybrid.into(),
+        ]
+    }
+}
