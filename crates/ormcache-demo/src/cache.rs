@@ -1,9 +1,6 @@
 //! The cache, chosen at start-up: in-process only, or L1 + Redis.
 
-use ormcache::sea_orm::EntityCache;
-use ormcache::signals::{DeleteEvent, SaveEvent, Signals};
-use ormcache::{AnyCache, Cache, CacheValue, DistributedCache, HybridCache, QueryCache};
-use sea_orm::EntityTrait;
+use ormcache::{AnyCache, Cache, DistributedCache, HybridCache, QueryCache};
 
 use crate::config::Config;
 
@@ -38,27 +35,4 @@ pub(crate) async fn build(config: &Config) -> ormcache::Result<AnyCache> {
         ),
     }
     Ok(cache)
-}
-
-/// WORKAROUND, until `EntityCache::connect` invalidates the list tag even when
-/// deleting the row's entry failed: today its receiver returns at that error, so
-/// during a Redis outage this process's L1 kept the old pages (a stale
-/// `GET /products` after a write; see the `a_redis_outage_degrades_to_the_database`
-/// test). This receiver runs after it, whatever it returned, and drops the pages
-/// again: one extra tag invalidation per write.
-pub(crate) fn lists_survive_row_errors<E>(entity: &EntityCache<E, AnyCache>, signals: &Signals)
-where
-    E: EntityTrait,
-    E::Model: CacheValue,
-{
-    let pages = entity.clone();
-    signals.on_post_save(move |_: SaveEvent<E::Model>| {
-        let pages = pages.clone();
-        async move { Ok(pages.invalidate_lists().await?) }
-    });
-    let pages = entity.clone();
-    signals.on_post_delete(move |_: DeleteEvent<E::Model>| {
-        let pages = pages.clone();
-        async move { Ok(pages.invalidate_lists().await?) }
-    });
 }

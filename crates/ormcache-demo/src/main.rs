@@ -91,8 +91,6 @@ async fn run(config: Config) -> Result<(), StartError> {
         .tenant_column(entities::product::Column::TenantId);
     users.connect(&entities::SIGNALS);
     products.connect(&entities::SIGNALS);
-    cache::lists_survive_row_errors(&users, &entities::SIGNALS);
-    cache::lists_survive_row_errors(&products, &entities::SIGNALS);
 
     match db::warm_users(&db, &users).await {
         Ok(n) => tracing::info!("cache warmed with {n} users"),
