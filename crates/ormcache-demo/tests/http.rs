@@ -27,7 +27,10 @@ fn fields(body: &Value) -> Value {
 #[tokio::test]
 async fn users_crud_with_x_cache_and_list_invalidation() {
     let (_db, demo) = demo("users").await;
+    users_crud(&demo).await;
+}
 
+async fn users_crud(demo: &Demo) {
     let created = demo
         .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
         .await
@@ -118,7 +121,10 @@ async fn users_crud_with_x_cache_and_list_invalidation() {
 #[tokio::test]
 async fn products_list_behind_the_response_cache_is_fresh_after_every_write() {
     let (_db, demo) = demo("products").await;
+    products_crud(&demo).await;
+}
 
+async fn products_crud(demo: &Demo) {
     let anvil = demo
         .post(
             "/products",
@@ -437,6 +443,10 @@ async fn every_bad_input_gets_a_4xx_with_a_json_error() {
 #[tokio::test]
 async fn tenants_see_only_their_rows_and_entries() {
     let (_db, demo) = demo("tenants").await;
+    tenants(&demo).await;
+}
+
+async fn tenants(demo: &Demo) {
     let acme = [("x-tenant-id", "acme")];
     let globex = [("x-tenant-id", "globex")];
 
@@ -690,4 +700,24 @@ async fn sigint_stops_the_service_cleanly() {
     let log = demo.log();
     assert!(log.contains("SIGINT received"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+/// The CRUD, response-cache and tenant flows again on PostgreSQL (each in a schema
+/// of its own), when `ORMCACHE_TEST_DATABASE_URL` is set.
+#[tokio::test]
+async fn the_same_flows_on_postgres() {
+    let test = "the_same_flows_on_postgres";
+    for (tag, flow) in [("pg-users", 0), ("pg-products", 1), ("pg-tenants", 2)] {
+        let Some(db) = TestDb::postgres(test).await else {
+            return;
+        };
+        let demo = Demo::start(tag, &DemoEnv::new(&db)).await;
+        let health = demo.get("/health").await.expect(200);
+        assert_eq!(health["database"]["backend"], json!("postgres"), "{health}");
+        match flow {
+            0 => users_crud(&demo).await,
+            1 => products_crud(&demo).await,
+            _ => tenants(&demo).await,
+        }
+    }
 }
