@@ -631,10 +631,16 @@ async fn start_up_warms_the_cache_with_recent_users() {
 #[tokio::test]
 async fn sigterm_finishes_the_in_flight_request_then_exits_0() {
     let (_db, demo) = demo("sigterm").await;
-    // A request whose body is still arriving when SIGTERM comes.
+    // A request whose body is still arriving when SIGTERM comes. The connection
+    // first carries a whole request, so it is known to be accepted and served.
     let body = br#"{"name": "Late", "email": "late@example.com"}"#;
     let mut stream = TcpStream::connect(("127.0.0.1", demo.port)).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(b"GET /users HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = read_response(&mut stream);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     write!(
         stream,
         "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -643,9 +649,9 @@ async fn sigterm_finishes_the_in_flight_request_then_exits_0() {
     .unwrap();
     stream.write_all(&body[..10]).unwrap();
     stream.flush().unwrap();
-    // Let the server read the head (accept + parse); not a correctness sleep: if it
-    // has not, the request is lost and the assertion below says so.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the server parse the head; not a correctness sleep: if it has not, the
+    // request is lost and the assertion below says so.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     demo.terminate();
     support::eventually("the demo logs the SIGTERM", || async {
         demo.log().contains("SIGTERM received").then_some(())
@@ -720,4 +726,30 @@ async fn the_same_flows_on_postgres() {
             _ => tenants(&demo).await,
         }
     }
+}
+
+/// One HTTP/1.1 response with a `content-length` body, read off `stream`.
+fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed mid-head"
+        );
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8(bytes).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8(body).unwrap()
 }
