@@ -31,12 +31,12 @@ use std::future::IntoFuture;
 use std::process::ExitCode;
 
 use ormcache::Cache;
+use ormcache::sea_orm::EntityCache;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 use crate::routes::AppState;
-use ormcache::sea_orm::EntityCache;
 
 #[tokio::main]
 async fn main() -> ExitCode {
