@@ -354,3 +354,38 @@ async fn starts_with_redis_down_and_uses_it_once_it_answers() {
     assert_eq!(health["status"], json!("ok"), "{health}");
     let _: Value = health;
 }
+
+#[tokio::test]
+async fn a_frozen_redis_degrades_to_the_database() {
+    let server = RedisServer::start();
+    let db = TestDb::sqlite();
+    let demo = Demo::start("frozen", &DemoEnv::new(&db).redis(server.url(), "frozen")).await;
+    let user = demo
+        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
+        .await
+        .expect(201);
+    let path = format!("/users/{}", user["id"]);
+    demo.get(&path).await.expect_cached(200, "MISS");
+
+    // SIGSTOP: connections stay open, nothing answers; every call times out.
+    server.pause();
+    for _ in 0..8 {
+        assert_eq!(demo.get(&path).await.expect(200), user);
+        assert_eq!(demo.get("/products").await.expect(200), json!([]));
+    }
+    let updated = demo.patch(&path, json!({"name": "Anne"})).await.expect(200);
+    assert_eq!(demo.get(&path).await.expect(200), updated);
+    assert_eq!(demo.get("/users").await.expect(200), json!([updated]));
+    assert_eq!(
+        demo.get("/health").await.expect(200)["cache"]["status"],
+        json!("degraded")
+    );
+
+    server.resume();
+    eventually("reads are cached in Redis again", || async {
+        let r = demo.get(&path).await;
+        assert_eq!(r.expect(200), updated);
+        (r.x_cache.as_deref() == Some("HIT")).then_some(())
+    })
+    .await;
+}
