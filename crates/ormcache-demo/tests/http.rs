@@ -31,10 +31,7 @@ async fn users_crud_with_x_cache_and_list_invalidation() {
 }
 
 async fn users_crud(demo: &Demo) {
-    let created = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let created = demo.create_ann().await;
     let id = created["id"].as_i64().unwrap();
     assert_eq!(
         fields(&created),
@@ -212,10 +209,7 @@ async fn products_crud(demo: &Demo) {
 #[tokio::test]
 async fn every_bad_input_gets_a_4xx_with_a_json_error() {
     let (_db, demo) = demo("bad-input").await;
-    let user = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let user = demo.create_ann().await;
     let user_path = format!("/users/{}", user["id"]);
 
     let raw =
@@ -565,10 +559,7 @@ async fn health_and_stats_answer_in_json() {
     assert_eq!(health["cache"]["status"], json!("ok"));
     assert_eq!(health["cache"]["kind"], json!("local"));
 
-    let user = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let user = demo.create_ann().await;
     let path = format!("/users/{}", user["id"]);
     demo.get(&path).await.expect_cached(200, "MISS");
     demo.get(&path).await.expect_cached(200, "HIT");
@@ -585,10 +576,7 @@ async fn start_up_warms_the_cache_with_recent_users() {
     let db = TestDb::sqlite();
     let env = DemoEnv::new(&db);
     let first = Demo::start("warm-1", &env).await;
-    let plain = first
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let plain = first.create_ann().await;
     let tenant = first
         .call(
             Method::POST,

@@ -25,10 +25,7 @@ async fn entries_are_plain_json_equal_to_the_get_body() {
     assert_eq!(health["cache"]["kind"], json!("hybrid"), "{health}");
     assert_eq!(health["cache"]["status"], json!("ok"), "{health}");
 
-    let user = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let user = demo.create_ann().await;
     let id = user["id"].as_i64().unwrap();
     let key = format!("plain:user:{id}");
     assert_eq!(raw_get(&server, &key).await, None);
@@ -175,10 +172,7 @@ async fn coherence(db: &TestDb, tag: &str) {
     let a = Demo::start(&format!("{tag}-a"), &env).await;
     let b = Demo::start(&format!("{tag}-b"), &env).await;
 
-    let user = a
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let user = a.create_ann().await;
     let path = format!("/users/{}", user["id"]);
     assert_eq!(b.get(&path).await.expect_cached(200, "MISS"), user);
     assert_eq!(b.get(&path).await.expect_cached(200, "HIT"), user);
@@ -263,16 +257,20 @@ async fn two_processes_are_coherent_on_postgres() {
     coherence(&db, "coh-pg").await;
 }
 
-#[tokio::test]
-async fn a_redis_outage_degrades_to_the_database() {
+/// A Redis, a SQLite database, a demo using both (prefix `tag`), and Ann created
+/// through it: her body and path.
+async fn with_redis_and_ann(tag: &str) -> (RedisServer, TestDb, Demo, Value, String) {
     let server = RedisServer::start();
     let db = TestDb::sqlite();
-    let demo = Demo::start("outage", &DemoEnv::new(&db).redis(server.url(), "outage")).await;
-    let user = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let demo = Demo::start(tag, &DemoEnv::new(&db).redis(server.url(), tag)).await;
+    let user = demo.create_ann().await;
     let path = format!("/users/{}", user["id"]);
+    (server, db, demo, user, path)
+}
+
+#[tokio::test]
+async fn a_redis_outage_degrades_to_the_database() {
+    let (server, _db, demo, user, path) = with_redis_and_ann("outage").await;
     demo.get(&path).await.expect_cached(200, "MISS");
     demo.get(&path).await.expect_cached(200, "HIT");
     demo.get("/products").await.expect(200);
@@ -333,10 +331,7 @@ async fn starts_with_redis_down_and_uses_it_once_it_answers() {
     let health = demo.get("/health").await.expect(200);
     assert_eq!(health["cache"]["status"], json!("degraded"), "{health}");
 
-    let user = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
+    let user = demo.create_ann().await;
     let path = format!("/users/{}", user["id"]);
     assert_eq!(demo.get(&path).await.expect(200), user);
     assert_eq!(demo.get("/users").await.expect(200), json!([user]));
@@ -357,14 +352,7 @@ async fn starts_with_redis_down_and_uses_it_once_it_answers() {
 
 #[tokio::test]
 async fn a_frozen_redis_degrades_to_the_database() {
-    let server = RedisServer::start();
-    let db = TestDb::sqlite();
-    let demo = Demo::start("frozen", &DemoEnv::new(&db).redis(server.url(), "frozen")).await;
-    let user = demo
-        .post("/users", json!({"name": "Ann", "email": "ann@example.com"}))
-        .await
-        .expect(201);
-    let path = format!("/users/{}", user["id"]);
+    let (server, _db, demo, user, path) = with_redis_and_ann("frozen").await;
     demo.get(&path).await.expect_cached(200, "MISS");
 
     // SIGSTOP: connections stay open, nothing answers; every call times out.

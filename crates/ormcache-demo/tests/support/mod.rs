@@ -314,6 +314,16 @@ impl Demo {
         self.call(Method::PATCH, path, Some(body), &[]).await
     }
 
+    /// `POST /users` of Ann (`201`); the created user.
+    pub async fn create_ann(&self) -> Value {
+        self.post(
+            "/users",
+            serde_json::json!({"name": "Ann", "email": "ann@example.com"}),
+        )
+        .await
+        .expect(201)
+    }
+
     pub async fn delete(&self, path: &str) -> Reply {
         self.call(Method::DELETE, path, None, &[]).await
     }
