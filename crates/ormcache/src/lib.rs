@@ -82,6 +82,8 @@
 //! | feature | default | what |
 //! | --- | --- | --- |
 //! | `macros` | yes | the `#[cached]` attribute (crate `ormcache-macros`) |
+//! | `axum` | no | [`axum`]: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
+//! | `sea-orm` | no | [`sea_orm`]: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
 //!
 //! # Wire format and compatibility
 //!
@@ -158,6 +160,8 @@
 //! | `private` | what `#[cached]` expands to |
 //! | `tenant` | the task-scoped current tenant that isolates keys ([`tenant::scope`]) |
 //! | `signals` | typed per-model `pre/post_save`/`pre/post_delete` receivers ([`signals::Signals`]) |
+//! | `axum` | the response-cache layer, `TenantLayer`, `stats`/`health` handlers (feature `axum`) |
+//! | `sea_orm` | `signal_hooks!`, `transaction`, `EntityCache`, `tenant_filter` (feature `sea-orm`) |
 //! | `any` | [`AnyCache`], the run-time choice |
 //! | `codec` | [`Codec`], [`Compression`], [`Encoding`]: bytes on the wire |
 //! | `glob` | Redis glob matching and [`escape_glob`] |
@@ -211,6 +215,6 @@ pub use memo::{ComputeError, ComputeOptions};
 pub use ormcache_macros::cached;
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "axum", feature = "sea-orm"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
