@@ -82,8 +82,8 @@
 //! | feature | default | what |
 //! | --- | --- | --- |
 //! | `macros` | yes | the `#[cached]` attribute (crate `ormcache-macros`) |
-//! | `axum` | no | [`axum`]: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
-//! | `sea-orm` | no | [`sea_orm`]: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
+//! | `axum` | no | `ormcache::axum`: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
+//! | `sea-orm` | no | `ormcache::sea_orm`: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
 //!
 //! # Wire format and compatibility
 //!
