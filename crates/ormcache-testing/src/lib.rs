@@ -11,6 +11,9 @@
 //! server.restart();
 //! ```
 //!
+//! [`RedisCluster`] starts three such servers with `cluster-enabled yes` and joins
+//! them with `redis-cli --cluster create`.
+//!
 //! If `redis-server` is not installed, [`RedisServer::start`] panics with a message
 //! that says how to install it: tests never skip silently.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -30,8 +33,8 @@ pub const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it: 
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Picks a port that is free now, in 20000..50000 so that a cluster bus port
-/// (port + 10000) stays valid too.
+/// Picks a port that is free now, in 20000..50000, whose cluster bus port
+/// (port + 10000) is free too (and below 65536).
 pub fn free_port() -> u16 {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -288,6 +291,9 @@ impl RedisServer {
             .unwrap()
     }
 }
+
+mod cluster;
+pub use cluster::RedisCluster;
 
 impl Drop for RedisServer {
     fn drop(&mut self) {

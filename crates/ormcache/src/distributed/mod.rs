@@ -29,13 +29,19 @@ const SCAN_COUNT: usize = 1000;
 /// `keys_count` samples at most this many SCAN pages before estimating.
 const KEYS_COUNT_PAGES: usize = 8;
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod coherent;
 pub(crate) use coherent::Found;
+mod conn;
+use conn::{Conn, Node};
 mod fill;
 
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
     Pipe(&'a redis::Pipeline),
+    /// A command for one server (a cluster primary).
+    On(&'a Node, &'a redis::Cmd),
 }
 
 /// A message to publish along with a write (coherence of `HybridCache`).
@@ -48,10 +54,16 @@ pub(crate) struct Notice {
 struct Inner {
     /// Namespace versioning: entries carry the namespace token; `clear` is O(1).
     namespaced: bool,
-    client: redis::Client,
+    /// Clients for the invalidation subscriber: the server, or the cluster's seeds
+    /// (used in turn).
+    pubsub: Vec<redis::Client>,
+    next_pubsub: AtomicUsize,
+    /// Cluster layout of internal keys: slot-tagged leases, no clear generation
+    /// (see `cluster.rs`).
+    slot_tags: bool,
     flights: crate::memo::Flights,
     breaker: Breaker,
-    conns: Vec<ConnectionManager>,
+    conns: Vec<Conn>,
     next: AtomicUsize,
     prefix: String,
     /// `escape_glob(prefix) + ":"`: what every SCAN pattern starts with.
@@ -152,6 +164,124 @@ fn validate_config(c: &DistributedConfig) -> Result<()> {
     Ok(())
 }
 
+/// What `create` connected.
+struct Link {
+    conns: Vec<Conn>,
+    /// Clients for the invalidation subscriber (one per cluster seed).
+    pubsub: Vec<redis::Client>,
+    address: String,
+    slot_tags: bool,
+}
+
+#[cfg(not(feature = "cluster"))]
+fn unreachable_without_cluster() -> Result<Link> {
+    // `cluster_nodes` has no setter without the feature.
+    Err(Error::invalid(
+        "create",
+        "cluster_nodes needs the `cluster` feature",
+    ))
+}
+
+/// Awaits `connecting` within the connect timeout, naming `address` on failure.
+async fn connect_within<T>(
+    config: &DistributedConfig,
+    address: &str,
+    connecting: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(from_redis("create", e).with_detail(format!("cannot connect to {address}"))),
+        Err(_) => Err(
+            Error::new(ErrorKind::Timeout, "create").with_detail(format!(
+                "cannot connect to {address} within {:?}",
+                config.connect_timeout
+            )),
+        ),
+    }
+}
+
+async fn connect_single(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
+    let address = redact_url(&config.redis_url);
+    let info = config
+        .redis_url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?
+        .set_tcp_settings(tcp);
+    let client = redis::Client::open(info)
+        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout))
+        .set_number_of_retries(3)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let mut conns = Vec::with_capacity(config.max_connections);
+    for _ in 0..config.max_connections {
+        let conn = if config.connect_lazily {
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                .map_err(|e| {
+                    from_redis("create", e).with_detail(format!("cannot connect to {address}"))
+                })?
+        } else {
+            let connecting =
+                ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+            connect_within(config, &address, connecting).await?
+        };
+        conns.push(Conn::Single(conn));
+    }
+    Ok(Link {
+        conns,
+        pubsub: vec![client],
+        address,
+        slot_tags: false,
+    })
+}
+
+#[cfg(feature = "cluster")]
+async fn connect_cluster(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
+    let address = format!("cluster {}", config.redacted_url());
+    let slot_tags = cluster::needs_slot_tags(&config.key_prefix)?;
+    let mut infos = Vec::with_capacity(config.cluster_nodes.len());
+    for url in &config.cluster_nodes {
+        let info = url.as_str().into_connection_info().map_err(|e| {
+            Error::invalid("create", format!("bad cluster node {}: {e}", redact_url(url)))
+        })?;
+        infos.push(info.set_tcp_settings(tcp.clone()));
+    }
+    let pubsub = infos
+        .iter()
+        .map(|i| redis::Client::open(i.clone()))
+        .collect::<redis::RedisResult<Vec<_>>>()
+        .map_err(|e| Error::invalid("create", format!("bad cluster node in {address}: {e}")))?;
+    let client = redis::cluster::ClusterClientBuilder::new(infos)
+        .tcp_settings(tcp)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map_err(|e| Error::invalid("create", format!("bad cluster_nodes {address}: {e}")))?;
+    let cluster_config = redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(config.connect_timeout)
+        .set_response_timeout(config.command_timeout);
+    let mut conns = Vec::with_capacity(config.max_connections);
+    for _ in 0..config.max_connections {
+        let conn = if config.connect_lazily {
+            client.get_pending_async_connection_with_config(cluster_config.clone())
+        } else {
+            let connecting = client.get_async_connection_with_config(cluster_config.clone());
+            connect_within(config, &address, connecting).await?
+        };
+        conns.push(Conn::Cluster(conn));
+    }
+    Ok(Link {
+        conns,
+        pubsub,
+        address,
+        slot_tags,
+    })
+}
+
 impl DistributedCache {
     /// A builder with the defaults; `build().await` connects.
     pub fn builder() -> DistributedConfig {
@@ -167,58 +297,32 @@ impl DistributedCache {
     /// `socket_connect_timeout`.
     pub async fn create(config: DistributedConfig) -> Result<Self> {
         validate_config(&config)?;
-        let address = redact_url(&config.redis_url);
-        let info = config
-            .redis_url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
         let mut tcp = TcpSettings::default().set_nodelay(true);
         if config.keepalive {
             tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
         }
-        let info = info.set_tcp_settings(tcp);
-        let client = redis::Client::open(info)
-            .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-
-        let mut conns = Vec::with_capacity(config.max_connections);
-        for _ in 0..config.max_connections {
-            let conn = if config.connect_lazily {
-                ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                    .map_err(|e| {
-                        from_redis("create", e).with_detail(format!("cannot connect to {address}"))
-                    })?
-            } else {
-                let connecting =
-                    ConnectionManager::new_with_config(client.clone(), manager_config.clone());
-                match tokio::time::timeout(config.connect_timeout, connecting).await {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        return Err(from_redis("create", e)
-                            .with_detail(format!("cannot connect to {address}")));
-                    }
-                    Err(_) => {
-                        return Err(
-                            Error::new(ErrorKind::Timeout, "create").with_detail(format!(
-                                "cannot connect to {address} within {:?}",
-                                config.connect_timeout
-                            )),
-                        );
-                    }
-                }
-            };
-            conns.push(conn);
-        }
+        let link = if config.cluster_nodes.is_empty() {
+            connect_single(&config, tcp).await?
+        } else {
+            #[cfg(feature = "cluster")]
+            {
+                connect_cluster(&config, tcp).await?
+            }
+            #[cfg(not(feature = "cluster"))]
+            unreachable_without_cluster()?
+        };
+        let Link {
+            conns,
+            pubsub,
+            address,
+            slot_tags,
+        } = link;
 
         let inner = Arc::new(Inner {
             namespaced: config.namespaced,
-            client,
+            pubsub,
+            next_pubsub: AtomicUsize::new(0),
+            slot_tags,
             flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker),
             conns,
@@ -283,7 +387,7 @@ impl DistributedCache {
         full_key(&self.inner.prefix, key)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         let conns = &self.inner.conns;
         let i = if conns.len() == 1 {
             0
@@ -346,7 +450,7 @@ impl DistributedCache {
         // Batches get more time: the command timeout bounds a round trip, not the
         // work of thousands of commands in one.
         let size = match req {
-            Request::Cmd(c) => c.args_iter().len(),
+            Request::Cmd(c) | Request::On(_, c) => c.args_iter().len(),
             Request::Pipe(p) => p.len(),
         };
         let timeout = self.inner.timeout + BATCH_ALLOWANCE * (size.saturating_sub(8) as u32);
@@ -354,6 +458,10 @@ impl DistributedCache {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
                 Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
+                Request::On(node, c) => conn
+                    .on_node(node, c)
+                    .await
+                    .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
             }
         })
         .await;
@@ -521,14 +629,18 @@ impl DistributedCache {
     /// in the background), else `SCAN` + `UNLINK`.
     pub(crate) async fn clear_all(&self, op: &'static str) -> Result<u64> {
         if self.inner.namespaced {
-            // Fills in flight must not store into the new namespace either.
-            let _: i64 = self
-                .query(
-                    op,
-                    None,
-                    redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
-                )
-                .await?;
+            // Fills in flight must not store into the new namespace either. (On a
+            // cluster there is no generation: their entries carry the old
+            // namespace token and are misses.)
+            if !self.inner.slot_tags {
+                let _: i64 = self
+                    .query(
+                        op,
+                        None,
+                        redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
+                    )
+                    .await?;
+            }
             self.clear_namespace(op).await?;
             return Ok(0);
         }
@@ -546,47 +658,113 @@ impl DistributedCache {
     }
 
     pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
-        // Fills that started before this clear must not store what it removes.
-        let _: i64 = self
-            .query(
-                op,
-                None,
-                redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
-            )
-            .await?;
         // Inside a tenant scope: that tenant's namespace only; outside: the unscoped
         // keys only (never a tenant's, never ormcache's own).
         let ns = crate::tenant::current_namespace().unwrap_or_default();
-        let full_pattern = format!("{}{}{}", self.inner.scan_prefix, escape_glob(&ns), pattern);
-        let own = format!("{}:{}", self.inner.prefix, ns);
-        let mut cursor: u64 = 0;
-        let mut removed = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&full_pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(op, None, &scan).await?;
-            let doomed: Vec<&Vec<u8>> = keys
-                .iter()
-                .filter(|k| {
-                    k.strip_prefix(own.as_bytes())
+        // Fills that started before this clear must not store what it removes.
+        if self.inner.slot_tags {
+            // Cluster: no key shares a slot with every entry, so instead of bumping
+            // the clear generation the matching leases are removed, all of them
+            // before the first entry (see the `Redis Cluster` docs).
+            let head = format!("{}:{}:lease:", self.inner.prefix, key::RESERVED_NAMESPACE);
+            let leases = format!(
+                "{}{}:lease:{{????}}:{}{}",
+                self.inner.scan_prefix,
+                key::RESERVED_NAMESPACE,
+                escape_glob(&ns),
+                pattern
+            );
+            self.unlink_scanned(op, leases, |k| {
+                lease_of(k, &head).is_some_and(|target| {
+                    target
+                        .strip_prefix(ns.as_bytes())
                         .is_some_and(|rest| !is_reserved_bytes(rest))
                 })
-                .collect();
-            if !doomed.is_empty() {
-                let n: u64 = self
-                    .query(op, None, redis::cmd("UNLINK").arg(&doomed))
-                    .await?;
+            })
+            .await?;
+        } else {
+            let _: i64 = self
+                .query(
+                    op,
+                    None,
+                    redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
+                )
+                .await?;
+        }
+        let full_pattern = format!("{}{}{}", self.inner.scan_prefix, escape_glob(&ns), pattern);
+        let own = format!("{}:{}", self.inner.prefix, ns);
+        self.unlink_scanned(op, full_pattern, |k| {
+            k.strip_prefix(own.as_bytes())
+                .is_some_and(|rest| !is_reserved_bytes(rest))
+        })
+        .await
+    }
+
+    /// `UNLINK`s the keys matching `pattern` (on every primary) that `doomed`
+    /// accepts; how many were removed.
+    async fn unlink_scanned(
+        &self,
+        op: &'static str,
+        pattern: String,
+        doomed: impl Fn(&[u8]) -> bool,
+    ) -> Result<u64> {
+        let mut scan = self.scan(op, pattern).await?;
+        let mut removed = 0u64;
+        while let Some(keys) = scan.next().await? {
+            let keys: Vec<&Vec<u8>> = keys.iter().filter(|k| doomed(k)).collect();
+            if !keys.is_empty() {
+                let n: u64 = self.query(op, None, redis::cmd("UNLINK").arg(&keys)).await?;
                 removed += n;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
+    }
+
+    /// The servers that hold keys: the one server, or every cluster primary.
+    async fn primaries(&self, op: &'static str) -> Result<Vec<Node>> {
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            let reply: redis::Value = self
+                .query(op, None, redis::cmd("CLUSTER").arg("SLOTS"))
+                .await?;
+            return cluster::primaries(&reply);
+        }
+        let _ = op;
+        Ok(vec![Node::Only])
+    }
+
+    /// Whether this cache talks to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.inner.conns.first().is_some_and(Conn::is_cluster)
+    }
+
+    /// One `SCAN` page on `node`.
+    async fn scan_page(
+        &self,
+        op: &'static str,
+        node: &Node,
+        cursor: u64,
+        pattern: Option<&str>,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor);
+        if let Some(p) = pattern {
+            scan.arg("MATCH").arg(p);
+        }
+        scan.arg("COUNT").arg(SCAN_COUNT);
+        self.call(op, None, Request::On(node, &scan)).await
+    }
+
+    /// A walk over the keys matching `pattern` on every primary.
+    async fn scan(&self, op: &'static str, pattern: String) -> Result<Scan<'_>> {
+        Ok(Scan {
+            nodes: self.primaries(op).await?,
+            cache: self,
+            op,
+            pattern,
+            node: 0,
+            cursor: 0,
+        })
     }
 
     /// The values at `keys`, in order: one `MGET`.
@@ -693,11 +871,19 @@ impl DistributedCache {
     /// milliseconds, not a walk of the keyspace).
     async fn count_keys(&self) -> Result<(u64, bool)> {
         let own = format!("{}:", self.inner.prefix);
+        let (mut total, mut exact) = (0u64, true);
+        for node in self.primaries("get_stats").await? {
+            let (n, e) = self.count_keys_on(&node, &own).await?;
+            total += n;
+            exact &= e;
+        }
+        Ok((total, exact))
+    }
+
+    async fn count_keys_on(&self, node: &Node, own: &str) -> Result<(u64, bool)> {
         let (mut cursor, mut examined, mut matched) = (0u64, 0u64, 0u64);
         for _ in 0..KEYS_COUNT_PAGES {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("COUNT").arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("get_stats", None, &scan).await?;
+            let (next, keys) = self.scan_page("get_stats", node, cursor, None).await?;
             examined += keys.len() as u64;
             matched += keys
                 .iter()
@@ -712,7 +898,9 @@ impl DistributedCache {
             }
             cursor = next;
         }
-        let total: u64 = self.query("get_stats", None, &redis::cmd("DBSIZE")).await?;
+        let total: u64 = self
+            .call("get_stats", None, Request::On(node, &redis::cmd("DBSIZE")))
+            .await?;
         if examined == 0 {
             return Ok((0, false));
         }
@@ -781,6 +969,46 @@ impl DistributedCache {
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Relaxed)
     }
+}
+
+/// Walks the keys matching a pattern on every primary, a page at a time.
+struct Scan<'a> {
+    cache: &'a DistributedCache,
+    op: &'static str,
+    pattern: String,
+    nodes: Vec<Node>,
+    node: usize,
+    cursor: u64,
+}
+
+impl Scan<'_> {
+    /// The next page (possibly empty); `None` once every primary is walked.
+    async fn next(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(node) = self.nodes.get(self.node) else {
+            return Ok(None);
+        };
+        let (next, keys) = self
+            .cache
+            .scan_page(self.op, node, self.cursor, Some(&self.pattern))
+            .await?;
+        if next == 0 {
+            self.node += 1;
+        }
+        self.cursor = next;
+        Ok(Some(keys))
+    }
+}
+
+/// The `{ns}{key}` a lease key stands for, given `{prefix}:__oc:lease:` (the
+/// slot-tagged layout of a cluster).
+fn lease_of<'k>(key: &'k [u8], head: &str) -> Option<&'k [u8]> {
+    let rest = key.strip_prefix(head.as_bytes())?;
+    #[cfg(feature = "cluster")]
+    {
+        cluster::lease_target(rest)
+    }
+    #[cfg(not(feature = "cluster"))]
+    Some(rest)
 }
 
 pub(super) fn is_reserved_bytes(rest: &[u8]) -> bool {
