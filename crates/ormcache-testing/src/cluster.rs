@@ -54,7 +54,12 @@ impl RedisCluster {
         let cluster = Self { nodes };
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
-            .args(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.port())),
+            )
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output();
         match out {
@@ -156,7 +161,9 @@ impl RedisCluster {
 
 /// `CLUSTER INFO` of a node, or the error as text.
 fn cluster_info(node: &RedisServer) -> String {
-    let info = node.client().get_connection_with_timeout(Duration::from_secs(1));
+    let info = node
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(1));
     match info.and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c)) {
         Ok(s) => s,
         Err(e) => format!("unreachable: {e}"),

@@ -39,11 +39,22 @@ async fn single_key_operations_and_batches_across_slots() {
     c.set("user:1", "John".to_string(), Some(Duration::from_secs(60)))
         .await
         .unwrap();
-    assert_eq!(c.get::<String>("user:1").await.unwrap().as_deref().map(String::as_str), Some("John"));
+    assert_eq!(
+        c.get::<String>("user:1")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("John")
+    );
     assert!(c.exists("user:1").await.unwrap());
-    assert!(matches!(c.ttl("user:1").await.unwrap(), Ttl::Remaining(d) if d <= Duration::from_secs(60) && d > Duration::from_secs(50)));
+    assert!(
+        matches!(c.ttl("user:1").await.unwrap(), Ttl::Remaining(d) if d <= Duration::from_secs(60) && d > Duration::from_secs(50))
+    );
     assert!(c.expire("user:1", Duration::from_secs(600)).await.unwrap());
-    assert!(matches!(c.ttl("user:1").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(500)));
+    assert!(
+        matches!(c.ttl("user:1").await.unwrap(), Ttl::Remaining(d) if d > Duration::from_secs(500))
+    );
     assert!(c.delete("user:1").await.unwrap());
     assert!(!c.delete("user:1").await.unwrap());
     assert_eq!(c.get::<String>("user:1").await.unwrap(), None);
@@ -54,7 +65,10 @@ async fn single_key_operations_and_batches_across_slots() {
     c.set_many(entries.clone(), None).await.unwrap();
     let per_node = keys_per_node(&cluster);
     for (i, keys) in per_node.iter().enumerate() {
-        assert!(with_prefix(keys, "app:item:") > 20, "node {i} holds {keys:?}");
+        assert!(
+            with_prefix(keys, "app:item:") > 20,
+            "node {i} holds {keys:?}"
+        );
     }
     let names: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
     let mut asked = names.clone();
@@ -62,7 +76,10 @@ async fn single_key_operations_and_batches_across_slots() {
     let got = c.get_many::<u32, _>(&asked).await.unwrap();
     let mut want: Vec<Option<u32>> = (0..200).map(Some).collect();
     want.push(None);
-    assert_eq!(got.into_iter().map(|v| v.map(|v| *v)).collect::<Vec<_>>(), want);
+    assert_eq!(
+        got.into_iter().map(|v| v.map(|v| *v)).collect::<Vec<_>>(),
+        want
+    );
     assert_eq!(c.delete_many(&names[..100]).await.unwrap(), 100);
     let got = c.get_many::<u32, _>(&names).await.unwrap();
     assert_eq!(got.iter().filter(|v| v.is_some()).count(), 100);
@@ -74,7 +91,13 @@ async fn single_key_operations_and_batches_across_slots() {
     assert!(stats.keys_count_exact);
     assert!(stats.sets >= 201, "{stats:?}");
     c.close().await.unwrap();
-    assert!(c.get::<u32>("item:150").await.unwrap_err().to_string().contains("closed"));
+    assert!(
+        c.get::<u32>("item:150")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("closed")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,10 +129,16 @@ async fn clears_reach_every_primary_and_stay_in_the_prefix() {
         assert!(with_prefix(keys, "other:user:") > 10);
     }
     // Tenants are not touched by an unscoped clear.
-    let kept = tenant::scope(acme.clone(), async { c.get::<i32>("user:1").await.unwrap() }).await;
+    let kept = tenant::scope(acme.clone(), async {
+        c.get::<i32>("user:1").await.unwrap()
+    })
+    .await;
     assert_eq!(kept.map(|v| *v), Some(1));
     assert_eq!(tenant::clear_tenant(&c, acme).await.unwrap(), 1);
-    assert_eq!(other.get::<i32>("user:7").await.unwrap().map(|v| *v), Some(7));
+    assert_eq!(
+        other.get::<i32>("user:7").await.unwrap().map(|v| *v),
+        Some(7)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,25 +199,69 @@ async fn the_lock_runs_the_loader_once_across_three_instances() {
 
     // A dead holder (a lease nobody releases) is taken over once it expires.
     let c = cluster_cache(&cluster, "lock").await;
-    let held = c
-        .get_or_compute_with(
-            "dead",
-            ComputeOptions::new().lock(true).lock_ttl(Duration::from_millis(300)),
-            || async {
-                // The "holder" never finishes: this call is dropped below.
-                std::future::pending::<u32>().await
-            },
-        );
-    assert!(tokio::time::timeout(Duration::from_millis(100), held).await.is_err());
+    let held = c.get_or_compute_with(
+        "dead",
+        ComputeOptions::new()
+            .lock(true)
+            .lock_ttl(Duration::from_millis(300)),
+        || async {
+            // The "holder" never finishes: this call is dropped below.
+            std::future::pending::<u32>().await
+        },
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), held)
+            .await
+            .is_err()
+    );
     let v = c
         .get_or_compute_with(
             "dead",
-            ComputeOptions::new().lock(true).lock_wait(Duration::from_secs(10)),
+            ComputeOptions::new()
+                .lock(true)
+                .lock_wait(Duration::from_secs(10)),
             || async { 7u32 },
         )
         .await
         .unwrap();
     assert_eq!(*v, 7);
+}
+
+/// Steady reads of a hot key across its expiry: with early refresh it never
+/// expires (one miss: the first load). Also: a lazily connected cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refresh_keeps_hot_keys_from_expiring() {
+    let cluster = RedisCluster::start();
+    let c = DistributedCache::create(cluster_config(&cluster, "r").connect_lazily(true))
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let opts = || {
+        ComputeOptions::new()
+            .ttl(Duration::from_millis(400))
+            .refresh_ahead(0.5)
+    };
+    let deadline = Instant::now() + Duration::from_millis(2000);
+    while Instant::now() < deadline {
+        let runs = Arc::clone(&runs);
+        let v = c
+            .get_or_compute_with("hot", opts(), || async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                n
+            })
+            .await
+            .unwrap();
+        assert!(*v >= 1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let runs = runs.load(Ordering::SeqCst);
+    assert!(runs >= 3, "the key was never refreshed ({runs} loads)");
+    assert_eq!(
+        c.get_stats().await.unwrap().local.misses,
+        1,
+        "a reader found the key expired"
+    );
 }
 
 /// A loader that read the database before an invalidation must not store.
@@ -216,12 +289,16 @@ async fn invalidation_during_a_load_wins() {
                 let (cache, key) = (cache.clone(), key.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_compute_with(&key, ComputeOptions::new().tags(["users"]), || async move {
-                            let old_row = "old".to_string();
-                            started_tx.send(()).unwrap();
-                            release_rx.await.unwrap();
-                            old_row
-                        })
+                        .get_or_compute_with(
+                            &key,
+                            ComputeOptions::new().tags(["users"]),
+                            || async move {
+                                let old_row = "old".to_string();
+                                started_tx.send(()).unwrap();
+                                release_rx.await.unwrap();
+                                old_row
+                            },
+                        )
                         .await
                         .unwrap()
                 })
@@ -253,7 +330,12 @@ async fn invalidation_during_a_load_wins() {
             .unwrap();
         assert_eq!(*v, "v");
         assert_eq!(
-            cache.get::<String>("user:plain").await.unwrap().as_deref().map(String::as_str),
+            cache
+                .get::<String>("user:plain")
+                .await
+                .unwrap()
+                .as_deref()
+                .map(String::as_str),
             Some("v"),
             "{name}"
         );
@@ -273,7 +355,11 @@ async fn tags_spanning_many_slots_invalidate_exactly_their_entries() {
     }
     // Read-through with tags too.
     let v = c
-        .get_or_compute_with("computed", ComputeOptions::new().tags(["group:1"]), || async { 1u32 })
+        .get_or_compute_with(
+            "computed",
+            ComputeOptions::new().tags(["group:1"]),
+            || async { 1u32 },
+        )
         .await
         .unwrap();
     assert_eq!(*v, 1);
@@ -281,14 +367,30 @@ async fn tags_spanning_many_slots_invalidate_exactly_their_entries() {
 
     c.invalidate_tag("group:1").await.unwrap();
     for i in 0..300u32 {
-        let got = c.get::<u32>(&format!("tagged:{i}")).await.unwrap().map(|v| *v);
+        let got = c
+            .get::<u32>(&format!("tagged:{i}"))
+            .await
+            .unwrap()
+            .map(|v| *v);
         assert_eq!(got, (i % 3 != 1).then_some(i), "tagged:{i}");
-        assert_eq!(c.get::<u32>(&format!("plain:{i}")).await.unwrap().map(|v| *v), Some(i));
+        assert_eq!(
+            c.get::<u32>(&format!("plain:{i}"))
+                .await
+                .unwrap()
+                .map(|v| *v),
+            Some(i)
+        );
     }
     assert_eq!(c.get::<u32>("computed").await.unwrap(), None);
     c.invalidate_tag("all").await.unwrap();
     let names: Vec<String> = (0..300).map(|i| format!("tagged:{i}")).collect();
-    assert!(c.get_many::<u32, _>(&names).await.unwrap().iter().all(Option::is_none));
+    assert!(
+        c.get_many::<u32, _>(&names)
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_none)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,11 +412,17 @@ async fn namespace_versioning_clears_in_o1() {
     // The background sweep removes the orphans from every primary.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let left: usize = keys_per_node(&cluster).iter().map(|k| with_prefix(k, "ns:k:")).sum();
+        let left: usize = keys_per_node(&cluster)
+            .iter()
+            .map(|k| with_prefix(k, "ns:k:"))
+            .sum();
         if left == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "{left} entries left after the sweep");
+        assert!(
+            Instant::now() < deadline,
+            "{left} entries left after the sweep"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -329,7 +437,11 @@ async fn tenants_are_isolated() {
         tenant::scope(t.clone(), async {
             c.set("products", v, None).await.unwrap();
             let got = c
-                .get_or_compute_with("computed", ComputeOptions::new().tags(["p"]), || async move { v * 10 })
+                .get_or_compute_with(
+                    "computed",
+                    ComputeOptions::new().tags(["p"]),
+                    || async move { v * 10 },
+                )
                 .await
                 .unwrap();
             assert_eq!(*got, v * 10);
@@ -339,7 +451,10 @@ async fn tenants_are_isolated() {
     assert_eq!(c.get::<u32>("products").await.unwrap(), None);
     let read = |t: TenantId, key: &'static str| {
         let c = c.clone();
-        tenant::scope(t, async move { c.get::<u32>(key).await.unwrap().map(|v| *v) })
+        tenant::scope(
+            t,
+            async move { c.get::<u32>(key).await.unwrap().map(|v| *v) },
+        )
     };
     assert_eq!(read(acme.clone(), "products").await, Some(1));
     assert_eq!(read(globex.clone(), "products").await, Some(2));
@@ -371,7 +486,10 @@ async fn eventually_reads(b: &HybridCache, key: &str, want: Option<u32>) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{key}: still {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{key}: still {got:?}, want {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -386,7 +504,10 @@ async fn hybrid_caches_stay_coherent_and_recover_from_a_lost_node() {
     }
     for i in 0..50u32 {
         // Now in b's L1.
-        assert_eq!(b.get::<u32>(&format!("k:{i}")).await.unwrap().map(|v| *v), Some(i));
+        assert_eq!(
+            b.get::<u32>(&format!("k:{i}")).await.unwrap().map(|v| *v),
+            Some(i)
+        );
     }
     for i in 0..50u32 {
         a.set(&format!("k:{i}"), i + 100, None).await.unwrap();
@@ -447,7 +568,10 @@ async fn a_killed_primary_fails_calls_fast_and_the_cache_recovers() {
     }
     assert!(errors > 0, "no call failed with a primary down");
     // Read-through fails open.
-    let v = c.get_or_compute("k:0", None, || async { 9u32 }).await.unwrap();
+    let v = c
+        .get_or_compute("k:0", None, || async { 9u32 })
+        .await
+        .unwrap();
     assert_eq!(*v, 9);
 
     cluster.restart(1);
@@ -464,7 +588,11 @@ async fn a_killed_primary_fails_calls_fast_and_the_cache_recovers() {
         if all {
             break 'recovered;
         }
-        assert!(Instant::now() < deadline, "the cache did not recover:\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not recover:\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for k in &keys {
@@ -482,7 +610,10 @@ async fn a_prefix_with_a_broken_hash_tag_is_refused() {
     // A complete hash tag pins the cache to one slot, with every feature.
     let c = cluster_cache(&cluster, "{app}").await;
     c.set_with_tags("k", 1u32, None, &["t"]).await.unwrap();
-    let v = c.get_or_compute("computed", None, || async { 2u32 }).await.unwrap();
+    let v = c
+        .get_or_compute("computed", None, || async { 2u32 })
+        .await
+        .unwrap();
     assert_eq!(*v, 2);
     assert_eq!(c.get::<u32>("computed").await.unwrap().map(|v| *v), Some(2));
     c.invalidate_tag("t").await.unwrap();
@@ -491,7 +622,10 @@ async fn a_prefix_with_a_broken_hash_tag_is_refused() {
     assert_eq!(c.clear().await.unwrap(), 2);
     let per_node = keys_per_node(&cluster);
     assert_eq!(
-        per_node.iter().filter(|k| k.iter().any(|k| k.starts_with("{app}:"))).count(),
+        per_node
+            .iter()
+            .filter(|k| k.iter().any(|k| k.starts_with("{app}:")))
+            .count(),
         1,
         "{per_node:?}"
     );

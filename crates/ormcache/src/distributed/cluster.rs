@@ -84,7 +84,10 @@ pub(super) fn lease_target(rest: &[u8]) -> Option<&[u8]> {
 
 /// The primaries in a `CLUSTER SLOTS` reply.
 pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
-    let bad = || Error::new(crate::ErrorKind::Server, "cluster").with_detail("unexpected CLUSTER SLOTS reply");
+    let bad = || {
+        Error::new(crate::ErrorKind::Server, "cluster")
+            .with_detail("unexpected CLUSTER SLOTS reply")
+    };
     let Value::Array(ranges) = reply else {
         return Err(bad());
     };
@@ -119,7 +122,9 @@ pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
 /// reply): each primary's run id and replication id, sorted, so that a restart or
 /// failover of any primary changes it.
 pub(super) fn identity(reply: Value) -> Result<String> {
-    let bad = || Error::new(crate::ErrorKind::Server, "server_identity").with_detail("unexpected INFO reply");
+    let bad = || {
+        Error::new(crate::ErrorKind::Server, "server_identity").with_detail("unexpected INFO reply")
+    };
     let Value::Map(per_node) = reply else {
         return Err(bad());
     };

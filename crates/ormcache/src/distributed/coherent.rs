@@ -268,7 +268,10 @@ impl DistributedCache {
     pub(crate) fn pubsub_client(&self) -> redis::Client {
         let clients = &self.inner.pubsub;
         let i = if clients.len() > 1 {
-            self.inner.next_pubsub.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % clients.len()
+            self.inner
+                .next_pubsub
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % clients.len()
         } else {
             0
         };

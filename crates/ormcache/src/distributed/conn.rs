@@ -31,6 +31,7 @@ pub(super) enum Conn {
 }
 
 impl Conn {
+    #[cfg(feature = "cluster")]
     pub(super) fn is_cluster(&self) -> bool {
         !matches!(self, Self::Single(_))
     }
@@ -183,10 +184,7 @@ mod cluster {
         #[test]
         fn commands_are_grouped_by_the_slot_of_their_keys() {
             let slot = |c: &Cmd| single_slot(c);
-            assert_eq!(
-                slot(redis::cmd("GET").arg("a")),
-                Some(Slot::for_key("a"))
-            );
+            assert_eq!(slot(redis::cmd("GET").arg("a")), Some(Slot::for_key("a")));
             assert_eq!(slot(redis::cmd("PUBLISH").arg("ch").arg("x")), None);
             assert_eq!(
                 slot(redis::cmd("MGET").arg("{t}1").arg("{t}2")),
@@ -196,7 +194,14 @@ mod cluster {
             assert_ne!(Slot::for_key("a"), Slot::for_key("b"));
             assert_eq!(slot(redis::cmd("MGET").arg("a").arg("b")), None);
             assert_eq!(
-                slot(redis::cmd("EVAL").arg("return 1").arg(2).arg("{x}a").arg("{x}b").arg("v")),
+                slot(
+                    redis::cmd("EVAL")
+                        .arg("return 1")
+                        .arg(2)
+                        .arg("{x}a")
+                        .arg("{x}b")
+                        .arg("v")
+                ),
                 Some(Slot::for_key("x"))
             );
             assert_eq!(slot(redis::cmd("EVAL").arg("return 1").arg(0)), None);

@@ -10,6 +10,10 @@
 //!   the tokens they were written under and are misses once a token changed or is
 //!   gone (evicted, or someone cleared the database) — no per-tag member lists that
 //!   could leak, nothing to scan.
+//!
+//! On a Redis Cluster the lease key carries a hash tag of its entry's slot and there
+//! is no generation: clears remove the matching leases instead (see
+//! [`DistributedCache`]'s section *Redis Cluster*).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -91,6 +91,54 @@ struct Inner {
 /// Statistics cost no round trip: counters are atomics, flushed in the background
 /// into the hash `{key_prefix}:stats`.
 ///
+/// # Redis Cluster
+///
+/// With the `cluster` feature, [`DistributedConfig::cluster_nodes`] points the cache
+/// at a Redis Cluster. Every operation behaves as on one server; what differs:
+///
+/// - **Keys.** Entries stay at `{key_prefix}:{key}` (plain JSON, readable by the
+///   Python package), in whatever slot Redis hashes them to. Lease keys, which a
+///   fill's store script reads together with the entry, carry a hash tag that maps
+///   them to their entry's slot: `{key_prefix}:__oc:lease:{TTTT}:{key}` (`TTTT`:
+///   four letters or digits, from a table with one tag per slot). Tag tokens, the
+///   namespace token and the stats hash keep their single-server keys: no script
+///   reads them together with another key. A `key_prefix` that contains a complete
+///   hash tag (`"{myapp}"`) pins the whole cache to one slot (one node) and keeps
+///   the single-server layout; a prefix with a `{` that opens no complete,
+///   non-empty hash tag is refused by `create`.
+/// - **Batches.** `get_many` (one `MGET`) and `delete_many` (one `UNLINK`) are split
+///   by slot by redis-rs; `set_many` and every other pipeline are split by slot by
+///   ormcache. The per-slot parts go out concurrently over each node's multiplexed
+///   connection, so a batch costs about one round trip of latency (its parts to one
+///   node travel pipelined together), but one request per slot touched rather than
+///   one per node. Commands without a key or spanning slots (`PUBLISH`, an `MGET` of
+///   tag tokens) run after the rest, in order: an invalidation message is never
+///   published before the write it announces.
+/// - **Clears.** `clear`, `clear_pattern`, `get_stats`' `keys_count` and the
+///   background sweep of namespace versioning run `SCAN` (and `UNLINK`) on every
+///   primary in turn, confined to the prefix (and tenant) as on one server.
+/// - **No stale fill after a clear.** On one server a clear bumps a generation key
+///   that the fill script checks. No key shares a slot with every entry, so on a
+///   cluster a clear first removes the leases of the keys it matches (a `SCAN` of
+///   the lease keys on every primary), and only then the entries. A fill whose
+///   lease was taken before the clear either stored before its lease was removed,
+///   so before the entries pass began, which then finds and removes the value; or
+///   finds its lease gone and does not store. (`SCAN` returns every key present
+///   for the whole scan; a slot migration during a clear voids that guarantee.)
+///   Deletes remove a key's lease in the same slot, before the entry; tag and
+///   namespace checks are token stamps read at lease time, so they need no
+///   co-location.
+/// - **Identity.** The restart/failover detection of [`HybridCache`](crate::HybridCache)
+///   compares the run id and replication id of every primary: a restart of any of
+///   them triggers recovery. The invalidation subscriber connects to the seed nodes
+///   in turn (`PUBLISH` reaches every node of a cluster); list several seeds, so
+///   that it can resubscribe while one node is away.
+/// - **Failure.** A dead primary makes the calls that reach it fail (connection
+///   errors, timeouts, or `CLUSTERDOWN` server errors once the cluster notices) within
+///   the command timeout, and the circuit breaker, which is per cache, not per node,
+///   opens after repeated connection failures or timeouts. When the node is back
+///   (or a replica took over), calls succeed again after the next probe.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use ormcache::DistributedCache;
@@ -190,7 +238,9 @@ async fn connect_within<T>(
 ) -> Result<T> {
     match tokio::time::timeout(config.connect_timeout, connecting).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(from_redis("create", e).with_detail(format!("cannot connect to {address}"))),
+        Ok(Err(e)) => {
+            Err(from_redis("create", e).with_detail(format!("cannot connect to {address}")))
+        }
         Err(_) => Err(
             Error::new(ErrorKind::Timeout, "create").with_detail(format!(
                 "cannot connect to {address} within {:?}",
@@ -245,7 +295,10 @@ async fn connect_cluster(config: &DistributedConfig, tcp: TcpSettings) -> Result
     let mut infos = Vec::with_capacity(config.cluster_nodes.len());
     for url in &config.cluster_nodes {
         let info = url.as_str().into_connection_info().map_err(|e| {
-            Error::invalid("create", format!("bad cluster node {}: {e}", redact_url(url)))
+            Error::invalid(
+                "create",
+                format!("bad cluster node {}: {e}", redact_url(url)),
+            )
         })?;
         infos.push(info.set_tcp_settings(tcp.clone()));
     }
@@ -713,7 +766,9 @@ impl DistributedCache {
         while let Some(keys) = scan.next().await? {
             let keys: Vec<&Vec<u8>> = keys.iter().filter(|k| doomed(k)).collect();
             if !keys.is_empty() {
-                let n: u64 = self.query(op, None, redis::cmd("UNLINK").arg(&keys)).await?;
+                let n: u64 = self
+                    .query(op, None, redis::cmd("UNLINK").arg(&keys))
+                    .await?;
                 removed += n;
             }
         }
@@ -734,6 +789,7 @@ impl DistributedCache {
     }
 
     /// Whether this cache talks to a Redis Cluster.
+    #[cfg(feature = "cluster")]
     pub(crate) fn is_cluster(&self) -> bool {
         self.inner.conns.first().is_some_and(Conn::is_cluster)
     }

@@ -178,6 +178,16 @@ struct Inner {
 /// shared cache did not take them) but are not lost: the affected keys join a
 /// backlog that is replayed, and every L1 copy evicted, before L2 is trusted again.
 ///
+/// On a Redis Cluster (an L2 built with `cluster_nodes`) the same holds: messages
+/// are published through any node and Redis forwards them to every node; the
+/// subscriber listens on one seed node and, when that node goes away, the stream
+/// ends (or the heartbeat watchdog notices the silence), L1 degrades to
+/// `degraded_max_age` and the subscriber moves on to the next seed. Recovery (replay,
+/// L1 flush) runs once it is subscribed again and every primary answers `INFO`; a
+/// restart or failover of any primary is detected by its run and replication ids.
+/// The staleness bound is the single-server one. What is weaker: with one seed
+/// only, resubscribing waits for that node to return (degraded meanwhile).
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use ormcache::{DistributedCache, HybridCache, QueryCache};
