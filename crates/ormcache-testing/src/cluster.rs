@@ -9,9 +9,10 @@ use crate::{RedisServer, ServerOptions, check_installed};
 /// so that a test that kills a node sees the cluster react quickly.
 const NODE_TIMEOUT_MS: u64 = 2000;
 
-/// A Redis Cluster of three primaries (no replicas) owned by a test, each a
-/// [`RedisServer`] on a free port below 55536 (its cluster bus listens on port +
-/// 10000). Created with `redis-cli --cluster create`; every node is killed on drop.
+/// A Redis Cluster of three primaries (and optionally replicas) owned by a test,
+/// each node a [`RedisServer`] on a free port below 55536 (its cluster bus listens
+/// on port + 10000). Created with `redis-cli --cluster create`; every node is
+/// killed on drop.
 ///
 /// ```no_run
 /// let cluster = ormcache_testing::RedisCluster::start();
@@ -33,6 +34,15 @@ impl RedisCluster {
     /// If `redis-server` or `redis-cli` is missing, or the cluster does not form
     /// (the message includes every node's log).
     pub fn start() -> Self {
+        Self::start_with_replicas(0)
+    }
+
+    /// Starts three primaries with `replicas` replicas each (`--cluster-replicas`),
+    /// so that a killed primary fails over.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_replicas(replicas: usize) -> Self {
         check_installed();
         let options = ServerOptions {
             args: [
@@ -48,7 +58,7 @@ impl RedisCluster {
             .collect(),
             unix_socket: false,
         };
-        let nodes: Vec<RedisServer> = (0..3)
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| RedisServer::start_with(options.clone()))
             .collect();
         let cluster = Self { nodes };
@@ -60,7 +70,7 @@ impl RedisCluster {
                     .iter()
                     .map(|n| format!("127.0.0.1:{}", n.port())),
             )
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output();
         match out {
             Ok(o) if o.status.success() => {}
@@ -78,14 +88,19 @@ impl RedisCluster {
     }
 
     /// Waits (up to 30 s) until every running node reports `cluster_state:ok` and
-    /// knows all three primaries.
+    /// three primaries serve the slots.
     ///
     /// # Panics
     /// If that does not happen in time (with every node's log).
     pub fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let states: Vec<String> = self.nodes.iter().map(cluster_info).collect();
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(cluster_info)
+                .collect();
             if states
                 .iter()
                 .all(|s| s.contains("cluster_state:ok") && s.contains("cluster_size:3"))
@@ -120,6 +135,25 @@ impl RedisCluster {
     /// Every node's URL.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The indices of the running nodes that are primaries now.
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                let node = &self.nodes[i];
+                node.is_running()
+                    && node
+                        .client()
+                        .get_connection_with_timeout(Duration::from_secs(1))
+                        .and_then(|mut c| {
+                            redis::cmd("INFO")
+                                .arg("replication")
+                                .query::<String>(&mut c)
+                        })
+                        .is_ok_and(|info| info.contains("role:master"))
+            })
+            .collect()
     }
 
     /// Kills node `i` (`SIGKILL`); its data is lost.

@@ -468,9 +468,13 @@ async fn tenants_are_isolated() {
 }
 
 async fn hybrid(cluster: &RedisCluster, prefix: &str) -> HybridCache {
+    hybrid_with(cluster_config(cluster, prefix)).await
+}
+
+async fn hybrid_with(config: ormcache::DistributedConfig) -> HybridCache {
     let c = HybridCache::builder(
         QueryCache::new(1000, Duration::from_secs(60)).unwrap(),
-        cluster_cache(cluster, prefix).await,
+        DistributedCache::create(config).await.unwrap(),
     )
     .heartbeat_interval(Duration::from_millis(100))
     .build();
@@ -538,6 +542,54 @@ async fn hybrid_caches_stay_coherent_and_recover_from_a_lost_node() {
     assert_eq!(b.get::<u32>("after").await.unwrap().map(|v| *v), Some(1));
     a.set("after", 2u32, None).await.unwrap();
     eventually_reads(&b, "after", Some(2)).await;
+}
+
+/// With replicas, a killed primary fails over; caches configured with that node as
+/// their only seed resubscribe through a node the cluster reports and are coherent
+/// again without the node ever coming back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_caches_recover_from_a_failover_with_a_single_seed() {
+    let cluster = RedisCluster::start_with_replicas(1);
+    let seed = cluster.primaries()[0];
+    let config = || {
+        ormcache::DistributedConfig::new()
+            .cluster_nodes([cluster.node(seed).url()])
+            .key_prefix("fo")
+            .socket_timeout(Duration::from_secs(2))
+    };
+    let a = hybrid_with(config()).await;
+    let b = hybrid_with(config()).await;
+    a.set("k", 1u32, None).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap().map(|v| *v), Some(1));
+    a.set("k", 2u32, None).await.unwrap();
+    eventually_reads(&b, "k", Some(2)).await;
+
+    cluster.kill(seed);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.is_coherent() {
+        assert!(Instant::now() < deadline, "b never noticed its stream died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.wait_ok();
+    assert!(!cluster.primaries().contains(&seed));
+    assert!(
+        a.wait_coherent(Duration::from_secs(30)).await,
+        "a stayed degraded"
+    );
+    assert!(
+        b.wait_coherent(Duration::from_secs(30)).await,
+        "b stayed degraded"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.set("after", 1u32, None).await.is_err() {
+        assert!(Instant::now() < deadline, "writes never worked again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually_reads(&b, "after", Some(1)).await;
+    a.set("after", 2u32, None).await.unwrap();
+    eventually_reads(&b, "after", Some(2)).await;
+    // The replica had the entry: it survived the failover.
+    assert_eq!(b.get::<u32>("k").await.unwrap().map(|v| *v), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,50 @@ pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
     Ok(nodes)
 }
 
+/// Clients for the `nodes` that are not among `seeds`, with the first seed's
+/// settings (credentials, TLS, TCP).
+pub(super) fn clients_beyond(seeds: &[redis::Client], nodes: &[Node]) -> Vec<redis::Client> {
+    use redis::ConnectionAddr;
+    let Some(seed) = seeds.first() else {
+        return Vec::new();
+    };
+    let known = |host: &str, port: u16| {
+        seeds.iter().any(|s| match s.get_connection_info().addr() {
+            ConnectionAddr::Tcp(h, p)
+            | ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => h == host && *p == port,
+            _ => false,
+        })
+    };
+    nodes
+        .iter()
+        .filter_map(|node| {
+            let Node::Primary(host, port) = node else {
+                return None;
+            };
+            if known(host, *port) {
+                return None;
+            }
+            let info = seed.get_connection_info().clone();
+            let addr = match info.addr().clone() {
+                ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure,
+                    tls_params,
+                },
+                _ => ConnectionAddr::Tcp(host.clone(), *port),
+            };
+            redis::Client::open(info.set_addr(addr)).ok()
+        })
+        .collect()
+}
+
 /// The identity of a cluster from `INFO` on every primary (a map of address to
 /// reply): each primary's run id and replication id, sorted, so that a restart or
 /// failover of any primary changes it.

@@ -261,21 +261,26 @@ impl DistributedCache {
         Ok(out)
     }
 
-    /// A redis-rs client for the invalidation subscriber: the server, or on a
-    /// cluster the next seed node (each call moves on, so that a resubscription
-    /// after a node went away tries another one). `PUBLISH` reaches every node of
-    /// a cluster, so subscribing through any one of them is enough.
-    pub(crate) fn pubsub_client(&self) -> redis::Client {
-        let clients = &self.inner.pubsub;
-        let i = if clients.len() > 1 {
-            self.inner
-                .next_pubsub
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % clients.len()
-        } else {
-            0
-        };
-        clients[i].clone()
+    /// A redis-rs client for the invalidation subscriber: the server; on a cluster,
+    /// in turn (each call moves on, so that a resubscription after a node went away
+    /// tries another one) the seed nodes and the primaries the cluster reports, all
+    /// with the seeds' credentials. `PUBLISH` reaches every node of a cluster, so
+    /// subscribing through any one of them is enough.
+    pub(crate) async fn pubsub_client(&self) -> redis::Client {
+        let seeds = &self.inner.pubsub;
+        let turn = self
+            .inner
+            .next_pubsub
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(feature = "cluster")]
+        if self.is_cluster()
+            && let Ok(nodes) = self.primaries("subscribe").await
+        {
+            let mut candidates = seeds.clone();
+            candidates.extend(super::cluster::clients_beyond(seeds, &nodes));
+            return candidates[turn % candidates.len()].clone();
+        }
+        seeds[turn % seeds.len()].clone()
     }
 
     pub(crate) fn command_timeout(&self) -> Duration {

@@ -130,9 +130,10 @@ struct Inner {
 ///   co-location.
 /// - **Identity.** The restart/failover detection of [`HybridCache`](crate::HybridCache)
 ///   compares the run id and replication id of every primary: a restart of any of
-///   them triggers recovery. The invalidation subscriber connects to the seed nodes
-///   in turn (`PUBLISH` reaches every node of a cluster); list several seeds, so
-///   that it can resubscribe while one node is away.
+///   them triggers recovery. The invalidation subscriber listens on one node
+///   (`PUBLISH` reaches every node of a cluster); each resubscription moves on to
+///   the next of the seed nodes and the primaries the cluster reports, so losing
+///   that node (even the only seed) does not stop coherence.
 /// - **Failure.** A dead primary makes the calls that reach it fail (connection
 ///   errors, timeouts, or `CLUSTERDOWN` server errors once the cluster notices) within
 ///   the command timeout, and the circuit breaker, which is per cache, not per node,

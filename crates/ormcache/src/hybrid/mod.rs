@@ -182,11 +182,12 @@ struct Inner {
 /// are published through any node and Redis forwards them to every node; the
 /// subscriber listens on one seed node and, when that node goes away, the stream
 /// ends (or the heartbeat watchdog notices the silence), L1 degrades to
-/// `degraded_max_age` and the subscriber moves on to the next seed. Recovery (replay,
-/// L1 flush) runs once it is subscribed again and every primary answers `INFO`; a
-/// restart or failover of any primary is detected by its run and replication ids.
-/// The staleness bound is the single-server one. What is weaker: with one seed
-/// only, resubscribing waits for that node to return (degraded meanwhile).
+/// `degraded_max_age` and the subscriber moves on to another node (the seeds and
+/// the primaries the cluster reports, in turn). Recovery (replay, L1 flush) runs
+/// once it is subscribed again and every primary answers `INFO`, so while a primary
+/// is down without a replica to take over, L1 stays degraded; a restart or failover
+/// of any primary is detected by its run and replication ids. The staleness bound
+/// is the single-server one.
 ///
 /// ```no_run
 /// use std::time::Duration;
