@@ -44,8 +44,9 @@ if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return 1
 ";
 
-/// Releases a lease if it is still ours.
-const RELEASE_SCRIPT: &str = r"
+/// Deletes a key if it still holds the given value: a lease that is still ours, an
+/// entry still as it was read stale.
+const DELETE_IF_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
@@ -295,7 +296,26 @@ impl DistributedCache {
             Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, Some(tags))))
         } else {
             self.inner.counters.add(Stat::Miss, 1);
+            self.evict_stale(op, key, bytes).await;
             Ok(None)
+        }
+    }
+
+    /// Removes an entry found stale (a tag or the namespace was invalidated) if it
+    /// still holds those bytes, so that the next fill can store (a fill does not
+    /// overwrite an entry it did not see go). One round trip, on stale reads only;
+    /// a failure only leaves the entry to expire.
+    async fn evict_stale(&self, op: &'static str, key: &str, bytes: &[u8]) {
+        self.delete_if(op, key, &full_key(&self.inner.prefix, key), bytes)
+            .await;
+    }
+
+    /// Runs [`DELETE_IF_SCRIPT`]; a failure is only logged.
+    async fn delete_if(&self, op: &'static str, key: &str, redis_key: &str, value: &[u8]) {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(DELETE_IF_SCRIPT).arg(1).arg(redis_key).arg(value);
+        if let Err(e) = self.query::<i64>(op, Some(key), &eval).await {
+            tracing::debug!(error = %e, "conditional delete failed; the key will expire");
         }
     }
 
@@ -436,12 +456,13 @@ impl DistributedCache {
 
     /// Releases a lease after a failed load.
     pub(crate) async fn release(&self, key: &str, lease: &Lease) {
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(self.lease_key(key))
-            .arg(&lease.token);
-        let _ = self.query::<i64>("get_or_compute", Some(key), &eval).await;
+        self.delete_if(
+            "get_or_compute",
+            key,
+            &self.lease_key(key),
+            lease.token.as_bytes(),
+        )
+        .await;
     }
 }
 

@@ -687,13 +687,7 @@ impl DistributedCache {
             // cluster there is no generation: their entries carry the old
             // namespace token and are misses.)
             if !self.inner.slot_tags {
-                let _: i64 = self
-                    .query(
-                        op,
-                        None,
-                        redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
-                    )
-                    .await?;
+                self.bump_generation(op).await?;
             }
             self.clear_namespace(op).await?;
             return Ok(0);
@@ -737,13 +731,7 @@ impl DistributedCache {
             })
             .await?;
         } else {
-            let _: i64 = self
-                .query(
-                    op,
-                    None,
-                    redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
-                )
-                .await?;
+            self.bump_generation(op).await?;
         }
         let full_pattern = format!("{}{}{}", self.inner.scan_prefix, escape_glob(&ns), pattern);
         let own = format!("{}:{}", self.inner.prefix, ns);
@@ -752,6 +740,13 @@ impl DistributedCache {
                 .is_some_and(|rest| !is_reserved_bytes(rest))
         })
         .await
+    }
+
+    /// Bumps the clear generation: fills that started before fail to store.
+    async fn bump_generation(&self, op: &'static str) -> Result<()> {
+        let mut incr = redis::cmd("INCR");
+        incr.arg(key::generation_key(&self.inner.prefix));
+        self.query::<i64>(op, None, &incr).await.map(drop)
     }
 
     /// `UNLINK`s the keys matching `pattern` (on every primary) that `doomed`

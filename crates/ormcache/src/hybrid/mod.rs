@@ -184,10 +184,10 @@ struct Inner {
 /// ends (or the heartbeat watchdog notices the silence), L1 degrades to
 /// `degraded_max_age` and the subscriber moves on to another node (the seeds and
 /// the primaries the cluster reports, in turn). Recovery (replay, L1 flush) runs
-/// once it is subscribed again and every primary answers `INFO`, so while a primary
-/// is down without a replica to take over, L1 stays degraded; a restart or failover
-/// of any primary is detected by its run and replication ids. The staleness bound
-/// is the single-server one.
+/// once it is subscribed again and the reachable primaries answer `INFO`; the
+/// identity compared afterwards is every primary's run and replication id, so a
+/// primary that comes back restarted, or a replica promoted in its place, triggers
+/// the recovery again. The staleness bound is the single-server one.
 ///
 /// ```no_run
 /// use std::time::Duration;
