@@ -4,10 +4,11 @@
 //! operation is written once.
 //!
 //! On a cluster, a pipeline whose commands hash to several slots is split: the
-//! single-slot commands are grouped by slot and the groups are sent concurrently
-//! (each group in order, as one pipeline, over the node's multiplexed connection);
-//! then the commands that span slots or have no key (`MGET` of keys in several
-//! slots, `PUBLISH`, `INFO`) run one after the other, in pipeline order. So a
+//! commands are grouped by slot and the groups are sent concurrently (each group
+//! in order, as one pipeline, over the node's multiplexed connection). A multi-key
+//! command (`MGET`, `UNLINK`) whose keys span slots becomes one command per slot,
+//! each in its slot's group, and the replies are recombined. Then the commands
+//! without a key (`PUBLISH`, `INFO`) run one after the other, in pipeline order: a
 //! `PUBLISH` that follows a write is sent only once the write has been applied.
 
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -61,7 +62,19 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
-            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => {
+                if matches!(cluster::plan(cmd), cluster::Plan::Split(_)) {
+                    let conn = c.clone();
+                    Box::pin(async move {
+                        let mut one = redis::pipe();
+                        one.add_command(cmd.clone());
+                        let mut replies = cluster::split_pipeline(conn, &one).await?;
+                        Ok(replies.pop().unwrap_or(Value::Nil))
+                    })
+                } else {
+                    c.req_packed_command(cmd)
+                }
+            }
         }
     }
 
@@ -103,39 +116,81 @@ mod cluster {
     use redis::cluster_routing::Slot;
     use redis::{Cmd, Pipeline, RedisResult, Value};
 
-    /// The slot all of `cmd`'s keys hash to; `None` for a command without keys or
-    /// whose keys span slots. Knows the commands ormcache sends.
-    fn single_slot(cmd: &Cmd) -> Option<Slot> {
-        let args: Vec<&[u8]> = cmd
-            .args_iter()
+    /// How a command reaches the cluster. Knows the commands ormcache sends.
+    #[derive(Debug, PartialEq)]
+    pub(super) enum Plan {
+        /// Every key in one slot.
+        Slot(Slot),
+        /// A multi-key command whose keys span slots: sent as one command per slot
+        /// and recombined (never as a fan-out that could skip a node redis-rs has
+        /// no connection to).
+        Split(Combine),
+        /// No key (or an invalid cross-slot script): sent alone, after the rest.
+        Later,
+    }
+
+    /// How the parts of a split command are recombined.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub(super) enum Combine {
+        /// `MGET`: the values, in key order.
+        Values,
+        /// `UNLINK`, `DEL`, `EXISTS`: the sum.
+        Count,
+    }
+
+    fn args(cmd: &Cmd) -> Vec<&[u8]> {
+        cmd.args_iter()
             .map(|a| match a {
                 redis::Arg::Simple(bytes) => bytes,
                 _ => b"0",
             })
-            .collect();
-        let keys = match args.first()?.to_ascii_uppercase().as_slice() {
-            b"PUBLISH" | b"PING" | b"INFO" | b"DBSIZE" | b"SCAN" | b"CLUSTER" => return None,
-            b"EVAL" | b"EVALSHA" => {
-                let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
-                args.get(3..3 + n)?
-            }
-            b"MGET" | b"UNLINK" | b"DEL" | b"EXISTS" => args.get(1..)?,
-            _ => args.get(1..2)?,
-        };
-        same_slot(keys.iter().copied())
+            .collect()
     }
 
-    fn same_slot<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Option<Slot> {
-        let mut slot = None;
-        for k in keys {
-            let s = Slot::for_key(k);
-            match slot {
-                None => slot = Some(s),
-                Some(first) if first != s => return None,
-                Some(_) => {}
+    pub(super) fn plan(cmd: &Cmd) -> Plan {
+        let args = args(cmd);
+        let Some(name) = args.first().map(|n| n.to_ascii_uppercase()) else {
+            return Plan::Later;
+        };
+        let (keys, combine) = match name.as_slice() {
+            b"PUBLISH" | b"PING" | b"INFO" | b"DBSIZE" | b"SCAN" | b"CLUSTER" => {
+                return Plan::Later;
             }
+            b"EVAL" | b"EVALSHA" => {
+                let n = args
+                    .get(2)
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
+                (args.get(3..3 + n).unwrap_or_default(), None)
+            }
+            b"MGET" => (args.get(1..).unwrap_or_default(), Some(Combine::Values)),
+            b"UNLINK" | b"DEL" | b"EXISTS" => {
+                (args.get(1..).unwrap_or_default(), Some(Combine::Count))
+            }
+            _ => (args.get(1..2).unwrap_or_default(), None),
+        };
+        match (same_slot(keys), combine) {
+            (Some(slot), _) => Plan::Slot(slot),
+            (None, Some(c)) if !keys.is_empty() => Plan::Split(c),
+            (None, _) => Plan::Later,
         }
-        slot
+    }
+
+    fn same_slot(keys: &[&[u8]]) -> Option<Slot> {
+        let first = Slot::for_key(keys.first()?);
+        keys.iter()
+            .all(|k| Slot::for_key(k) == first)
+            .then_some(first)
+    }
+
+    /// Where a command's reply comes from.
+    enum Route {
+        /// This position of the slot's pipeline.
+        Whole(Slot, usize),
+        /// Parts (slot, position, indices of the keys they carry) of `keys` keys.
+        Split(Combine, Vec<(Slot, usize, Vec<usize>)>, usize),
+        Later,
     }
 
     /// Runs a non-transactional pipeline on a cluster (see the module docs); the
@@ -144,37 +199,100 @@ mod cluster {
         conn: ClusterConnection,
         pipeline: &Pipeline,
     ) -> RedisResult<Vec<Value>> {
-        let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
-        let mut groups: HashMap<Slot, Vec<usize>> = HashMap::new();
-        let mut later = Vec::new();
-        for (i, c) in cmds.iter().enumerate() {
-            match single_slot(c) {
-                Some(slot) => groups.entry(slot).or_default().push(i),
-                None => later.push(i),
-            }
+        let mut groups: HashMap<Slot, Pipeline> = HashMap::new();
+        let mut push = |slot: Slot, cmd: Cmd| {
+            let pipe = groups.entry(slot).or_insert_with(redis::pipe);
+            pipe.add_command(cmd);
+            pipe.len() - 1
+        };
+        let mut routes = Vec::with_capacity(pipeline.len());
+        for cmd in pipeline.cmd_iter() {
+            routes.push(match plan(cmd) {
+                Plan::Slot(slot) => Route::Whole(slot, push(slot, cmd.clone())),
+                Plan::Later => Route::Later,
+                Plan::Split(combine) => {
+                    let args = args(cmd);
+                    let keys = &args[1..];
+                    let mut by_slot: Vec<(Slot, Vec<usize>)> = Vec::new();
+                    for (i, k) in keys.iter().enumerate() {
+                        let slot = Slot::for_key(k);
+                        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                            Some((_, indices)) => indices.push(i),
+                            None => by_slot.push((slot, vec![i])),
+                        }
+                    }
+                    let parts = by_slot
+                        .into_iter()
+                        .map(|(slot, indices)| {
+                            let mut part = Cmd::new();
+                            part.arg(args[0]);
+                            for &i in &indices {
+                                part.arg(keys[i]);
+                            }
+                            (slot, push(slot, part), indices)
+                        })
+                        .collect();
+                    Route::Split(combine, parts, keys.len())
+                }
+            });
         }
-        let mut out = vec![Value::Nil; cmds.len()];
-        let sends = groups.into_values().map(|indices| {
+        let sends = groups.into_iter().map(|(slot, pipe)| {
             let mut conn = conn.clone();
-            let mut pipe = redis::pipe();
-            for &i in &indices {
-                pipe.add_command(cmds[i].clone());
-            }
             async move {
-                let replies = conn.req_packed_commands(&pipe, 0, indices.len()).await?;
-                Ok::<_, redis::RedisError>((indices, replies))
+                let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
+                Ok::<_, redis::RedisError>((slot, replies))
             }
         });
-        for (indices, replies) in try_join_all(sends).await? {
-            for (i, v) in indices.into_iter().zip(replies) {
-                out[i] = v;
-            }
-        }
+        let mut replies: HashMap<Slot, Vec<Value>> =
+            try_join_all(sends).await?.into_iter().collect();
+        let mut take = |slot: Slot, pos: usize| {
+            replies
+                .get_mut(&slot)
+                .and_then(|r| r.get_mut(pos))
+                .map(|v| std::mem::replace(v, Value::Nil))
+                .unwrap_or(Value::Nil)
+        };
         let mut conn = conn;
-        for i in later {
-            out[i] = conn.req_packed_command(cmds[i]).await?;
+        let mut out = Vec::with_capacity(routes.len());
+        for (cmd, route) in pipeline.cmd_iter().zip(routes) {
+            out.push(match route {
+                Route::Whole(slot, pos) => take(slot, pos),
+                Route::Later => conn.req_packed_command(cmd).await?,
+                Route::Split(combine, parts, keys) => {
+                    let parts = parts
+                        .into_iter()
+                        .map(|(slot, pos, indices)| (take(slot, pos), indices));
+                    recombine(combine, parts, keys)
+                }
+            });
         }
         Ok(out)
+    }
+
+    /// One reply from the parts of a split command (an error reply of a part is
+    /// the reply).
+    fn recombine(
+        combine: Combine,
+        parts: impl Iterator<Item = (Value, Vec<usize>)>,
+        keys: usize,
+    ) -> Value {
+        let mut values = vec![Value::Nil; if combine == Combine::Values { keys } else { 0 }];
+        let mut count = 0i64;
+        for (reply, indices) in parts {
+            match (combine, reply) {
+                (Combine::Values, Value::Array(vs)) => {
+                    for (i, v) in indices.into_iter().zip(vs) {
+                        values[i] = v;
+                    }
+                }
+                (Combine::Count, Value::Int(n)) => count += n,
+                (_, other) => return other,
+            }
+        }
+        match combine {
+            Combine::Values => Value::Array(values),
+            Combine::Count => Value::Int(count),
+        }
     }
 
     #[cfg(test)]
@@ -182,19 +300,23 @@ mod cluster {
         use super::*;
 
         #[test]
-        fn commands_are_grouped_by_the_slot_of_their_keys() {
-            let slot = |c: &Cmd| single_slot(c);
-            assert_eq!(slot(redis::cmd("GET").arg("a")), Some(Slot::for_key("a")));
-            assert_eq!(slot(redis::cmd("PUBLISH").arg("ch").arg("x")), None);
-            assert_eq!(
-                slot(redis::cmd("MGET").arg("{t}1").arg("{t}2")),
-                Some(Slot::for_key("t"))
-            );
+        fn commands_are_planned_by_the_slot_of_their_keys() {
+            let slot = |k: &str| Plan::Slot(Slot::for_key(k));
+            assert_eq!(plan(redis::cmd("GET").arg("a")), slot("a"));
+            assert_eq!(plan(redis::cmd("PUBLISH").arg("ch").arg("x")), Plan::Later);
+            assert_eq!(plan(redis::cmd("MGET").arg("{t}1").arg("{t}2")), slot("t"));
             // "a" and "b" hash to different slots.
             assert_ne!(Slot::for_key("a"), Slot::for_key("b"));
-            assert_eq!(slot(redis::cmd("MGET").arg("a").arg("b")), None);
             assert_eq!(
-                slot(
+                plan(redis::cmd("MGET").arg("a").arg("b")),
+                Plan::Split(Combine::Values)
+            );
+            assert_eq!(
+                plan(redis::cmd("UNLINK").arg("a").arg("b")),
+                Plan::Split(Combine::Count)
+            );
+            assert_eq!(
+                plan(
                     redis::cmd("EVAL")
                         .arg("return 1")
                         .arg(2)
@@ -202,9 +324,26 @@ mod cluster {
                         .arg("{x}b")
                         .arg("v")
                 ),
-                Some(Slot::for_key("x"))
+                slot("x")
             );
-            assert_eq!(slot(redis::cmd("EVAL").arg("return 1").arg(0)), None);
+            assert_eq!(plan(redis::cmd("EVAL").arg("return 1").arg(0)), Plan::Later);
+        }
+
+        #[test]
+        fn split_replies_are_recombined_in_key_order() {
+            let parts = vec![
+                (Value::Array(vec![Value::Int(1), Value::Int(3)]), vec![0, 2]),
+                (Value::Array(vec![Value::Int(2)]), vec![1]),
+            ];
+            assert_eq!(
+                recombine(Combine::Values, parts.into_iter(), 3),
+                Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
+            );
+            let parts = vec![(Value::Int(2), vec![0, 1]), (Value::Int(1), vec![2])];
+            assert_eq!(
+                recombine(Combine::Count, parts.into_iter(), 3),
+                Value::Int(3)
+            );
         }
     }
 }
