@@ -20,10 +20,50 @@ const NODE_TIMEOUT_MS: u64 = 2000;
 /// cluster.kill(0);
 /// cluster.restart(0);
 /// cluster.wait_ok();
+///
+/// use ormcache_testing::ClusterOptions;
+/// let with_failover = ormcache_testing::RedisCluster::start_with(
+///     &ClusterOptions::new().replicas(1).password("secret"),
+/// );
+/// # drop(with_failover);
 /// ```
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    password: Option<String>,
+}
+
+/// Options for [`RedisCluster::start_with`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClusterOptions {
+    /// Replicas per primary (`--cluster-replicas`), so that a killed primary fails
+    /// over.
+    pub replicas: usize,
+    /// A password every node requires (`requirepass`, `masterauth`); the URLs carry
+    /// it.
+    pub password: Option<String>,
+}
+
+impl ClusterOptions {
+    /// No replicas, no password.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replicas per primary.
+    #[must_use]
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// A password every node requires.
+    #[must_use]
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
 }
 
 impl RedisCluster {
@@ -34,35 +74,47 @@ impl RedisCluster {
     /// If `redis-server` or `redis-cli` is missing, or the cluster does not form
     /// (the message includes every node's log).
     pub fn start() -> Self {
-        Self::start_with_replicas(0)
+        Self::start_with(&ClusterOptions::default())
     }
 
-    /// Starts three primaries with `replicas` replicas each (`--cluster-replicas`),
-    /// so that a killed primary fails over.
+    /// Starts a cluster with replicas or a password.
     ///
     /// # Panics
     /// As [`start`](Self::start).
-    pub fn start_with_replicas(replicas: usize) -> Self {
+    pub fn start_with(options: &ClusterOptions) -> Self {
         check_installed();
-        let options = ServerOptions {
-            args: [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                &NODE_TIMEOUT_MS.to_string(),
-            ]
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        let mut args: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &NODE_TIMEOUT_MS.to_string(),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        if let Some(pw) = &options.password {
+            for flag in ["--requirepass", "--masterauth"] {
+                args.extend([flag.to_owned(), pw.clone()]);
+            }
+        }
+        let server_options = ServerOptions {
+            args,
             unix_socket: false,
         };
-        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
-            .map(|_| RedisServer::start_with(options.clone()))
+        let nodes: Vec<RedisServer> = (0..3 * (1 + options.replicas))
+            .map(|_| RedisServer::start_with(server_options.clone()))
             .collect();
-        let cluster = Self { nodes };
-        let out = Command::new("redis-cli")
+        let cluster = Self {
+            nodes,
+            password: options.password.clone(),
+        };
+        let mut create = Command::new("redis-cli");
+        if let Some(pw) = &options.password {
+            create.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = create
             .args(["--cluster", "create"])
             .args(
                 cluster
@@ -70,7 +122,11 @@ impl RedisCluster {
                     .iter()
                     .map(|n| format!("127.0.0.1:{}", n.port())),
             )
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .args([
+                "--cluster-replicas",
+                &options.replicas.to_string(),
+                "--cluster-yes",
+            ])
             .output();
         match out {
             Ok(o) if o.status.success() => {}
@@ -98,8 +154,9 @@ impl RedisCluster {
             let states: Vec<String> = self
                 .nodes
                 .iter()
-                .filter(|n| n.is_running())
-                .map(cluster_info)
+                .enumerate()
+                .filter(|(_, n)| n.is_running())
+                .map(|(i, _)| cluster_info(&self.client(i)))
                 .collect();
             if states
                 .iter()
@@ -127,24 +184,31 @@ impl RedisCluster {
         &self.nodes[i]
     }
 
-    /// The first node's URL (a seed for clients).
+    /// The first node's URL (a seed for clients), with the password if any.
     pub fn url(&self) -> String {
-        self.nodes[0].url()
+        self.node_url(0)
     }
 
-    /// Every node's URL.
+    /// Node `i`'s URL, with the password if any.
+    pub fn node_url(&self, i: usize) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.nodes[i].port()),
+            None => self.nodes[i].url(),
+        }
+    }
+
+    /// Every node's URL, with the password if any.
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(RedisServer::url).collect()
+        (0..self.nodes.len()).map(|i| self.node_url(i)).collect()
     }
 
     /// The indices of the running nodes that are primaries now.
     pub fn primaries(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| {
-                let node = &self.nodes[i];
-                node.is_running()
-                    && node
-                        .client()
+                self.nodes[i].is_running()
+                    && self
+                        .client(i)
                         .get_connection_with_timeout(Duration::from_secs(1))
                         .and_then(|mut c| {
                             redis::cmd("INFO")
@@ -187,17 +251,16 @@ impl RedisCluster {
             .join("\n")
     }
 
-    /// A redis-rs client for node `i` (commands to keys of other nodes get `MOVED`).
+    /// A redis-rs client for node `i`, with the password if any (commands to keys
+    /// of other nodes get `MOVED`).
     pub fn client(&self, i: usize) -> redis::Client {
-        self.nodes[i].client()
+        redis::Client::open(self.node_url(i)).unwrap()
     }
 }
 
 /// `CLUSTER INFO` of a node, or the error as text.
-fn cluster_info(node: &RedisServer) -> String {
-    let info = node
-        .client()
-        .get_connection_with_timeout(Duration::from_secs(1));
+fn cluster_info(node: &redis::Client) -> String {
+    let info = node.get_connection_with_timeout(Duration::from_secs(1));
     match info.and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c)) {
         Ok(s) => s,
         Err(e) => format!("unreachable: {e}"),

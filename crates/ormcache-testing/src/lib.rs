@@ -298,7 +298,7 @@ impl RedisServer {
 }
 
 mod cluster;
-pub use cluster::RedisCluster;
+pub use cluster::{ClusterOptions, RedisCluster};
 
 impl Drop for RedisServer {
     fn drop(&mut self) {

@@ -11,15 +11,13 @@ use std::time::{Duration, Instant};
 
 use ormcache::tenant::{self, TenantId};
 use ormcache::{Cache, ComputeOptions, DistributedCache, HybridCache, QueryCache, Ttl};
-use support::{RedisCluster, cluster_cache, cluster_config};
+use support::{ClusterOptions, RedisCluster, cluster_cache, cluster_config};
 
 /// The keys stored on each node (raw, every prefix).
 fn keys_per_node(cluster: &RedisCluster) -> Vec<BTreeSet<String>> {
-    cluster
-        .nodes()
-        .iter()
-        .map(|n| {
-            let mut conn = n.client().get_connection().unwrap();
+    (0..cluster.nodes().len())
+        .map(|i| {
+            let mut conn = cluster.client(i).get_connection().unwrap();
             let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
             keys.into_iter().collect()
         })
@@ -495,11 +493,9 @@ async fn hybrid_with(config: ormcache::DistributedConfig) -> HybridCache {
 
 /// The node with a subscriber of `channel` (pub/sub state is per node).
 fn subscribed_node(cluster: &RedisCluster, channel: &str) -> usize {
-    let counts: Vec<i64> = cluster
-        .nodes()
-        .iter()
-        .map(|n| {
-            let mut conn = n.client().get_connection().unwrap();
+    let counts: Vec<i64> = (0..cluster.nodes().len())
+        .map(|i| {
+            let mut conn = cluster.client(i).get_connection().unwrap();
             let (_, count): (String, i64) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
                 .arg(channel)
@@ -597,11 +593,11 @@ async fn hybrid_caches_stay_coherent_and_recover_from_a_lost_node() {
 /// again without the node ever coming back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_caches_recover_from_a_failover_with_a_single_seed() {
-    let cluster = RedisCluster::start_with_replicas(1);
+    let cluster = RedisCluster::start_with(&ClusterOptions::new().replicas(1));
     let seed = cluster.primaries()[0];
     let config = || {
         ormcache::DistributedConfig::new()
-            .cluster_nodes([cluster.node(seed).url()])
+            .cluster_nodes([cluster.node_url(seed)])
             .key_prefix("fo")
             .socket_timeout(Duration::from_secs(2))
     };
@@ -695,6 +691,35 @@ async fn a_killed_primary_fails_calls_fast_and_the_cache_recovers() {
     for k in &keys {
         assert_eq!(c.get::<u32>(k).await.unwrap().map(|v| *v), Some(3));
     }
+}
+
+/// The password comes from the seed URLs; it never shows in errors or `Debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_cluster() {
+    let cluster = RedisCluster::start_with(&ClusterOptions::new().password("s3cret-pw"));
+    let c = cluster_cache(&cluster, "pw").await;
+    for i in 0..50u32 {
+        c.set(&format!("k:{i}"), i, None).await.unwrap();
+    }
+    assert_eq!(c.get::<u32>("k:7").await.unwrap().map(|v| *v), Some(7));
+    assert_eq!(c.clear().await.unwrap(), 50);
+    assert!(!format!("{c:?}").contains("s3cret-pw"));
+    let h = hybrid(&cluster, "pw").await;
+    h.set("x", 1u32, None).await.unwrap();
+
+    let wrong: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.replace("s3cret-pw", "wrong-pw"))
+        .collect();
+    let err = DistributedCache::create(
+        ormcache::DistributedConfig::new()
+            .cluster_nodes(wrong)
+            .socket_connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.to_string().contains("wrong-pw"), "{err}");
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ impl Rng {
 }
 
 #[cfg(feature = "cluster")]
-pub use ormcache_testing::RedisCluster;
+pub use ormcache_testing::{ClusterOptions, RedisCluster};
 
 /// A config for a Redis Cluster (every node as a seed) with a prefix of its own and
 /// a command timeout generous enough for a loaded machine.
