@@ -3,7 +3,8 @@
 //! `cluster_async::ClusterConnection`), behind one `ConnectionLike` so that every
 //! operation is written once.
 //!
-//! On a cluster, a pipeline whose commands hash to several slots is split: the
+//! On a cluster, a pipeline whose keys all hash to one slot goes whole to that
+//! slot's node. Any other pipeline is split: the
 //! commands are grouped by slot and the groups are sent concurrently (each group
 //! in order, as one pipeline, over the node's multiplexed connection). A multi-key
 //! command (`MGET`, `UNLINK`) whose keys span slots becomes one command per slot,
@@ -88,7 +89,12 @@ impl ConnectionLike for Conn {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => {
-                if pipeline.is_transaction() || offset != 0 || count != pipeline.len() {
+                if pipeline.is_transaction()
+                    || offset != 0
+                    || count != pipeline.len()
+                    || cluster::one_slot(pipeline)
+                {
+                    // redis-rs sends it whole, in order, to the slot's node.
                     c.req_packed_commands(pipeline, offset, count)
                 } else {
                     Box::pin(cluster::split_pipeline(c.clone(), pipeline))
@@ -175,6 +181,17 @@ mod cluster {
             (None, Some(c)) if !keys.is_empty() => Plan::Split(c),
             (None, _) => Plan::Later,
         }
+    }
+
+    /// Whether every command of `pipeline` has its keys in one and the same slot.
+    /// (redis-rs would route a keyless `PUBLISH` by its channel name, as if it
+    /// were a key: such pipelines are split.)
+    pub(super) fn one_slot(pipeline: &Pipeline) -> bool {
+        let mut seen = None;
+        pipeline.cmd_iter().all(|cmd| match plan(cmd) {
+            Plan::Later | Plan::Split(_) => false,
+            Plan::Slot(slot) => *seen.get_or_insert(slot) == slot,
+        })
     }
 
     fn same_slot(keys: &[&[u8]]) -> Option<Slot> {
@@ -327,6 +344,27 @@ mod cluster {
                 slot("x")
             );
             assert_eq!(plan(redis::cmd("EVAL").arg("return 1").arg(0)), Plan::Later);
+        }
+
+        #[test]
+        fn pipelines_of_one_slot_are_not_split() {
+            let mut p = redis::pipe();
+            p.cmd("UNLINK")
+                .arg("{k}lease")
+                .cmd("UNLINK")
+                .arg("{k}")
+                .cmd("PUBLISH")
+                .arg("ch")
+                .arg("m");
+            assert!(!one_slot(&p), "PUBLISH is sent after the rest");
+            let mut q = redis::pipe();
+            q.cmd("GET").arg("{k}").cmd("PTTL").arg("{k}");
+            assert!(one_slot(&q));
+            q.cmd("GET").arg("other");
+            assert!(!one_slot(&q));
+            let mut m = redis::pipe();
+            m.cmd("MGET").arg("a").arg("b");
+            assert!(!one_slot(&m));
         }
 
         #[test]
