@@ -1,4 +1,5 @@
 #![cfg(feature = "cluster")]
+#![allow(clippy::print_stdout)]
 //! Every `DistributedCache` operation, memoization and `HybridCache` coherence on a
 //! real three-primary Redis Cluster (`redis-cli --cluster create`).
 
@@ -646,6 +647,19 @@ async fn a_killed_primary_fails_calls_fast_and_the_cache_recovers() {
         c.set(k, 1u32, None).await.unwrap();
     }
     cluster.kill(1);
+    let started = Instant::now();
+    let err = c.ping().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "ping hung");
+    println!("ping with a dead primary: {err}");
+    assert!(
+        matches!(
+            err.kind(),
+            ormcache::ErrorKind::Connection
+                | ormcache::ErrorKind::Timeout
+                | ormcache::ErrorKind::Server
+        ),
+        "{err}"
+    );
     let mut errors = 0;
     for k in &keys {
         let started = Instant::now();
@@ -691,6 +705,7 @@ async fn a_killed_primary_fails_calls_fast_and_the_cache_recovers() {
     for k in &keys {
         assert_eq!(c.get::<u32>(k).await.unwrap().map(|v| *v), Some(3));
     }
+    c.ping().await.unwrap();
 }
 
 /// The password comes from the seed URLs; it never shows in errors or `Debug`.

@@ -32,6 +32,16 @@ pub(super) enum Conn {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Only => f.write_str("the server"),
+            #[cfg(feature = "cluster")]
+            Self::Primary(host, port) => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 impl Conn {
     #[cfg(feature = "cluster")]
     pub(super) fn is_cluster(&self) -> bool {

@@ -987,17 +987,28 @@ impl DistributedCache {
         })
     }
 
-    /// `PING`; the round-trip time.
+    /// `PING`; the round-trip time. On a cluster: `PING` to every primary that
+    /// `CLUSTER SLOTS` names, one after the other (the time is for all of them), so
+    /// that a dead primary makes it fail.
     ///
     /// # Errors
-    /// Redis errors and timeouts.
+    /// Redis errors and timeouts (on a cluster, naming the primary).
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        let reply: String = self.query("ping", None, &redis::cmd("PING")).await?;
-        if reply != "PONG" {
-            return Err(Error::new(ErrorKind::Server, "ping")
-                .with_detail(format!("unexpected reply {reply:?}")));
+        let ping = redis::cmd("PING");
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            for node in self.primaries("ping").await? {
+                let reply: String = self
+                    .call("ping", None, Request::On(&node, &ping))
+                    .await
+                    .map_err(|e| e.with_detail(format!("primary {node}")))?;
+                check_pong(&reply)?;
+            }
+            return Ok(start.elapsed());
         }
+        let reply: String = self.query("ping", None, &ping).await?;
+        check_pong(&reply)?;
         Ok(start.elapsed())
     }
 
@@ -1061,6 +1072,15 @@ fn lease_of<'k>(key: &'k [u8], head: &str) -> Option<&'k [u8]> {
     }
     #[cfg(not(feature = "cluster"))]
     Some(rest)
+}
+
+fn check_pong(reply: &str) -> Result<()> {
+    if reply == "PONG" {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Server, "ping")
+            .with_detail(format!("unexpected reply {reply:?}")))
+    }
 }
 
 pub(super) fn is_reserved_bytes(rest: &[u8]) -> bool {
