@@ -12,8 +12,14 @@
 //! without a key (`PUBLISH`, `INFO`) run one after the other, in pipeline order: a
 //! `PUBLISH` that follows a write is sent only once the write has been applied.
 
-use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+
+use crate::config::{DistributedConfig, redact_url};
+use crate::error::{Error, ErrorKind, Result, from_redis};
 
 /// A server that a `SCAN` (or another per-server command) runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +126,129 @@ impl ConnectionLike for Conn {
             Self::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// What `create` connected.
+pub(super) struct Link {
+    pub(super) conns: Vec<Conn>,
+    /// Clients for the invalidation subscriber (one per cluster seed).
+    pub(super) pubsub: Vec<redis::Client>,
+    pub(super) address: String,
+    pub(super) slot_tags: bool,
+}
+
+#[cfg(not(feature = "cluster"))]
+pub(super) fn unreachable_without_cluster() -> Result<Link> {
+    // `cluster_nodes` has no setter without the feature.
+    Err(Error::invalid(
+        "create",
+        "cluster_nodes needs the `cluster` feature",
+    ))
+}
+
+/// Awaits `connecting` within the connect timeout, naming `address` on failure.
+async fn connect_within<T>(
+    config: &DistributedConfig,
+    address: &str,
+    connecting: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => {
+            Err(from_redis("create", e).with_detail(format!("cannot connect to {address}")))
+        }
+        Err(_) => Err(
+            Error::new(ErrorKind::Timeout, "create").with_detail(format!(
+                "cannot connect to {address} within {:?}",
+                config.connect_timeout
+            )),
+        ),
+    }
+}
+
+pub(super) async fn connect_single(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
+    let address = redact_url(&config.redis_url);
+    let info = config
+        .redis_url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?
+        .set_tcp_settings(tcp);
+    let client = redis::Client::open(info)
+        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout))
+        .set_number_of_retries(3)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let mut conns = Vec::with_capacity(config.max_connections);
+    for _ in 0..config.max_connections {
+        let conn = if config.connect_lazily {
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                .map_err(|e| {
+                    from_redis("create", e).with_detail(format!("cannot connect to {address}"))
+                })?
+        } else {
+            let connecting =
+                ConnectionManager::new_with_config(client.clone(), manager_config.clone());
+            connect_within(config, &address, connecting).await?
+        };
+        conns.push(Conn::Single(conn));
+    }
+    Ok(Link {
+        conns,
+        pubsub: vec![client],
+        address,
+        slot_tags: false,
+    })
+}
+
+#[cfg(feature = "cluster")]
+pub(super) async fn connect_cluster(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
+    let address = format!("cluster {}", config.redacted_url());
+    let slot_tags = super::cluster::needs_slot_tags(&config.key_prefix)?;
+    let mut infos = Vec::with_capacity(config.cluster_nodes.len());
+    for url in &config.cluster_nodes {
+        let info = url.as_str().into_connection_info().map_err(|e| {
+            Error::invalid(
+                "create",
+                format!("bad cluster node {}: {e}", redact_url(url)),
+            )
+        })?;
+        infos.push(info.set_tcp_settings(tcp.clone()));
+    }
+    let pubsub = infos
+        .iter()
+        .map(|i| redis::Client::open(i.clone()))
+        .collect::<redis::RedisResult<Vec<_>>>()
+        .map_err(|e| Error::invalid("create", format!("bad cluster node in {address}: {e}")))?;
+    let client = redis::cluster::ClusterClientBuilder::new(infos)
+        .tcp_settings(tcp)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map_err(|e| Error::invalid("create", format!("bad cluster_nodes {address}: {e}")))?;
+    let cluster_config = redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(config.connect_timeout)
+        .set_response_timeout(config.command_timeout);
+    let mut conns = Vec::with_capacity(config.max_connections);
+    for _ in 0..config.max_connections {
+        let conn = if config.connect_lazily {
+            client.get_pending_async_connection_with_config(cluster_config.clone())
+        } else {
+            let connecting = client.get_async_connection_with_config(cluster_config.clone());
+            connect_within(config, &address, connecting).await?
+        };
+        conns.push(Conn::Cluster(conn));
+    }
+    Ok(Link {
+        conns,
+        pubsub,
+        address,
+        slot_tags,
+    })
 }
 
 #[cfg(feature = "cluster")]

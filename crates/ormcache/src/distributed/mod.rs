@@ -5,14 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::FromRedisValue;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
-use redis::{FromRedisValue, IntoConnectionInfo};
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::cache::{CacheValue, Ttl};
 use crate::codec::Encoding;
-use crate::config::{DistributedConfig, redact_url};
+use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result, from_redis};
 use crate::glob::escape_glob;
 use crate::key::{self, full_key};
@@ -34,8 +33,9 @@ mod cluster;
 mod coherent;
 pub(crate) use coherent::Found;
 mod conn;
-use conn::{Conn, Node};
+use conn::{Conn, Link, Node};
 mod fill;
+mod keyspace;
 
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
@@ -213,129 +213,6 @@ fn validate_config(c: &DistributedConfig) -> Result<()> {
     Ok(())
 }
 
-/// What `create` connected.
-struct Link {
-    conns: Vec<Conn>,
-    /// Clients for the invalidation subscriber (one per cluster seed).
-    pubsub: Vec<redis::Client>,
-    address: String,
-    slot_tags: bool,
-}
-
-#[cfg(not(feature = "cluster"))]
-fn unreachable_without_cluster() -> Result<Link> {
-    // `cluster_nodes` has no setter without the feature.
-    Err(Error::invalid(
-        "create",
-        "cluster_nodes needs the `cluster` feature",
-    ))
-}
-
-/// Awaits `connecting` within the connect timeout, naming `address` on failure.
-async fn connect_within<T>(
-    config: &DistributedConfig,
-    address: &str,
-    connecting: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T> {
-    match tokio::time::timeout(config.connect_timeout, connecting).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => {
-            Err(from_redis("create", e).with_detail(format!("cannot connect to {address}")))
-        }
-        Err(_) => Err(
-            Error::new(ErrorKind::Timeout, "create").with_detail(format!(
-                "cannot connect to {address} within {:?}",
-                config.connect_timeout
-            )),
-        ),
-    }
-}
-
-async fn connect_single(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
-    let address = redact_url(&config.redis_url);
-    let info = config
-        .redis_url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?
-        .set_tcp_settings(tcp);
-    let client = redis::Client::open(info)
-        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.command_timeout))
-        .set_number_of_retries(3)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    let mut conns = Vec::with_capacity(config.max_connections);
-    for _ in 0..config.max_connections {
-        let conn = if config.connect_lazily {
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                .map_err(|e| {
-                    from_redis("create", e).with_detail(format!("cannot connect to {address}"))
-                })?
-        } else {
-            let connecting =
-                ConnectionManager::new_with_config(client.clone(), manager_config.clone());
-            connect_within(config, &address, connecting).await?
-        };
-        conns.push(Conn::Single(conn));
-    }
-    Ok(Link {
-        conns,
-        pubsub: vec![client],
-        address,
-        slot_tags: false,
-    })
-}
-
-#[cfg(feature = "cluster")]
-async fn connect_cluster(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
-    let address = format!("cluster {}", config.redacted_url());
-    let slot_tags = cluster::needs_slot_tags(&config.key_prefix)?;
-    let mut infos = Vec::with_capacity(config.cluster_nodes.len());
-    for url in &config.cluster_nodes {
-        let info = url.as_str().into_connection_info().map_err(|e| {
-            Error::invalid(
-                "create",
-                format!("bad cluster node {}: {e}", redact_url(url)),
-            )
-        })?;
-        infos.push(info.set_tcp_settings(tcp.clone()));
-    }
-    let pubsub = infos
-        .iter()
-        .map(|i| redis::Client::open(i.clone()))
-        .collect::<redis::RedisResult<Vec<_>>>()
-        .map_err(|e| Error::invalid("create", format!("bad cluster node in {address}: {e}")))?;
-    let client = redis::cluster::ClusterClientBuilder::new(infos)
-        .tcp_settings(tcp)
-        .retries(2)
-        .min_retry_wait(10)
-        .max_retry_wait(100)
-        .build()
-        .map_err(|e| Error::invalid("create", format!("bad cluster_nodes {address}: {e}")))?;
-    let cluster_config = redis::cluster::ClusterConfig::new()
-        .set_connection_timeout(config.connect_timeout)
-        .set_response_timeout(config.command_timeout);
-    let mut conns = Vec::with_capacity(config.max_connections);
-    for _ in 0..config.max_connections {
-        let conn = if config.connect_lazily {
-            client.get_pending_async_connection_with_config(cluster_config.clone())
-        } else {
-            let connecting = client.get_async_connection_with_config(cluster_config.clone());
-            connect_within(config, &address, connecting).await?
-        };
-        conns.push(Conn::Cluster(conn));
-    }
-    Ok(Link {
-        conns,
-        pubsub,
-        address,
-        slot_tags,
-    })
-}
-
 impl DistributedCache {
     /// A builder with the defaults; `build().await` connects.
     pub fn builder() -> DistributedConfig {
@@ -356,14 +233,14 @@ impl DistributedCache {
             tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
         }
         let link = if config.cluster_nodes.is_empty() {
-            connect_single(&config, tcp).await?
+            conn::connect_single(&config, tcp).await?
         } else {
             #[cfg(feature = "cluster")]
             {
-                connect_cluster(&config, tcp).await?
+                conn::connect_cluster(&config, tcp).await?
             }
             #[cfg(not(feature = "cluster"))]
-            unreachable_without_cluster()?
+            conn::unreachable_without_cluster()?
         };
         let Link {
             conns,
@@ -705,120 +582,6 @@ impl DistributedCache {
         self.clear_matching("clear_pattern", pattern).await
     }
 
-    pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
-        // Inside a tenant scope: that tenant's namespace only; outside: the unscoped
-        // keys only (never a tenant's, never ormcache's own).
-        let ns = crate::tenant::current_namespace().unwrap_or_default();
-        // Fills that started before this clear must not store what it removes.
-        if self.inner.slot_tags {
-            // Cluster: no key shares a slot with every entry, so instead of bumping
-            // the clear generation the matching leases are removed, all of them
-            // before the first entry (see the `Redis Cluster` docs).
-            let head = format!("{}:{}:lease:", self.inner.prefix, key::RESERVED_NAMESPACE);
-            let leases = format!(
-                "{}{}:lease:{{????}}:{}{}",
-                self.inner.scan_prefix,
-                key::RESERVED_NAMESPACE,
-                escape_glob(&ns),
-                pattern
-            );
-            self.unlink_scanned(op, leases, |k| {
-                lease_of(k, &head).is_some_and(|target| {
-                    target
-                        .strip_prefix(ns.as_bytes())
-                        .is_some_and(|rest| !is_reserved_bytes(rest))
-                })
-            })
-            .await?;
-        } else {
-            self.bump_generation(op).await?;
-        }
-        let full_pattern = format!("{}{}{}", self.inner.scan_prefix, escape_glob(&ns), pattern);
-        let own = format!("{}:{}", self.inner.prefix, ns);
-        self.unlink_scanned(op, full_pattern, |k| {
-            k.strip_prefix(own.as_bytes())
-                .is_some_and(|rest| !is_reserved_bytes(rest))
-        })
-        .await
-    }
-
-    /// Bumps the clear generation: fills that started before fail to store.
-    async fn bump_generation(&self, op: &'static str) -> Result<()> {
-        let mut incr = redis::cmd("INCR");
-        incr.arg(key::generation_key(&self.inner.prefix));
-        self.query::<i64>(op, None, &incr).await.map(drop)
-    }
-
-    /// `UNLINK`s the keys matching `pattern` (on every primary) that `doomed`
-    /// accepts; how many were removed.
-    async fn unlink_scanned(
-        &self,
-        op: &'static str,
-        pattern: String,
-        doomed: impl Fn(&[u8]) -> bool,
-    ) -> Result<u64> {
-        let mut scan = self.scan(op, pattern).await?;
-        let mut removed = 0u64;
-        while let Some(keys) = scan.next().await? {
-            let keys: Vec<&Vec<u8>> = keys.iter().filter(|k| doomed(k)).collect();
-            if !keys.is_empty() {
-                let n: u64 = self
-                    .query(op, None, redis::cmd("UNLINK").arg(&keys))
-                    .await?;
-                removed += n;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// The servers that hold keys: the one server, or every cluster primary.
-    async fn primaries(&self, op: &'static str) -> Result<Vec<Node>> {
-        #[cfg(feature = "cluster")]
-        if self.is_cluster() {
-            let reply: redis::Value = self
-                .query(op, None, redis::cmd("CLUSTER").arg("SLOTS"))
-                .await?;
-            return cluster::primaries(&reply);
-        }
-        let _ = op;
-        Ok(vec![Node::Only])
-    }
-
-    /// Whether this cache talks to a Redis Cluster.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn is_cluster(&self) -> bool {
-        self.inner.conns.first().is_some_and(Conn::is_cluster)
-    }
-
-    /// One `SCAN` page on `node`.
-    async fn scan_page(
-        &self,
-        op: &'static str,
-        node: &Node,
-        cursor: u64,
-        pattern: Option<&str>,
-    ) -> Result<(u64, Vec<Vec<u8>>)> {
-        let mut scan = redis::cmd("SCAN");
-        scan.arg(cursor);
-        if let Some(p) = pattern {
-            scan.arg("MATCH").arg(p);
-        }
-        scan.arg("COUNT").arg(SCAN_COUNT);
-        self.call(op, None, Request::On(node, &scan)).await
-    }
-
-    /// A walk over the keys matching `pattern` on every primary.
-    async fn scan(&self, op: &'static str, pattern: String) -> Result<Scan<'_>> {
-        Ok(Scan {
-            nodes: self.primaries(op).await?,
-            cache: self,
-            op,
-            pattern,
-            node: 0,
-            cursor: 0,
-        })
-    }
-
     /// The values at `keys`, in order: one `MGET`.
     ///
     /// # Errors
@@ -918,50 +681,6 @@ impl DistributedCache {
         }
     }
 
-    /// Counts entries under the prefix: exactly when the keyspace is small, from a
-    /// sample of `SCAN` pages otherwise (so that a million unrelated keys cost a few
-    /// milliseconds, not a walk of the keyspace).
-    async fn count_keys(&self) -> Result<(u64, bool)> {
-        let own = format!("{}:", self.inner.prefix);
-        let (mut total, mut exact) = (0u64, true);
-        for node in self.primaries("get_stats").await? {
-            let (n, e) = self.count_keys_on(&node, &own).await?;
-            total += n;
-            exact &= e;
-        }
-        Ok((total, exact))
-    }
-
-    async fn count_keys_on(&self, node: &Node, own: &str) -> Result<(u64, bool)> {
-        let (mut cursor, mut examined, mut matched) = (0u64, 0u64, 0u64);
-        for _ in 0..KEYS_COUNT_PAGES {
-            let (next, keys) = self.scan_page("get_stats", node, cursor, None).await?;
-            examined += keys.len() as u64;
-            matched += keys
-                .iter()
-                .filter(|k| {
-                    k.strip_prefix(own.as_bytes()).is_some_and(|rest| {
-                        !is_reserved_bytes(rest) || rest.starts_with(TENANT_NAMESPACE.as_bytes())
-                    })
-                })
-                .count() as u64;
-            if next == 0 {
-                return Ok((matched, true));
-            }
-            cursor = next;
-        }
-        let total: u64 = self
-            .call("get_stats", None, Request::On(node, &redis::cmd("DBSIZE")))
-            .await?;
-        if examined == 0 {
-            return Ok((0, false));
-        }
-        Ok((
-            (matched as f64 / examined as f64 * total as f64).round() as u64,
-            false,
-        ))
-    }
-
     /// Cluster-wide counters (every process's flushed counters plus this one's
     /// unflushed ones) and the number of entries.
     ///
@@ -1032,46 +751,6 @@ impl DistributedCache {
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Relaxed)
     }
-}
-
-/// Walks the keys matching a pattern on every primary, a page at a time.
-struct Scan<'a> {
-    cache: &'a DistributedCache,
-    op: &'static str,
-    pattern: String,
-    nodes: Vec<Node>,
-    node: usize,
-    cursor: u64,
-}
-
-impl Scan<'_> {
-    /// The next page (possibly empty); `None` once every primary is walked.
-    async fn next(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
-        let Some(node) = self.nodes.get(self.node) else {
-            return Ok(None);
-        };
-        let (next, keys) = self
-            .cache
-            .scan_page(self.op, node, self.cursor, Some(&self.pattern))
-            .await?;
-        if next == 0 {
-            self.node += 1;
-        }
-        self.cursor = next;
-        Ok(Some(keys))
-    }
-}
-
-/// The `{ns}{key}` a lease key stands for, given `{prefix}:__oc:lease:` (the
-/// slot-tagged layout of a cluster).
-fn lease_of<'k>(key: &'k [u8], head: &str) -> Option<&'k [u8]> {
-    let rest = key.strip_prefix(head.as_bytes())?;
-    #[cfg(feature = "cluster")]
-    {
-        cluster::lease_target(rest)
-    }
-    #[cfg(not(feature = "cluster"))]
-    Some(rest)
 }
 
 fn check_pong(reply: &str) -> Result<()> {
