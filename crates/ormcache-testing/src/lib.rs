@@ -11,6 +11,9 @@
 //! server.restart();
 //! ```
 //!
+//! [`RedisCluster`] starts three such servers with `cluster-enabled yes` and joins
+//! them with `redis-cli --cluster create`.
+//!
 //! If `redis-server` is not installed, [`RedisServer::start`] panics with a message
 //! that says how to install it: tests never skip silently.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -30,8 +33,8 @@ pub const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it: 
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Picks a port that is free now, in 20000..50000 so that a cluster bus port
-/// (port + 10000) stays valid too.
+/// Picks a port that is free now, in 20000..50000, whose cluster bus port
+/// (port + 10000) is free too (and below 65536).
 pub fn free_port() -> u16 {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -223,6 +226,11 @@ impl RedisServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Whether the server process runs (it was not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.lock().unwrap().is_some()
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.lock().unwrap().as_ref().map(Child::id)
     }
@@ -288,6 +296,9 @@ impl RedisServer {
             .unwrap()
     }
 }
+
+mod cluster;
+pub use cluster::{ClusterOptions, RedisCluster};
 
 impl Drop for RedisServer {
     fn drop(&mut self) {

@@ -15,6 +15,7 @@ use crate::error::Result;
 /// | option | default | meaning |
 /// | --- | --- | --- |
 /// | `redis_url` | `redis://127.0.0.1:6379` | `redis://[user:password@]host:port[/db]`, `redis+unix:///path.sock`, `unix:///path.sock` |
+/// | `cluster_nodes` | none | seed nodes of a Redis Cluster (feature `cluster`); replaces `redis_url` |
 /// | `default_ttl` | 300 s | TTL of writes that give none |
 /// | `key_prefix` | `ormcache` | entries live at `{key_prefix}:{key}` |
 /// | `serializer` | [`Codec::Json`] | codec for writes (reads detect the codec) |
@@ -66,6 +67,8 @@ use crate::error::Result;
 #[derive(Clone)]
 pub struct DistributedConfig {
     pub(crate) redis_url: String,
+    /// Seed nodes of a Redis Cluster; empty: a single server at `redis_url`.
+    pub(crate) cluster_nodes: Vec<String>,
     pub(crate) default_ttl: Duration,
     pub(crate) key_prefix: String,
     pub(crate) codec: Codec,
@@ -87,6 +90,7 @@ impl Default for DistributedConfig {
     fn default() -> Self {
         Self {
             redis_url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
             default_ttl: Duration::from_secs(300),
             key_prefix: "ormcache".into(),
             codec: Codec::Json,
@@ -110,6 +114,14 @@ impl fmt::Debug for DistributedConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DistributedConfig")
             .field("redis_url", &redact_url(&self.redis_url))
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("default_ttl", &self.default_ttl)
             .field("key_prefix", &self.key_prefix)
             .field("codec", &self.codec)
@@ -138,6 +150,34 @@ impl DistributedConfig {
     /// The Redis to use.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = url.into();
+        self
+    }
+
+    /// Use a Redis Cluster instead of a single server: `nodes` are seed URLs
+    /// (`redis://[user:password@]host:port`, one or more; the rest of the cluster is
+    /// discovered from them). The password and ACL user come from the URLs (all
+    /// seeds must carry the same); timeouts, the circuit breaker, `connect_lazily`
+    /// and `max_connections` apply as for a single server. An empty list means a
+    /// single server at [`redis_url`](Self::redis_url).
+    ///
+    /// Every operation works on a cluster; the differences (batch round trips, the
+    /// layout of internal keys, what `key_prefix` may contain) are described in
+    /// [`DistributedCache`]'s section *Redis Cluster*.
+    ///
+    /// ```no_run
+    /// use ormcache::DistributedConfig;
+    ///
+    /// # async fn demo() -> ormcache::Result<()> {
+    /// let cache = DistributedConfig::new()
+    ///     .cluster_nodes(["redis://:secret@10.0.0.1:7000", "redis://:secret@10.0.0.2:7000"])
+    ///     .key_prefix("myapp")
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.cluster_nodes = nodes.into_iter().map(Into::into).collect();
         self
     }
 
@@ -248,9 +288,18 @@ impl DistributedConfig {
         &self.key_prefix
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***` (for a cluster, the seed URLs,
+    /// comma-separated).
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.redis_url)
+        if self.cluster_nodes.is_empty() {
+            redact_url(&self.redis_url)
+        } else {
+            self.cluster_nodes
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
     }
 
     pub(crate) fn encoding(&self) -> Encoding {

@@ -635,19 +635,24 @@ where
                     drop(lead);
                     continue;
                 }
-                let mut ticket = cache
+                let ticket = cache
                     .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
                     .await;
-                if ticket.contended {
+                let ready = if ticket.contended {
                     // Another process is computing: wait for its value, bounded.
-                    match wait_for_holder::<C, T>(cache, key, options).await {
-                        Ok(v) => {
-                            lead.finish(Outcome::Value(v.clone()));
-                            return Ok(v);
-                        }
-                        Err(own) => ticket = own,
+                    wait_for_holder::<C, T>(cache, key, options).await
+                } else if options.lock {
+                    after_lock::<C, T>(cache, key, ticket).await
+                } else {
+                    Err(ticket)
+                };
+                let ticket = match ready {
+                    Ok(v) => {
+                        lead.finish(Outcome::Value(v.clone()));
+                        return Ok(v);
                     }
-                }
+                    Err(own) => own,
+                };
                 return match loader().await {
                     Ok(v) => {
                         let v = Arc::new(v);
@@ -664,6 +669,23 @@ where
                 };
             }
         }
+    }
+}
+
+/// Right after taking the lock: the value, if a holder in another process stored
+/// it (and let the lock go) between our miss and our lock — the lock is released
+/// and nothing is loaded; else the ticket to load with.
+async fn after_lock<C: Fill, T: CacheValue>(
+    cache: &C,
+    key: &str,
+    ticket: FillTicket,
+) -> Result<Arc<T>, FillTicket> {
+    match cache.lookup::<T>(key, false).await {
+        Lookup::Hit(v, _) => {
+            cache.abort_fill(key, ticket).await;
+            Ok(v)
+        }
+        Lookup::Miss => Err(ticket),
     }
 }
 
@@ -687,7 +709,7 @@ async fn wait_for_holder<C: Fill, T: CacheValue>(
             .begin_fill(key, options.lock_ttl, true, &options.tags)
             .await;
         if !probe.contended {
-            return Err(probe);
+            return after_lock(cache, key, probe).await;
         }
     }
     Err(cache

@@ -62,8 +62,9 @@ impl DistributedCache {
         self.exec_with(op, key, cmd, None, notice).await
     }
 
-    /// Runs `cmd`, then `also` (reply ignored), then `PUBLISH` of `notice`: one
-    /// round trip.
+    /// Runs `also` (reply ignored), then `cmd`, then `PUBLISH` of `notice`: one
+    /// round trip. (`also` goes first: a delete removes the lease before the entry,
+    /// so that no fill can store between the two.)
     async fn exec_with<T: FromRedisValue>(
         &self,
         op: &'static str,
@@ -76,10 +77,10 @@ impl DistributedCache {
             return self.query(op, key, &cmd).await;
         }
         let mut pipe = redis::pipe();
-        pipe.add_command(cmd);
         if let Some(also) = also {
             pipe.add_command(also).ignore();
         }
+        pipe.add_command(cmd);
         if let Some(n) = notice {
             pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
         }
@@ -192,7 +193,16 @@ impl DistributedCache {
 
     /// The server's identity: `run_id` and `master_replid` (changes on restart and
     /// failover).
+    /// On a cluster: every primary's, so that a restart or failover of any of them
+    /// is seen.
     pub(crate) async fn server_identity(&self) -> Result<String> {
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            let reply: redis::Value = self
+                .query("server_identity", None, &redis::cmd("INFO"))
+                .await?;
+            return super::cluster::identity(reply);
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("INFO")
             .arg("server")
@@ -200,16 +210,10 @@ impl DistributedCache {
             .arg("replication");
         let (server, replication): (String, String) =
             self.query_pipe("server_identity", &pipe).await?;
-        let field = |text: &str, name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
         Ok(format!(
             "{}/{}",
-            field(&server, "run_id"),
-            field(&replication, "master_replid")
+            info_field(&server, "run_id"),
+            info_field(&replication, "master_replid")
         ))
     }
 
@@ -257,9 +261,26 @@ impl DistributedCache {
         Ok(out)
     }
 
-    /// A redis-rs client for the same server (for the invalidation subscriber).
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.inner.client
+    /// A redis-rs client for the invalidation subscriber: the server; on a cluster,
+    /// in turn (each call moves on, so that a resubscription after a node went away
+    /// tries another one) the seed nodes and the primaries the cluster reports, all
+    /// with the seeds' credentials. `PUBLISH` reaches every node of a cluster, so
+    /// subscribing through any one of them is enough.
+    pub(crate) async fn pubsub_client(&self) -> redis::Client {
+        let seeds = &self.inner.pubsub;
+        let turn = self
+            .inner
+            .next_pubsub
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(feature = "cluster")]
+        if self.is_cluster()
+            && let Ok(nodes) = self.primaries("subscribe").await
+        {
+            let mut candidates = seeds.clone();
+            candidates.extend(super::cluster::clients_beyond(seeds, &nodes));
+            return candidates[turn % candidates.len()].clone();
+        }
+        seeds[turn % seeds.len()].clone()
     }
 
     pub(crate) fn command_timeout(&self) -> Duration {
@@ -293,4 +314,12 @@ impl DistributedCache {
         self.exec_with("delete_many", None, cmd, Some(leases), notice)
             .await
     }
+}
+
+/// One field of an `INFO` reply.
+pub(super) fn info_field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
 }

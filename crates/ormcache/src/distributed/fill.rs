@@ -10,6 +10,10 @@
 //!   the tokens they were written under and are misses once a token changed or is
 //!   gone (evicted, or someone cleared the database) — no per-tag member lists that
 //!   could leak, nothing to scan.
+//!
+//! On a Redis Cluster the lease key carries a hash tag of its entry's slot and there
+//! is no generation: clears remove the matching leases instead (see
+//! [`DistributedCache`]'s section *Redis Cluster*).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +26,14 @@ use crate::key;
 use crate::memo::{Fill, FillTicket, Flights, Lease, Lookup, random_token};
 use crate::stats::Stat;
 
-/// Stores the value if the lease is still ours, the clear generation unchanged and
+/// Stores the value if the lease is still ours, the clear generation (if given: the
+/// slot-tagged cluster layout has none) unchanged and
 /// (for a first fill) nobody wrote the key meanwhile; for an early refresh, if the
 /// TTL did not grow (a write resets it). Publishes the notice when it stores.
 const FILL_SCRIPT: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
-if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
+if KEYS[3] and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
 if ARGV[5] == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 else
@@ -39,14 +44,19 @@ if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return 1
 ";
 
-/// Releases a lease if it is still ours.
-const RELEASE_SCRIPT: &str = r"
+/// Deletes a key if it still holds the given value: a lease that is still ours, an
+/// entry still as it was read stale.
+const DELETE_IF_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
 
 impl DistributedCache {
     pub(super) fn lease_key(&self, key: &str) -> String {
+        #[cfg(feature = "cluster")]
+        if self.inner.slot_tags {
+            return super::cluster::lease_key(&self.inner.prefix, key);
+        }
         key::lease_key(&self.inner.prefix, key)
     }
 
@@ -190,15 +200,9 @@ impl DistributedCache {
             crate::glob::escape_glob(&ns)
         );
         let own = format!("{}:{}", self.inner.prefix, ns);
-        let (mut cursor, mut removed) = (0u64, 0u64);
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("sweep", None, &scan).await?;
+        let mut scan = self.scan("sweep", pattern).await?;
+        let mut removed = 0u64;
+        while let Some(keys) = scan.next().await? {
             let keys: Vec<Vec<u8>> = keys
                 .into_iter()
                 .filter(|k| {
@@ -206,38 +210,36 @@ impl DistributedCache {
                         .is_some_and(|rest| !super::is_reserved_bytes(rest))
                 })
                 .collect();
-            if !keys.is_empty() {
-                let values: Vec<Option<Vec<u8>>> = self
-                    .query("sweep", None, redis::cmd("MGET").arg(&keys))
-                    .await?;
-                let orphans: Vec<&Vec<u8>> = keys
-                    .iter()
-                    .zip(&values)
-                    .filter(|(_, v)| {
-                        v.as_deref().is_some_and(|bytes| {
-                            let ns = unwrap_tagged(bytes).ok().flatten().and_then(|(stamps, _)| {
-                                stamps
-                                    .into_iter()
-                                    .find(|(t, _)| t.is_empty())
-                                    .map(|(_, tok)| tok)
-                            });
-                            ns.is_none() || ns != current
-                        })
+            if keys.is_empty() {
+                continue;
+            }
+            let values: Vec<Option<Vec<u8>>> = self
+                .query("sweep", None, redis::cmd("MGET").arg(&keys))
+                .await?;
+            let orphans: Vec<&Vec<u8>> = keys
+                .iter()
+                .zip(&values)
+                .filter(|(_, v)| {
+                    v.as_deref().is_some_and(|bytes| {
+                        let ns = unwrap_tagged(bytes).ok().flatten().and_then(|(stamps, _)| {
+                            stamps
+                                .into_iter()
+                                .find(|(t, _)| t.is_empty())
+                                .map(|(_, tok)| tok)
+                        });
+                        ns.is_none() || ns != current
                     })
-                    .map(|(k, _)| k)
-                    .collect();
-                if !orphans.is_empty() {
-                    let n: u64 = self
-                        .query("sweep", None, redis::cmd("UNLINK").arg(&orphans))
-                        .await?;
-                    removed += n;
-                }
+                })
+                .map(|(k, _)| k)
+                .collect();
+            if !orphans.is_empty() {
+                let n: u64 = self
+                    .query("sweep", None, redis::cmd("UNLINK").arg(&orphans))
+                    .await?;
+                removed += n;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// Drops every entry tagged `tag` by replacing the tag's token: O(1), whatever
@@ -294,19 +296,26 @@ impl DistributedCache {
             Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, Some(tags))))
         } else {
             self.inner.counters.add(Stat::Miss, 1);
-            // Fills never overwrite an existing entry, so a stale one would keep
-            // its key uncached until it expires: drop it, unless it changed since
-            // it was read (the compare-and-delete of a lease release).
-            let mut drop_stale = redis::cmd("EVAL");
-            drop_stale
-                .arg(RELEASE_SCRIPT)
-                .arg(1)
-                .arg(full_key(&self.inner.prefix, key))
-                .arg(bytes);
-            if let Err(e) = self.query::<i64>(op, Some(key), &drop_stale).await {
-                tracing::debug!(error = %e, "dropping a stale tagged entry failed");
-            }
+            self.evict_stale(op, key, bytes).await;
             Ok(None)
+        }
+    }
+
+    /// Removes an entry found stale (a tag or the namespace was invalidated) if it
+    /// still holds those bytes, so that the next fill can store (a fill does not
+    /// overwrite an entry it did not see go). One round trip, on stale reads only;
+    /// a failure only leaves the entry to expire.
+    async fn evict_stale(&self, op: &'static str, key: &str, bytes: &[u8]) {
+        self.delete_if(op, key, &full_key(&self.inner.prefix, key), bytes)
+            .await;
+    }
+
+    /// Runs [`DELETE_IF_SCRIPT`]; a failure is only logged.
+    async fn delete_if(&self, op: &'static str, key: &str, redis_key: &str, value: &[u8]) {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(DELETE_IF_SCRIPT).arg(1).arg(redis_key).arg(value);
+        if let Err(e) = self.query::<i64>(op, Some(key), &eval).await {
+            tracing::debug!(error = %e, "conditional delete failed; the key will expire");
         }
     }
 
@@ -330,7 +339,11 @@ impl DistributedCache {
             set.arg("NX");
         }
         pipe.add_command(set);
-        pipe.cmd("GET").arg(key::generation_key(&self.inner.prefix));
+        // The slot-tagged cluster layout has no clear generation.
+        let with_generation = !self.inner.slot_tags;
+        if with_generation {
+            pipe.cmd("GET").arg(key::generation_key(&self.inner.prefix));
+        }
         self.push_tag_tokens(&mut pipe, tags);
         let reply: Result<Vec<redis::Value>> = self
             .call("get_or_compute", Some(key), Request::Pipe(&pipe))
@@ -340,11 +353,15 @@ impl DistributedCache {
             return FillTicket::default();
         };
         let acquired = !matches!(values.first(), Some(redis::Value::Nil) | None);
-        let generation: Option<String> = values
-            .get(1)
-            .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok())
-            .flatten();
-        let tag_tokens = match values.get(2) {
+        let generation: Option<String> = if with_generation {
+            values
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok())
+                .flatten()
+        } else {
+            None
+        };
+        let tag_tokens = match values.get(1 + usize::from(with_generation)) {
             Some(v) if !tags.is_empty() => {
                 match redis::from_redis_value_ref::<Vec<Option<String>>>(v)
                     .ok()
@@ -398,12 +415,19 @@ impl DistributedCache {
             wrap_tagged(&names, &lease.tag_tokens, &inner)
         };
         let mut eval = redis::cmd("EVAL");
-        eval.arg(FILL_SCRIPT)
-            .arg(3)
-            .arg(full_key(&self.inner.prefix, key))
-            .arg(self.lease_key(key))
-            .arg(key::generation_key(&self.inner.prefix))
-            .arg(&lease.token)
+        eval.arg(FILL_SCRIPT);
+        if self.inner.slot_tags {
+            // Entry and lease share a slot; clears remove leases instead.
+            eval.arg(2)
+                .arg(full_key(&self.inner.prefix, key))
+                .arg(self.lease_key(key));
+        } else {
+            eval.arg(3)
+                .arg(full_key(&self.inner.prefix, key))
+                .arg(self.lease_key(key))
+                .arg(key::generation_key(&self.inner.prefix));
+        }
+        eval.arg(&lease.token)
             .arg(&lease.generation)
             .arg(bytes)
             .arg(key::ttl_millis(ttl))
@@ -432,12 +456,13 @@ impl DistributedCache {
 
     /// Releases a lease after a failed load.
     pub(crate) async fn release(&self, key: &str, lease: &Lease) {
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(self.lease_key(key))
-            .arg(&lease.token);
-        let _ = self.query::<i64>("get_or_compute", Some(key), &eval).await;
+        self.delete_if(
+            "get_or_compute",
+            key,
+            &self.lease_key(key),
+            lease.token.as_bytes(),
+        )
+        .await;
     }
 }
 

@@ -5,14 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::FromRedisValue;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
-use redis::{FromRedisValue, IntoConnectionInfo};
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::cache::{CacheValue, Ttl};
 use crate::codec::Encoding;
-use crate::config::{DistributedConfig, redact_url};
+use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result, from_redis};
 use crate::glob::escape_glob;
 use crate::key::{self, full_key};
@@ -29,13 +28,20 @@ const SCAN_COUNT: usize = 1000;
 /// `keys_count` samples at most this many SCAN pages before estimating.
 const KEYS_COUNT_PAGES: usize = 8;
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod coherent;
 pub(crate) use coherent::Found;
+mod conn;
+use conn::{Conn, Link, Node};
 mod fill;
+mod keyspace;
 
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
     Pipe(&'a redis::Pipeline),
+    /// A command for one server (a cluster primary).
+    On(&'a Node, &'a redis::Cmd),
 }
 
 /// A message to publish along with a write (coherence of `HybridCache`).
@@ -48,10 +54,16 @@ pub(crate) struct Notice {
 struct Inner {
     /// Namespace versioning: entries carry the namespace token; `clear` is O(1).
     namespaced: bool,
-    client: redis::Client,
+    /// Clients for the invalidation subscriber: the server, or the cluster's seeds
+    /// (used in turn).
+    pubsub: Vec<redis::Client>,
+    next_pubsub: AtomicUsize,
+    /// Cluster layout of internal keys: slot-tagged leases, no clear generation
+    /// (see `cluster.rs`).
+    slot_tags: bool,
     flights: crate::memo::Flights,
     breaker: Breaker,
-    conns: Vec<ConnectionManager>,
+    conns: Vec<Conn>,
     next: AtomicUsize,
     prefix: String,
     /// `escape_glob(prefix) + ":"`: what every SCAN pattern starts with.
@@ -78,6 +90,55 @@ struct Inner {
 ///
 /// Statistics cost no round trip: counters are atomics, flushed in the background
 /// into the hash `{key_prefix}:stats`.
+///
+/// # Redis Cluster
+///
+/// With the `cluster` feature, [`DistributedConfig::cluster_nodes`] points the cache
+/// at a Redis Cluster. Every operation behaves as on one server; what differs:
+///
+/// - **Keys.** Entries stay at `{key_prefix}:{key}` (plain JSON, readable by the
+///   Python package), in whatever slot Redis hashes them to. Lease keys, which a
+///   fill's store script reads together with the entry, carry a hash tag that maps
+///   them to their entry's slot: `{key_prefix}:__oc:lease:{TTTT}:{key}` (`TTTT`:
+///   four letters or digits, from a table with one tag per slot). Tag tokens, the
+///   namespace token and the stats hash keep their single-server keys: no script
+///   reads them together with another key. A `key_prefix` that contains a complete
+///   hash tag (`"{myapp}"`) pins the whole cache to one slot (one node) and keeps
+///   the single-server layout; a prefix with a `{` that opens no complete,
+///   non-empty hash tag is refused by `create`.
+/// - **Batches.** `get_many` (one `MGET`) and `delete_many` (one `UNLINK`) are split
+///   by slot by redis-rs; `set_many` and every other pipeline are split by slot by
+///   ormcache. The per-slot parts go out concurrently over each node's multiplexed
+///   connection, so a batch costs about one round trip of latency (its parts to one
+///   node travel pipelined together), but one request per slot touched rather than
+///   one per node. Commands without a key or spanning slots (`PUBLISH`, an `MGET` of
+///   tag tokens) run after the rest, in order: an invalidation message is never
+///   published before the write it announces.
+/// - **Clears.** `clear`, `clear_pattern`, `get_stats`' `keys_count` and the
+///   background sweep of namespace versioning run `SCAN` (and `UNLINK`) on every
+///   primary in turn, confined to the prefix (and tenant) as on one server.
+/// - **No stale fill after a clear.** On one server a clear bumps a generation key
+///   that the fill script checks. No key shares a slot with every entry, so on a
+///   cluster a clear first removes the leases of the keys it matches (a `SCAN` of
+///   the lease keys on every primary), and only then the entries. A fill whose
+///   lease was taken before the clear either stored before its lease was removed,
+///   so before the entries pass began, which then finds and removes the value; or
+///   finds its lease gone and does not store. (`SCAN` returns every key present
+///   for the whole scan; a slot migration during a clear voids that guarantee.)
+///   Deletes remove a key's lease in the same slot, before the entry; tag and
+///   namespace checks are token stamps read at lease time, so they need no
+///   co-location.
+/// - **Identity.** The restart/failover detection of [`HybridCache`](crate::HybridCache)
+///   compares the run id and replication id of every primary: a restart of any of
+///   them triggers recovery. The invalidation subscriber listens on one node
+///   (`PUBLISH` reaches every node of a cluster); each resubscription moves on to
+///   the next of the seed nodes and the primaries the cluster reports, so losing
+///   that node (even the only seed) does not stop coherence.
+/// - **Failure.** A dead primary makes the calls that reach it fail (connection
+///   errors, timeouts, or `CLUSTERDOWN` server errors once the cluster notices) within
+///   the command timeout, and the circuit breaker, which is per cache, not per node,
+///   opens after repeated connection failures or timeouts. When the node is back
+///   (or a replica took over), calls succeed again after the next probe.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -167,58 +228,32 @@ impl DistributedCache {
     /// `socket_connect_timeout`.
     pub async fn create(config: DistributedConfig) -> Result<Self> {
         validate_config(&config)?;
-        let address = redact_url(&config.redis_url);
-        let info = config
-            .redis_url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
         let mut tcp = TcpSettings::default().set_nodelay(true);
         if config.keepalive {
             tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
         }
-        let info = info.set_tcp_settings(tcp);
-        let client = redis::Client::open(info)
-            .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-
-        let mut conns = Vec::with_capacity(config.max_connections);
-        for _ in 0..config.max_connections {
-            let conn = if config.connect_lazily {
-                ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                    .map_err(|e| {
-                        from_redis("create", e).with_detail(format!("cannot connect to {address}"))
-                    })?
-            } else {
-                let connecting =
-                    ConnectionManager::new_with_config(client.clone(), manager_config.clone());
-                match tokio::time::timeout(config.connect_timeout, connecting).await {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        return Err(from_redis("create", e)
-                            .with_detail(format!("cannot connect to {address}")));
-                    }
-                    Err(_) => {
-                        return Err(
-                            Error::new(ErrorKind::Timeout, "create").with_detail(format!(
-                                "cannot connect to {address} within {:?}",
-                                config.connect_timeout
-                            )),
-                        );
-                    }
-                }
-            };
-            conns.push(conn);
-        }
+        let link = if config.cluster_nodes.is_empty() {
+            conn::connect_single(&config, tcp).await?
+        } else {
+            #[cfg(feature = "cluster")]
+            {
+                conn::connect_cluster(&config, tcp).await?
+            }
+            #[cfg(not(feature = "cluster"))]
+            conn::unreachable_without_cluster()?
+        };
+        let Link {
+            conns,
+            pubsub,
+            address,
+            slot_tags,
+        } = link;
 
         let inner = Arc::new(Inner {
             namespaced: config.namespaced,
-            client,
+            pubsub,
+            next_pubsub: AtomicUsize::new(0),
+            slot_tags,
             flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker),
             conns,
@@ -283,7 +318,7 @@ impl DistributedCache {
         full_key(&self.inner.prefix, key)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         let conns = &self.inner.conns;
         let i = if conns.len() == 1 {
             0
@@ -346,7 +381,7 @@ impl DistributedCache {
         // Batches get more time: the command timeout bounds a round trip, not the
         // work of thousands of commands in one.
         let size = match req {
-            Request::Cmd(c) => c.args_iter().len(),
+            Request::Cmd(c) | Request::On(_, c) => c.args_iter().len(),
             Request::Pipe(p) => p.len(),
         };
         let timeout = self.inner.timeout + BATCH_ALLOWANCE * (size.saturating_sub(8) as u32);
@@ -354,6 +389,10 @@ impl DistributedCache {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
                 Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
+                Request::On(node, c) => conn
+                    .on_node(node, c)
+                    .await
+                    .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
             }
         })
         .await;
@@ -521,14 +560,12 @@ impl DistributedCache {
     /// in the background), else `SCAN` + `UNLINK`.
     pub(crate) async fn clear_all(&self, op: &'static str) -> Result<u64> {
         if self.inner.namespaced {
-            // Fills in flight must not store into the new namespace either.
-            let _: i64 = self
-                .query(
-                    op,
-                    None,
-                    redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
-                )
-                .await?;
+            // Fills in flight must not store into the new namespace either. (On a
+            // cluster there is no generation: their entries carry the old
+            // namespace token and are misses.)
+            if !self.inner.slot_tags {
+                self.bump_generation(op).await?;
+            }
             self.clear_namespace(op).await?;
             return Ok(0);
         }
@@ -543,50 +580,6 @@ impl DistributedCache {
     /// Redis errors and timeouts (entries removed before the error stay removed).
     pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
         self.clear_matching("clear_pattern", pattern).await
-    }
-
-    pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
-        // Fills that started before this clear must not store what it removes.
-        let _: i64 = self
-            .query(
-                op,
-                None,
-                redis::cmd("INCR").arg(key::generation_key(&self.inner.prefix)),
-            )
-            .await?;
-        // Inside a tenant scope: that tenant's namespace only; outside: the unscoped
-        // keys only (never a tenant's, never ormcache's own).
-        let ns = crate::tenant::current_namespace().unwrap_or_default();
-        let full_pattern = format!("{}{}{}", self.inner.scan_prefix, escape_glob(&ns), pattern);
-        let own = format!("{}:{}", self.inner.prefix, ns);
-        let mut cursor: u64 = 0;
-        let mut removed = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&full_pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(op, None, &scan).await?;
-            let doomed: Vec<&Vec<u8>> = keys
-                .iter()
-                .filter(|k| {
-                    k.strip_prefix(own.as_bytes())
-                        .is_some_and(|rest| !is_reserved_bytes(rest))
-                })
-                .collect();
-            if !doomed.is_empty() {
-                let n: u64 = self
-                    .query(op, None, redis::cmd("UNLINK").arg(&doomed))
-                    .await?;
-                removed += n;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
     }
 
     /// The values at `keys`, in order: one `MGET`.
@@ -688,40 +681,6 @@ impl DistributedCache {
         }
     }
 
-    /// Counts entries under the prefix: exactly when the keyspace is small, from a
-    /// sample of `SCAN` pages otherwise (so that a million unrelated keys cost a few
-    /// milliseconds, not a walk of the keyspace).
-    async fn count_keys(&self) -> Result<(u64, bool)> {
-        let own = format!("{}:", self.inner.prefix);
-        let (mut cursor, mut examined, mut matched) = (0u64, 0u64, 0u64);
-        for _ in 0..KEYS_COUNT_PAGES {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("COUNT").arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("get_stats", None, &scan).await?;
-            examined += keys.len() as u64;
-            matched += keys
-                .iter()
-                .filter(|k| {
-                    k.strip_prefix(own.as_bytes()).is_some_and(|rest| {
-                        !is_reserved_bytes(rest) || rest.starts_with(TENANT_NAMESPACE.as_bytes())
-                    })
-                })
-                .count() as u64;
-            if next == 0 {
-                return Ok((matched, true));
-            }
-            cursor = next;
-        }
-        let total: u64 = self.query("get_stats", None, &redis::cmd("DBSIZE")).await?;
-        if examined == 0 {
-            return Ok((0, false));
-        }
-        Ok((
-            (matched as f64 / examined as f64 * total as f64).round() as u64,
-            false,
-        ))
-    }
-
     /// Cluster-wide counters (every process's flushed counters plus this one's
     /// unflushed ones) and the number of entries.
     ///
@@ -747,17 +706,28 @@ impl DistributedCache {
         })
     }
 
-    /// `PING`; the round-trip time.
+    /// `PING`; the round-trip time. On a cluster: `PING` to every primary that
+    /// `CLUSTER SLOTS` names, one after the other (the time is for all of them), so
+    /// that a dead primary makes it fail.
     ///
     /// # Errors
-    /// Redis errors and timeouts.
+    /// Redis errors and timeouts (on a cluster, naming the primary).
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        let reply: String = self.query("ping", None, &redis::cmd("PING")).await?;
-        if reply != "PONG" {
-            return Err(Error::new(ErrorKind::Server, "ping")
-                .with_detail(format!("unexpected reply {reply:?}")));
+        let ping = redis::cmd("PING");
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            for node in self.primaries("ping").await? {
+                let reply: String = self
+                    .call("ping", None, Request::On(&node, &ping))
+                    .await
+                    .map_err(|e| e.with_detail(format!("primary {node}")))?;
+                check_pong(&reply)?;
+            }
+            return Ok(start.elapsed());
         }
+        let reply: String = self.query("ping", None, &ping).await?;
+        check_pong(&reply)?;
         Ok(start.elapsed())
     }
 
@@ -780,6 +750,15 @@ impl DistributedCache {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Relaxed)
+    }
+}
+
+fn check_pong(reply: &str) -> Result<()> {
+    if reply == "PONG" {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Server, "ping")
+            .with_detail(format!("unexpected reply {reply:?}")))
     }
 }
 

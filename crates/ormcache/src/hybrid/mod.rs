@@ -178,6 +178,17 @@ struct Inner {
 /// shared cache did not take them) but are not lost: the affected keys join a
 /// backlog that is replayed, and every L1 copy evicted, before L2 is trusted again.
 ///
+/// On a Redis Cluster (an L2 built with `cluster_nodes`) the same holds: messages
+/// are published through any node and Redis forwards them to every node; the
+/// subscriber listens on one seed node and, when that node goes away, the stream
+/// ends (or the heartbeat watchdog notices the silence), L1 degrades to
+/// `degraded_max_age` and the subscriber moves on to another node (the seeds and
+/// the primaries the cluster reports, in turn). Recovery (replay, L1 flush) runs
+/// once it is subscribed again and the reachable primaries answer `INFO`; the
+/// identity compared afterwards is every primary's run and replication id, so a
+/// primary that comes back restarted, or a replica promoted in its place, triggers
+/// the recovery again. The staleness bound is the single-server one.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use ormcache::{DistributedCache, HybridCache, QueryCache};

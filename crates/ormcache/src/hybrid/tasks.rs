@@ -22,7 +22,7 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         inner.coherent.store(false, SeqCst);
         let resubscribe = Arc::clone(&inner.resubscribe);
         let connect_timeout = inner.l2.command_timeout().max(Duration::from_millis(500));
-        let client = inner.l2.client().clone();
+        let client = inner.l2.pubsub_client().await;
         let channel = inner.channel.clone();
         let subscribed = tokio::time::timeout(connect_timeout, async {
             let mut ps = client.get_async_pubsub().await?;

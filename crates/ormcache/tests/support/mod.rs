@@ -195,3 +195,25 @@ pub mod web {
         ]
     }
 }
+
+#[cfg(feature = "cluster")]
+pub use ormcache_testing::{ClusterOptions, RedisCluster};
+
+/// A config for a Redis Cluster (every node as a seed) with a prefix of its own and
+/// a command timeout generous enough for a loaded machine.
+#[cfg(feature = "cluster")]
+pub fn cluster_config(cluster: &RedisCluster, prefix: &str) -> DistributedConfig {
+    DistributedConfig::new()
+        .cluster_nodes(cluster.urls())
+        .key_prefix(prefix)
+        .default_ttl(Duration::from_secs(300))
+        .socket_timeout(Duration::from_secs(2))
+}
+
+/// A connected cache for `cluster`.
+#[cfg(feature = "cluster")]
+pub async fn cluster_cache(cluster: &RedisCluster, prefix: &str) -> DistributedCache {
+    DistributedCache::create(cluster_config(cluster, prefix))
+        .await
+        .unwrap()
+}

@@ -1,0 +1,277 @@
+//! [`RedisCluster`]: three `redis-server` primaries joined into a Redis Cluster.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{RedisServer, ServerOptions, check_installed};
+
+/// How long a node may be unreachable before the others mark it failed (ms). Short,
+/// so that a test that kills a node sees the cluster react quickly.
+const NODE_TIMEOUT_MS: u64 = 2000;
+
+/// A Redis Cluster of three primaries (and optionally replicas) owned by a test,
+/// each node a [`RedisServer`] on a free port below 55536 (its cluster bus listens
+/// on port + 10000). Created with `redis-cli --cluster create`; every node is
+/// killed on drop.
+///
+/// ```no_run
+/// let cluster = ormcache_testing::RedisCluster::start();
+/// println!("{:?}", cluster.urls());
+/// cluster.kill(0);
+/// cluster.restart(0);
+/// cluster.wait_ok();
+///
+/// use ormcache_testing::ClusterOptions;
+/// let with_failover = ormcache_testing::RedisCluster::start_with(
+///     &ClusterOptions::new().replicas(1).password("secret"),
+/// );
+/// # drop(with_failover);
+/// ```
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    password: Option<String>,
+}
+
+/// Options for [`RedisCluster::start_with`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClusterOptions {
+    /// Replicas per primary (`--cluster-replicas`), so that a killed primary fails
+    /// over.
+    pub replicas: usize,
+    /// A password every node requires (`requirepass`, `masterauth`); the URLs carry
+    /// it.
+    pub password: Option<String>,
+}
+
+impl ClusterOptions {
+    /// No replicas, no password.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replicas per primary.
+    #[must_use]
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// A password every node requires.
+    #[must_use]
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+}
+
+impl RedisCluster {
+    /// Starts three nodes, creates the cluster and waits until every node reports
+    /// `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// If `redis-server` or `redis-cli` is missing, or the cluster does not form
+    /// (the message includes every node's log).
+    pub fn start() -> Self {
+        Self::start_with(&ClusterOptions::default())
+    }
+
+    /// Starts a cluster with replicas or a password.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with(options: &ClusterOptions) -> Self {
+        check_installed();
+        let mut args: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &NODE_TIMEOUT_MS.to_string(),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        if let Some(pw) = &options.password {
+            for flag in ["--requirepass", "--masterauth"] {
+                args.extend([flag.to_owned(), pw.clone()]);
+            }
+        }
+        let server_options = ServerOptions {
+            args,
+            unix_socket: false,
+        };
+        let nodes: Vec<RedisServer> = (0..3 * (1 + options.replicas))
+            .map(|_| RedisServer::start_with(server_options.clone()))
+            .collect();
+        let cluster = Self {
+            nodes,
+            password: options.password.clone(),
+        };
+        let mut create = Command::new("redis-cli");
+        if let Some(pw) = &options.password {
+            create.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = create
+            .args(["--cluster", "create"])
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.port())),
+            )
+            .args([
+                "--cluster-replicas",
+                &options.replicas.to_string(),
+                "--cluster-yes",
+            ])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "redis-cli --cluster create failed ({}):\n{}\n{}\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                cluster.logs()
+            ),
+            Err(e) => panic!("cannot run redis-cli: {e}. {}", crate::INSTALL_HINT),
+        }
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits (up to 30 s) until every running node reports `cluster_state:ok` and
+    /// three primaries serve the slots.
+    ///
+    /// # Panics
+    /// If that does not happen in time (with every node's log).
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.is_running())
+                .map(|(i, _)| cluster_info(&self.client(i)))
+                .collect();
+            if states
+                .iter()
+                .all(|s| s.contains("cluster_state:ok") && s.contains("cluster_size:3"))
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the cluster did not reach cluster_state:ok within 30 s: {states:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The nodes, in the order they were started.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
+    /// The first node's URL (a seed for clients), with the password if any.
+    pub fn url(&self) -> String {
+        self.node_url(0)
+    }
+
+    /// Node `i`'s URL, with the password if any.
+    pub fn node_url(&self, i: usize) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.nodes[i].port()),
+            None => self.nodes[i].url(),
+        }
+    }
+
+    /// Every node's URL, with the password if any.
+    pub fn urls(&self) -> Vec<String> {
+        (0..self.nodes.len()).map(|i| self.node_url(i)).collect()
+    }
+
+    /// The indices of the running nodes that are primaries now.
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].is_running()
+                    && self
+                        .client(i)
+                        .get_connection_with_timeout(Duration::from_secs(1))
+                        .and_then(|mut c| {
+                            redis::cmd("INFO")
+                                .arg("replication")
+                                .query::<String>(&mut c)
+                        })
+                        .is_ok_and(|info| info.contains("role:master"))
+            })
+            .collect()
+    }
+
+    /// Kills node `i` (`SIGKILL`); its data is lost.
+    pub fn kill(&self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Freezes node `i` (`SIGSTOP`).
+    pub fn pause(&self, i: usize) {
+        self.nodes[i].pause();
+    }
+
+    /// Thaws node `i` (`SIGCONT`).
+    pub fn resume(&self, i: usize) {
+        self.nodes[i].resume();
+    }
+
+    /// Starts node `i` again on its port with its cluster configuration, so it
+    /// rejoins with its slots (empty). Call [`wait_ok`](Self::wait_ok) to wait for
+    /// the cluster to be healthy again.
+    pub fn restart(&self, i: usize) {
+        self.nodes[i].restart();
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} log ---\n{}", n.port(), n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A redis-rs client for node `i`, with the password if any (commands to keys
+    /// of other nodes get `MOVED`).
+    pub fn client(&self, i: usize) -> redis::Client {
+        redis::Client::open(self.node_url(i)).unwrap()
+    }
+}
+
+/// `CLUSTER INFO` of a node, or the error as text.
+fn cluster_info(node: &redis::Client) -> String {
+    let info = node.get_connection_with_timeout(Duration::from_secs(1));
+    match info.and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c)) {
+        Ok(s) => s,
+        Err(e) => format!("unreachable: {e}"),
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Each node prints its own log when it drops during a panic.
+            println!("--- the cluster's nodes follow ---");
+        }
+    }
+}
