@@ -550,3 +550,67 @@ async fn namespace_versioning_clears_in_constant_time() {
     assert!(raw.exists::<_, bool>("ns:after").await.unwrap());
     assert!(raw.exists::<_, bool>("unrelated").await.unwrap());
 }
+
+/// Counts the loader runs of `get_or_compute` calls on `key` that load `value`.
+async fn load_counting<C: Cache>(cache: &C, key: &str, value: &str, runs: &AtomicUsize) -> String {
+    let v = cache
+        .get_or_compute(key, None, || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            value.to_string()
+        })
+        .await
+        .unwrap();
+    (*v).clone()
+}
+
+#[tokio::test]
+async fn an_undecodable_entry_is_replaced_by_the_next_fill() {
+    let server = RedisServer::start();
+    let cache = distributed(&server, "corrupt").await;
+    let mut raw = server.connection().await;
+    let _: () = raw
+        .set_ex("corrupt:k", b"\xff\x00 not a value".as_slice(), 300)
+        .await
+        .unwrap();
+
+    let runs = AtomicUsize::new(0);
+    assert_eq!(load_counting(&cache, "k", "fresh", &runs).await, "fresh");
+    assert_eq!(load_counting(&cache, "k", "never", &runs).await, "fresh");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the corrupt entry kept the key uncached"
+    );
+    let stored: Vec<u8> = raw.get("corrupt:k").await.unwrap();
+    assert_eq!(stored, b"\"fresh\"".to_vec());
+    assert_eq!(cache.get_stats().await.unwrap().decode_errors, 1);
+}
+
+#[tokio::test]
+async fn after_a_tag_invalidation_the_next_fill_stores_again() {
+    let server = RedisServer::start();
+    let cache = distributed(&server, "retag").await;
+    let runs = AtomicUsize::new(0);
+    let load = |value: &'static str| {
+        let (cache, runs) = (&cache, &runs);
+        async move {
+            let v = cache
+                .get_or_compute_with("k", ComputeOptions::new().tags(["t"]), || async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    value.to_string()
+                })
+                .await
+                .unwrap();
+            (*v).clone()
+        }
+    };
+    assert_eq!(load("one").await, "one");
+    cache.invalidate_tag("t").await.unwrap();
+    assert_eq!(load("two").await, "two");
+    assert_eq!(
+        load("three").await,
+        "two",
+        "the fill after the invalidation was not stored"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}

@@ -281,7 +281,10 @@ impl DistributedCache {
         bytes: &[u8],
     ) -> Result<Option<(Arc<T>, Option<Arc<[String]>>)>> {
         let Ok(Some((stamps, _))) = unwrap_tagged(bytes) else {
-            return Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, None)));
+            return Ok(self
+                .decode_or_evict(op, key, bytes)
+                .await?
+                .map(|v| (v, None)));
         };
         let mut mget = redis::cmd("MGET");
         for (tag, _) in &stamps {
@@ -293,12 +296,32 @@ impl DistributedCache {
         });
         if fresh {
             let tags: Arc<[String]> = stamps.into_iter().map(|(t, _)| t).collect();
-            Ok(self.decode_entry(op, key, bytes)?.map(|v| (v, Some(tags))))
+            Ok(self
+                .decode_or_evict(op, key, bytes)
+                .await?
+                .map(|v| (v, Some(tags))))
         } else {
             self.inner.counters.add(Stat::Miss, 1);
             self.evict_stale(op, key, bytes).await;
             Ok(None)
         }
+    }
+
+    /// Decodes an entry; an undecodable one (corrupt, or written as another type) is
+    /// a counted miss and is also removed if it still holds those bytes: fills never
+    /// overwrite an entry, so it would otherwise keep its key uncached until it
+    /// expires. With `return_decode_errors` the error is returned and the entry kept.
+    async fn decode_or_evict<T: CacheValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<Arc<T>>> {
+        let value = self.decode_entry(op, key, bytes)?;
+        if value.is_none() {
+            self.evict_stale(op, key, bytes).await;
+        }
+        Ok(value)
     }
 
     /// Removes an entry found stale (a tag or the namespace was invalidated) if it
