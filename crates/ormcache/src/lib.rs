@@ -83,6 +83,7 @@
 //! | --- | --- | --- |
 //! | `macros` | yes | the `#[cached]` attribute (crate `ormcache-macros`) |
 //! | `axum` | no | `ormcache::axum`: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
+//! | `cluster` | no | Redis Cluster: `DistributedConfig::cluster_nodes` |
 //! | `sea-orm` | no | `ormcache::sea_orm`: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
 //!
 //! # Wire format and compatibility
@@ -215,6 +216,6 @@ pub use memo::{ComputeError, ComputeOptions};
 pub use ormcache_macros::cached;
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};
 
-#[cfg(all(doctest, feature = "axum", feature = "sea-orm"))]
+#[cfg(all(doctest, feature = "axum", feature = "sea-orm", feature = "cluster"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
