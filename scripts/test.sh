@@ -32,4 +32,4 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "==> cargo test (unit, integration and doc tests)"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast

@@ -321,6 +321,11 @@ async fn corrupt_entries_are_counted_misses() {
     assert_eq!(stats.decode_errors, 7);
     assert_eq!(stats.misses, 7);
     assert_eq!(stats.hits, 0);
+    // Each undecodable entry was removed when read, so that a fill can store again.
+    for (k, _) in &planted {
+        let left: bool = raw.exists(format!("app:{k}")).await.unwrap();
+        assert!(!left, "{k} was not removed");
+    }
 
     // A read-through path overwrites the corrupt entry.
     c.set("garbage", user(1), None).await.unwrap();
@@ -329,7 +334,10 @@ async fn corrupt_entries_are_counted_misses() {
         Some(&user(1))
     );
 
-    // By option, the error itself.
+    // By option, the error itself (and the entry is kept).
+    for (k, bytes) in &planted {
+        let _: () = raw.set(format!("app:{k}"), bytes.as_slice()).await.unwrap();
+    }
     let strict = DistributedCache::create(config(&server, "app").return_decode_errors(true))
         .await
         .unwrap();
@@ -341,6 +349,8 @@ async fn corrupt_entries_are_counted_misses() {
         .await
         .unwrap_err();
     assert_eq!(batch.kind(), ErrorKind::Decode);
+    let kept: bool = raw.exists("app:truncated_json").await.unwrap();
+    assert!(kept);
 }
 
 #[tokio::test]
