@@ -229,8 +229,13 @@ struct Inner {
 /// remaining L2 TTL (and [`l1_max_ttl`](HybridBuilder::l1_max_ttl)). Every write,
 /// delete, expire, clear and pattern clear goes to Redis together with an
 /// invalidation message (same round trip), which every other instance sharing the
-/// prefix applies to its L1 within milliseconds. See the crate docs, "Consistency",
-/// for the staleness bound and why it holds.
+/// prefix applies to its L1 and acknowledges; the call returns once every other
+/// live instance has acknowledged (or after
+/// [`confirm_invalidations`](HybridBuilder::confirm_invalidations)' timeout,
+/// 1 s by default). So once a write has returned, the next read through any live
+/// instance is fresh. See the crate docs, "Consistency", for the exact bound, what
+/// it does not cover (an instance that joined a moment ago, a peer that timed out),
+/// and why it holds.
 ///
 /// Reads never fail on Redis: they fall back to L1 (entries younger than
 /// `degraded_max_age`) or miss. Writes and invalidations report Redis failures (the
