@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ormcache::tenant::{self, TenantId};
-use ormcache::{CoherenceStats, DistributedCache, DistributedConfig, HybridCache, QueryCache};
+use ormcache::{
+    Cache, CoherenceStats, DistributedCache, DistributedConfig, HybridCache, QueryCache,
+};
 use support::{RedisServer, config};
 use tokio::sync::oneshot;
 
@@ -492,5 +494,42 @@ async fn an_instance_alone_never_waits() {
             stats.unconfirmed
         ),
         (true, 0, 0, 0)
+    );
+}
+
+/// A read-through fill whose lease a delete revoked stores nothing; its message is
+/// sent anyway, so its sequence number is no hole: no instance takes it for a
+/// lost message (which would flush its L1 and hold its acknowledgements back).
+#[tokio::test]
+async fn a_fill_that_lost_its_lease_leaves_no_hole() {
+    let server = RedisServer::start();
+    let hb = Duration::from_millis(100);
+    let confirm = Some(Duration::from_secs(10));
+    let a = build(&server, hb, confirm).await;
+    let b = build(&server, hb, confirm).await;
+    eventually("a sees b", async || coherence(&a).await.peers == 1).await;
+    for round in 0..5u32 {
+        let (loaded, ()) = tokio::join!(
+            a.get_or_compute("k", None, || async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                round
+            }),
+            async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                b.delete("k").await.unwrap();
+            }
+        );
+        assert_eq!(*loaded.unwrap(), round);
+        assert_eq!(b.l2().get::<u32>("k").await.unwrap(), None, "not stored");
+    }
+    // A hole is reported as a lost message after two heartbeat intervals.
+    tokio::time::sleep(hb * 6).await;
+    a.set("k", 9u32, None).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap().as_deref(), Some(&9));
+    let (sa, sb) = (coherence(&a).await, coherence(&b).await);
+    assert_eq!(
+        (sb.gaps, sa.unconfirmed, sb.unconfirmed),
+        (0, 0, 0),
+        "{sb:?}"
     );
 }

@@ -1130,6 +1130,11 @@ impl crate::memo::Fill for HybridCache {
             .store_fill(key, &**value, ttl, tags, lease, Some(&notice))
             .await
         {
+            // Not stored, so not published: send the message anyway (an eviction is
+            // always safe), or its number would be a hole that the other instances
+            // take for a lost message, holding their acknowledgements back until
+            // they flush.
+            let _ = inner.l2.publish("get_or_compute", &notice).await;
             return;
         }
         inner.counters.sent.fetch_add(1, Relaxed);
