@@ -389,7 +389,12 @@ async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped() {
     let stale = writes_then_reads(&a, &[&b], &[Write::Set, Write::Delete], 20).await;
     assert_eq!(stale, Vec::<String>::new());
     let stats = coherence(&a).await;
-    assert_eq!((stats.unconfirmed, stats.peers_unresponsive), (1, 1));
+    assert_eq!(stats.unconfirmed, 1, "{stats:?}");
+    // Marked, unless it already left the liveness window (a very slow run).
+    assert!(
+        stats.peers_unresponsive == 1 || stats.peers == 1,
+        "{stats:?}"
+    );
     eventually("c leaves the liveness window", async || {
         coherence(&a).await.peers == 1
     })
