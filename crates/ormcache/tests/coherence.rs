@@ -347,7 +347,7 @@ async fn the_next_read_through_every_other_instance_is_fresh() {
         (0, 2, 0)
     );
     // Every write was confirmed by both (the set-up writes too).
-    assert!(stats.confirmed >= 240, "{stats:?}");
+    assert_eq!(stats.confirmed, 240, "{stats:?}");
 }
 
 /// The same test fails without confirmation: this is what the acknowledgements buy.

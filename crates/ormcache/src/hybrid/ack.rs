@@ -46,11 +46,15 @@ impl Inner {
             return;
         }
         let window = self.liveness_window();
-        let mut waiting = match self.peers.lock() {
-            Ok(p) => p.owing(seq, window, Instant::now()),
+        let (mut waiting, alone) = match self.peers.lock() {
+            Ok(p) => {
+                let now = Instant::now();
+                let (live, unresponsive) = p.count(window, now);
+                (p.owing(seq, window, now), live == unresponsive)
+            }
             Err(_) => return,
         };
-        if waiting.is_empty() {
+        if alone {
             return;
         }
         let deadline = tokio::time::Instant::now() + timeout;
