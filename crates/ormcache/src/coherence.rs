@@ -239,6 +239,14 @@ impl Peers {
         self.acked(id, 0, now);
     }
 
+    /// Waits for every peer again (our own stream just came back: the timeouts may
+    /// have been ours, acknowledgements we could not hear).
+    pub(crate) fn forgive_all(&mut self) {
+        for p in self.peers.values_mut() {
+            p.unresponsive = false;
+        }
+    }
+
     /// `id` said it is closing.
     pub(crate) fn left(&mut self, id: u64) {
         self.peers.remove(&id);
@@ -494,6 +502,11 @@ mod tests {
         let mut owing = peers.owing(5, window, t0);
         owing.sort_unstable();
         assert_eq!(owing, vec![1, 2]);
+        // Our own stream came back: every peer is waited for again.
+        assert_eq!(peers.give_up(&[1, 2]), 2);
+        assert_eq!(peers.count(window, t0), (2, 2));
+        peers.forgive_all();
+        assert_eq!(peers.count(window, t0), (2, 0));
         // Silent peers stop counting, then are forgotten; a closing one at once.
         let later = t0 + Duration::from_secs(2);
         peers.heard(3, later);

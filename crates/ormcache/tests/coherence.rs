@@ -403,7 +403,10 @@ async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped() {
 
     // c thaws: it is waited for again and reads fresh at once.
     c.thaw();
+    // It is waited for again once it acknowledges something (or announces that
+    // its stream restarted): keep writing.
     eventually("c is back", async || {
+        a.set("poke", 0u32, None).await.unwrap();
         let s = coherence(&a).await;
         s.peers == 2 && s.peers_unresponsive == 0
     })
@@ -454,7 +457,10 @@ async fn killed_streams_never_hang_writes_and_peers_come_back() {
     }
     // Both streams are back, b is waited for again, and the next read is fresh.
     assert!(a.wait_coherent(NOT_A_HANG).await);
+    // b is waited for again once it acknowledges something (its announcement
+    // may have been sent while a's own stream was down): keep writing.
     eventually("b is back", async || {
+        a.set("poke", 0u32, None).await.unwrap();
         let s = coherence(&a).await;
         s.peers == 1 && s.peers_unresponsive == 0
     })

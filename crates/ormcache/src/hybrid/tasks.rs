@@ -166,6 +166,9 @@ impl Inner {
         if let Ok(mut s) = self.sequences.lock() {
             s.reset();
         }
+        if let Ok(mut p) = self.peers.lock() {
+            p.forgive_all();
+        }
         if let Ok(mut t) = self.own_heartbeat.lock() {
             *t = Instant::now();
         }
