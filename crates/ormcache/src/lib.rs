@@ -114,20 +114,20 @@
 //! - **What confirmation does not cover.** Live means heard (a message, heartbeat or
 //!   acknowledgement) within three heartbeat intervals plus the command timeout
 //!   (default 1.75 s; instances sharing a prefix should share the heartbeat
-//!   interval). An acknowledgement covers a message only when nothing before it
-//!   from that writer is missing. (1) An instance whose stream came up so recently that its
-//!   announcement had not reached the writer yet: it announces itself before its L1
-//!   takes any fill, so its possible staleness is bounded by the pub/sub delivery
+//!   interval). An acknowledgement covers a message only when nothing before it from
+//!   that writer is missing. (1) An instance whose stream came up so recently that
+//!   its announcement had not reached the writer yet: it announces itself before its
+//!   L1 takes any fill, so its possible staleness is bounded by the pub/sub delivery
 //!   time. (2) A peer that let a confirmation time out (default 1 s; counted in
-//!   `coherence.unconfirmed` and logged): until it acknowledges again (or its stream
-//!   restarts), writes do not wait for it, and its copies are stale for the
-//!   delivery time plus however long it stays stuck (at most `l1_max_ttl`; a peer
-//!   silent for three heartbeat intervals notices its dead stream and flushes). (3)
-//!   A writer whose own stream is down does not wait (it cannot hear the
+//!   `coherence.unconfirmed` and logged): until it acknowledges again (or either
+//!   one's stream restarts), writes do not wait for it, and its copies are stale for
+//!   the delivery time plus however long it stays stuck (at most `l1_max_ttl`; a peer
+//!   silent for three heartbeat intervals notices its dead stream and flushes). (3) A
+//!   writer whose own stream is down does not wait (it cannot hear the
 //!   acknowledgements): the bound is the delivery time. (4) With confirmation off,
-//!   the bound is the delivery time (milliseconds on a LAN; over 100 ms was seen on
-//!   a saturated machine). A write that returns an error is not confirmed; see
-//!   "Writes during an outage". An instance alone on its channel never waits.
+//!   the bound is the delivery time (milliseconds on a LAN; over 100 ms was seen on a
+//!   saturated machine). A write that returns an error is not confirmed; see "Writes
+//!   during an outage". An instance alone on its channel never waits.
 //! - **Fill races.** An L1 fill from L2 snapshots per-key, per-pattern and global
 //!   invalidation epochs before reading Redis and stores its value only if none moved,
 //!   under the key's lock that invalidations also take; an invalidation that arrives
