@@ -9,7 +9,10 @@ const L1_ENTRIES: u64 = 10_000;
 
 /// `REDIS_URL` unset: a [`QueryCache`]. Set: a [`HybridCache`] whose Redis connects
 /// lazily, so a Redis that is down at start does not stop the service: it serves
-/// from the database and uses Redis once it answers.
+/// from the database and uses Redis once it answers. Its invalidations are
+/// confirmed (the `HybridCache` default): a write returns only once every other
+/// instance sharing `REDIS_URL` has evicted its copies, so the very next GET through
+/// any of them is fresh.
 pub(crate) async fn build(config: &Config) -> ormcache::Result<AnyCache> {
     let l1 = QueryCache::new(L1_ENTRIES, config.cache_ttl)?;
     let Some(url) = &config.redis_url else {

@@ -49,6 +49,24 @@ pub(crate) struct Message {
     /// The sender's tenant, if the call was made in a tenant scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) t: Option<String>,
+    /// The sender is closing: stop waiting for its acknowledgements (heartbeats
+    /// only; readers that predate the field ignore it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) b: bool,
+    /// The sender's stream just came up (its L1 was flushed): wait for it again
+    /// even if it let a confirmation time out (heartbeats only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) j: bool,
+}
+
+/// An acknowledgement, published on `{channel}:ack:{sender}`: instance `i` has
+/// applied every message of that sender up to sequence `a`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Ack {
+    /// The acknowledging instance.
+    pub(crate) i: u64,
+    /// The sender's highest sequence number applied with nothing missing below it.
+    pub(crate) a: u64,
 }
 
 /// What the receiver must do after a message's sequence number is checked.
@@ -65,6 +83,19 @@ struct Sender {
     max_seen: u64,
     missing: BTreeMap<u64, Instant>,
     last_heard: Instant,
+    /// Highest invalidation (not heartbeat) received from this sender.
+    owed: u64,
+    /// Highest sequence acknowledged to this sender.
+    acked: u64,
+}
+
+impl Sender {
+    /// Every message up to this one has been applied (or flushed over).
+    fn watermark(&self) -> u64 {
+        self.missing
+            .first_key_value()
+            .map_or(self.max_seen, |(first, _)| first - 1)
+    }
 }
 
 /// Per-sender sequence tracking.
@@ -85,6 +116,8 @@ impl Sequences {
                     max_seen: seq,
                     missing: BTreeMap::new(),
                     last_heard: now,
+                    owed: 0,
+                    acked: 0,
                 },
             );
             return SeqVerdict::Fine;
@@ -131,9 +164,139 @@ impl Sequences {
             .retain(|_, s| now.saturating_duration_since(s.last_heard) < idle);
     }
 
+    /// Records that `sender`'s invalidation `seq` has been applied and is owed an
+    /// acknowledgement.
+    pub(crate) fn owe(&mut self, sender: u64, seq: u64) {
+        if let Some(s) = self.senders.get_mut(&sender) {
+            s.owed = s.owed.max(seq);
+        }
+    }
+
+    /// The acknowledgements to send now, `(sender, watermark)`: for each sender owed
+    /// one whose watermark moved since the last. Marks them sent.
+    pub(crate) fn acks_due(&mut self) -> Vec<(u64, u64)> {
+        let mut due = Vec::new();
+        for (id, s) in &mut self.senders {
+            let w = s.watermark();
+            if s.owed > s.acked && w > s.acked {
+                s.acked = w;
+                due.push((*id, w));
+            }
+        }
+        due
+    }
+
     /// Starts over (after a resubscription, which flushes L1 anyway).
     pub(crate) fn reset(&mut self) {
         self.senders.clear();
+    }
+}
+
+/// What this instance knows of the other instances on its channel, as a writer
+/// waiting for their acknowledgements.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    peers: HashMap<u64, Peer>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    last_heard: Instant,
+    /// Highest of our sequence numbers it acknowledged.
+    acked: u64,
+    /// It let a confirmation time out: not waited for until it acknowledges again.
+    unresponsive: bool,
+}
+
+impl Peers {
+    /// `id` published something (a message or an acknowledgement) at `now`.
+    pub(crate) fn heard(&mut self, id: u64, now: Instant) -> &mut Self {
+        self.peers
+            .entry(id)
+            .and_modify(|p| p.last_heard = now)
+            .or_insert(Peer {
+                last_heard: now,
+                acked: 0,
+                unresponsive: false,
+            });
+        self
+    }
+
+    /// `id` acknowledged our messages up to `seq`.
+    pub(crate) fn acked(&mut self, id: u64, seq: u64, now: Instant) {
+        let p = self.peers.entry(id).or_insert(Peer {
+            last_heard: now,
+            acked: 0,
+            unresponsive: false,
+        });
+        p.last_heard = now;
+        p.acked = p.acked.max(seq);
+        p.unresponsive = false;
+    }
+
+    /// `id`'s stream just came up: it is waited for again.
+    pub(crate) fn joined(&mut self, id: u64, now: Instant) {
+        self.acked(id, 0, now);
+    }
+
+    /// Waits for every peer again (our own stream just came back: the timeouts may
+    /// have been ours, acknowledgements we could not hear).
+    pub(crate) fn forgive_all(&mut self) {
+        for p in self.peers.values_mut() {
+            p.unresponsive = false;
+        }
+    }
+
+    /// `id` said it is closing.
+    pub(crate) fn left(&mut self, id: u64) {
+        self.peers.remove(&id);
+    }
+
+    /// Whether a confirmation of `seq` must still wait for `id`: it is live (heard
+    /// within `window`), responsive, and has not acknowledged `seq`.
+    pub(crate) fn owes(&self, id: u64, seq: u64, window: Duration, now: Instant) -> bool {
+        self.peers.get(&id).is_some_and(|p| {
+            !p.unresponsive && p.acked < seq && now.saturating_duration_since(p.last_heard) < window
+        })
+    }
+
+    /// The peers a confirmation of `seq` waits for.
+    pub(crate) fn owing(&self, seq: u64, window: Duration, now: Instant) -> Vec<u64> {
+        self.peers
+            .keys()
+            .copied()
+            .filter(|id| self.owes(*id, seq, window, now))
+            .collect()
+    }
+
+    /// Marks the peers that let a confirmation time out; how many were marked now.
+    pub(crate) fn give_up(&mut self, ids: &[u64]) -> u64 {
+        let mut marked = 0;
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(id)
+                && !p.unresponsive
+            {
+                p.unresponsive = true;
+                marked += 1;
+            }
+        }
+        marked
+    }
+
+    /// `(live, unresponsive among them)`.
+    pub(crate) fn count(&self, window: Duration, now: Instant) -> (usize, usize) {
+        self.peers
+            .values()
+            .filter(|p| now.saturating_duration_since(p.last_heard) < window)
+            .fold((0, 0), |(live, unresp), p| {
+                (live + 1, unresp + usize::from(p.unresponsive))
+            })
+    }
+
+    /// Forgets peers silent for longer than `idle`.
+    pub(crate) fn prune(&mut self, idle: Duration, now: Instant) {
+        self.peers
+            .retain(|_, p| now.saturating_duration_since(p.last_heard) < idle);
     }
 }
 
@@ -259,6 +422,8 @@ mod tests {
             s: 9,
             o: Op::Keys(vec!["user:1".into()]),
             t: None,
+            b: false,
+            j: false,
         };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"i":7,"s":9,"o":{"k":["user:1"]}}"#);
@@ -268,9 +433,11 @@ mod tests {
             s: 2,
             o: Op::Heartbeat,
             t: Some("acme".into()),
+            b: false,
+            j: true,
         })
         .unwrap();
-        assert_eq!(h, r#"{"i":1,"s":2,"o":"h","t":"acme"}"#);
+        assert_eq!(h, r#"{"i":1,"s":2,"o":"h","t":"acme","j":true}"#);
     }
 
     #[test]
@@ -287,6 +454,67 @@ mod tests {
         // Reported once.
         assert!(!seqs.overdue(Duration::from_millis(100), t0 + Duration::from_millis(200)));
         assert_eq!(seqs.observe(1, 10_000, t0), SeqVerdict::Gap);
+    }
+
+    #[test]
+    fn acks_cover_only_what_was_applied_without_holes() {
+        let t0 = Instant::now();
+        let mut seqs = Sequences::default();
+        seqs.observe(1, 5, t0);
+        assert_eq!(seqs.acks_due(), vec![], "nothing owed");
+        seqs.owe(1, 5);
+        assert_eq!(seqs.acks_due(), vec![(1, 5)]);
+        assert_eq!(seqs.acks_due(), vec![], "sent once");
+        // 7 arrives before 6: only 5 is covered until 6 comes (a heartbeat will do).
+        seqs.observe(1, 7, t0);
+        seqs.owe(1, 7);
+        assert_eq!(seqs.acks_due(), vec![]);
+        seqs.observe(1, 6, t0);
+        assert_eq!(seqs.acks_due(), vec![(1, 7)]);
+        // A hole given up on (the L1 was flushed over it) no longer holds acks back.
+        seqs.observe(1, 9, t0);
+        seqs.owe(1, 9);
+        assert_eq!(seqs.acks_due(), vec![]);
+        assert!(seqs.overdue(Duration::from_millis(10), t0 + Duration::from_secs(1)));
+        assert_eq!(seqs.acks_due(), vec![(1, 9)]);
+        // Heartbeats alone are never acknowledged.
+        seqs.observe(1, 10, t0);
+        assert_eq!(seqs.acks_due(), vec![]);
+    }
+
+    #[test]
+    fn peers_are_waited_for_while_live_and_responsive() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(1);
+        let mut peers = Peers::default();
+        peers.heard(1, t0).heard(2, t0);
+        let mut owing = peers.owing(3, window, t0);
+        owing.sort_unstable();
+        assert_eq!(owing, vec![1, 2]);
+        peers.acked(1, 4, t0);
+        assert_eq!(peers.owing(3, window, t0), vec![2]);
+        // 2 times out: marked once, then not waited for until it acknowledges.
+        assert_eq!(peers.give_up(&[2]), 1);
+        assert_eq!(peers.give_up(&[2]), 0);
+        assert_eq!(peers.owing(5, window, t0), vec![1]);
+        assert_eq!(peers.count(window, t0), (2, 1));
+        peers.acked(2, 3, t0);
+        let mut owing = peers.owing(5, window, t0);
+        owing.sort_unstable();
+        assert_eq!(owing, vec![1, 2]);
+        // Our own stream came back: every peer is waited for again.
+        assert_eq!(peers.give_up(&[1, 2]), 2);
+        assert_eq!(peers.count(window, t0), (2, 2));
+        peers.forgive_all();
+        assert_eq!(peers.count(window, t0), (2, 0));
+        // Silent peers stop counting, then are forgotten; a closing one at once.
+        let later = t0 + Duration::from_secs(2);
+        peers.heard(3, later);
+        assert_eq!(peers.owing(5, window, later), vec![3]);
+        peers.prune(window, later);
+        assert_eq!(peers.count(window, later), (1, 0));
+        peers.left(3);
+        assert_eq!(peers.count(window, later), (0, 0));
     }
 
     #[test]

@@ -102,12 +102,35 @@
 //! - **`DistributedCache`**: one copy, in Redis. A read after an acknowledged write
 //!   returns it (or a miss). No staleness beyond Redis's own.
 //! - **`QueryCache`** alone: process-local; only this process writes it.
-//! - **`HybridCache`, normal operation.** Every write, delete, expire, clear and
-//!   pattern clear is sent to Redis *with* an invalidation message on the channel
+//! - **`HybridCache`, normal operation.** Every write, delete, expire, clear,
+//!   pattern clear, `set_many`, `delete_many`, `set_with_tags` and `invalidate_tag`
+//!   is sent to Redis *with* an invalidation message on the channel
 //!   `{prefix}:__oc:inv` in the same round trip (a pipeline of the command and
-//!   `PUBLISH`). Every other instance evicts its L1 copies when the message arrives
-//!   (milliseconds on a LAN; see the `hybrid_invalidation` bench). A process reads its
-//!   own writes at once. The bound is the pub/sub delivery time.
+//!   `PUBLISH`). Every other instance evicts its L1 copies when the message arrives,
+//!   then acknowledges it on `{prefix}:__oc:inv:ack:{writer}`, and the call returns
+//!   only once every other *live* instance has acknowledged (confirmed invalidation,
+//!   [`HybridBuilder::confirm_invalidations`], on by default). So: **once a write
+//!   has returned `Ok`, the next read through any live instance is fresh**, not
+//!   merely "within milliseconds". A process reads its own writes at once. The cost
+//!   is one more pub/sub hop per write, nothing on reads (see the
+//!   `hybrid_invalidation` bench).
+//! - **What confirmation does not cover.** Live means heard (a message, heartbeat or
+//!   acknowledgement) within three heartbeat intervals plus the command timeout
+//!   (default 1.75 s; instances sharing a prefix should share the heartbeat
+//!   interval). An acknowledgement covers a message only when nothing before it from
+//!   that writer is missing. (1) An instance whose stream came up so recently that
+//!   its announcement had not reached the writer yet: it announces itself before its
+//!   L1 takes any fill, so its possible staleness is bounded by the pub/sub delivery
+//!   time. (2) A peer that let a confirmation time out (default 1 s; counted in
+//!   `coherence.unconfirmed` and logged): until it acknowledges again (or either
+//!   one's stream restarts), writes do not wait for it, and its copies are stale for
+//!   the delivery time plus however long it stays stuck (at most `l1_max_ttl`; a peer
+//!   silent for three heartbeat intervals notices its dead stream and flushes). (3) A
+//!   writer whose own stream is down does not wait (it cannot hear the
+//!   acknowledgements): the bound is the delivery time. (4) With confirmation off,
+//!   the bound is the delivery time (milliseconds on a LAN; over 100 ms was seen on a
+//!   saturated machine). A write that returns an error is not confirmed; see "Writes
+//!   during an outage". An instance alone on its channel never waits.
 //! - **Fill races.** An L1 fill from L2 snapshots per-key, per-pattern and global
 //!   invalidation epochs before reading Redis and stores its value only if none moved,
 //!   under the key's lock that invalidations also take; an invalidation that arrives

@@ -209,14 +209,7 @@ async fn killed_pubsub_connection_never_serves_stale() {
     for i in 0..200u32 {
         writer.set("hot", i, None).await.unwrap();
         if i % 20 == 5 {
-            let killed: u64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            assert!(killed >= 1);
+            assert!(support::kill_pubsub(&mut raw).await >= 1);
         }
         // Every acknowledged write is what the other instance reads next: once the
         // message arrives through the live stream, or straight from L2 while the

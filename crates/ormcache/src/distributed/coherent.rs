@@ -90,16 +90,16 @@ impl DistributedCache {
 
     /// Publishes `notice` alone.
     pub(crate) async fn publish(&self, op: &'static str, notice: &Notice) -> Result<()> {
-        let _: u64 = self
-            .query(
-                op,
-                None,
-                redis::cmd("PUBLISH")
-                    .arg(&notice.channel)
-                    .arg(&notice.payload),
-            )
-            .await?;
-        Ok(())
+        self.publish_all(op, std::slice::from_ref(notice)).await
+    }
+
+    /// Publishes every notice in one round trip (acknowledgements).
+    pub(crate) async fn publish_all(&self, op: &'static str, notices: &[Notice]) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for n in notices {
+            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+        }
+        self.query_pipe::<()>(op, &pipe).await
     }
 
     /// `GET` and `PTTL` in one round trip: the value, its stored size and its

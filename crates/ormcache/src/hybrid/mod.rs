@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cache::{CacheValue, Ttl};
-use crate::coherence::{Backlog, Message, Op, Sequences};
+use crate::coherence::{Backlog, Message, Op, Peers, Sequences};
 use crate::distributed::{DistributedCache, Found, Notice};
 use crate::error::{Error, Result};
 use crate::key;
@@ -18,8 +18,10 @@ use crate::local::QueryCache;
 use crate::memo::LocalTicket;
 use crate::stats::{DistributedStats, LocalStats, hit_rate};
 
+mod ack;
 mod tasks;
 
+use ack::ack_loop;
 use tasks::{heartbeat_loop, recovery_loop, subscriber_loop};
 
 /// Settings of a [`HybridCache`]; see [`HybridCache::builder`].
@@ -32,6 +34,7 @@ pub struct HybridBuilder {
     l1_max_ttl: Duration,
     heartbeat_interval: Duration,
     max_backlog: usize,
+    confirm_timeout: Option<Duration>,
 }
 
 impl HybridBuilder {
@@ -64,17 +67,58 @@ impl HybridBuilder {
         self
     }
 
+    /// Confirmed invalidation (default: on, waiting at most 1 s): every call that
+    /// invalidates (`set`, `delete`, `expire`, `clear`, `clear_pattern`,
+    /// `set_many`, `delete_many`, `set_with_tags`, `invalidate_tag`) returns only
+    /// once every other live instance on the channel has evicted its L1 copies, so
+    /// that the next read through any of them is fresh — or once `timeout` has
+    /// passed. `None` turns it off: writes return as soon as Redis has them and the
+    /// other instances catch up within the pub/sub delivery time.
+    ///
+    /// A peer is live if it was heard within three heartbeat intervals plus the
+    /// command timeout. A peer that lets the timeout pass is counted
+    /// ([`CoherenceStats::unconfirmed`]), logged, and not waited for again until it
+    /// acknowledges something: a frozen peer costs one timeout, not one per write.
+    /// The write still returns `Ok` (Redis took it). An instance alone on the
+    /// channel, or whose own stream is down, never waits. What this costs is in
+    /// the `hybrid_invalidation` bench (one extra pub/sub hop on each write,
+    /// nothing on reads).
+    ///
+    /// The default is on because a read-your-write across instances is what users
+    /// of a coherent cache expect; the timeout is well above the delivery times
+    /// seen on a saturated machine (about 100 ms) and small enough that a crashed
+    /// peer costs the writes of the next second at most one second each.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) {
+    /// let cache = ormcache::HybridCache::builder(l1, l2)
+    ///     .confirm_invalidations(Some(Duration::from_millis(500)))
+    ///     .build();
+    /// # }
+    /// ```
+    pub fn confirm_invalidations(mut self, timeout: Option<Duration>) -> Self {
+        self.confirm_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
     /// Builds the cache and starts its background tasks (subscriber, heartbeat,
     /// recovery). Outside a tokio runtime no task can start and the cache stays in
     /// degraded mode (L1 entries younger than `degraded_max_age`, then L2).
     pub fn build(self) -> HybridCache {
         let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
+        let id = random_u64();
         let inner = Arc::new(Inner {
-            id: random_u64(),
+            id,
+            ack_channel: ack::ack_channel(&channel, id),
             channel,
             seq: AtomicU64::new(0),
             coherent: AtomicBool::new(false),
             sequences: Mutex::new(Sequences::default()),
+            peers: Mutex::new(Peers::default()),
+            acked: Notify::new(),
+            wake_acker: Arc::new(Notify::new()),
+            confirm_timeout: self.confirm_timeout,
             backlog: Mutex::new(Backlog::default()),
             backlog_pending: AtomicBool::new(false),
             replay_lock: tokio::sync::Mutex::new(()),
@@ -99,6 +143,10 @@ impl HybridBuilder {
                 rt.spawn(recovery_loop(
                     Arc::downgrade(&inner),
                     Arc::clone(&inner.wake_recovery),
+                )),
+                rt.spawn(ack_loop(
+                    Arc::downgrade(&inner),
+                    Arc::clone(&inner.wake_acker),
                 )),
             ];
             inner.tasks.extend(tasks);
@@ -136,6 +184,8 @@ struct Counters {
     gaps: AtomicU64,
     backlog_overflows: AtomicU64,
     resubscriptions: AtomicU64,
+    confirmed: AtomicU64,
+    unconfirmed: AtomicU64,
 }
 
 struct Inner {
@@ -143,10 +193,19 @@ struct Inner {
     l2: DistributedCache,
     id: u64,
     channel: String,
+    /// Where the other instances acknowledge our messages.
+    ack_channel: String,
     seq: AtomicU64,
     /// The invalidation stream is up and L2 is trusted.
     coherent: AtomicBool,
     sequences: Mutex<Sequences>,
+    /// The other instances, as waited for by our writes.
+    peers: Mutex<Peers>,
+    /// Notified on every acknowledgement addressed to us.
+    acked: Notify,
+    /// Wakes the task that sends our acknowledgements.
+    wake_acker: Arc<Notify>,
+    confirm_timeout: Option<Duration>,
     backlog: Mutex<Backlog>,
     backlog_pending: AtomicBool,
     replay_lock: tokio::sync::Mutex<()>,
@@ -170,8 +229,13 @@ struct Inner {
 /// remaining L2 TTL (and [`l1_max_ttl`](HybridBuilder::l1_max_ttl)). Every write,
 /// delete, expire, clear and pattern clear goes to Redis together with an
 /// invalidation message (same round trip), which every other instance sharing the
-/// prefix applies to its L1 within milliseconds. See the crate docs, "Consistency",
-/// for the staleness bound and why it holds.
+/// prefix applies to its L1 and acknowledges; the call returns once every other
+/// live instance has acknowledged (or after
+/// [`confirm_invalidations`](HybridBuilder::confirm_invalidations)' timeout,
+/// 1 s by default). So once a write has returned, the next read through any live
+/// instance is fresh. See the crate docs, "Consistency", for the exact bound, what
+/// it does not cover (an instance that joined a moment ago, a peer that timed out),
+/// and why it holds.
 ///
 /// Reads never fail on Redis: they fall back to L1 (entries younger than
 /// `degraded_max_age`) or miss. Writes and invalidations report Redis failures (the
@@ -259,6 +323,19 @@ pub struct CoherenceStats {
     pub backlog_overflows: u64,
     /// Times the invalidation stream was (re)established.
     pub resubscriptions: u64,
+    /// Writes wait for the other instances to apply their invalidations
+    /// ([`HybridBuilder::confirm_invalidations`]).
+    pub confirm_invalidations: bool,
+    /// Other instances on the channel heard within the liveness window.
+    pub peers: usize,
+    /// Of those, the ones not waited for since they let a confirmation time out
+    /// (until they acknowledge again).
+    pub peers_unresponsive: usize,
+    /// Invalidations that every live peer acknowledged before the write returned
+    /// (writes made while alone on the channel are not counted).
+    pub confirmed: u64,
+    /// Times a peer did not acknowledge an invalidation within the timeout.
+    pub unconfirmed: u64,
 }
 
 impl HybridCache {
@@ -286,6 +363,7 @@ impl HybridCache {
             l1_max_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_millis(500),
             max_backlog: 10_000,
+            confirm_timeout: Some(Duration::from_secs(1)),
         }
     }
 
@@ -394,9 +472,12 @@ impl HybridCache {
             .encode_tagged::<T, &str>("set", key, &value, Some(ttl), &[])
             .await?;
         let value = Arc::new(value);
-        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let (notice, seq) =
+            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
         let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
-        inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)), None)
+        let result =
+            inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)), None);
+        inner.confirmed(seq, result).await
     }
 
     /// Removes `key` everywhere; whether it existed in L2.
@@ -407,10 +488,12 @@ impl HybridCache {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         key::validate("delete", key)?;
         let inner = &self.inner;
-        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let (notice, seq) =
+            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
         let result = inner.l2.delete_notify(key, Some(&notice)).await;
         inner.evict_local(key);
-        inner.after_invalidation(result, [key])
+        let result = inner.after_invalidation(result, [key]);
+        inner.confirmed(seq, result).await
     }
 
     /// Sets a new TTL in L2 and evicts L1 copies (they refetch the new TTL).
@@ -421,10 +504,12 @@ impl HybridCache {
         key::validate("expire", key)?;
         key::validate_ttl("expire", key, ttl)?;
         let inner = &self.inner;
-        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let (notice, seq) =
+            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
         let result = inner.l2.expire_notify(key, ttl, Some(&notice)).await;
         inner.evict_local(key);
-        inner.after_invalidation(result, [key])
+        let result = inner.after_invalidation(result, [key]);
+        inner.confirmed(seq, result).await
     }
 
     /// Whether `key` exists (L1 when coherent, else L2; L1 if Redis fails).
@@ -469,23 +554,22 @@ impl HybridCache {
     /// Redis failures (the clear is queued and applied when Redis is back).
     pub async fn clear(&self) -> Result<u64> {
         let inner = &self.inner;
-        let result = inner.l2.clear_all("clear").await;
-        let result = match result {
-            Ok(n) => inner
-                .l2
-                .publish("clear", &inner.notice(Op::Clear))
-                .await
-                .map(|()| n),
+        let result = match inner.l2.clear_all("clear").await {
+            Ok(n) => inner.publish_numbered("clear", Op::Clear, n).await,
             Err(e) => Err(e),
         };
         inner.counters.sent.fetch_add(1, Relaxed);
         inner.clear_local();
-        result.inspect_err(|e| {
-            inner.degraded_write(e, |b, _| {
-                b.add_clear();
-                false
-            });
-        })
+        match result {
+            Ok((n, seq)) => inner.confirmed(seq, Ok(n)).await,
+            Err(e) => {
+                inner.degraded_write(&e, |b, _| {
+                    b.add_clear();
+                    false
+                });
+                Err(e)
+            }
+        }
     }
 
     /// Clears the keys matching `pattern` in L2, then in every instance's L1.
@@ -494,21 +578,22 @@ impl HybridCache {
     /// Redis failures (the pattern is queued and applied when Redis is back).
     pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
         let inner = &self.inner;
-        let result = inner.l2.clear_matching("clear_pattern", pattern).await;
-        let result = match result {
-            Ok(n) => inner
-                .l2
-                .publish(
-                    "clear_pattern",
-                    &inner.notice(Op::Pattern(pattern.to_owned())),
-                )
-                .await
-                .map(|()| n),
+        let result = match inner.l2.clear_matching("clear_pattern", pattern).await {
+            Ok(n) => {
+                let op = Op::Pattern(pattern.to_owned());
+                inner.publish_numbered("clear_pattern", op, n).await
+            }
             Err(e) => Err(e),
         };
         inner.counters.sent.fetch_add(1, Relaxed);
         inner.evict_pattern(pattern);
-        result.inspect_err(|e| inner.degraded_write(e, |b, max| b.add_pattern(pattern, max)))
+        match result {
+            Ok((n, seq)) => inner.confirmed(seq, Ok(n)).await,
+            Err(e) => {
+                inner.degraded_write(&e, |b, max| b.add_pattern(pattern, max));
+                Err(e)
+            }
+        }
     }
 
     /// The values at `keys`: L1 first, the rest from L2 in one round trip.
@@ -595,9 +680,10 @@ impl HybridCache {
                 *bytes = crate::codec::wrap_tagged(&names, &tokens, bytes);
             }
         }
-        let notice = inner.notice(Op::Keys(
-            encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),
-        ));
+        let (notice, seq) = inner.numbered_notice(
+            Op::Keys(encoded.iter().map(|(k, _)| (*k).to_owned()).collect()),
+            Lifecycle::Running,
+        );
         let result = inner.l2.set_many_bytes(&encoded, ttl, Some(&notice)).await;
         let sizes: Vec<u64> = encoded.iter().map(|(_, b)| b.len() as u64).collect();
         drop(encoded);
@@ -607,6 +693,7 @@ impl HybridCache {
                 for ((k, v), bytes) in entries.into_iter().zip(sizes) {
                     inner.after_write(k.as_ref(), Ok((Arc::new(v), bytes, ttl)), None)?;
                 }
+                inner.confirm(seq).await;
                 Ok(())
             }
             Err(e) => {
@@ -634,14 +721,16 @@ impl HybridCache {
             return Ok(0);
         }
         let inner = &self.inner;
-        let notice = inner.notice(Op::Keys(
-            keys.iter().map(|k| k.as_ref().to_owned()).collect(),
-        ));
+        let (notice, seq) = inner.numbered_notice(
+            Op::Keys(keys.iter().map(|k| k.as_ref().to_owned()).collect()),
+            Lifecycle::Running,
+        );
         let result = inner.l2.delete_many_notify(keys, Some(&notice)).await;
         for k in keys {
             inner.evict_local(k.as_ref());
         }
-        inner.after_invalidation(result, keys.iter().map(AsRef::as_ref))
+        let result = inner.after_invalidation(result, keys.iter().map(AsRef::as_ref));
+        inner.confirmed(seq, result).await
     }
 
     /// Stores a tagged value in L2 and L1 and evicts other instances' copies.
@@ -660,14 +749,16 @@ impl HybridCache {
             .l2
             .encode_tagged("set_with_tags", key, &value, ttl, tags)
             .await?;
-        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let (notice, seq) =
+            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
         let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
         let tags: Arc<[String]> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
-        inner.after_write(
+        let result = inner.after_write(
             key,
             result.map(|()| (Arc::new(value), bytes.len() as u64, ttl)),
             Some(tags),
-        )
+        );
+        inner.confirmed(seq, result).await
     }
 
     /// Drops every entry tagged `tag` in L2 (O(1): a new token) and in every
@@ -678,12 +769,13 @@ impl HybridCache {
     /// a tag cannot be replayed without its token).
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let inner = &self.inner;
-        let notice = inner.notice(Op::Tag(tag.to_owned()));
+        let (notice, seq) = inner.numbered_notice(Op::Tag(tag.to_owned()), Lifecycle::Running);
         let result = inner.l2.invalidate_tag_notify(tag, Some(&notice)).await;
         inner.evict_tag(tag);
         match result {
             Ok(()) => {
                 inner.counters.sent.fetch_add(1, Relaxed);
+                inner.confirm(seq).await;
                 Ok(())
             }
             Err(e) if e.is_invalid_input() => Err(e),
@@ -713,6 +805,11 @@ impl HybridCache {
         let gets = c.gets.load(Relaxed);
         let hits = c.l1_hits.load(Relaxed) + c.l2_hits.load(Relaxed);
         let backlog = inner.backlog.lock().map(|b| b.len()).unwrap_or_default();
+        let (peers, peers_unresponsive) = inner
+            .peers
+            .lock()
+            .map(|p| p.count(inner.liveness_window(), Instant::now()))
+            .unwrap_or_default();
         Ok(HybridStats {
             l1: inner.l1.get_stats(),
             l2,
@@ -728,6 +825,11 @@ impl HybridCache {
                 backlog,
                 backlog_overflows: c.backlog_overflows.load(Relaxed),
                 resubscriptions: c.resubscriptions.load(Relaxed),
+                confirm_invalidations: inner.confirm_timeout.is_some(),
+                peers,
+                peers_unresponsive,
+                confirmed: c.confirmed.load(Relaxed),
+                unconfirmed: c.unconfirmed.load(Relaxed),
             },
         })
     }
@@ -745,10 +847,26 @@ impl HybridCache {
     /// # Errors
     /// As [`DistributedCache::close`].
     pub async fn close(&self) -> Result<()> {
+        // The other instances stop waiting for us at once, not after the liveness
+        // window.
+        let (bye, _) = self
+            .inner
+            .numbered_notice(Op::Heartbeat, Lifecycle::Closing);
+        let _ = self.inner.l2.publish("close", &bye).await;
         self.inner.tasks.abort_all();
         self.inner.coherent.store(false, SeqCst);
         self.inner.l2.close().await
     }
+}
+
+/// What a heartbeat tells the other instances besides "alive".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
+    /// The stream just came up, L1 flushed.
+    Joined,
+    /// Closing: stop waiting for this instance.
+    Closing,
 }
 
 impl Inner {
@@ -787,16 +905,41 @@ impl Inner {
     }
 
     fn notice(&self, op: Op) -> Notice {
+        self.numbered_notice(op, Lifecycle::Running).0
+    }
+
+    /// A message for the channel and its sequence number (what a confirmation
+    /// waits for).
+    fn numbered_notice(&self, op: Op, stage: Lifecycle) -> (Notice, u64) {
+        let seq = self.seq.fetch_add(1, SeqCst) + 1;
         let msg = Message {
             i: self.id,
-            s: self.seq.fetch_add(1, SeqCst) + 1,
+            s: seq,
             o: op,
             t: crate::tenant::current().map(|t| t.as_str().to_owned()),
+            b: stage == Lifecycle::Closing,
+            j: stage == Lifecycle::Joined,
         };
-        Notice {
+        let notice = Notice {
             channel: self.channel.clone(),
             payload: serde_json::to_vec(&msg).unwrap_or_default(),
+        };
+        (notice, seq)
+    }
+
+    /// Publishes `op` alone (after an L2 call that answered `n`): `n` and the
+    /// message's sequence number.
+    async fn publish_numbered<N>(&self, what: &'static str, op: Op, n: N) -> Result<(N, u64)> {
+        let (notice, seq) = self.numbered_notice(op, Lifecycle::Running);
+        self.l2.publish(what, &notice).await.map(|()| (n, seq))
+    }
+
+    /// `result`, once every live peer applied message `seq` if it is `Ok`.
+    async fn confirmed<R>(&self, seq: u64, result: Result<R>) -> Result<R> {
+        if result.is_ok() {
+            self.confirm(seq).await;
         }
+        result
     }
 
     /// Evicts this process's copy of `key` (ordered after any fill in flight).
@@ -998,6 +1141,11 @@ impl crate::memo::Fill for HybridCache {
             .store_fill(key, &**value, ttl, tags, lease, Some(&notice))
             .await
         {
+            // Not stored, so not published: send the message anyway (an eviction is
+            // always safe), or its number would be a hole that the other instances
+            // take for a lost message, holding their acknowledgements back until
+            // they flush.
+            let _ = inner.l2.publish("get_or_compute", &notice).await;
             return;
         }
         inner.counters.sent.fetch_add(1, Relaxed);

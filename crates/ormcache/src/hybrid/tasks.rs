@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use super::Inner;
+use super::{Inner, Lifecycle};
 use crate::coherence::{Message, Op, Part, SeqVerdict};
 use crate::error::{Error, Result};
 
@@ -23,10 +23,10 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         let resubscribe = Arc::clone(&inner.resubscribe);
         let connect_timeout = inner.l2.command_timeout().max(Duration::from_millis(500));
         let client = inner.l2.pubsub_client().await;
-        let channel = inner.channel.clone();
+        let channels = [inner.channel.clone(), inner.ack_channel.clone()];
         let subscribed = tokio::time::timeout(connect_timeout, async {
             let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&channel).await?;
+            ps.subscribe(&channels).await?;
             Ok::<_, redis::RedisError>(ps)
         })
         .await;
@@ -63,7 +63,11 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
                 msg = stream.next() => match msg {
                     Some(msg) => {
                         let Some(inner) = weak.upgrade() else { return };
-                        inner.on_message(msg.get_payload_bytes());
+                        if msg.get_channel_name() == inner.ack_channel {
+                            inner.on_ack(msg.get_payload_bytes());
+                        } else {
+                            inner.on_message(msg.get_payload_bytes());
+                        }
                     }
                     None => break,
                 },
@@ -113,10 +117,15 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
                     lost
                 })
                 .unwrap_or(false);
+            if let Ok(mut p) = inner.peers.lock() {
+                p.prune(every * 20, now);
+            }
             if lost {
                 tracing::warn!("an invalidation message was lost: flushing L1");
                 inner.counters.gaps.fetch_add(1, Relaxed);
                 inner.flush_l1();
+                // The flush applied what the holes stood for.
+                inner.wake_acker.notify_one();
             }
             if let Ok(id) = inner.l2.server_identity().await {
                 let known = inner.identity.lock().ok().and_then(|g| g.clone());
@@ -157,10 +166,17 @@ impl Inner {
         if let Ok(mut s) = self.sequences.lock() {
             s.reset();
         }
+        if let Ok(mut p) = self.peers.lock() {
+            p.forgive_all();
+        }
         if let Ok(mut t) = self.own_heartbeat.lock() {
             *t = Instant::now();
         }
         self.flush_l1();
+        // Announce this instance before its L1 takes fills, so that writers wait
+        // for it from now on.
+        let (hello, _) = self.numbered_notice(Op::Heartbeat, Lifecycle::Joined);
+        self.l2.publish("heartbeat", &hello).await?;
         self.coherent.store(true, SeqCst);
         Ok(())
     }
@@ -234,15 +250,29 @@ impl Inner {
             }
             return;
         }
+        let now = Instant::now();
+        if let Ok(mut p) = self.peers.lock() {
+            if msg.b {
+                p.left(msg.i);
+            } else if msg.j {
+                p.joined(msg.i, now);
+            } else {
+                p.heard(msg.i, now);
+            }
+        }
+        if msg.b {
+            self.acked.notify_waiters();
+        }
         let verdict = self
             .sequences
             .lock()
-            .map(|mut s| s.observe(msg.i, msg.s, Instant::now()))
+            .map(|mut s| s.observe(msg.i, msg.s, now))
             .unwrap_or(SeqVerdict::Gap);
         if verdict == SeqVerdict::Gap {
             self.counters.gaps.fetch_add(1, Relaxed);
             self.flush_l1();
         }
+        let invalidation = msg.o != Op::Heartbeat;
         // Apply it in the sender's tenant scope: keys, patterns and tags are named
         // as the sender's caller named them.
         match msg.t.as_deref().map(crate::tenant::TenantId::new) {
@@ -253,6 +283,12 @@ impl Inner {
                 self.flush_l1();
             }
         }
+        // Applied: acknowledge it (a heartbeat may complete an earlier one by
+        // filling the hole before it).
+        if invalidation && let Ok(mut s) = self.sequences.lock() {
+            s.owe(msg.i, msg.s);
+        }
+        self.wake_acker.notify_one();
     }
 
     fn apply(&self, op: Op) {

@@ -23,6 +23,18 @@ pub async fn cache(server: &RedisServer, prefix: &str) -> DistributedCache {
         .unwrap()
 }
 
+/// `CLIENT KILL TYPE pubsub` through `raw`: every subscription connection of the
+/// server drops (as on a network blip); how many there were.
+pub async fn kill_pubsub(raw: &mut impl redis::aio::ConnectionLike) -> u64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(raw)
+        .await
+        .unwrap()
+}
+
 /// A deterministic xorshift generator for property-style tests.
 pub struct Rng(pub u64);
 

@@ -1,0 +1,143 @@
+//! Confirmed invalidation: a write returns once every other live instance has
+//! applied its invalidation message (or a timeout passed).
+//!
+//! Each receiver, after evicting what a message names, publishes on
+//! `{channel}:ack:{sender}` the sender's highest sequence number below which it
+//! has applied everything (one acknowledgement per sender for all the messages it
+//! drained at once; heartbeats are never acknowledged on their own). Each instance
+//! hears the acknowledgements addressed to it on the subscription it already has.
+//! A writer waits until every peer heard within the liveness window has
+//! acknowledged its message's number. A peer that lets the timeout pass is counted
+//! (`unconfirmed`), logged, and not waited for again until it acknowledges
+//! something, so a frozen peer costs one timeout, not one per write.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::Inner;
+use crate::coherence::Ack;
+use crate::distributed::Notice;
+
+/// The channel on which the instances on `channel` acknowledge `sender`'s messages.
+pub(super) fn ack_channel(channel: &str, sender: u64) -> String {
+    format!("{channel}:ack:{sender}")
+}
+
+impl Inner {
+    /// How long after its last message or acknowledgement a peer still counts as
+    /// live: three heartbeat intervals plus the command timeout (a loaded peer's
+    /// heartbeats run late; waiting for a dead one costs at most one timeout).
+    pub(super) fn liveness_window(&self) -> Duration {
+        self.heartbeat_interval * 3 + self.l2.command_timeout()
+    }
+
+    /// Waits until every live, responsive peer has applied our message `seq`, or
+    /// the confirmation timeout passes. Returns at once when confirmation is off,
+    /// when this instance's own stream is down (it could not hear the
+    /// acknowledgements), or when it is alone on the channel.
+    pub(super) async fn confirm(&self, seq: u64) {
+        let Some(timeout) = self.confirm_timeout else {
+            return;
+        };
+        if !self.coherent.load(SeqCst) {
+            return;
+        }
+        let window = self.liveness_window();
+        let (mut waiting, alone) = match self.peers.lock() {
+            Ok(p) => {
+                let now = Instant::now();
+                let (live, unresponsive) = p.count(window, now);
+                (p.owing(seq, window, now), live == unresponsive)
+            }
+            Err(_) => return,
+        };
+        if alone {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if let Ok(p) = self.peers.lock() {
+                let now = Instant::now();
+                waiting.retain(|id| p.owes(*id, seq, window, now));
+            }
+            if waiting.is_empty() {
+                self.counters.confirmed.fetch_add(1, Relaxed);
+                return;
+            }
+            if !self.coherent.load(SeqCst) {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Wake on an acknowledgement, or now and then to drop peers that
+            // went silent.
+            let recheck = deadline.min(now + self.heartbeat_interval);
+            let _ = tokio::time::timeout_at(recheck, acked).await;
+        }
+        let marked = self
+            .peers
+            .lock()
+            .map(|mut p| p.give_up(&waiting))
+            .unwrap_or_default();
+        self.counters.unconfirmed.fetch_add(marked, Relaxed);
+        tracing::warn!(
+            peers = ?waiting,
+            ?timeout,
+            seq,
+            "invalidation not acknowledged in time; not waiting for these peers until they acknowledge again"
+        );
+    }
+
+    /// An acknowledgement addressed to us arrived.
+    pub(super) fn on_ack(&self, payload: &[u8]) {
+        let Ok(ack) = serde_json::from_slice::<Ack>(payload) else {
+            tracing::debug!("unreadable acknowledgement ignored");
+            return;
+        };
+        if let Ok(mut p) = self.peers.lock() {
+            p.acked(ack.i, ack.a, Instant::now());
+        }
+        self.acked.notify_waiters();
+    }
+
+    /// Publishes the acknowledgements that are due, one round trip for all.
+    async fn send_acks(&self) {
+        let due = match self.sequences.lock() {
+            Ok(mut s) => s.acks_due(),
+            Err(_) => return,
+        };
+        if due.is_empty() {
+            return;
+        }
+        let notices: Vec<Notice> = due
+            .into_iter()
+            .map(|(sender, seq)| Notice {
+                channel: ack_channel(&self.channel, sender),
+                payload: serde_json::to_vec(&Ack { i: self.id, a: seq }).unwrap_or_default(),
+            })
+            .collect();
+        if let Err(e) = self.l2.publish_all("ack", &notices).await {
+            // The senders time out on us and stop waiting until we acknowledge again.
+            tracing::debug!(error = %e, "acknowledgements not sent");
+        }
+    }
+}
+
+/// Sends acknowledgements whenever the subscriber has applied messages: apart from
+/// it, so that evictions never wait for the network, and coalesced, since every
+/// message drained meanwhile is covered by one acknowledgement per sender.
+pub(super) async fn ack_loop(weak: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(inner) = weak.upgrade() else { return };
+        inner.send_acks().await;
+    }
+}
