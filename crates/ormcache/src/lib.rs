@@ -176,11 +176,13 @@
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
 //! | `local` | [`QueryCache`], the L1 on moka |
 //! | `distributed`, `config` | [`DistributedCache`] and its [`DistributedConfig`] |
-//! | `hybrid` | [`HybridCache`]: read path, write path, recovery tasks |
-//! | `coherence` | invalidation messages, sequence tracking, the backlog |
+//! | `hybrid` | [`HybridCache`]: read path, write path, recovery tasks; `hybrid/ack` confirms invalidations with the peers |
+//! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |
 //! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
 //! | `memo` | `get_or_compute`: single flight, leases, early refresh, [`ComputeOptions`] |
 //! | `distributed/fill` | Redis leases, the lock, tags, namespace versioning |
+//! | `distributed/conn`, `distributed/cluster`, `distributed/keyspace` | one connection for a server or a cluster (pipelines split per slot); slot tags and primaries; clears and key counts on every primary |
+//! | `distributed/coherent` | what [`HybridCache`] needs of Redis: writes with their invalidation message, publishing, server identity |
 //! | `private` | what `#[cached]` expands to |
 //! | `tenant` | the task-scoped current tenant that isolates keys ([`tenant::scope`]) |
 //! | `signals` | typed per-model `pre/post_save`/`pre/post_delete` receivers ([`signals::Signals`]) |
