@@ -1,0 +1,163 @@
+//! [`HybridBuilder`]: the settings of a [`HybridCache`], and starting its tasks.
+
+use std::hash::{BuildHasher, Hasher as _};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::ack::{self, ack_loop};
+use super::tasks::{heartbeat_loop, recovery_loop, subscriber_loop};
+use super::{Counters, HybridCache, Inner};
+use crate::coherence::{Backlog, Peers, Sequences};
+use crate::distributed::DistributedCache;
+use crate::key;
+use crate::local::QueryCache;
+
+/// Settings of a [`HybridCache`]; see [`HybridCache::builder`].
+#[must_use]
+#[derive(Debug)]
+pub struct HybridBuilder {
+    pub(super) l1: QueryCache,
+    pub(super) l2: DistributedCache,
+    pub(super) degraded_max_age: Duration,
+    pub(super) l1_max_ttl: Duration,
+    pub(super) heartbeat_interval: Duration,
+    pub(super) max_backlog: usize,
+    pub(super) confirm_timeout: Option<Duration>,
+}
+
+impl HybridBuilder {
+    /// While the invalidation stream is down, L1 serves only entries younger than
+    /// this (default 2 s).
+    pub fn degraded_max_age(mut self, age: Duration) -> Self {
+        self.degraded_max_age = age;
+        self
+    }
+
+    /// The longest an L1 copy lives, whatever the entry's TTL (default 30 s): the
+    /// bound on staleness should an invalidation be lost undetected.
+    pub fn l1_max_ttl(mut self, ttl: Duration) -> Self {
+        self.l1_max_ttl = ttl;
+        self
+    }
+
+    /// How often each instance publishes a heartbeat on the invalidation channel
+    /// (default 500 ms). A lost message is detected within about two intervals, a
+    /// dead subscription within about three.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat_interval = every;
+        self
+    }
+
+    /// Invalidations kept while Redis is unreachable (default 10,000); past that the
+    /// backlog becomes "clear the whole prefix", which is always safe.
+    pub fn max_backlog(mut self, entries: usize) -> Self {
+        self.max_backlog = entries;
+        self
+    }
+
+    /// Confirmed invalidation (default: on, waiting at most 1 s): every call that
+    /// invalidates (`set`, `delete`, `expire`, `clear`, `clear_pattern`,
+    /// `set_many`, `delete_many`, `set_with_tags`, `invalidate_tag`) returns only
+    /// once every other live instance on the channel has evicted its L1 copies, so
+    /// that the next read through any of them is fresh — or once `timeout` has
+    /// passed. `None` turns it off: writes return as soon as Redis has them and the
+    /// other instances catch up within the pub/sub delivery time.
+    ///
+    /// A peer is live if it was heard within three heartbeat intervals plus the
+    /// command timeout. A peer that lets the timeout pass is counted
+    /// ([`CoherenceStats::unconfirmed`]), logged, and not waited for again until it
+    /// acknowledges something: a frozen peer costs one timeout, not one per write.
+    /// The write still returns `Ok` (Redis took it). An instance alone on the
+    /// channel, or whose own stream is down, never waits. What this costs is in
+    /// the `hybrid_invalidation` bench (one extra pub/sub hop on each write,
+    /// nothing on reads).
+    ///
+    /// The default is on because a read-your-write across instances is what users
+    /// of a coherent cache expect; the timeout is well above the delivery times
+    /// seen on a saturated machine (about 100 ms) and small enough that a crashed
+    /// peer costs the writes of the next second at most one second each.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) {
+    /// let cache = ormcache::HybridCache::builder(l1, l2)
+    ///     .confirm_invalidations(Some(Duration::from_millis(500)))
+    ///     .build();
+    /// # }
+    /// ```
+    pub fn confirm_invalidations(mut self, timeout: Option<Duration>) -> Self {
+        self.confirm_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Builds the cache and starts its background tasks (subscriber, heartbeat,
+    /// recovery). Outside a tokio runtime no task can start and the cache stays in
+    /// degraded mode (L1 entries younger than `degraded_max_age`, then L2).
+    pub fn build(self) -> HybridCache {
+        let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
+        let id = random_u64();
+        let inner = Arc::new(Inner {
+            id,
+            ack_channel: ack::ack_channel(&channel, id),
+            channel,
+            seq: AtomicU64::new(0),
+            coherent: AtomicBool::new(false),
+            sequences: Mutex::new(Sequences::default()),
+            peers: Mutex::new(Peers::default()),
+            acked: Notify::new(),
+            wake_acker: Arc::new(Notify::new()),
+            confirm_timeout: self.confirm_timeout,
+            backlog: Mutex::new(Backlog::default()),
+            backlog_pending: AtomicBool::new(false),
+            replay_lock: tokio::sync::Mutex::new(()),
+            wake_recovery: Arc::new(Notify::new()),
+            resubscribe: Arc::new(Notify::new()),
+            own_heartbeat: Mutex::new(Instant::now()),
+            identity: Mutex::new(None),
+            counters: Counters::default(),
+            tasks: crate::tasks::Tasks::default(),
+            degraded_max_age: self.degraded_max_age,
+            l1_max_ttl: self.l1_max_ttl,
+            heartbeat_interval: self.heartbeat_interval.max(Duration::from_millis(10)),
+            max_backlog: self.max_backlog.max(1),
+            flights: crate::memo::Flights::default(),
+            l1: self.l1,
+            l2: self.l2,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let tasks = vec![
+                rt.spawn(subscriber_loop(Arc::downgrade(&inner))),
+                rt.spawn(heartbeat_loop(Arc::downgrade(&inner))),
+                rt.spawn(recovery_loop(
+                    Arc::downgrade(&inner),
+                    Arc::clone(&inner.wake_recovery),
+                )),
+                rt.spawn(ack_loop(
+                    Arc::downgrade(&inner),
+                    Arc::clone(&inner.wake_acker),
+                )),
+            ];
+            inner.tasks.extend(tasks);
+        } else {
+            tracing::error!(
+                "HybridCache built outside a tokio runtime: coherence disabled, L1 degraded"
+            );
+        }
+        HybridCache { inner }
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut h = foldhash::fast::RandomState::default().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}

@@ -1,0 +1,214 @@
+//! `Inner`'s own work: L1 fills under the invalidation epochs, numbered messages,
+//! applying what arrives, replaying the backlog.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::Duration;
+
+use super::{HybridCache, HybridStats, Inner};
+use crate::cache::CacheValue;
+use crate::coherence::{Backlog, Message, Op};
+use crate::distributed::{Found, Notice};
+use crate::error::{Error, Result};
+use crate::memo::LocalTicket;
+
+/// What a heartbeat tells the other instances besides "alive".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lifecycle {
+    Running,
+    /// The stream just came up, L1 flushed.
+    Joined,
+    /// Closing: stop waiting for this instance.
+    Closing,
+}
+
+impl Inner {
+    pub(super) fn ticket(&self, key: &str) -> LocalTicket {
+        self.l1.epochs().ticket(key)
+    }
+
+    /// Whether no write, delete or flush touched `key` since `t` was taken (pattern
+    /// clears and tag invalidations are checked when the entry is read: it carries
+    /// `t` as its stamp).
+    pub(super) fn still_valid(&self, key: &str, t: LocalTicket) -> bool {
+        self.coherent.load(SeqCst) && self.l1.epochs().unchanged(key, t)
+    }
+
+    /// Stores an L2 hit in L1 unless an invalidation raced it.
+    pub(super) fn fill<T: CacheValue>(&self, key: &str, found: &Found<T>, t: LocalTicket) {
+        let ttl = found
+            .remaining
+            .map_or(self.l1_max_ttl, |r| r.min(self.l1_max_ttl));
+        if ttl.is_zero() {
+            return;
+        }
+        let stored = self.l1.put_origin(
+            key,
+            Arc::clone(&found.value),
+            ttl,
+            found.remaining,
+            t,
+            found.bytes,
+            found.tags.clone(),
+            || self.still_valid(key, t),
+        );
+        if !stored {
+            self.counters.fills_discarded.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(super) fn notice(&self, op: Op) -> Notice {
+        self.numbered_notice(op, Lifecycle::Running).0
+    }
+
+    /// A message for the channel and its sequence number (what a confirmation
+    /// waits for).
+    pub(super) fn numbered_notice(&self, op: Op, stage: Lifecycle) -> (Notice, u64) {
+        let seq = self.seq.fetch_add(1, SeqCst) + 1;
+        let msg = Message {
+            i: self.id,
+            s: seq,
+            o: op,
+            t: crate::tenant::current().map(|t| t.as_str().to_owned()),
+            b: stage == Lifecycle::Closing,
+            j: stage == Lifecycle::Joined,
+        };
+        let notice = Notice {
+            channel: self.channel.clone(),
+            payload: serde_json::to_vec(&msg).unwrap_or_default(),
+        };
+        (notice, seq)
+    }
+
+    /// Publishes `op` alone (after an L2 call that answered `n`): `n` and the
+    /// message's sequence number.
+    pub(super) async fn publish_numbered<N>(
+        &self,
+        what: &'static str,
+        op: Op,
+        n: N,
+    ) -> Result<(N, u64)> {
+        let (notice, seq) = self.numbered_notice(op, Lifecycle::Running);
+        self.l2.publish(what, &notice).await.map(|()| (n, seq))
+    }
+
+    /// `result`, once every live peer applied message `seq` if it is `Ok`.
+    pub(super) async fn confirmed<R>(&self, seq: u64, result: Result<R>) -> Result<R> {
+        if result.is_ok() {
+            self.confirm(seq).await;
+        }
+        result
+    }
+
+    /// Evicts this process's copy of `key` (ordered after any fill in flight).
+    pub(super) fn evict_local(&self, key: &str) -> bool {
+        self.l1.epochs().bump(key);
+        self.l1.remove_locked(key)
+    }
+
+    pub(super) fn evict_pattern(&self, pattern: &str) -> u64 {
+        self.l1.evict_pattern(pattern)
+    }
+
+    pub(super) fn evict_tag(&self, tag: &str) {
+        self.l1.evict_tag(tag);
+    }
+
+    /// Clears this process's L1 for the current scope: a tenant's entries, or (no
+    /// tenant) everything.
+    pub(super) fn clear_local(&self) {
+        if crate::tenant::current().is_some() {
+            self.l1.clear();
+        } else {
+            self.flush_l1();
+        }
+    }
+
+    pub(super) fn flush_l1(&self) {
+        self.l1.epochs().bump_global();
+        self.l1.invalidate_all();
+        self.counters.flushes.fetch_add(1, Relaxed);
+    }
+
+    /// After a write went (or failed to go) to L2: updates this process's L1.
+    pub(super) fn after_write<T: CacheValue>(
+        &self,
+        key: &str,
+        result: Result<(Arc<T>, u64, Duration)>,
+        tags: Option<Arc<[String]>>,
+    ) -> Result<()> {
+        match result {
+            Ok((value, bytes, ttl)) => {
+                self.counters.sent.fetch_add(1, Relaxed);
+                // Bump after the L2 write: a fill that read the old value loses.
+                self.l1.epochs().bump(key);
+                let t = self.ticket(key);
+                self.l1.put_origin(
+                    key,
+                    value,
+                    ttl.min(self.l1_max_ttl),
+                    Some(ttl),
+                    t,
+                    bytes,
+                    tags,
+                    || self.l1.epochs().unchanged(key, t),
+                );
+                Ok(())
+            }
+            Err(e) if e.is_unavailable() => {
+                self.evict_local(key);
+                self.degraded_write(&e, |b, max| b.add_keys([key], max));
+                Err(e)
+            }
+            Err(e) => {
+                self.evict_local(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// After an invalidation went (or failed to go) to L2: the L2 answer, or the
+    /// error with the keys queued for replay.
+    pub(super) fn after_invalidation<'a, R>(
+        &self,
+        result: Result<R>,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<R> {
+        match result {
+            Ok(v) => {
+                self.counters.sent.fetch_add(1, Relaxed);
+                Ok(v)
+            }
+            Err(e) if e.is_invalid_input() => Err(e),
+            Err(e) => {
+                self.degraded_write(&e, |b, max| b.add_keys(keys, max));
+                Err(e)
+            }
+        }
+    }
+
+    /// Records an L2 failure: the invalidation joins the backlog (if the failure was
+    /// an outage), L1 goes degraded until recovery.
+    pub(super) fn degraded_write(&self, e: &Error, add: impl FnOnce(&mut Backlog, usize) -> bool) {
+        self.counters.fallbacks.fetch_add(1, Relaxed);
+        if !e.is_unavailable() {
+            return;
+        }
+        tracing::warn!(error = %e, "Redis unavailable: invalidation queued for replay");
+        if let Ok(mut b) = self.backlog.lock()
+            && add(&mut b, self.max_backlog)
+        {
+            {
+                self.counters.backlog_overflows.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    max = self.max_backlog,
+                    "invalidation backlog overflowed: the prefix will be cleared"
+                );
+            }
+        }
+        self.backlog_pending.store(true, SeqCst);
+        self.wake_recovery.notify_one();
+    }
+}
+
+crate::cache::impl_cache_via_inherent!(HybridCache, HybridStats);
