@@ -176,7 +176,7 @@
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
 //! | `local` | [`QueryCache`], the L1 on moka |
 //! | `distributed`, `config` | [`DistributedCache`] and its [`DistributedConfig`] |
-//! | `hybrid` | [`HybridCache`]: read path, write path, recovery tasks; `hybrid/ack` confirms invalidations with the peers |
+//! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` fills and applying messages, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation |
 //! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |
 //! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
 //! | `memo` | `get_or_compute`: single flight, leases, early refresh, [`ComputeOptions`] |
