@@ -1,6 +1,5 @@
 //! [`HybridBuilder`]: the settings of a [`HybridCache`], and starting its tasks.
 
-use std::hash::{BuildHasher, Hasher as _};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use crate::coherence::{Backlog, Peers, Sequences};
 use crate::distributed::DistributedCache;
 use crate::key;
 use crate::local::QueryCache;
+use crate::memo::random_token;
 
 /// Settings of a [`HybridCache`]; see [`HybridCache::builder`].
 #[must_use]
@@ -98,7 +98,7 @@ impl HybridBuilder {
     /// degraded mode (L1 entries younger than `degraded_max_age`, then L2).
     pub fn build(self) -> HybridCache {
         let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
-        let id = random_u64();
+        let id = random_token();
         let inner = Arc::new(Inner {
             id,
             ack_channel: ack::ack_channel(&channel, id),
@@ -148,16 +148,4 @@ impl HybridBuilder {
         }
         HybridCache { inner }
     }
-}
-
-fn random_u64() -> u64 {
-    let mut h = foldhash::fast::RandomState::default().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
