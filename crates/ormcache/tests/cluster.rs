@@ -282,62 +282,31 @@ async fn invalidation_during_a_load_wins() {
     for (name, cache) in &caches {
         for how in ["delete", "clear", "clear_pattern", "tag"] {
             let key = format!("user:{how}");
-            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-            let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-            let loading = {
-                let (cache, key) = (cache.clone(), key.clone());
-                tokio::spawn(async move {
-                    cache
-                        .get_or_compute_with(
-                            &key,
-                            ComputeOptions::new().tags(["users"]),
-                            || async move {
-                                let old_row = "old".to_string();
-                                started_tx.send(()).unwrap();
-                                release_rx.await.unwrap();
-                                old_row
-                            },
-                        )
-                        .await
-                        .unwrap()
-                })
+            let invalidate = async {
+                match how {
+                    "delete" => {
+                        cache.delete(&key).await.unwrap();
+                    }
+                    "clear" => {
+                        cache.clear().await.unwrap();
+                    }
+                    "clear_pattern" => {
+                        cache.clear_pattern("user:*").await.unwrap();
+                    }
+                    _ => cache.invalidate_tag("users").await.unwrap(),
+                }
             };
-            started_rx.await.unwrap();
-            match how {
-                "delete" => {
-                    cache.delete(&key).await.unwrap();
-                }
-                "clear" => {
-                    cache.clear().await.unwrap();
-                }
-                "clear_pattern" => {
-                    cache.clear_pattern("user:*").await.unwrap();
-                }
-                _ => cache.invalidate_tag("users").await.unwrap(),
-            }
-            release_tx.send(()).unwrap();
-            assert_eq!(*loading.await.unwrap(), "old");
-            assert_eq!(
-                cache.get::<String>(&key).await.unwrap(),
-                None,
-                "{name}/{how}: a value read before the invalidation was stored"
-            );
+            let label = format!("{name}/{how}");
+            support::assert_invalidation_during_a_load_wins(
+                &label,
+                cache,
+                &key,
+                ComputeOptions::new().tags(["users"]),
+                invalidate,
+            )
+            .await;
         }
-        let v = cache
-            .get_or_compute("user:plain", None, || async { "v".to_string() })
-            .await
-            .unwrap();
-        assert_eq!(*v, "v");
-        assert_eq!(
-            cache
-                .get::<String>("user:plain")
-                .await
-                .unwrap()
-                .as_deref()
-                .map(String::as_str),
-            Some("v"),
-            "{name}"
-        );
+        support::assert_a_load_is_stored(name, cache).await;
     }
 }
 

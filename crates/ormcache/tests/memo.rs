@@ -146,67 +146,35 @@ async fn invalidation_during_a_load_wins() {
                 continue;
             }
             let key = format!("user:{how}");
-            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-            let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-            let loading = {
-                let (cache, key) = (cache.clone(), key.clone());
-                tokio::spawn(async move {
-                    cache
-                        .get_or_compute(&key, None, || async move {
-                            let old_row = "old".to_string(); // read before the write
-                            started_tx.send(()).unwrap();
-                            release_rx.await.unwrap();
-                            old_row
-                        })
-                        .await
-                        .unwrap()
-                })
+            let invalidate = async {
+                // The write lands in the database, then the cache is invalidated.
+                match how {
+                    "delete" => {
+                        cache.delete(&key).await.unwrap();
+                    }
+                    "clear" => {
+                        cache.clear().await.unwrap();
+                    }
+                    "clear_pattern" => {
+                        cache.clear_pattern("user:*").await.unwrap();
+                    }
+                    _ => {
+                        other_process.delete(&key).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
             };
-            started_rx.await.unwrap();
-            // The write lands in the database, then the cache is invalidated.
-            match how {
-                "delete" => {
-                    cache.delete(&key).await.unwrap();
-                }
-                "clear" => {
-                    cache.clear().await.unwrap();
-                }
-                "clear_pattern" => {
-                    cache.clear_pattern("user:*").await.unwrap();
-                }
-                _ => {
-                    other_process.delete(&key).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            release_tx.send(()).unwrap();
-            assert_eq!(
-                *loading.await.unwrap(),
-                "old",
-                "the caller still gets its value"
-            );
-            assert_eq!(
-                cache.get::<String>(&key).await.unwrap(),
-                None,
-                "{name}/{how}: a value read before the invalidation was stored"
-            );
+            let label = format!("{name}/{how}");
+            support::assert_invalidation_during_a_load_wins(
+                &label,
+                cache,
+                &key,
+                ComputeOptions::new(),
+                invalidate,
+            )
+            .await;
         }
-        // Without an invalidation the value is stored.
-        let v = cache
-            .get_or_compute("user:plain", None, || async { "v".to_string() })
-            .await
-            .unwrap();
-        assert_eq!(*v, "v");
-        assert_eq!(
-            cache
-                .get::<String>("user:plain")
-                .await
-                .unwrap()
-                .as_deref()
-                .map(String::as_str),
-            Some("v"),
-            "{name}"
-        );
+        support::assert_a_load_is_stored(name, cache).await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub use ormcache_testing::{RedisServer, ServerOptions};
 
-use ormcache::{DistributedCache, DistributedConfig};
+use ormcache::{Cache, ComputeOptions, DistributedCache, DistributedConfig};
 
 /// A config for `server` with a prefix of its own.
 pub fn config(server: &RedisServer, prefix: &str) -> DistributedConfig {
@@ -228,4 +228,65 @@ pub async fn cluster_cache(cluster: &RedisCluster, prefix: &str) -> DistributedC
     DistributedCache::create(cluster_config(cluster, prefix))
         .await
         .unwrap()
+}
+
+/// The no-stale-fill check: a `get_or_compute_with` of `key` whose loader reads
+/// "old" (the row before a write) and waits; meanwhile `invalidate` runs (the write's
+/// invalidation); then the loader returns. The caller still gets "old", but the
+/// cache must not have stored it.
+pub async fn assert_invalidation_during_a_load_wins<C: Cache>(
+    label: &str,
+    cache: &C,
+    key: &str,
+    options: ComputeOptions,
+    invalidate: impl std::future::Future<Output = ()>,
+) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loading = {
+        let (cache, key) = (cache.clone(), key.to_string());
+        tokio::spawn(async move {
+            cache
+                .get_or_compute_with(&key, options, || async move {
+                    let old_row = "old".to_string(); // read before the write
+                    started_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    old_row
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    invalidate.await;
+    release_tx.send(()).unwrap();
+    assert_eq!(
+        *loading.await.unwrap(),
+        "old",
+        "{label}: the caller still gets its value"
+    );
+    assert_eq!(
+        cache.get::<String>(key).await.unwrap(),
+        None,
+        "{label}: a value read before the invalidation was stored"
+    );
+}
+
+/// Without an invalidation, `get_or_compute` stores what it loaded.
+pub async fn assert_a_load_is_stored<C: Cache>(label: &str, cache: &C) {
+    let v = cache
+        .get_or_compute("user:plain", None, || async { "v".to_string() })
+        .await
+        .unwrap();
+    assert_eq!(*v, "v");
+    assert_eq!(
+        cache
+            .get::<String>("user:plain")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("v"),
+        "{label}"
+    );
 }
