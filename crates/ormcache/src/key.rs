@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The first segment of every internal key under the prefix.
-pub const RESERVED_NAMESPACE: &str = "__oc";
+/// The first segment of every internal key under the prefix. Not exported: callers
+/// learn it from the `InvalidInput` error of a key that starts with it.
+pub(crate) const RESERVED_NAMESPACE: &str = "__oc";
 
 /// The field layout of the stats hash is the Python package's.
 pub(crate) const STATS_KEY: &str = "stats";
@@ -57,7 +58,9 @@ pub(crate) fn validate_ttl(op: &'static str, key: &str, ttl: Duration) -> Result
     Ok(())
 }
 
-/// Checks a tag name: not empty, at most 1 KiB.
+/// Checks a tag name: 1 byte to 1 KiB, not starting with the reserved marker
+/// `__oc` (a tenant's tags live under `__oc:t:{tenant}:`: an unscoped tag named
+/// like that would be the tenant's).
 pub(crate) fn validate_tag(op: &'static str, tag: &str) -> Result<()> {
     if tag.is_empty() || tag.len() > 1024 {
         return Err(Error::invalid(
@@ -65,7 +68,31 @@ pub(crate) fn validate_tag(op: &'static str, tag: &str) -> Result<()> {
             format!("tag {tag:?} must be 1 to 1024 bytes"),
         ));
     }
+    if tag.starts_with(RESERVED_NAMESPACE) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "tag {tag:?}: tags starting with `{RESERVED_NAMESPACE}` are reserved for ormcache"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The most tags one entry may carry: the tag envelope counts its stamps in one
+/// byte, and namespace versioning adds a stamp of its own.
+pub(crate) const MAX_TAGS: usize = 254;
+
+/// Checks the tags of one entry: each as [`validate_tag`], and at most
+/// [`MAX_TAGS`] of them.
+pub(crate) fn validate_tags<S: AsRef<str>>(op: &'static str, tags: &[S]) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(
+            op,
+            format!("{} tags on one entry; at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    tags.iter().try_for_each(|t| validate_tag(op, t.as_ref()))
 }
 
 /// Where ormcache keeps its own per-key and per-tag state under the prefix.
@@ -145,6 +172,25 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_nanos(1)), 1);
         assert_eq!(ttl_millis(Duration::from_millis(1500)), 1500);
         assert_eq!(ttl_millis(Duration::from_micros(1500)), 2);
+    }
+
+    #[test]
+    fn tags_cannot_forge_a_tenant_s() {
+        for tag in ["__oc:t:acme:users", "__oc", "__ocx"] {
+            assert!(
+                validate_tag("t", tag).unwrap_err().is_invalid_input(),
+                "{tag}"
+            );
+        }
+        for tag in ["users", "_oc", "x__oc", "stats"] {
+            validate_tag("t", tag).unwrap();
+        }
+        validate_tags("t", &["a"; MAX_TAGS]).unwrap();
+        assert!(
+            validate_tags("t", &["a"; MAX_TAGS + 1])
+                .unwrap_err()
+                .is_invalid_input()
+        );
     }
 
     #[test]

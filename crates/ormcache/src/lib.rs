@@ -85,6 +85,7 @@
 //! | `axum` | no | `ormcache::axum`: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
 //! | `cluster` | no | Redis Cluster: `DistributedConfig::cluster_nodes` |
 //! | `sea-orm` | no | `ormcache::sea_orm`: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
+//! | `fuzzing` | no | not an API: internals for the fuzz targets (crate `ormcache-fuzz`) in the hidden module `__fuzz` |
 //!
 //! # Wire format and compatibility
 //!
@@ -194,6 +195,7 @@
 //! | `key` | key layout, reserved names, TTL rules |
 //! | `stats` | counters and the stats shapes |
 //! | `error` | [`Error`], [`ErrorKind`] |
+//! | `fuzz` | what the fuzz targets reach (feature `fuzzing`, hidden) |
 #![cfg_attr(not(test), forbid(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -215,8 +217,16 @@ pub mod __private {
     //! Used by `#[cached]`'s expansion; not a public API.
     pub use crate::private::*;
 }
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    //! Used by the `ormcache-fuzz` targets (feature `fuzzing`); not a public API.
+    pub use crate::fuzz::*;
+}
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod private;
 #[cfg(feature = "sea-orm")]
 pub mod sea_orm;
@@ -232,9 +242,9 @@ pub use codec::{Codec, Compression, DEFAULT_MAX_VALUE_BYTES, Encoding};
 pub use config::DistributedConfig;
 pub use distributed::DistributedCache;
 pub use error::{Error, ErrorKind, Result};
-pub use glob::{GlobPattern, escape_glob, glob_match};
+pub use glob::escape_glob;
 pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats};
-pub use key::{MAX_TTL, RESERVED_NAMESPACE};
+pub use key::MAX_TTL;
 pub use local::{QueryCache, QueryCacheBuilder};
 pub use memo::{ComputeError, ComputeOptions};
 #[cfg(feature = "macros")]

@@ -144,9 +144,7 @@ impl DistributedCache {
         op: &'static str,
         tags: &[String],
     ) -> Result<Option<(Vec<String>, Vec<u64>)>> {
-        for t in tags {
-            key::validate_tag(op, t)?;
-        }
+        key::validate_tags(op, tags)?;
         let names = self.stamp_names(tags);
         if names.is_empty() {
             return Ok(None);
