@@ -73,6 +73,20 @@ impl Ttl {
 ///
 /// No call panics. Read-through paths that fail open are built on top of this trait.
 ///
+/// # Sealed
+///
+/// Only ormcache's own caches implement `Cache`: its contract is more than its
+/// signatures (how each kind fails, stays coherent, and drives
+/// [`get_or_compute`](Cache::get_or_compute)'s leases through a hidden method), and
+/// sealing it lets methods be added without breaking anyone. Write code generic over
+/// `C: Cache`, or wrap a cache in a type of your own.
+///
+/// ```compile_fail
+/// #[derive(Clone)]
+/// struct MyCache;
+/// impl ormcache::Cache for MyCache { /* … */ } // error: `Sealed` is not implemented
+/// ```
+///
 /// [`InvalidInput`]: crate::ErrorKind::InvalidInput
 /// [`Connection`]: crate::ErrorKind::Connection
 /// [`Timeout`]: crate::ErrorKind::Timeout
@@ -103,7 +117,7 @@ impl Ttl {
 /// assert!(cache.exists("user:1:name"));
 /// # });
 /// ```
-pub trait Cache: Clone + Send + Sync + 'static {
+pub trait Cache: sealed::Sealed + Clone + Send + Sync + 'static {
     /// What [`get_stats`](Cache::get_stats) returns.
     type Stats: Serialize + Debug + Send + 'static;
 
@@ -171,7 +185,8 @@ pub trait Cache: Clone + Send + Sync + 'static {
 
     /// Stores `value` with tags; [`invalidate_tag`](Cache::invalidate_tag) of any of
     /// them drops it, in O(1) on Redis. Tagged entries are stored in an envelope (the
-    /// Python package cannot read them).
+    /// Python package cannot read them). A tag is 1 to 1024 bytes and does not start
+    /// with `__oc` (reserved); an entry carries at most 254 tags on Redis.
     fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
         &self,
         key: &str,
@@ -312,6 +327,16 @@ pub trait Cache: Clone + Send + Sync + 'static {
     /// The default TTL.
     #[doc(hidden)]
     fn __default_ttl(&self) -> Duration;
+}
+
+mod sealed {
+    /// The private supertrait of [`Cache`](super::Cache): nameable only here.
+    pub trait Sealed {}
+
+    impl Sealed for crate::QueryCache {}
+    impl Sealed for crate::DistributedCache {}
+    impl Sealed for crate::HybridCache {}
+    impl Sealed for crate::AnyCache {}
 }
 
 /// Implements [`Cache`] for a type whose inherent async methods have the trait's

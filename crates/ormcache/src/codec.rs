@@ -106,6 +106,13 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 * 1024 * 1024;
 /// Decoding detects the format from the first byte, so an `Encoding` reads values
 /// written by any other `Encoding`.
 ///
+/// It is public, with [`encode`](Self::encode) and [`decode`](Self::decode), for
+/// programs that read or write entries without a cache in between: an operator tool
+/// that shows the value behind a key fetched with plain Redis commands, a service in
+/// another language sharing the Redis, a migration. It is the wire format of DESIGN
+/// contract 2 and changes only with it. [`DistributedCache::encoding`](crate::DistributedCache::encoding)
+/// gives a cache's own.
+///
 /// ```
 /// use ormcache::{Codec, Compression, Encoding};
 ///
@@ -176,7 +183,8 @@ impl Encoding {
         self.encode_for("encode", None, value)
     }
 
-    /// Decodes bytes written by any codec.
+    /// Decodes bytes written by any codec, including a tagged entry's value (the
+    /// tags' validity is the cache's business, not the decoder's).
     ///
     /// # Errors
     /// [`ErrorKind::Decode`] for garbage, truncated or wrong-type bytes,

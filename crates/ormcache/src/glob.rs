@@ -1,5 +1,10 @@
-//! Redis glob patterns (`KEYS`/`SCAN MATCH` semantics), for the L1 and for
-//! client-side checks, plus [`escape_glob`] for matching user input literally.
+//! Redis glob patterns (`KEYS`/`SCAN MATCH` semantics) for the L1's pattern clears,
+//! plus [`escape_glob`] for matching user input literally.
+//!
+//! The matcher is internal: the caches take patterns as strings and apply them
+//! under their prefix (and tenant), so a caller never needs a compiled pattern. It
+//! is reachable by the fuzz targets (feature `fuzzing`) and the test that checks it
+//! against a real `redis-server`.
 //!
 //! The pattern is compiled once into tokens that mirror how Redis's
 //! `stringmatchlen` walks a pattern (including its quirks: an unterminated `[` class
@@ -28,18 +33,10 @@ fn set_add(set: &mut [u64; 4], b: u8) {
     set[(b >> 6) as usize] |= 1u64 << (b & 63);
 }
 
-/// A compiled Redis glob pattern.
-///
-/// ```
-/// use ormcache::GlobPattern;
-///
-/// let p = GlobPattern::new("user:[0-9]*:profile");
-/// assert!(p.matches("user:42:profile"));
-/// assert!(!p.matches("user:x:profile"));
-/// assert!(GlobPattern::new("h\\*llo").matches("h*llo"));
-/// ```
+/// A compiled Redis glob pattern: `GlobPattern::new("user:[0-9]*:profile")` matches
+/// `user:42:profile`, not `user:x:profile`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct GlobPattern {
+pub(crate) struct GlobPattern {
     source: String,
     tokens: Vec<Token>,
     literal: Option<Vec<u8>>,
@@ -53,7 +50,7 @@ impl fmt::Debug for GlobPattern {
 
 impl GlobPattern {
     /// Compiles a pattern. Every string is a valid pattern (as in Redis).
-    pub fn new(pattern: &str) -> Self {
+    pub(crate) fn new(pattern: &str) -> Self {
         let tokens = compile(pattern.as_bytes());
         let literal = if tokens.iter().all(|t| matches!(t, Token::Byte(set) if set.iter().map(|w| w.count_ones()).sum::<u32>() == 1)) {
             Some(
@@ -75,23 +72,18 @@ impl GlobPattern {
         }
     }
 
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
     /// The pattern matches only one string (it has no wildcard): that string.
-    pub fn literal(&self) -> Option<&[u8]> {
+    pub(crate) fn literal(&self) -> Option<&[u8]> {
         self.literal.as_deref()
     }
 
     /// Whether `key` matches, with Redis semantics.
-    pub fn matches(&self, key: &str) -> bool {
+    pub(crate) fn matches(&self, key: &str) -> bool {
         self.matches_bytes(key.as_bytes())
     }
 
     /// Whether `key` matches, with Redis semantics, on raw bytes.
-    pub fn matches_bytes(&self, s: &[u8]) -> bool {
+    pub(crate) fn matches_bytes(&self, s: &[u8]) -> bool {
         if let Some(lit) = &self.literal {
             return lit.as_slice() == s;
         }
@@ -210,26 +202,24 @@ fn compile(p: &[u8]) -> Vec<Token> {
     tokens
 }
 
-/// Whether `key` matches the Redis glob `pattern`. Compile with [`GlobPattern::new`]
-/// when matching many keys.
+/// Escapes `input` so that, used in a pattern, it matches itself literally: build
+/// [`Cache::clear_pattern`](crate::Cache::clear_pattern) patterns from user input
+/// with it.
 ///
 /// ```
-/// assert!(ormcache::glob_match("session:2024-*", "session:2024-05-01"));
-/// assert!(!ormcache::glob_match("user:?", "user:10"));
-/// ```
-pub fn glob_match(pattern: &str, key: &str) -> bool {
-    GlobPattern::new(pattern).matches(key)
-}
-
-/// Escapes `input` so that, used in a pattern, it matches itself literally.
+/// use std::time::Duration;
+/// use ormcache::{Cache, QueryCache, escape_glob};
 ///
-/// ```
-/// use ormcache::{escape_glob, glob_match};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cache = QueryCache::new(100, Duration::from_secs(60)).unwrap();
+/// Cache::set(&cache, "search:a*b?[c]:page1", 1, None).await.unwrap();
+/// Cache::set(&cache, "search:aXXb?[c]:page1", 2, None).await.unwrap();
 ///
 /// let user_input = "a*b?[c]";
 /// let pattern = format!("search:{}:*", escape_glob(user_input));
-/// assert!(glob_match(&pattern, "search:a*b?[c]:page1"));
-/// assert!(!glob_match(&pattern, "search:aXXb?[c]:page1"));
+/// assert_eq!(Cache::clear_pattern(&cache, &pattern).await.unwrap(), 1);
+/// assert!(Cache::exists(&cache, "search:aXXb?[c]:page1").await.unwrap());
+/// # });
 /// ```
 pub fn escape_glob(input: &str) -> String {
     let mut out = String::with_capacity(input.len() + 8);
@@ -245,6 +235,20 @@ pub fn escape_glob(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob_match(pattern: &str, key: &str) -> bool {
+        GlobPattern::new(pattern).matches(key)
+    }
+
+    #[test]
+    fn compiled_patterns() {
+        let p = GlobPattern::new("user:[0-9]*:profile");
+        assert!(p.matches("user:42:profile"));
+        assert!(!p.matches("user:x:profile"));
+        assert!(GlobPattern::new("h\\*llo").matches("h*llo"));
+        assert_eq!(GlobPattern::new("a\\*b").literal(), Some(&b"a*b"[..]));
+        assert_eq!(GlobPattern::new("a*").literal(), None);
+    }
 
     #[test]
     fn basics() {

@@ -92,7 +92,16 @@ pub struct DistributedStats {
     pub local: ProcessCounters,
 }
 
-/// One process's counters.
+/// One process's counters: the type of [`DistributedStats::local`], exported so that
+/// the field's type can be named (in a function that takes it, a struct that
+/// stores it). It has no constructor: only `get_stats` makes one.
+///
+/// ```no_run
+/// # async fn demo(cache: ormcache::DistributedCache) -> ormcache::Result<()> {
+/// let mine: ormcache::ProcessCounters = cache.get_stats().await?.local;
+/// println!("this process: {} hits, {} misses", mine.hits, mine.misses);
+/// # Ok(()) }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessCounters {

@@ -313,7 +313,18 @@ impl DistributedCache {
         &self.inner.address
     }
 
-    /// The full Redis key for `key`: `{key_prefix}:{key}`.
+    /// The full Redis key for `key`: `{key_prefix}:{key}`, or the tenant's
+    /// `{key_prefix}:__oc:t:{tenant}:{key}` inside a [`tenant::scope`](crate::tenant::scope).
+    ///
+    /// Public for work on the Redis beside the cache: inspecting an entry with
+    /// `redis-cli`, an operator tool, a load test that writes around the cache. The
+    /// layout is DESIGN contract 1 and changes only with it.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: ormcache::DistributedCache) {
+    /// assert_eq!(cache.redis_key("user:1"), "myapp:user:1"); // key_prefix "myapp"
+    /// # }
+    /// ```
     pub fn redis_key(&self, key: &str) -> String {
         full_key(&self.inner.prefix, key)
     }
