@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use ormcache::axum::{ResponseCacheLayer, TenantLayer};
+use ormcache::axum::{CallerSecret, ResponseCacheLayer, TenantLayer};
 use ormcache::{Cache, DistributedCache, QueryCache};
 use redis::AsyncCommands;
 use support::RedisServer;
@@ -353,7 +353,11 @@ async fn credentials_bypass_unless_keyed_by_caller() {
     let runs = Runs::default();
     let url = format!(
         "{}/me",
-        serve(app(ResponseCacheLayer::new(cache).keyed_by_caller(), &runs)).await
+        serve(app(
+            ResponseCacheLayer::new(cache).keyed_by_caller(secret(1)),
+            &runs
+        ))
+        .await
     );
     let alice = [("authorization", "Bearer alice")];
     let bob = [("authorization", "Bearer bob")];
@@ -374,6 +378,98 @@ async fn credentials_bypass_unless_keyed_by_caller() {
     );
     assert_eq!(a2.header("vary"), Some("authorization, cookie"));
     assert_eq!(runs.get(), 3);
+}
+
+fn secret(n: u8) -> CallerSecret {
+    CallerSecret::new([n; 32]).unwrap()
+}
+
+/// Every key in the Redis.
+async fn all_keys(server: &RedisServer) -> Vec<String> {
+    let mut raw = server.connection().await;
+    let mut keys: Vec<String> = raw.keys("*").await.unwrap();
+    keys.sort();
+    keys
+}
+
+/// Two processes (two caches on one Redis) with the same secret share a caller's
+/// entry; a process with another secret does not. No key holds the credential or
+/// an unkeyed hash of it.
+#[tokio::test]
+async fn caller_keys_are_keyed_by_the_deployment_secret() {
+    let server = RedisServer::start();
+    let runs = Runs::default();
+    let me = |headers: axum::http::HeaderMap| async move {
+        headers
+            .get(header::AUTHORIZATION)
+            .map_or("anonymous".to_owned(), |v| v.to_str().unwrap().to_owned())
+    };
+    let mut urls = Vec::new();
+    for n in [1, 1, 2] {
+        let cache = redis_cache(&server, "app").await;
+        let layer = ResponseCacheLayer::new(cache).keyed_by_caller(secret(n));
+        urls.push(format!(
+            "{}/me",
+            serve(counted(&runs, "/me", layer, me)).await
+        ));
+    }
+    let credential = "Bearer hunter2-f00d";
+    let alice = [("authorization", credential)];
+    let got: Vec<(String, String)> = {
+        let mut v = Vec::new();
+        for url in [&urls[0], &urls[1], &urls[2], &urls[1]] {
+            let r = fetch(url, &alice).await;
+            v.push((r.x_cache().to_owned(), r.body));
+        }
+        v
+    };
+    let (miss, hit) = ("MISS".to_owned(), "HIT".to_owned());
+    let body = credential.to_owned();
+    assert_eq!(
+        got,
+        [
+            (miss.clone(), body.clone()), // process 1 stores it
+            (hit.clone(), body.clone()),  // process 2, same secret: shared
+            (miss, body.clone()),         // process 3, another secret: its own
+            (hit, body),
+        ]
+    );
+    assert_eq!(runs.get(), 2);
+
+    // What an unkeyed hash of the caller part would put in the key: the
+    // length-prefixed credential sections, and the bare header value.
+    let mut canon = Vec::new();
+    for (name, values) in [
+        (&b"\0caller:authorization"[..], vec![credential.as_bytes()]),
+        (&b"\0caller:cookie"[..], vec![]),
+    ] {
+        canon.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        canon.extend_from_slice(name);
+        canon.extend_from_slice(&(values.len() as u32).to_le_bytes());
+        for v in values {
+            canon.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            canon.extend_from_slice(v);
+        }
+    }
+    let unkeyed = [
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&canon)),
+        format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(credential.as_bytes())
+        ),
+    ];
+    let keys = all_keys(&server).await;
+    let entries: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("app:http:GET:/me#"))
+        .collect();
+    assert_eq!(entries.len(), 2, "one entry per secret: {keys:?}");
+    for k in &keys {
+        assert!(!k.contains("hunter2"), "{k}");
+        for h in &unkeyed {
+            assert!(!k.contains(h.as_str()), "{k} holds the unkeyed hash {h}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -463,7 +559,7 @@ async fn tenants_get_their_own_entries() {
         let t = ormcache::tenant::current();
         t.map_or("everyone".to_owned(), |t| format!("products of {t}"))
     })
-    .layer(TenantLayer::header("x-tenant-id"));
+    .layer(TenantLayer::try_header("x-tenant-id").unwrap());
     let url = format!("{}/products", serve(app).await);
     let acme = [("x-tenant-id", "acme")];
     let globex = [("x-tenant-id", "globex")];
@@ -509,7 +605,7 @@ async fn an_invalid_tenant_is_a_400_with_a_json_error() {
         "x",
         ResponseCacheLayer::new(QueryCache::new(100, Duration::from_secs(60)).unwrap()),
     )
-    .layer(TenantLayer::header("x-tenant-id"));
+    .layer(TenantLayer::try_header("x-tenant-id").unwrap());
     let url = format!("{}/r", serve(app).await);
     for bad in ["a:b", "*", &"a".repeat(65)] {
         let r = fetch(&url, &[("x-tenant-id", bad)]).await;

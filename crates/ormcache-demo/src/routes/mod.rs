@@ -7,7 +7,7 @@ mod users;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ormcache::AnyCache;
@@ -118,7 +118,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(TenantLayer::header("x-tenant-id"))
+        .layer(TenantLayer::header(HeaderName::from_static("x-tenant-id")))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }

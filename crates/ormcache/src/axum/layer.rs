@@ -21,6 +21,7 @@ use tower_service::Service;
 use super::entry::{Render, StoredResponse};
 use super::error_response;
 use super::policy::{self, Config, Plan};
+use super::secret::CallerSecret;
 use crate::cache::Cache;
 use crate::memo::{ComputeError, ComputeOptions};
 
@@ -52,7 +53,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///   (1 MiB by default): a streamed body passes through untouched.
 /// - **The key** is the method, the path, the query (parameters sorted by name, see
 ///   [`sort_query`](Self::sort_query)), the values of the declared vary headers and,
-///   when keyed by caller, a hash of the caller's credentials: `http:GET:/products?page=2`
+///   when keyed by caller, a hash of the caller's credentials keyed with the
+///   deployment's [`CallerSecret`](super::CallerSecret): `http:GET:/products?page=2`
 ///   (plus `#{hash}` with vary headers or callers; long paths are hashed). Inside a
 ///   [`tenant::scope`](crate::tenant::scope) the cache keeps it in the tenant's
 ///   namespace, so tenants never share entries. Behind
@@ -207,19 +209,23 @@ impl<C: Cache> ResponseCacheLayer<C> {
     }
 
     /// Requests with `Authorization` or `Cookie` are served from and stored in the
-    /// cache, in entries of their own: the key includes a hash of those headers (the
-    /// credentials themselves are never stored), responses get
+    /// cache, in entries of their own: the key includes a hash of those headers,
+    /// keyed with `secret` (see [`CallerSecret`] for why and where it comes from;
+    /// the credentials themselves are never stored), responses get
     /// `Vary: authorization, cookie`, and `Cache-Control: private` responses are
     /// stored. Without this, such requests bypass the cache.
     ///
     /// ```
     /// # use std::time::Duration;
+    /// use ormcache::axum::{CallerSecret, ResponseCacheLayer};
     /// # let cache = ormcache::QueryCache::new(10, Duration::from_secs(60)).unwrap();
-    /// let layer = ormcache::axum::ResponseCacheLayer::new(cache).keyed_by_caller();
+    /// // The same bytes in every process of the deployment, from its secret store.
+    /// let secret = CallerSecret::new(b"32 bytes from the secret store!!").unwrap();
+    /// let layer = ResponseCacheLayer::new(cache).keyed_by_caller(secret);
     /// # let _ = layer;
     /// ```
-    pub fn keyed_by_caller(self) -> Self {
-        self.with(|c| c.keyed_by_caller = true)
+    pub fn keyed_by_caller(self, secret: CallerSecret) -> Self {
+        self.with(|c| c.keyed_by_caller = Some(secret))
     }
 
     /// Tags of every stored response: [`Cache::invalidate_tag`] of any drops them.

@@ -31,7 +31,7 @@
 //!     .route_layer(ResponseCacheLayer::new(cache.clone()).ttl(Duration::from_secs(60)).tags(["products:list"]))
 //!     .route("/cache/stats", get(ormcache::axum::stats::<DistributedCache>))
 //!     .route("/health", get(ormcache::axum::health::<DistributedCache>))
-//!     .layer(TenantLayer::header("x-tenant-id"))
+//!     .layer(TenantLayer::try_header("x-tenant-id")?)
 //!     .with_state(cache.clone());
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -46,10 +46,12 @@ mod entry;
 mod handlers;
 mod layer;
 mod policy;
+mod secret;
 mod tenant;
 
 pub use handlers::{CacheHealth, cache_health, health, stats};
 pub use layer::{ResponseCache, ResponseCacheLayer, ResponseFuture};
+pub use secret::CallerSecret;
 pub use tenant::{TenantLayer, TenantService};
 
 use ::axum::body::Body;

@@ -8,6 +8,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::secret::CallerSecret;
+
 /// The header that says whether a response came from the cache.
 pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -22,7 +24,9 @@ pub(crate) struct Config {
     pub(crate) vary: Vec<HeaderName>,
     pub(crate) max_body_bytes: usize,
     pub(crate) statuses: Vec<StatusCode>,
-    pub(crate) keyed_by_caller: bool,
+    /// Set when keyed by caller: the key the caller part of the cache key is
+    /// hashed with.
+    pub(crate) keyed_by_caller: Option<CallerSecret>,
     pub(crate) tags: Vec<String>,
     pub(crate) sort_query: bool,
     pub(crate) invalidate_on_write: bool,
@@ -39,7 +43,7 @@ impl Default for Config {
             vary: Vec::new(),
             max_body_bytes: 1024 * 1024,
             statuses: vec![StatusCode::OK],
-            keyed_by_caller: false,
+            keyed_by_caller: None,
             tags: Vec::new(),
             sort_query: true,
             invalidate_on_write: true,
@@ -65,7 +69,7 @@ impl Config {
     /// The names the stored responses vary on, sorted.
     fn effective_vary(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.vary.iter().map(HeaderName::as_str).collect();
-        if self.keyed_by_caller {
+        if self.keyed_by_caller.is_some() {
             names.extend(["authorization", "cookie"]);
         }
         names.sort_unstable();
@@ -100,7 +104,7 @@ pub(crate) fn plan<B>(req: &Request<B>, config: &Config) -> Plan {
     }
     let credentials =
         headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE);
-    if credentials && !config.keyed_by_caller {
+    if credentials && config.keyed_by_caller.is_none() {
         return Plan::Bypass;
     }
     let no_cache = has_directive(headers, |d, v| {
@@ -154,7 +158,7 @@ pub(crate) fn key(uri: &Uri, headers: &HeaderMap, config: &Config) -> String {
             key.push_str(&query);
         }
     }
-    if !config.vary.is_empty() || config.keyed_by_caller {
+    if !config.vary.is_empty() || config.keyed_by_caller.is_some() {
         // Length-prefixed, so that no two sets of values encode alike.
         let mut canon = Vec::new();
         let mut section = |name: &[u8], values: header::GetAll<'_, HeaderValue>| {
@@ -169,15 +173,20 @@ pub(crate) fn key(uri: &Uri, headers: &HeaderMap, config: &Config) -> String {
         for name in &config.vary {
             section(name.as_str().as_bytes(), headers.get_all(name));
         }
-        if config.keyed_by_caller {
-            section(
-                b"\0caller:authorization",
-                headers.get_all(header::AUTHORIZATION),
-            );
-            section(b"\0caller:cookie", headers.get_all(header::COOKIE));
-        }
         key.push('#');
-        push_hex(&mut key, xxh3_128(&canon));
+        match &config.keyed_by_caller {
+            Some(secret) => {
+                section(
+                    b"\0caller:authorization",
+                    headers.get_all(header::AUTHORIZATION),
+                );
+                section(b"\0caller:cookie", headers.get_all(header::COOKIE));
+                // Keyed: whoever reads the key names cannot test guesses of a
+                // credential against them.
+                push_hex(&mut key, secret.mac(&canon));
+            }
+            None => push_hex(&mut key, xxh3_128(&canon)),
+        }
     }
     key
 }
@@ -266,7 +275,7 @@ pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, config: &Config)
     if has_directive(headers, |d, v| {
         d == "no-store"
             || d == "no-cache"
-            || (d == "private" && !config.keyed_by_caller)
+            || (d == "private" && config.keyed_by_caller.is_none())
             || ((d == "max-age" || d == "s-maxage") && v.is_some_and(is_zero))
     }) {
         return false;
@@ -407,7 +416,7 @@ mod tests {
         assert_eq!(en, key_of("/p", &[("accept-language", "en")], &c));
 
         let mut c = Config {
-            keyed_by_caller: true,
+            keyed_by_caller: Some(CallerSecret::new([7u8; 32]).unwrap()),
             ..Config::default()
         };
         c.refresh_vary();
@@ -418,6 +427,13 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, cookie);
         assert!(!a.contains("Bearer"));
+        // The same secret gives the same key (in every process); another, another.
+        let mut same = c.clone();
+        same.keyed_by_caller = Some(CallerSecret::new([7u8; 32]).unwrap());
+        assert_eq!(a, key_of("/p", &[("authorization", "Bearer a")], &same));
+        let mut other = c.clone();
+        other.keyed_by_caller = Some(CallerSecret::new([8u8; 32]).unwrap());
+        assert_ne!(a, key_of("/p", &[("authorization", "Bearer a")], &other));
     }
 
     #[test]

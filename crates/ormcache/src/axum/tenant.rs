@@ -1,7 +1,6 @@
 //! [`TenantLayer`]: the current tenant from a request header.
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ::axum::body::Body;
@@ -39,13 +38,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///     .route("/whoami", get(|| async {
 ///         ormcache::tenant::current().map_or("no tenant".to_string(), |t| t.to_string())
 ///     }))
-///     .layer(TenantLayer::header("x-tenant-id"));
+///     .layer(TenantLayer::try_header("x-tenant-id").unwrap());
 /// # let _ = app;
 /// ```
 #[must_use]
 #[derive(Clone)]
 pub struct TenantLayer {
-    header: Result<HeaderName, Arc<str>>,
+    header: HeaderName,
 }
 
 impl fmt::Debug for TenantLayer {
@@ -57,25 +56,21 @@ impl fmt::Debug for TenantLayer {
 }
 
 impl TenantLayer {
-    /// Reads the tenant from the header `name` (case-insensitive).
-    ///
-    /// A name that is not a valid header name makes every request fail with `500`
-    /// and `{"error": …}` naming the problem; use [`try_header`](Self::try_header) to
-    /// check it up front.
+    /// Reads the tenant from the header `name`. A [`HeaderName`] is valid by
+    /// construction, so a misspelt name cannot turn into an error on every request;
+    /// for a name from configuration use [`try_header`](Self::try_header).
     ///
     /// ```
-    /// let layer = ormcache::axum::TenantLayer::header("x-tenant-id");
+    /// use axum::http::HeaderName;
+    /// let layer = ormcache::axum::TenantLayer::header(HeaderName::from_static("x-tenant-id"));
     /// # let _ = layer;
     /// ```
-    pub fn header(name: &str) -> Self {
-        Self {
-            header: HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                format!("tenant header name {name:?} is not a valid header name").into()
-            }),
-        }
+    pub fn header(name: HeaderName) -> Self {
+        Self { header: name }
     }
 
-    /// [`header`](Self::header), refusing an invalid name.
+    /// Reads the tenant from the header `name` (case-insensitive), refusing a name
+    /// that is not a valid header name.
     ///
     /// # Errors
     /// [`InvalidInput`](crate::ErrorKind::InvalidInput) when `name` is not a valid
@@ -86,11 +81,14 @@ impl TenantLayer {
     /// assert!(ormcache::axum::TenantLayer::try_header("x tenant").is_err());
     /// ```
     pub fn try_header(name: &str) -> crate::Result<Self> {
-        let layer = Self::header(name);
-        match &layer.header {
-            Ok(_) => Ok(layer),
-            Err(msg) => Err(crate::Error::invalid("tenant header", msg.to_string())),
-        }
+        HeaderName::from_bytes(name.as_bytes())
+            .map(Self::header)
+            .map_err(|_| {
+                crate::Error::invalid(
+                    "tenant header",
+                    format!("{name:?} is not a valid header name"),
+                )
+            })
     }
 }
 
@@ -109,7 +107,7 @@ impl<S> Layer<S> for TenantLayer {
 #[derive(Clone)]
 pub struct TenantService<S> {
     inner: S,
-    header: Result<HeaderName, Arc<str>>,
+    header: HeaderName,
 }
 
 impl<S> fmt::Debug for TenantService<S> {
@@ -155,14 +153,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let mut inner = take_ready(&mut self.inner);
-        let header = match &self.header {
-            Ok(h) => h,
-            Err(msg) => {
-                let res = error_response(StatusCode::INTERNAL_SERVER_ERROR, msg);
-                return Box::pin(async move { Ok(res) });
-            }
-        };
-        match tenant_of(&req, header) {
+        match tenant_of(&req, &self.header) {
             Err(msg) => {
                 let res = error_response(StatusCode::BAD_REQUEST, &msg);
                 Box::pin(async move { Ok(res) })
@@ -208,6 +199,16 @@ mod tests {
                 .contains("x-tenant-id")
         );
         assert!(tenant_of(&req(&["a", "b"]), &h).is_err());
-        assert!(TenantLayer::try_header("x tenant").is_err());
+        for bad in ["x tenant", "", "x:y", "é", "x\n"] {
+            assert_eq!(
+                TenantLayer::try_header(bad).unwrap_err().kind(),
+                crate::ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            TenantLayer::try_header("X-Tenant-Id").unwrap().header,
+            HeaderName::from_static("x-tenant-id")
+        );
     }
 }
