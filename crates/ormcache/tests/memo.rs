@@ -374,11 +374,13 @@ async fn tags_evict_other_processes_l1_copies() {
 
 // ---- cluster-wide single flight across OS processes --------------------------
 
+/// A peer process of `lock_runs_the_loader_once_across_three_processes`, which
+/// runs it (`--ignored --exact lock_peer`); not a test of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a peer process: lock_runs_the_loader_once_across_three_processes runs it"]
 async fn lock_peer() {
-    let Ok(url) = std::env::var("ORMCACHE_LOCK_PEER_URL") else {
-        return;
-    };
+    let url = std::env::var("ORMCACHE_LOCK_PEER_URL")
+        .expect("lock_peer is started by lock_runs_the_loader_once_across_three_processes, with ORMCACHE_LOCK_PEER_URL set");
     let c = DistributedCache::create(
         ormcache::DistributedConfig::new()
             .redis_url(&url)
@@ -413,7 +415,14 @@ fn lock_runs_the_loader_once_across_three_processes() {
     let mut peers: Vec<std::process::Child> = (0..3)
         .map(|_| {
             std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "lock_peer", "--test-threads", "1", "--quiet"])
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "lock_peer",
+                    "--test-threads",
+                    "1",
+                    "--quiet",
+                ])
                 .env("ORMCACHE_LOCK_PEER_URL", server.url())
                 .stdout(std::process::Stdio::null())
                 .spawn()
