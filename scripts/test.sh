@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs redis-server when it is
 # missing (Debian/Ubuntu), then runs formatting and lint checks, every test against
-# real redis-server processes, and the doc tests.
+# real redis-server processes, the doc tests and a short run of every fuzz target,
+# and finally the library with each feature alone and with none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +32,18 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
-echo "==> cargo test (unit, integration and doc tests)"
+echo "==> cargo test (unit, integration and doc tests, a short run of every fuzz target)"
 cargo test --workspace --all-features --no-fail-fast
+
+# Code under cfg(not(feature = ...)) is compiled by none of the above. Each
+# feature alone, and none: clippy on every target (the library, its tests, benches
+# and examples must compile and be lint-clean) and the unit tests. The integration
+# tests run once, above, with every feature: running them again per feature would
+# multiply the longest part of the suite by six for code they have already run.
+for features in "" macros cluster axum sea-orm; do
+  label="${features:-no features}"
+  echo "==> [$label] cargo clippy -p ormcache --all-targets"
+  cargo clippy -p ormcache --no-default-features ${features:+--features "$features"} --all-targets -- -D warnings
+  echo "==> [$label] cargo test -p ormcache --lib"
+  cargo test -p ormcache --no-default-features ${features:+--features "$features"} --lib
+done
