@@ -54,13 +54,15 @@ pub fn target(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)
 }
 
-/// When a run stops.
+/// When a run stops: at `cases`, or once both `time` and `min_cases` are reached.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     /// Wall-clock time.
     pub time: Duration,
-    /// Cases (whichever comes first).
+    /// At most this many cases.
     pub cases: u64,
+    /// At least this many cases, however long they take.
+    pub min_cases: u64,
 }
 
 /// A finding: the case's seed and what broke.
@@ -130,7 +132,19 @@ pub fn run_case(target: &Target, seed: u64) -> Check {
 /// Runs `target` until the budget is spent. Panics are caught and counted (the
 /// default panic hook still prints them; the caller may silence it).
 pub fn fuzz(target: &'static Target, seed: u64, budget: Budget) -> Report {
+    fuzz_reporting(target, seed, budget, Duration::MAX, |_| {})
+}
+
+/// [`fuzz`], handing the report so far to `progress` every `every`.
+pub fn fuzz_reporting(
+    target: &'static Target,
+    seed: u64,
+    budget: Budget,
+    every: Duration,
+    mut progress: impl FnMut(&Report),
+) -> Report {
     let start = Instant::now();
+    let mut next_progress = every;
     let mut report = Report {
         target: target.name,
         cases: 0,
@@ -140,8 +154,16 @@ pub fn fuzz(target: &'static Target, seed: u64, budget: Budget) -> Report {
     };
     while report.cases < budget.cases {
         // Checking the clock every case would cost more than most cases.
-        if report.cases.is_multiple_of(64) && start.elapsed() >= budget.time {
-            break;
+        if report.cases.is_multiple_of(64) {
+            let elapsed = start.elapsed();
+            if report.cases >= budget.min_cases && elapsed >= budget.time {
+                break;
+            }
+            if elapsed >= next_progress {
+                report.elapsed = elapsed;
+                progress(&report);
+                next_progress = next_progress.saturating_add(every);
+            }
         }
         let s = case_seed(seed, report.cases);
         report.cases += 1;

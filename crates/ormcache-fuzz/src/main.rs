@@ -1,10 +1,10 @@
-//! `ormcache-fuzz <target|all|list> [--seconds N] [--cases N] [--seed S] [--replay SEED]`
+//! `ormcache-fuzz <target|all|list> [--seconds N] [--min-cases N] [--cases N] [--seed S] [--replay SEED]`
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ormcache_fuzz::{Budget, TARGETS, Target, fuzz, run_case, target};
+use ormcache_fuzz::{Budget, TARGETS, Target, fuzz_reporting, run_case, target};
 
 const USAGE: &str =
     "usage: ormcache-fuzz <target|all|list> [--seconds N] [--cases N] [--seed S] [--replay SEED]";
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     let mut budget = Budget {
         time: Duration::from_secs(10),
         cases: u64::MAX,
+        min_cases: 0,
     };
     let mut seed = 0x6f72_6d63_6163_6865; // "ormcache"
     let mut replay = None;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         match (flag.as_str(), value) {
             ("--seconds", Some(v)) => budget.time = Duration::from_secs(v),
             ("--cases", Some(v)) => budget.cases = v,
+            ("--min-cases", Some(v)) => budget.min_cases = v,
             ("--seed", Some(v)) => seed = v,
             ("--replay", Some(v)) => replay = Some(v),
             _ => {
@@ -70,7 +72,14 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let mut found = 0;
     for t in chosen {
-        let report = fuzz(t, seed, budget);
+        let report = fuzz_reporting(t, seed, budget, Duration::from_secs(60), |r| {
+            eprintln!(
+                "  … {} cases, {:.0} s, {} findings",
+                r.cases,
+                r.elapsed.as_secs_f64(),
+                r.findings
+            );
+        });
         println!("{report}");
         found += report.findings;
     }

@@ -297,6 +297,17 @@ impl Encoding {
                 }
                 let plain = lz4_flex::block::decompress(&bytes[5..], len)
                     .map_err(|e| err(ErrorKind::Decode, format!("corrupt LZ4 block: {e}")))?;
+                // The size is a promise of the writer: a block that decodes to
+                // fewer bytes is truncated or corrupt, whatever they parse as.
+                if plain.len() != len {
+                    return Err(err(
+                        ErrorKind::Decode,
+                        format!(
+                            "corrupt LZ4 block: {} bytes decoded, the header says {len}",
+                            plain.len()
+                        ),
+                    ));
+                }
                 if plain.first() == Some(&LZ4) {
                     return Err(err(ErrorKind::Decode, "nested compression".into()));
                 }
@@ -426,6 +437,18 @@ mod tests {
                 "{bytes:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn lz4_blocks_shorter_than_their_header_are_corrupt() {
+        // Found by the `lz4` fuzz target: a block whose one literal is `5`, under a
+        // header that promises 16 KiB, read as the number 5.
+        let block = [LZ4, 0, 64, 0, 0, 0x10, b'5'];
+        let err = Encoding::default().decode::<u32>(&block).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+        // The same block under its true size is fine.
+        let honest = [LZ4, 1, 0, 0, 0, 0x10, b'5'];
+        assert_eq!(Encoding::default().decode::<u32>(&honest).unwrap(), 5);
     }
 
     #[test]
