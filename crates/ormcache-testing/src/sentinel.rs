@@ -1,0 +1,322 @@
+//! [`RedisSentinels`]: one master, one replica and three Sentinels watching them,
+//! each a process on a free port that a test can kill and restart.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::{COUNTER, INSTALL_HINT, RedisServer, ServerOptions, check_installed, free_port};
+
+/// The service (master) name the Sentinels watch.
+pub const SERVICE: &str = "ormcache";
+
+/// How long the master may be silent before a Sentinel calls it down (ms).
+const DOWN_AFTER_MS: u64 = 1000;
+
+/// One Sentinel process: `redis-server <conf> --sentinel`.
+#[derive(Debug)]
+struct Sentinel {
+    port: u16,
+    dir: PathBuf,
+    child: Mutex<Option<Child>>,
+}
+
+impl Sentinel {
+    fn start(master_port: u16, password: Option<&str>) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "ormcache-sentinel-{}-{}-{}",
+            std::process::id(),
+            port,
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conf = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\n\
+             sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
+             sentinel failover-timeout {SERVICE} 5000\n\
+             sentinel parallel-syncs {SERVICE} 1\n",
+            dir = dir.display(),
+            log = dir.join("sentinel.log").display(),
+        );
+        if let Some(pw) = password {
+            conf.push_str(&format!("sentinel auth-pass {SERVICE} {pw}\n"));
+        }
+        let conf_path = dir.join("sentinel.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf_path)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server --sentinel: {e}. {INSTALL_HINT}"));
+        let sentinel = Self {
+            port,
+            dir,
+            child: Mutex::new(Some(child)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers_ping(port) {
+            assert!(
+                Instant::now() < deadline,
+                "a Sentinel did not start; log:\n{}",
+                sentinel.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sentinel
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if n > 0)
+}
+
+/// A master, a replica and three Sentinels (quorum 2) watching service
+/// [`SERVICE`]; every process is killed on drop.
+///
+/// ```no_run
+/// let sentinels = ormcache_testing::RedisSentinels::start(None);
+/// println!("{}", sentinels.url()); // redis+sentinel://127.0.0.1:…,…/ormcache
+/// let before = sentinels.master_port();
+/// sentinels.failover();
+/// assert_ne!(sentinels.wait_for_new_master(before), before);
+/// ```
+#[derive(Debug)]
+pub struct RedisSentinels {
+    servers: Vec<RedisServer>,
+    sentinels: Vec<Sentinel>,
+    password: Option<String>,
+}
+
+impl RedisSentinels {
+    /// Starts the master, its replica and three Sentinels, and waits until the
+    /// Sentinels know the replica (so that a failover can happen). `password`: the
+    /// servers require it (`requirepass`, `masterauth`); the Sentinels do not.
+    ///
+    /// # Panics
+    /// If a process does not start or the setup is not ready within 30 s.
+    pub fn start(password: Option<&str>) -> Self {
+        check_installed();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(pw) = password {
+            for flag in ["--requirepass", "--masterauth"] {
+                args.extend([flag.to_owned(), pw.to_owned()]);
+            }
+        }
+        let master = RedisServer::start_with(ServerOptions {
+            args: args.clone(),
+            unix_socket: false,
+        });
+        let mut replica_args = args;
+        replica_args.extend([
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port().to_string(),
+        ]);
+        let replica = RedisServer::start_with(ServerOptions {
+            args: replica_args,
+            unix_socket: false,
+        });
+        let sentinels = (0..3)
+            .map(|_| Sentinel::start(master.port(), password))
+            .collect();
+        let this = Self {
+            servers: vec![master, replica],
+            sentinels,
+            password: password.map(str::to_owned),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !this.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinels did not see the replica within 30 s\n{}",
+                this.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        this
+    }
+
+    /// Every Sentinel sees one replica and the other Sentinels.
+    fn ready(&self) -> bool {
+        self.sentinels.iter().all(|s| {
+            self.sentinel_query(s.port, &["SENTINEL", "MASTER", SERVICE])
+                .is_ok_and(|reply| {
+                    let field = |name: &str| {
+                        reply
+                            .iter()
+                            .position(|v| v == name)
+                            .and_then(|i| reply.get(i + 1))
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    field("num-slaves") == "1" && field("num-other-sentinels") == "2"
+                })
+        })
+    }
+
+    fn sentinel_query(&self, port: u16, args: &[&str]) -> redis::RedisResult<Vec<String>> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    }
+
+    /// `redis+sentinel://[:password@]127.0.0.1:{s1},…/ormcache`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let auth = self
+            .password
+            .as_ref()
+            .map(|pw| format!(":{pw}@"))
+            .unwrap_or_default();
+        format!("redis+sentinel://{auth}{}/{SERVICE}", hosts.join(","))
+    }
+
+    /// The master's port as the Sentinels report it now.
+    ///
+    /// # Panics
+    /// If no Sentinel answers.
+    pub fn master_port(&self) -> u16 {
+        for s in &self.sentinels {
+            if let Ok(addr) =
+                self.sentinel_query(s.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE])
+                && let Some(port) = addr.get(1).and_then(|p| p.parse().ok())
+            {
+                return port;
+            }
+        }
+        panic!("no Sentinel answered\n{}", self.logs());
+    }
+
+    /// The server (master or replica) on `port`.
+    ///
+    /// # Panics
+    /// If none of the servers has that port.
+    pub fn server(&self, port: u16) -> &RedisServer {
+        self.servers
+            .iter()
+            .find(|s| s.port() == port)
+            .unwrap_or_else(|| panic!("no server on port {port}"))
+    }
+
+    /// The master now.
+    pub fn master(&self) -> &RedisServer {
+        self.server(self.master_port())
+    }
+
+    /// A redis-rs client for the server on `port`, with the password.
+    pub fn client(&self, port: u16) -> redis::Client {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|pw| format!(":{pw}@"))
+            .unwrap_or_default();
+        redis::Client::open(format!("redis://{auth}127.0.0.1:{port}")).unwrap()
+    }
+
+    /// `SENTINEL FAILOVER` through the first Sentinel that accepts it: a graceful
+    /// switch to the replica.
+    ///
+    /// # Panics
+    /// If no Sentinel accepts it.
+    pub fn failover(&self) {
+        let ok = self.sentinels.iter().any(|s| {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port)).unwrap();
+            client
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .and_then(|mut c| {
+                    redis::cmd("SENTINEL")
+                        .arg("FAILOVER")
+                        .arg(SERVICE)
+                        .query::<String>(&mut c)
+                })
+                .is_ok()
+        });
+        assert!(
+            ok,
+            "no Sentinel accepted SENTINEL FAILOVER\n{}",
+            self.logs()
+        );
+    }
+
+    /// Waits (up to 30 s) until the Sentinels report a master other than the one
+    /// on `old_port`, and that server says it is a master; its port.
+    ///
+    /// # Panics
+    /// If that does not happen in time.
+    pub fn wait_for_new_master(&self, old_port: u16) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let port = self.master_port();
+            if port != old_port && self.is_master(port) {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover away from port {old_port} within 30 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn is_master(&self, port: u16) -> bool {
+        self.client(port)
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .and_then(|mut c| {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut c)
+            })
+            .is_ok_and(|info| info.contains("role:master"))
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| format!("--- server {} log ---\n{}", s.port(), s.log()));
+        let sentinels = self
+            .sentinels
+            .iter()
+            .map(|s| format!("--- sentinel {} log ---\n{}", s.port, s.log()));
+        servers.chain(sentinels).collect::<Vec<_>>().join("\n")
+    }
+}
