@@ -44,7 +44,11 @@ impl Sentinel {
             log = dir.join("sentinel.log").display(),
         );
         if let Some(pw) = password {
-            conf.push_str(&format!("sentinel auth-pass {SERVICE} {pw}\n"));
+            // The Sentinels use the servers' password, to reach them and to be
+            // reached (a URL's password goes to both unless it says otherwise).
+            conf.push_str(&format!(
+                "sentinel auth-pass {SERVICE} {pw}\nrequirepass {pw}\n"
+            ));
         }
         let conf_path = dir.join("sentinel.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -119,7 +123,7 @@ pub struct RedisSentinels {
 impl RedisSentinels {
     /// Starts the master, its replica and three Sentinels, and waits until the
     /// Sentinels know the replica (so that a failover can happen). `password`: the
-    /// servers require it (`requirepass`, `masterauth`); the Sentinels do not.
+    /// servers and the Sentinels require it.
     ///
     /// # Panics
     /// If a process does not start or the setup is not ready within 30 s.
@@ -184,7 +188,7 @@ impl RedisSentinels {
     }
 
     fn sentinel_query(&self, port: u16, args: &[&str]) -> redis::RedisResult<Vec<String>> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+        let client = self.client(port);
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
@@ -240,7 +244,7 @@ impl RedisSentinels {
         self.server(self.master_port())
     }
 
-    /// A redis-rs client for the server on `port`, with the password.
+    /// A redis-rs client for the server or Sentinel on `port`, with the password.
     pub fn client(&self, port: u16) -> redis::Client {
         let auth = self
             .password
@@ -257,8 +261,7 @@ impl RedisSentinels {
     /// If no Sentinel accepts it.
     pub fn failover(&self) {
         let ok = self.sentinels.iter().any(|s| {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port)).unwrap();
-            client
+            self.client(s.port)
                 .get_connection_with_timeout(Duration::from_secs(1))
                 .and_then(|mut c| {
                     redis::cmd("SENTINEL")

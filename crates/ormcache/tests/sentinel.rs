@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use ormcache::{Cache, DistributedCache, ErrorKind, HybridCache, QueryCache};
+use ormcache::{DistributedCache, ErrorKind, HybridCache, QueryCache};
 use ormcache_testing::RedisSentinels;
 use redis::AsyncCommands;
 

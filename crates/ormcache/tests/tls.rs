@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use ormcache::{Cache, DistributedCache, ErrorKind, HybridCache, QueryCache, TlsConfig};
+use ormcache::{DistributedCache, ErrorKind, HybridCache, QueryCache, TlsConfig};
 use ormcache_testing::{TestCerts, TlsRedisCluster, TlsRedisServer};
 use redis::AsyncCommands;
 

@@ -55,7 +55,7 @@ impl std::fmt::Display for Node {
 impl Conn {
     #[cfg(feature = "cluster")]
     pub(super) fn is_cluster(&self) -> bool {
-        !matches!(self, Self::Single(_))
+        matches!(self, Self::Cluster(_))
     }
 
     /// Runs `cmd` on one server (a cluster primary by address).

@@ -5,10 +5,10 @@
 //! The master's address comes from redis-rs's `SentinelClient` (which asks each
 //! Sentinel in turn and checks with `ROLE` that the node it names is a master).
 //! Calls go to a `ConnectionManager` for that master. The address is looked up
-//! again in the background every [`RECHECK`], and at once (at most every
-//! [`MIN_LOOKUP_GAP`]) when a call fails in a way a failover explains: the
-//! connection broke or timed out, or the server answers `READONLY` (a demoted
-//! master) or `MASTERDOWN`. When the Sentinels name another master, new
+//! again in the background as soon as a Sentinel announces `+switch-master`, at
+//! least every [`RECHECK`], and at once (at most every [`MIN_LOOKUP_GAP`]) when a
+//! call fails in a way a failover explains: the connection broke or timed out, or
+//! the server answers `READONLY` (a demoted master) or `MASTERDOWN`. When the Sentinels name another master, new
 //! connections to it replace the old ones; calls in flight on the old ones finish
 //! or fail as they would have. `HybridCache`'s restart/failover recovery then sees
 //! the new server's run id and replication id and flushes its L1.
@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
@@ -237,12 +238,65 @@ impl Shared {
     }
 }
 
-/// Checks the master's address every [`RECHECK`] while the cache lives.
-async fn recheck_loop(weak: Weak<Shared>) {
+/// Follows the master while the cache lives: listens for `+switch-master` on one
+/// Sentinel and looks the master up at once when a failover is announced, and at
+/// least every [`RECHECK`] (the announcement can be missed while the Sentinel
+/// connection is down).
+async fn watch_loop(weak: Weak<Shared>) {
+    let mut switches: Option<redis::aio::PubSub> = None;
     loop {
-        tokio::time::sleep(RECHECK).await;
         let Some(shared) = weak.upgrade() else { return };
-        Shared::look_up_soon(&shared);
+        if switches.is_none() {
+            switches = shared.subscribe_to_switches().await;
+        }
+        drop(shared);
+        let heard = match &mut switches {
+            Some(ps) => {
+                let next = tokio::time::timeout(RECHECK, ps.on_message().next()).await;
+                next.ok().map(|msg| msg.is_some())
+            }
+            None => {
+                tokio::time::sleep(RECHECK).await;
+                None
+            }
+        };
+        let announced = match heard {
+            Some(true) => true,
+            // The subscription ended: subscribe again.
+            Some(false) => {
+                switches = None;
+                false
+            }
+            None => false,
+        };
+        let Some(shared) = weak.upgrade() else { return };
+        if announced {
+            if let Err(e) = shared.look_up().await {
+                tracing::debug!(error = %e, "Sentinel lookup after +switch-master failed");
+            }
+        } else {
+            Shared::look_up_soon(&shared);
+        }
+    }
+}
+
+impl Shared {
+    /// A subscription to `+switch-master` on a Sentinel (`None` if none answers).
+    async fn subscribe_to_switches(&self) -> Option<redis::aio::PubSub> {
+        let subscribing = async {
+            let client = self.lookup.lock().await.async_get_sentinel_client().await?;
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe("+switch-master").await?;
+            Ok::<_, redis::RedisError>(ps)
+        };
+        match tokio::time::timeout(self.connect_timeout, subscribing).await {
+            Ok(Ok(ps)) => Some(ps),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot subscribe to +switch-master");
+                None
+            }
+            Err(_) => None,
+        }
     }
 }
 
@@ -325,7 +379,7 @@ pub(super) async fn connect(config: &DistributedConfig, transport: &Transport) -
     } else {
         shared.look_up().await?;
     }
-    tokio::spawn(recheck_loop(Arc::downgrade(&shared)));
+    tokio::spawn(watch_loop(Arc::downgrade(&shared)));
     let conns = (0..config.max_connections.max(1))
         .map(|index| {
             Conn::Sentinel(SentinelConn {
