@@ -173,9 +173,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
 /// The shortest exact form of `d` in `parse_duration`'s units.
 fn format_duration(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")

@@ -317,7 +317,7 @@ fn builder(transport: &Transport, service: &str) -> Result<SentinelClientBuilder
         }
     });
     let mut b =
-        SentinelClientBuilder::new(sentinels, service.to_owned(), SentinelServerType::Master)
+        SentinelClientBuilder::new(sentinels, service, SentinelServerType::Master)
             .map_err(bad)?
             .set_client_to_sentinel_tcp_settings(transport.tcp().clone())
             .set_client_to_redis_tcp_settings(transport.tcp().clone())
