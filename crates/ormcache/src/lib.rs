@@ -247,6 +247,12 @@ pub use memo::{ComputeError, ComputeOptions};
 pub use ormcache_macros::cached;
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};
 
-#[cfg(all(doctest, feature = "axum", feature = "sea-orm", feature = "cluster"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "sea-orm",
+    feature = "cluster",
+    feature = "tls"
+))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

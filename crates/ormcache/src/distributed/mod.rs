@@ -237,10 +237,13 @@ impl DistributedCache {
     /// Connects to Redis (unless `connect_lazily`) and checks it answers `PING`.
     ///
     /// # Errors
-    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option;
-    /// [`Connection`](ErrorKind::Connection) or [`Timeout`](ErrorKind::Timeout),
-    /// naming the address (password redacted), when Redis cannot be reached within
-    /// `socket_connect_timeout`.
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option (the URL
+    /// quoted with its password redacted), or a URL form whose feature is not
+    /// compiled in; [`Connection`](ErrorKind::Connection) or
+    /// [`Timeout`](ErrorKind::Timeout), naming the address (password redacted), when
+    /// Redis cannot be reached within `socket_connect_timeout` or its TLS
+    /// certificate is not trusted; [`Auth`](ErrorKind::Auth) when it refuses the
+    /// credentials.
     pub async fn create(config: DistributedConfig) -> Result<Self> {
         validate_config(&config)?;
         let mut tcp = TcpSettings::default().set_nodelay(true);

@@ -316,12 +316,11 @@ fn builder(transport: &Transport, service: &str) -> Result<SentinelClientBuilder
             ConnectionAddr::Tcp(h.name.clone(), h.port)
         }
     });
-    let mut b =
-        SentinelClientBuilder::new(sentinels, service, SentinelServerType::Master)
-            .map_err(bad)?
-            .set_client_to_sentinel_tcp_settings(transport.tcp().clone())
-            .set_client_to_redis_tcp_settings(transport.tcp().clone())
-            .set_client_to_redis_db(i64::from(url.db()));
+    let mut b = SentinelClientBuilder::new(sentinels, service, SentinelServerType::Master)
+        .map_err(bad)?
+        .set_client_to_sentinel_tcp_settings(transport.tcp().clone())
+        .set_client_to_redis_tcp_settings(transport.tcp().clone())
+        .set_client_to_redis_db(i64::from(url.db()));
     let (sentinel_user, sentinel_password) = url.sentinel_credentials();
     if let Some(u) = sentinel_user {
         b = b.set_client_to_sentinel_username(u);
