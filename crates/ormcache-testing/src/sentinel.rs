@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{COUNTER, INSTALL_HINT, RedisServer, ServerOptions, check_installed, free_port};
+use crate::{
+    COUNTER, INSTALL_HINT, RedisServer, ServerOptions, TestCerts, check_installed, free_port,
+};
 
 /// The service (master) name the Sentinels watch.
 pub const SERVICE: &str = "ormcache";
@@ -20,13 +22,16 @@ const DOWN_AFTER_MS: u64 = 1000;
 #[derive(Debug)]
 struct Sentinel {
     port: u16,
+    /// The TLS port, when the Sentinels use TLS.
+    tls_port: Option<u16>,
     dir: PathBuf,
     child: Mutex<Option<Child>>,
 }
 
 impl Sentinel {
-    fn start(master_port: u16, password: Option<&str>) -> Self {
+    fn start(master_port: u16, password: Option<&str>, certs: Option<&TestCerts>) -> Self {
         let port = free_port();
+        let tls_port = certs.map(|_| free_port());
         let dir = std::env::temp_dir().join(format!(
             "ormcache-sentinel-{}-{}-{}",
             std::process::id(),
@@ -50,6 +55,17 @@ impl Sentinel {
                 "sentinel auth-pass {SERVICE} {pw}\nrequirepass {pw}\n"
             ));
         }
+        if let (Some(certs), Some(tls_port)) = (certs, tls_port) {
+            // TLS for clients and, with tls-replication, towards the servers.
+            let (cert, key) = certs.server();
+            conf.push_str(&format!(
+                "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                cert.display(),
+                key.display(),
+                certs.ca().display()
+            ));
+        }
         let conf_path = dir.join("sentinel.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new("redis-server")
@@ -62,6 +78,7 @@ impl Sentinel {
             .unwrap_or_else(|e| panic!("cannot run redis-server --sentinel: {e}. {INSTALL_HINT}"));
         let sentinel = Self {
             port,
+            tls_port,
             dir,
             child: Mutex::new(Some(child)),
         };
@@ -115,9 +132,11 @@ fn answers_ping(port: u16) -> bool {
 /// ```
 #[derive(Debug)]
 pub struct RedisSentinels {
-    servers: Vec<RedisServer>,
+    /// Each server with its TLS port when the setup uses TLS.
+    servers: Vec<(RedisServer, Option<u16>)>,
     sentinels: Vec<Sentinel>,
     password: Option<String>,
+    tls: bool,
 }
 
 impl RedisSentinels {
@@ -128,34 +147,57 @@ impl RedisSentinels {
     /// # Panics
     /// If a process does not start or the setup is not ready within 30 s.
     pub fn start(password: Option<&str>) -> Self {
+        Self::start_with(password, None)
+    }
+
+    /// As [`start`](Self::start), with TLS everywhere: the servers and the
+    /// Sentinels listen with TLS (beside plain text, for the harness), replication
+    /// and the Sentinels' links use it, and [`url`](Self::url) is
+    /// `rediss+sentinel://` with the Sentinels' TLS ports.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_tls(certs: &TestCerts, password: Option<&str>) -> Self {
+        Self::start_with(password, Some(certs))
+    }
+
+    fn start_with(password: Option<&str>, certs: Option<&TestCerts>) -> Self {
         check_installed();
-        let mut args: Vec<String> = Vec::new();
-        if let Some(pw) = password {
-            for flag in ["--requirepass", "--masterauth"] {
-                args.extend([flag.to_owned(), pw.to_owned()]);
+        let server = |replica_of: Option<u16>| {
+            let mut args: Vec<String> = Vec::new();
+            if let Some(pw) = password {
+                for flag in ["--requirepass", "--masterauth"] {
+                    args.extend([flag.to_owned(), pw.to_owned()]);
+                }
             }
-        }
-        let master = RedisServer::start_with(ServerOptions {
-            args: args.clone(),
-            unix_socket: false,
-        });
-        let mut replica_args = args;
-        replica_args.extend([
-            "--replicaof".to_owned(),
-            "127.0.0.1".to_owned(),
-            master.port().to_string(),
-        ]);
-        let replica = RedisServer::start_with(ServerOptions {
-            args: replica_args,
-            unix_socket: false,
-        });
+            let tls_port = certs.map(|certs| {
+                let port = free_port();
+                args.extend(certs.server_args(port, false));
+                args.extend(["--tls-replication".to_owned(), "yes".to_owned()]);
+                port
+            });
+            if let Some(port) = replica_of {
+                args.extend(["--replicaof".to_owned(), "127.0.0.1".to_owned()]);
+                args.push(port.to_string());
+            }
+            let s = RedisServer::start_with(ServerOptions {
+                args,
+                unix_socket: false,
+            });
+            (s, tls_port)
+        };
+        let master = server(None);
+        // Replicas and Sentinels reach the master on its TLS port when there is one.
+        let master_port = master.1.unwrap_or(master.0.port());
+        let replica = server(Some(master_port));
         let sentinels = (0..3)
-            .map(|_| Sentinel::start(master.port(), password))
+            .map(|_| Sentinel::start(master_port, password, certs))
             .collect();
         let this = Self {
             servers: vec![master, replica],
             sentinels,
             password: password.map(str::to_owned),
+            tls: certs.is_some(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !this.ready() {
@@ -197,22 +239,29 @@ impl RedisSentinels {
         cmd.query(&mut conn)
     }
 
-    /// `redis+sentinel://[:password@]127.0.0.1:{s1},…/ormcache`.
+    /// `redis+sentinel://[:password@]127.0.0.1:{s1},…/ormcache` (`rediss+sentinel://`
+    /// with the TLS ports for [`start_tls`](Self::start_tls)).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
+            .map(|s| format!("127.0.0.1:{}", s.tls_port.unwrap_or(s.port)))
             .collect();
+        let scheme = if self.tls {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
         let auth = self
             .password
             .as_ref()
             .map(|pw| format!(":{pw}@"))
             .unwrap_or_default();
-        format!("redis+sentinel://{auth}{}/{SERVICE}", hosts.join(","))
+        format!("{scheme}://{auth}{}/{SERVICE}", hosts.join(","))
     }
 
-    /// The master's port as the Sentinels report it now.
+    /// The master's port as the Sentinels report it now (its TLS port in a TLS
+    /// setup; [`server`](Self::server) and [`client`](Self::client) take either).
     ///
     /// # Panics
     /// If no Sentinel answers.
@@ -235,7 +284,8 @@ impl RedisSentinels {
     pub fn server(&self, port: u16) -> &RedisServer {
         self.servers
             .iter()
-            .find(|s| s.port() == port)
+            .find(|(s, tls)| s.port() == port || *tls == Some(port))
+            .map(|(s, _)| s)
             .unwrap_or_else(|| panic!("no server on port {port}"))
     }
 
@@ -244,8 +294,21 @@ impl RedisSentinels {
         self.server(self.master_port())
     }
 
-    /// A redis-rs client for the server or Sentinel on `port`, with the password.
+    /// A redis-rs client for the server or Sentinel on `port` (in plain text, on
+    /// the same process's plain port for a TLS port), with the password.
     pub fn client(&self, port: u16) -> redis::Client {
+        let port = self
+            .servers
+            .iter()
+            .find(|(_, tls)| *tls == Some(port))
+            .map(|(s, _)| s.port())
+            .or_else(|| {
+                self.sentinels
+                    .iter()
+                    .find(|s| s.tls_port == Some(port))
+                    .map(|s| s.port)
+            })
+            .unwrap_or(port);
         let auth = self
             .password
             .as_ref()
@@ -315,7 +378,7 @@ impl RedisSentinels {
         let servers = self
             .servers
             .iter()
-            .map(|s| format!("--- server {} log ---\n{}", s.port(), s.log()));
+            .map(|(s, _)| format!("--- server {} log ---\n{}", s.port(), s.log()));
         let sentinels = self
             .sentinels
             .iter()

@@ -197,3 +197,39 @@ async fn a_cluster_over_tls() {
     assert_eq!(holders, 3, "50 keys land on all three primaries");
     assert_eq!(c.clear().await.unwrap(), 50);
 }
+
+/// `rediss+sentinel://`: TLS to the Sentinels and to the master they name, and a
+/// failover followed over TLS.
+#[cfg(feature = "sentinel")]
+#[tokio::test]
+async fn sentinel_over_tls() {
+    let certs = TestCerts::generate();
+    let sentinels = ormcache_testing::RedisSentinels::start_tls(&certs, Some("s3cret"));
+    assert!(sentinels.url().starts_with("rediss+sentinel://"));
+    let c = cache(&sentinels.url(), trusted(&certs), "tlssentinel")
+        .await
+        .unwrap();
+    c.set("k", 1u32, None).await.unwrap();
+    let old = sentinels.master_port();
+    sentinels.failover();
+    let new = sentinels.wait_for_new_master(old);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0u32;
+    loop {
+        i += 1;
+        if c.set("k", i, None).await.is_ok() {
+            let mut raw = sentinels
+                .client(new)
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let on_new: Option<u32> = raw.get("tlssentinel:k").await.unwrap();
+            if on_new == Some(i) {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", sentinels.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.get::<u32>("k").await.unwrap().as_deref(), Some(&i));
+}
