@@ -12,7 +12,8 @@
 //! library); ormcache's side of each scenario runs against it, the raw baselines
 //! need a single server (`redis://`, `rediss://`, `redis+unix://`). `--tls` starts a
 //! private `redis-server` that listens with TLS, with certificates made for the run
-//! (both sides trust its CA), so TLS can be compared with plain text on one machine.
+//! (both sides trust its CA), runs the scenarios over TLS, then again in plain text
+//! against the same server, and prints each throughput ratio TLS ÷ plain.
 //! Without either, a private plain-text `redis-server` is started for the run. Everything
 //! written lives under a random key prefix `ormcache-bench-<hex>:` and is removed
 //! afterwards with `SCAN` + `UNLINK` (never `FLUSHDB`).
@@ -41,7 +42,8 @@ use stats::Report;
 const USAGE: &str = "usage: ormcache-bench [--redis-url URL | --tls] [--json] [--only NAME]
 
   --redis-url URL  Redis to use, any ormcache URL form (default: start a private redis-server)
-  --tls            start a private redis-server that listens with TLS (test CA)
+  --tls            start a private redis-server that listens with TLS (test CA), run over
+                   TLS, then again in plain text on the same server, and print TLS ÷ plain
   --json           one JSON object per scenario per line instead of a table
   --only NAME      run one scenario";
 
@@ -149,10 +151,11 @@ async fn cleanup(url: &str, prefix: &str) -> Result<u64> {
     Ok(removed)
 }
 
-fn run(env: &Env, selected: &[&Scenario], json: bool) -> Result<()> {
+fn run(env: &Env, selected: &[&Scenario], json: bool) -> Result<Vec<Report>> {
     if !json {
         println!("{}", Report::table_header());
     }
+    let mut reports = Vec::with_capacity(selected.len());
     for scenario in selected {
         eprintln!("running {} …", scenario.name);
         let measured = (scenario.run)(env).map_err(|e| format!("{}: {e}", scenario.name))?;
@@ -168,8 +171,33 @@ fn run(env: &Env, selected: &[&Scenario], json: bool) -> Result<()> {
         } else {
             println!("{}", report.table_row());
         }
+        reports.push(report);
     }
-    Ok(())
+    Ok(reports)
+}
+
+/// `--tls`: each scenario's throughput over TLS ÷ the same in plain text, against
+/// the same server in the same run, for ours and for the raw baseline.
+fn print_tls_ratios(tls: &[Report], plain: &[Report], json: bool) {
+    if !json {
+        println!("\n| scenario | ours TLS ÷ plain | baseline TLS ÷ plain |\n| --- | ---: | ---: |");
+    }
+    for (t, p) in tls.iter().zip(plain) {
+        let ours = t.ops_per_sec / p.ops_per_sec.max(f64::MIN_POSITIVE);
+        let base = t.baseline_ops_per_sec / p.baseline_ops_per_sec.max(f64::MIN_POSITIVE);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "scenario": t.scenario,
+                    "tls_over_plain": ours,
+                    "baseline_tls_over_plain": base,
+                })
+            );
+        } else {
+            println!("| `{}` | {ours:.2} | {base:.2} |", t.scenario);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -245,8 +273,31 @@ fn main_inner() -> Result<()> {
         eprintln!("key prefix: {}:", env.prefix);
     }
 
+    // With --tls the same scenarios run again in plain text against the same
+    // server (its plain-text port), for the TLS ÷ plain ratios.
+    let plain_env = match &tls_server {
+        Some((s, _)) => Some(Env {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?,
+            redis_url: Some(s.server().url()),
+            prefix: env.prefix.clone(),
+            tls_ca: None,
+        }),
+        None => None,
+    };
+
     // Clean up whatever happens, panics included, then report.
-    let outcome = catch_unwind(AssertUnwindSafe(|| run(&env, &selected, args.json)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+        let reports = run(&env, &selected, args.json)?;
+        if let Some(plain_env) = &plain_env {
+            let url = plain_env.redis_url.as_deref().unwrap_or_default();
+            eprintln!("again in plain text, same server: {url}");
+            let plain = run(plain_env, &selected, args.json)?;
+            print_tls_ratios(&reports, &plain, args.json);
+        }
+        Ok(())
+    }));
     // A private TLS server is cleaned through its plain-text port.
     let cleanup_url = match &tls_server {
         Some((s, _)) => Some(s.server().url()),
@@ -259,6 +310,7 @@ fn main_inner() -> Result<()> {
         }
     }
     drop(env);
+    drop(plain_env);
     drop(server);
     drop(tls_server);
     match outcome {

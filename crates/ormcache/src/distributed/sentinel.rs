@@ -14,7 +14,9 @@
 //! the new server's run id and replication id and flushes its L1.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwapOption;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -40,7 +42,8 @@ struct Master {
 }
 
 struct Shared {
-    master: RwLock<Option<Master>>,
+    /// Read on every call without a lock shared across calls.
+    master: ArcSwapOption<Master>,
     lookup: tokio::sync::Mutex<SentinelClient>,
     manager_config: ConnectionManagerConfig,
     connect_timeout: Duration,
@@ -78,15 +81,14 @@ fn no_master_yet() -> redis::RedisError {
 
 impl SentinelConn {
     fn manager(&self) -> Option<ConnectionManager> {
-        let master = self.shared.master.read().ok()?;
+        let master = self.shared.master.load();
         let managers = &master.as_ref()?.managers;
         managers.get(self.index % managers.len().max(1)).cloned()
     }
 
     /// A client for the current master (for the invalidation subscriber).
     pub(super) fn current_client(&self) -> Option<redis::Client> {
-        let master = self.shared.master.read().ok()?;
-        master.as_ref().map(|m| m.client.clone())
+        self.shared.master.load().as_ref().map(|m| m.client.clone())
     }
 
     pub(super) fn get_db(&self) -> i64 {
@@ -187,11 +189,7 @@ impl Shared {
             }
         };
         let address = client.get_connection_info().addr().to_string();
-        let previous = self
-            .master
-            .read()
-            .ok()
-            .and_then(|m| m.as_ref().map(|m| m.address.clone()));
+        let previous = self.master.load().as_ref().map(|m| m.address.clone());
         if previous.as_deref() == Some(address.as_str()) {
             return Ok(false);
         }
@@ -227,13 +225,11 @@ impl Shared {
                 tracing::info!(service = %self.service, master = %address, "Sentinel master found")
             }
         }
-        if let Ok(mut m) = self.master.write() {
-            *m = Some(Master {
-                client,
-                address,
-                managers,
-            });
-        }
+        self.master.store(Some(Arc::new(Master {
+            client,
+            address,
+            managers,
+        })));
         Ok(true)
     }
 }
@@ -362,7 +358,7 @@ pub(super) async fn connect(config: &DistributedConfig, transport: &Transport) -
         .build()
         .map_err(|e| Error::invalid("create", format!("cannot use {address}: {e}")))?;
     let shared = Arc::new(Shared {
-        master: RwLock::new(None),
+        master: ArcSwapOption::empty(),
         lookup: tokio::sync::Mutex::new(lookup),
         manager_config: manager_config(config),
         connect_timeout: config.connect_timeout,
