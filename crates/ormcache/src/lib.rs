@@ -178,7 +178,7 @@
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
 //! | `local` | [`QueryCache`], the L1 on moka |
 //! | `distributed`, `config` | [`DistributedCache`], its [`DistributedBuilder`] (`distributed/builder`) and [`DistributedConfig`] |
-//! | `config/url`, `config/tls` | [`RedisUrl`], the one parser of Redis URLs (and the redaction of secrets); `TlsConfig` |
+//! | `config/url`, `config/redact`, `config/tls` | [`RedisUrl`], the one parser of Redis URLs; hiding secrets in any text that may be a URL; `TlsConfig` |
 //! | `distributed/transport`, `distributed/sentinel` | how a URL becomes redis-rs clients (addresses, credentials, TLS); the Sentinel connection that follows failovers |
 //! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` fills and applying messages, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation |
 //! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |

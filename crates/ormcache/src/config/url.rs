@@ -558,10 +558,12 @@ impl RedisUrl {
         self.render(false)
     }
 
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
     pub(crate) fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
 
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
     pub(crate) fn sentinel_credentials(&self) -> (Option<&str>, Option<&str>) {
         (
             self.sentinel_username.as_deref().or(self.username()),

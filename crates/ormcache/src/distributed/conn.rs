@@ -19,7 +19,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::transport::Transport;
-use crate::config::{DistributedConfig, Topology};
+use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result, from_redis};
 
 /// A server that a `SCAN` (or another per-server command) runs on.
@@ -162,9 +162,9 @@ pub(super) async fn connect(config: &DistributedConfig, tcp: TcpSettings) -> Res
     let transport = Transport::new(config, tcp)?;
     match transport.url().topology() {
         #[cfg(feature = "cluster")]
-        Topology::Cluster => connect_cluster(config, &transport).await,
+        crate::config::Topology::Cluster => connect_cluster(config, &transport).await,
         #[cfg(feature = "sentinel")]
-        Topology::Sentinel => super::sentinel::connect(config, &transport).await,
+        crate::config::Topology::Sentinel => super::sentinel::connect(config, &transport).await,
         // `Transport::new` refused the forms whose feature is missing.
         _ => connect_single(config, &transport).await,
     }

@@ -58,6 +58,7 @@ impl Transport {
         self.url.to_string()
     }
 
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
     pub(super) fn tcp(&self) -> &TcpSettings {
         &self.tcp
     }
@@ -90,6 +91,7 @@ impl Transport {
     }
 
     /// Clients for every host of the URL (the cluster's seeds).
+    #[cfg(feature = "cluster")]
     pub(super) fn clients(&self) -> Result<Vec<redis::Client>> {
         self.url
             .tcp_hosts()
