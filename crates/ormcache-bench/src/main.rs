@@ -5,10 +5,16 @@
 //! says).
 //!
 //! ```text
-//! cargo run --release -p ormcache-bench -- [--redis-url URL] [--json] [--only NAME]
+//! cargo run --release -p ormcache-bench -- [--redis-url URL | --tls] [--json] [--only NAME]
 //! ```
 //!
-//! Without `--redis-url` a private `redis-server` is started for the run. Everything
+//! `--redis-url` takes every form of `ormcache::RedisUrl` (the same parser as the
+//! library); ormcache's side of each scenario runs against it, the raw baselines
+//! need a single server (`redis://`, `rediss://`, `redis+unix://`). `--tls` starts a
+//! private `redis-server` that listens with TLS, with certificates made for the run
+//! (both sides trust its CA), runs the scenarios over TLS, then again in plain text
+//! against the same server, and prints each throughput ratio TLS ÷ plain.
+//! Without either, a private plain-text `redis-server` is started for the run. Everything
 //! written lives under a random key prefix `ormcache-bench-<hex>:` and is removed
 //! afterwards with `SCAN` + `UNLINK` (never `FLUSHDB`).
 //!
@@ -27,21 +33,24 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ormcache::DistributedConfig;
-use ormcache_testing::RedisServer;
+use ormcache::{RedisUrl, Topology};
+use ormcache_testing::{RedisServer, TestCerts, TlsRedisServer};
 
 use scenarios::{ALL, Env, Result, Scenario};
 use stats::Report;
 
-const USAGE: &str = "usage: ormcache-bench [--redis-url URL] [--json] [--only NAME]
+const USAGE: &str = "usage: ormcache-bench [--redis-url URL | --tls] [--json] [--only NAME]
 
-  --redis-url URL  Redis to use (default: start a private redis-server)
+  --redis-url URL  Redis to use, any ormcache URL form (default: start a private redis-server)
+  --tls            start a private redis-server that listens with TLS (test CA), run over
+                   TLS, then again in plain text on the same server, and print TLS ÷ plain
   --json           one JSON object per scenario per line instead of a table
   --only NAME      run one scenario";
 
 #[derive(Debug, Default)]
 struct Args {
     redis_url: Option<String>,
+    tls: bool,
     json: bool,
     only: Option<String>,
 }
@@ -65,6 +74,7 @@ fn parse_args() -> Result<Args> {
             "--redis-url" => args.redis_url = Some(value("--redis-url")?),
             "--only" => args.only = Some(value("--only")?),
             "--json" => args.json = true,
+            "--tls" => args.tls = true,
             "-h" | "--help" => {
                 println!("{USAGE}\n\nscenarios: {}", names());
                 std::process::exit(0);
@@ -141,10 +151,11 @@ async fn cleanup(url: &str, prefix: &str) -> Result<u64> {
     Ok(removed)
 }
 
-fn run(env: &Env, selected: &[&Scenario], json: bool) -> Result<()> {
+fn run(env: &Env, selected: &[&Scenario], json: bool) -> Result<Vec<Report>> {
     if !json {
         println!("{}", Report::table_header());
     }
+    let mut reports = Vec::with_capacity(selected.len());
     for scenario in selected {
         eprintln!("running {} …", scenario.name);
         let measured = (scenario.run)(env).map_err(|e| format!("{}: {e}", scenario.name))?;
@@ -160,8 +171,33 @@ fn run(env: &Env, selected: &[&Scenario], json: bool) -> Result<()> {
         } else {
             println!("{}", report.table_row());
         }
+        reports.push(report);
     }
-    Ok(())
+    Ok(reports)
+}
+
+/// `--tls`: each scenario's throughput over TLS ÷ the same in plain text, against
+/// the same server in the same run, for ours and for the raw baseline.
+fn print_tls_ratios(tls: &[Report], plain: &[Report], json: bool) {
+    if !json {
+        println!("\n| scenario | ours TLS ÷ plain | baseline TLS ÷ plain |\n| --- | ---: | ---: |");
+    }
+    for (t, p) in tls.iter().zip(plain) {
+        let ours = t.ops_per_sec / p.ops_per_sec.max(f64::MIN_POSITIVE);
+        let base = t.baseline_ops_per_sec / p.baseline_ops_per_sec.max(f64::MIN_POSITIVE);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "scenario": t.scenario,
+                    "tls_over_plain": ours,
+                    "baseline_tls_over_plain": base,
+                })
+            );
+        } else {
+            println!("| `{}` | {ours:.2} | {base:.2} |", t.scenario);
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -186,12 +222,33 @@ fn main_inner() -> Result<()> {
 
     let needs_redis = selected.iter().any(|s| s.needs_redis);
     let mut server = None;
+    let mut tls_server = None;
+    let mut tls_ca = None;
+    if args.tls && args.redis_url.is_some() {
+        return Err(format!("--tls and --redis-url exclude each other\n{USAGE}").into());
+    }
     let redis_url = match (&args.redis_url, needs_redis) {
         (_, false) => None,
         (Some(url), true) => {
-            let shown = DistributedConfig::new().redis_url(url).redacted_url();
-            eprintln!("redis: {shown} (--redis-url)");
+            let parsed = RedisUrl::parse(url)?;
+            eprintln!("redis: {parsed} (--redis-url)");
+            if !matches!(parsed.topology(), Topology::Server | Topology::Unix) {
+                eprintln!("note: the raw baselines need a single server; they fail on {parsed}");
+            }
             Some(url.clone())
+        }
+        (None, true) if args.tls => {
+            let certs = TestCerts::generate();
+            let s = TlsRedisServer::start(&certs, false, &[]);
+            eprintln!(
+                "redis: private redis-server with TLS at {} (--tls, test CA {})",
+                s.url(),
+                certs.ca().display()
+            );
+            let url = s.url();
+            tls_ca = Some(certs.ca());
+            tls_server = Some((s, certs));
+            Some(url)
         }
         (None, true) => {
             let s = RedisServer::start();
@@ -210,21 +267,52 @@ fn main_inner() -> Result<()> {
             .build()?,
         redis_url,
         prefix: random_prefix(),
+        tls_ca,
     };
     if env.redis_url.is_some() {
         eprintln!("key prefix: {}:", env.prefix);
     }
 
+    // With --tls the same scenarios run again in plain text against the same
+    // server (its plain-text port), for the TLS ÷ plain ratios.
+    let plain_env = match &tls_server {
+        Some((s, _)) => Some(Env {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?,
+            redis_url: Some(s.server().url()),
+            prefix: env.prefix.clone(),
+            tls_ca: None,
+        }),
+        None => None,
+    };
+
     // Clean up whatever happens, panics included, then report.
-    let outcome = catch_unwind(AssertUnwindSafe(|| run(&env, &selected, args.json)));
-    if let Some(url) = &env.redis_url {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+        let reports = run(&env, &selected, args.json)?;
+        if let Some(plain_env) = &plain_env {
+            let url = plain_env.redis_url.as_deref().unwrap_or_default();
+            eprintln!("again in plain text, same server: {url}");
+            let plain = run(plain_env, &selected, args.json)?;
+            print_tls_ratios(&reports, &plain, args.json);
+        }
+        Ok(())
+    }));
+    // A private TLS server is cleaned through its plain-text port.
+    let cleanup_url = match &tls_server {
+        Some((s, _)) => Some(s.server().url()),
+        None => env.redis_url.clone(),
+    };
+    if let Some(url) = &cleanup_url {
         match env.rt.block_on(cleanup(url, &env.prefix)) {
             Ok(n) => eprintln!("cleanup: removed {n} keys under {}:", env.prefix),
             Err(e) => eprintln!("cleanup under {}: failed: {e}", env.prefix),
         }
     }
     drop(env);
+    drop(plain_env);
     drop(server);
+    drop(tls_server);
     match outcome {
         Ok(result) => result,
         Err(panic) => resume_unwind(panic),

@@ -184,6 +184,8 @@ pub(crate) struct Env {
     pub(crate) redis_url: Option<String>,
     /// Every Redis key written lives under `{prefix}:`.
     pub(crate) prefix: String,
+    /// A CA to trust for `rediss://` (`--tls` starts a server with a test CA).
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Env {
@@ -197,6 +199,7 @@ impl Env {
     async fn distributed(&self) -> Result<DistributedCache> {
         Ok(DistributedCache::builder()
             .redis_url(self.redis_url()?)
+            .tls(self.tls())
             .key_prefix(&self.prefix)
             .build()
             .await?)
@@ -208,7 +211,22 @@ impl Env {
             .redis_url()?
             .into_connection_info()?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        if let Some(ca) = &self.tls_ca {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(ca)?),
+            };
+            return Ok(redis::Client::build_with_tls(info, certs)?);
+        }
         Ok(redis::Client::open(info)?)
+    }
+
+    /// What ormcache trusts for `rediss://`: the system roots and `tls_ca`.
+    fn tls(&self) -> ormcache::TlsConfig {
+        match &self.tls_ca {
+            Some(ca) => ormcache::TlsConfig::new().ca_file(ca),
+            None => ormcache::TlsConfig::new(),
+        }
     }
 
     /// The baseline's connection: the kind ormcache uses (`ConnectionManager`), with
@@ -924,6 +942,7 @@ impl ConfirmPair {
         let l2 = || {
             DistributedCache::builder()
                 .redis_url(url)
+                .tls(env.tls())
                 .key_prefix(prefix)
                 .build()
         };

@@ -20,7 +20,8 @@ pub(crate) async fn build(config: &Config) -> ormcache::Result<AnyCache> {
         return Ok(l1.into());
     };
     let l2 = DistributedCache::builder()
-        .redis_url(url.as_str())
+        .redis_url(url.to_string_with_secrets())
+        .tls(config.tls.clone())
         .key_prefix(config.cache_prefix.as_str())
         .default_ttl(config.cache_ttl)
         .connect_lazily(true)
@@ -30,6 +31,7 @@ pub(crate) async fn build(config: &Config) -> ormcache::Result<AnyCache> {
     match cache.ping().await {
         Ok(rtt) => tracing::info!(
             prefix = %config.cache_prefix,
+            redis = %url,
             "cache: in-process L1 + Redis (answered in {rtt:?})"
         ),
         Err(e) => tracing::warn!(

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use ormcache::{RedisUrl, TlsConfig};
+
 /// Where the service listens, which database and cache it uses.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -13,8 +15,15 @@ pub(crate) struct Config {
     /// `DATABASE_URL`: `sqlite://…` or `postgres://…` (default: the SQLite file
     /// `ormcache-demo.db` in the working directory, created if missing).
     pub(crate) database_url: String,
-    /// `REDIS_URL`: unset or empty → in-process cache only; set → L1 + Redis.
-    pub(crate) redis_url: Option<String>,
+    /// `REDIS_URL`: unset or empty → in-process cache only; set → L1 + Redis. Any
+    /// form ormcache's one parser takes: `redis://`, `rediss://`, `redis+unix://`,
+    /// `redis+cluster://`, `rediss+cluster://`, `redis+sentinel://…/service`,
+    /// `rediss+sentinel://…`.
+    pub(crate) redis_url: Option<RedisUrl>,
+    /// `REDIS_TLS_CA_FILE` (a CA to trust beside the system roots),
+    /// `REDIS_TLS_CERT_FILE` + `REDIS_TLS_KEY_FILE` (a client certificate): PEM
+    /// files for the `rediss…://` forms.
+    pub(crate) tls: TlsConfig,
     /// `CACHE_PREFIX`: every Redis key starts with `{prefix}:` (default `ormcache-demo`).
     pub(crate) cache_prefix: String,
     /// `CACHE_TTL`: seconds an entry lives (default `300`).
@@ -41,12 +50,14 @@ impl std::error::Error for ConfigError {}
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // URLs can carry passwords: show only their scheme.
+        // URLs can carry passwords: the database URL shows only its scheme, the
+        // Redis URL is shown redacted.
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
             .field("database", &scheme(&self.database_url))
-            .field("redis", &self.redis_url.as_deref().map(scheme))
+            .field("redis", &self.redis_url.as_ref().map(ToString::to_string))
+            .field("tls", &self.tls)
             .field("cache_prefix", &self.cache_prefix)
             .field("cache_ttl", &self.cache_ttl)
             .finish()
@@ -84,18 +95,12 @@ impl Config {
             None => "sqlite://ormcache-demo.db?mode=rwc".to_owned(),
             Some(url) => normalize_database_url(url.trim()).map_err(|m| err("DATABASE_URL", m))?,
         };
-        let redis_url = get("REDIS_URL").map(|u| u.trim().to_owned());
-        if let Some(url) = &redis_url
-            && !["redis", "rediss", "redis+unix", "unix"].contains(&scheme(url))
-        {
-            return Err(err(
-                "REDIS_URL",
-                format!(
-                    "expected redis://, rediss:// or redis+unix://, got {}://",
-                    scheme(url)
-                ),
-            ));
-        }
+        let redis_url = get("REDIS_URL")
+            .map(|u| RedisUrl::parse(&u))
+            .transpose()
+            .map_err(|e| err("REDIS_URL", e.to_string()))?;
+        let tls = TlsConfig::from_lookup(|var| lookup(tls_var(var)?))
+            .map_err(|e| err("REDIS_TLS_CERT_FILE", e.to_string()))?;
         let cache_prefix = get("CACHE_PREFIX").unwrap_or_else(|| "ormcache-demo".to_owned());
         if cache_prefix
             .chars()
@@ -123,10 +128,22 @@ impl Config {
             port,
             database_url,
             redis_url,
+            tls,
             cache_prefix,
             cache_ttl,
         })
     }
+}
+
+/// The TLS variables by name (`lookup` takes `&'static str`).
+fn tls_var(var: &str) -> Option<&'static str> {
+    [
+        "REDIS_TLS_CA_FILE",
+        "REDIS_TLS_CERT_FILE",
+        "REDIS_TLS_KEY_FILE",
+    ]
+    .into_iter()
+    .find(|v| *v == var)
 }
 
 /// Checks the scheme; a SQLite URL without `mode=` gets `mode=rwc` so that the file
@@ -177,7 +194,10 @@ mod tests {
         assert_eq!(c.host, "0.0.0.0");
         assert_eq!(c.port, 9000);
         assert_eq!(c.database_url, "sqlite:///tmp/x.db?mode=rwc");
-        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/1"));
+        assert_eq!(
+            c.redis_url.map(|u| u.to_string()).as_deref(),
+            Some("redis://127.0.0.1:6379/1")
+        );
         assert_eq!(c.cache_prefix, "app");
         assert_eq!(c.cache_ttl, Duration::from_secs(60));
         let c = config(&[("DATABASE_URL", "sqlite://x.db?foo=1"), ("REDIS_URL", "")]).unwrap();
@@ -195,15 +215,46 @@ mod tests {
             ("CACHE_TTL", "99999999999"),
             ("DATABASE_URL", "mysql://localhost/db"),
             ("REDIS_URL", "http://localhost"),
+            ("REDIS_URL", "redis+sentinel://127.0.0.1:26379"),
+            ("REDIS_TLS_CERT_FILE", "/etc/client.pem"),
             ("CACHE_PREFIX", "a b"),
         ] {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{value}");
+            assert!(!e.to_string().contains("s3cret"));
             assert!(
                 e.to_string().starts_with(&format!("invalid {var}: ")),
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn every_redis_url_form_is_accepted() {
+        for url in [
+            "redis://:s3cret@127.0.0.1:6379/1",
+            "rediss://app:s3cret@cache.internal:6380",
+            "redis+unix:///run/redis.sock?pass=s3cret",
+            "redis+cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7000",
+            "rediss+cluster://10.0.0.1:7000",
+            "redis+sentinel://app:s3cret@10.0.0.1,10.0.0.2:26380/mymaster/2",
+            "rediss+sentinel://10.0.0.1/mymaster?sentinel_password=s3cret",
+        ] {
+            let c = config(&[
+                ("REDIS_URL", url),
+                ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+                ("REDIS_TLS_CERT_FILE", "/etc/client.pem"),
+                ("REDIS_TLS_KEY_FILE", "/etc/client.key"),
+            ])
+            .unwrap();
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("/etc/ca.pem"), "{shown}");
+            assert!(c.redis_url.is_some());
+        }
+        let e = config(&[("REDIS_URL", "redis://:s3cret@h:x")]).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("redis://:***@h:x"), "{e}");
     }
 
     #[test]

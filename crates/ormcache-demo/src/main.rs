@@ -2,7 +2,10 @@
 //!
 //! Users and products over HTTP, read through ormcache and invalidated by SeaORM
 //! lifecycle signals. Settings come from the environment (see [`config::Config`]):
-//! `HOST`, `PORT`, `DATABASE_URL`, `REDIS_URL`, `CACHE_PREFIX`, `CACHE_TTL`.
+//! `HOST`, `PORT`, `DATABASE_URL`, `REDIS_URL` (every form of `ormcache::RedisUrl`:
+//! one server, TLS, unix socket, Cluster, Sentinel), `REDIS_TLS_CA_FILE`,
+//! `REDIS_TLS_CERT_FILE` + `REDIS_TLS_KEY_FILE` (PEM files for `rediss…://`),
+//! `CACHE_PREFIX`, `CACHE_TTL`.
 //!
 //! | route | |
 //! | --- | --- |

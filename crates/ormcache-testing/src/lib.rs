@@ -299,6 +299,10 @@ impl RedisServer {
 
 mod cluster;
 pub use cluster::{ClusterOptions, RedisCluster};
+mod sentinel;
+pub use sentinel::{RedisSentinels, SERVICE as SENTINEL_SERVICE};
+mod tls;
+pub use tls::{TestCerts, TlsRedisCluster, TlsRedisServer};
 
 impl Drop for RedisServer {
     fn drop(&mut self) {

@@ -75,7 +75,9 @@ impl From<HybridCache> for AnyCache {
 
 impl AnyCache {
     /// `None`, an empty string or `memory://`: a [`QueryCache`] with 10,000 entries;
-    /// anything else: a [`DistributedCache`] at that URL.
+    /// anything else: a [`DistributedCache`] at that URL, in any form of
+    /// [`RedisUrl`](crate::RedisUrl) (one server, TLS, unix socket, Cluster,
+    /// Sentinel).
     ///
     /// # Errors
     /// As [`DistributedCache::create`].

@@ -28,6 +28,12 @@ pub enum ErrorKind {
     Server,
     /// The cache was closed with `close()`.
     Closed,
+    /// Redis refused the credentials: a wrong password or ACL user (`WRONGPASS`),
+    /// or none given to a server that requires one (`NOAUTH`).
+    Auth,
+    /// The ACL user may not run a command that the operation needs (`NOPERM`); the
+    /// README lists the commands each feature uses.
+    NoPermission,
 }
 
 impl ErrorKind {
@@ -42,6 +48,8 @@ impl ErrorKind {
             Self::InvalidInput => "invalid input",
             Self::Server => "server error",
             Self::Closed => "cache closed",
+            Self::Auth => "authentication failed",
+            Self::NoPermission => "permission denied",
         }
     }
 }
@@ -177,6 +185,25 @@ impl Error {
         self.kind() == ErrorKind::Decode
     }
 
+    /// Redis refused the credentials or the ACL user lacks a command: a
+    /// configuration problem, not an outage.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let err = ormcache::DistributedCache::builder()
+    ///     .redis_url("redis://app:wrong@localhost:6379")
+    ///     .build()
+    ///     .await
+    ///     .unwrap_err();
+    /// if err.is_access_denied() {
+    ///     eprintln!("check REDIS_URL's user and password: {err}");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Auth | ErrorKind::NoPermission)
+    }
+
     /// The caller passed invalid input.
     pub fn is_invalid_input(&self) -> bool {
         self.kind() == ErrorKind::InvalidInput
@@ -225,7 +252,14 @@ impl std::error::Error for Error {
 /// Classifies a redis-rs error. Messages of redis-rs never carry passwords, but they
 /// can carry the address; that is fine and useful.
 pub(crate) fn from_redis(op: &'static str, err: redis::RedisError) -> Error {
-    let kind = if err.is_timeout() {
+    let code = err.code();
+    let kind = if err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code, Some("WRONGPASS" | "NOAUTH"))
+    {
+        ErrorKind::Auth
+    } else if code == Some("NOPERM") {
+        ErrorKind::NoPermission
+    } else if err.is_timeout() {
         ErrorKind::Timeout
     } else if err.is_io_error()
         || err.is_connection_dropped()

@@ -83,7 +83,9 @@
 //! | --- | --- | --- |
 //! | `macros` | yes | the `#[cached]` attribute (crate `ormcache-macros`) |
 //! | `axum` | no | `ormcache::axum`: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
-//! | `cluster` | no | Redis Cluster: `DistributedConfig::cluster_nodes` |
+//! | `cluster` | no | Redis Cluster: `redis+cluster://` URLs, `DistributedConfig::cluster_nodes` |
+//! | `tls` | no | `rediss://` (every form) with rustls on `ring`: system roots, a custom CA, client certificates (`TlsConfig`) |
+//! | `sentinel` | no | `redis+sentinel://`: the master is discovered through Sentinels and followed across failovers |
 //! | `sea-orm` | no | `ormcache::sea_orm`: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
 //! | `fuzzing` | no | not an API: internals for the fuzz targets (crate `ormcache-fuzz`) in the hidden module `__fuzz` |
 //!
@@ -176,7 +178,9 @@
 //! | --- | --- |
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
 //! | `local` | [`QueryCache`], the L1 on moka |
-//! | `distributed`, `config` | [`DistributedCache`] and its [`DistributedConfig`] |
+//! | `distributed`, `config` | [`DistributedCache`], its [`DistributedBuilder`] (`distributed/builder`) and [`DistributedConfig`] |
+//! | `config/url`, `config/redact`, `config/tls` | [`RedisUrl`], the one parser of Redis URLs; hiding secrets in any text that may be a URL; `TlsConfig` |
+//! | `distributed/transport`, `distributed/sentinel` | how a URL becomes redis-rs clients (addresses, credentials, TLS); the Sentinel connection that follows failovers |
 //! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` fills and applying messages, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation |
 //! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |
 //! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
@@ -239,8 +243,10 @@ pub use any::{AnyCache, AnyStats};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::{Cache, CacheValue, Ttl};
 pub use codec::{Codec, Compression, DEFAULT_MAX_VALUE_BYTES, Encoding};
-pub use config::DistributedConfig;
-pub use distributed::DistributedCache;
+#[cfg(feature = "tls")]
+pub use config::TlsConfig;
+pub use config::{DistributedConfig, RedisUrl, Topology};
+pub use distributed::{DistributedBuilder, DistributedCache};
 pub use error::{Error, ErrorKind, Result};
 pub use glob::escape_glob;
 pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats};
@@ -251,6 +257,12 @@ pub use memo::{ComputeError, ComputeOptions};
 pub use ormcache_macros::cached;
 pub use stats::{DistributedStats, LocalStats, ProcessCounters};
 
-#[cfg(all(doctest, feature = "axum", feature = "sea-orm", feature = "cluster"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "sea-orm",
+    feature = "cluster",
+    feature = "tls"
+))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

@@ -266,8 +266,21 @@ impl DistributedCache {
     /// tries another one) the seed nodes and the primaries the cluster reports, all
     /// with the seeds' credentials. `PUBLISH` reaches every node of a cluster, so
     /// subscribing through any one of them is enough.
-    pub(crate) async fn pubsub_client(&self) -> redis::Client {
+    ///
+    /// Behind Sentinel: the current master, or an error while none is known.
+    pub(crate) async fn pubsub_client(&self) -> Result<redis::Client> {
+        if let Some(client) = self.inner.conns.first().and_then(|c| c.current_client()) {
+            return Ok(client);
+        }
         let seeds = &self.inner.pubsub;
+        if seeds.is_empty() {
+            return Err(
+                crate::Error::new(crate::ErrorKind::Connection, "subscribe").with_detail(format!(
+                    "no server to subscribe to at {}",
+                    self.inner.address
+                )),
+            );
+        }
         let turn = self
             .inner
             .next_pubsub
@@ -278,9 +291,9 @@ impl DistributedCache {
         {
             let mut candidates = seeds.clone();
             candidates.extend(super::cluster::clients_beyond(seeds, &nodes));
-            return candidates[turn % candidates.len()].clone();
+            return Ok(candidates[turn % candidates.len()].clone());
         }
-        seeds[turn % seeds.len()].clone()
+        Ok(seeds[turn % seeds.len()].clone())
     }
 
     pub(crate) fn command_timeout(&self) -> Duration {

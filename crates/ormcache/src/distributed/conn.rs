@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::config::{DistributedConfig, redact_url};
+use super::transport::Transport;
+use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result, from_redis};
 
 /// A server that a `SCAN` (or another per-server command) runs on.
@@ -36,6 +37,9 @@ pub(super) enum Conn {
     Single(ConnectionManager),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
+    /// The master of a Sentinel service, followed across failovers.
+    #[cfg(feature = "sentinel")]
+    Sentinel(super::sentinel::SentinelConn),
 }
 
 impl std::fmt::Display for Node {
@@ -51,7 +55,7 @@ impl std::fmt::Display for Node {
 impl Conn {
     #[cfg(feature = "cluster")]
     pub(super) fn is_cluster(&self) -> bool {
-        !matches!(self, Self::Single(_))
+        matches!(self, Self::Cluster(_))
     }
 
     /// Runs `cmd` on one server (a cluster primary by address).
@@ -72,12 +76,24 @@ impl Conn {
             (conn, _) => cmd.query_async::<Value>(conn).await,
         }
     }
+
+    /// A client for the server this connection talks to now, when that can change
+    /// (the master of a Sentinel service); `None` otherwise.
+    pub(super) fn current_client(&self) -> Option<redis::Client> {
+        match self {
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel(s) => s.current_client(),
+            _ => None,
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel(c) => c.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => {
                 if matches!(cluster::plan(cmd), cluster::Plan::Split(_)) {
@@ -103,6 +119,8 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => {
                 if pipeline.is_transaction()
@@ -122,6 +140,8 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(c) => c.get_db(),
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel(c) => c.get_db(),
             #[cfg(feature = "cluster")]
             Self::Cluster(c) => c.get_db(),
         }
@@ -137,17 +157,21 @@ pub(super) struct Link {
     pub(super) slot_tags: bool,
 }
 
-#[cfg(not(feature = "cluster"))]
-pub(super) fn unreachable_without_cluster() -> Result<Link> {
-    // `cluster_nodes` has no setter without the feature.
-    Err(Error::invalid(
-        "create",
-        "cluster_nodes needs the `cluster` feature",
-    ))
+/// Connects to whatever the URL names: one server, a cluster, a Sentinel service.
+pub(super) async fn connect(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
+    let transport = Transport::new(config, tcp)?;
+    match transport.url().topology() {
+        #[cfg(feature = "cluster")]
+        crate::config::Topology::Cluster => connect_cluster(config, &transport).await,
+        #[cfg(feature = "sentinel")]
+        crate::config::Topology::Sentinel => super::sentinel::connect(config, &transport).await,
+        // `Transport::new` refused the forms whose feature is missing.
+        _ => connect_single(config, &transport).await,
+    }
 }
 
 /// Awaits `connecting` within the connect timeout, naming `address` on failure.
-async fn connect_within<T>(
+pub(super) async fn connect_within<T>(
     config: &DistributedConfig,
     address: &str,
     connecting: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -166,22 +190,21 @@ async fn connect_within<T>(
     }
 }
 
-pub(super) async fn connect_single(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
-    let address = redact_url(&config.redis_url);
-    let info = config
-        .redis_url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?
-        .set_tcp_settings(tcp);
-    let client = redis::Client::open(info)
-        .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
-    let manager_config = ConnectionManagerConfig::new()
+/// How a `ConnectionManager` (one server, or a Sentinel service's master)
+/// reconnects.
+pub(super) fn manager_config(config: &DistributedConfig) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.command_timeout))
         .set_number_of_retries(3)
         .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
+        .set_max_delay(Duration::from_millis(500))
+}
+
+async fn connect_single(config: &DistributedConfig, transport: &Transport) -> Result<Link> {
+    let address = transport.address();
+    let client = transport.client(None)?;
+    let manager_config = manager_config(config);
     let mut conns = Vec::with_capacity(config.max_connections);
     for _ in 0..config.max_connections {
         let conn = if config.connect_lazily {
@@ -205,26 +228,27 @@ pub(super) async fn connect_single(config: &DistributedConfig, tcp: TcpSettings)
 }
 
 #[cfg(feature = "cluster")]
-pub(super) async fn connect_cluster(config: &DistributedConfig, tcp: TcpSettings) -> Result<Link> {
-    let address = format!("cluster {}", config.redacted_url());
+async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> Result<Link> {
+    let address = format!("cluster {}", transport.address());
     let slot_tags = super::cluster::needs_slot_tags(&config.key_prefix)?;
-    let mut infos = Vec::with_capacity(config.cluster_nodes.len());
-    for url in &config.cluster_nodes {
-        let info = url.as_str().into_connection_info().map_err(|e| {
-            Error::invalid(
-                "create",
-                format!("bad cluster node {}: {e}", redact_url(url)),
-            )
-        })?;
-        infos.push(info.set_tcp_settings(tcp.clone()));
-    }
-    let pubsub = infos
+    let infos = transport
+        .url()
+        .tcp_hosts()
         .iter()
-        .map(|i| redis::Client::open(i.clone()))
-        .collect::<redis::RedisResult<Vec<_>>>()
-        .map_err(|e| Error::invalid("create", format!("bad cluster node in {address}: {e}")))?;
-    let client = redis::cluster::ClusterClientBuilder::new(infos)
-        .tcp_settings(tcp)
+        .map(|h| transport.info(Some(h)))
+        .collect::<Result<Vec<_>>>()?;
+    let pubsub = transport.clients()?;
+    let builder = redis::cluster::ClusterClientBuilder::new(infos);
+    #[cfg(feature = "tls")]
+    let builder = match transport.certs() {
+        Some(certs) if transport.url().is_insecure() => {
+            builder.tls(redis::TlsMode::Insecure).certs(certs.clone())
+        }
+        Some(certs) => builder.certs(certs.clone()),
+        None => builder,
+    };
+    let client = builder
+        .tcp_settings(transport.tcp().clone())
         .retries(2)
         .min_retry_wait(10)
         .max_retry_wait(100)

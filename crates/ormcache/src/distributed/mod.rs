@@ -32,10 +32,15 @@ const KEYS_COUNT_PAGES: usize = 8;
 mod cluster;
 mod coherent;
 pub(crate) use coherent::Found;
+mod builder;
+pub use builder::DistributedBuilder;
 mod conn;
 use conn::{Conn, Link, Node};
 mod fill;
 mod keyspace;
+#[cfg(feature = "sentinel")]
+mod sentinel;
+mod transport;
 
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
@@ -215,33 +220,37 @@ fn validate_config(c: &DistributedConfig) -> Result<()> {
 
 impl DistributedCache {
     /// A builder with the defaults; `build().await` connects.
-    pub fn builder() -> DistributedConfig {
-        DistributedConfig::new()
+    ///
+    /// ```no_run
+    /// # async fn demo() -> ormcache::Result<()> {
+    /// let cache = ormcache::DistributedCache::builder()
+    ///     .redis_url("redis://localhost:6379")
+    ///     .key_prefix("myapp")
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn builder() -> DistributedBuilder {
+        DistributedBuilder::default()
     }
 
     /// Connects to Redis (unless `connect_lazily`) and checks it answers `PING`.
     ///
     /// # Errors
-    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option;
-    /// [`Connection`](ErrorKind::Connection) or [`Timeout`](ErrorKind::Timeout),
-    /// naming the address (password redacted), when Redis cannot be reached within
-    /// `socket_connect_timeout`.
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option (the URL
+    /// quoted with its password redacted), or a URL form whose feature is not
+    /// compiled in; [`Connection`](ErrorKind::Connection) or
+    /// [`Timeout`](ErrorKind::Timeout), naming the address (password redacted), when
+    /// Redis cannot be reached within `socket_connect_timeout` or its TLS
+    /// certificate is not trusted; [`Auth`](ErrorKind::Auth) when it refuses the
+    /// credentials.
     pub async fn create(config: DistributedConfig) -> Result<Self> {
         validate_config(&config)?;
         let mut tcp = TcpSettings::default().set_nodelay(true);
         if config.keepalive {
             tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
         }
-        let link = if config.cluster_nodes.is_empty() {
-            conn::connect_single(&config, tcp).await?
-        } else {
-            #[cfg(feature = "cluster")]
-            {
-                conn::connect_cluster(&config, tcp).await?
-            }
-            #[cfg(not(feature = "cluster"))]
-            conn::unreachable_without_cluster()?
-        };
+        let link = conn::connect(&config, tcp).await?;
         let Link {
             conns,
             pubsub,

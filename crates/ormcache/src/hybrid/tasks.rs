@@ -22,7 +22,16 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         inner.coherent.store(false, SeqCst);
         let resubscribe = Arc::clone(&inner.resubscribe);
         let connect_timeout = inner.l2.command_timeout().max(Duration::from_millis(500));
-        let client = inner.l2.pubsub_client().await;
+        let client = match inner.l2.pubsub_client().await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "no server to subscribe to yet");
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+                continue;
+            }
+        };
         let channels = [inner.channel.clone(), inner.ack_channel.clone()];
         let subscribed = tokio::time::timeout(connect_timeout, async {
             let mut ps = client.get_async_pubsub().await?;

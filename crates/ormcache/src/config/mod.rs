@@ -1,21 +1,36 @@
-//! [`DistributedConfig`]: every option of the seed's `DistributedCache.create(...)`.
+//! [`DistributedConfig`]: every option of the seed's `DistributedCache.create(...)`;
+//! [`RedisUrl`], the one URL parser (`url.rs`); TLS settings (`tls.rs`).
+//!
+//! This module describes a connection; it does not make one (that is
+//! `distributed::conn`).
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
 use crate::codec::{Codec, Compression, DEFAULT_MAX_VALUE_BYTES, Encoding};
-use crate::distributed::DistributedCache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Configuration of a [`DistributedCache`]; also its builder
-/// ([`DistributedCache::builder`] returns one, [`build`](DistributedConfig::build)
-/// connects).
+mod redact;
+#[cfg(feature = "tls")]
+mod tls;
+mod url;
+pub(crate) use redact::redact_url;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
+pub(crate) use url::Host;
+pub use url::{RedisUrl, Topology};
+
+/// Configuration of a [`DistributedCache`](crate::DistributedCache), passed to
+/// [`DistributedCache::create`](crate::DistributedCache::create).
+/// [`DistributedCache::builder`](crate::DistributedCache::builder) has the same
+/// setters and connects with `build()`.
 ///
 /// | option | default | meaning |
 /// | --- | --- | --- |
-/// | `redis_url` | `redis://127.0.0.1:6379` | `redis://[user:password@]host:port[/db]`, `redis+unix:///path.sock`, `unix:///path.sock` |
-/// | `cluster_nodes` | none | seed nodes of a Redis Cluster (feature `cluster`); replaces `redis_url` |
+/// | `redis_url` | `redis://127.0.0.1:6379` | any [`RedisUrl`] form: one server (`redis://`, `rediss://`, `redis+unix://`), a cluster (`redis+cluster://`), Sentinel (`redis+sentinel://`) |
+/// | `cluster_nodes` | none | seed nodes of a Redis Cluster (feature `cluster`); the same as a `redis+cluster://` URL |
+/// | `tls` | system roots | CA and client certificate for `rediss…://` (feature `tls`) |
 /// | `default_ttl` | 300 s | TTL of writes that give none |
 /// | `key_prefix` | `ormcache` | entries live at `{key_prefix}:{key}` |
 /// | `serializer` | [`Codec::Json`] | codec for writes (reads detect the codec) |
@@ -41,7 +56,11 @@ use crate::error::Result;
 /// **`decode_responses`** (seed) has no equivalent: values are bytes that the codec
 /// decodes into your type.
 ///
-/// The URL's password never appears in `Debug` output, errors or logs.
+/// The URL's query options (`?timeout=250ms&connect_timeout=1s`) set the same
+/// options as the setters; whichever is called last wins.
+///
+/// The URL's passwords never appear in `Debug` output, errors or logs, whatever
+/// form the URL takes, even when it is malformed.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -66,9 +85,9 @@ use crate::error::Result;
 #[must_use]
 #[derive(Clone)]
 pub struct DistributedConfig {
-    pub(crate) redis_url: String,
-    /// Seed nodes of a Redis Cluster; empty: a single server at `redis_url`.
-    pub(crate) cluster_nodes: Vec<String>,
+    url: UrlSetting,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: TlsConfig,
     pub(crate) default_ttl: Duration,
     pub(crate) key_prefix: String,
     pub(crate) codec: Codec,
@@ -89,8 +108,9 @@ pub struct DistributedConfig {
 impl Default for DistributedConfig {
     fn default() -> Self {
         Self {
-            redis_url: "redis://127.0.0.1:6379".into(),
-            cluster_nodes: Vec::new(),
+            url: UrlSetting::parse("redis://127.0.0.1:6379"),
+            #[cfg(feature = "tls")]
+            tls: TlsConfig::default(),
             default_ttl: Duration::from_secs(300),
             key_prefix: "ormcache".into(),
             codec: Codec::Json,
@@ -112,17 +132,11 @@ impl Default for DistributedConfig {
 
 impl fmt::Debug for DistributedConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DistributedConfig")
-            .field("redis_url", &redact_url(&self.redis_url))
-            .field(
-                "cluster_nodes",
-                &self
-                    .cluster_nodes
-                    .iter()
-                    .map(|u| redact_url(u))
-                    .collect::<Vec<_>>(),
-            )
-            .field("default_ttl", &self.default_ttl)
+        let mut s = f.debug_struct("DistributedConfig");
+        s.field("redis_url", &self.redacted_url());
+        #[cfg(feature = "tls")]
+        s.field("tls", &self.tls);
+        s.field("default_ttl", &self.default_ttl)
             .field("key_prefix", &self.key_prefix)
             .field("codec", &self.codec)
             .field("compression", &self.compression)
@@ -147,18 +161,59 @@ impl DistributedConfig {
         Self::default()
     }
 
-    /// The Redis to use.
-    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = url.into();
+    /// The Redis to use: any form of [`RedisUrl`]. Its query options (`timeout`,
+    /// `connect_timeout`) set [`command_timeout`](Self::command_timeout) and
+    /// [`socket_connect_timeout`](Self::socket_connect_timeout). A malformed URL
+    /// makes `create` fail with [`InvalidInput`](crate::ErrorKind::InvalidInput),
+    /// quoting the URL with its password redacted.
+    ///
+    /// ```
+    /// use ormcache::DistributedConfig;
+    ///
+    /// let config = DistributedConfig::new()
+    ///     .redis_url("redis+cluster://app:secret@10.0.0.1:7000,10.0.0.2:7000?timeout=100ms");
+    /// assert_eq!(
+    ///     config.redacted_url(),
+    ///     "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7000?timeout=100ms"
+    /// );
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    pub fn redis_url(mut self, url: impl AsRef<str>) -> Self {
+        self.url = UrlSetting::parse(url.as_ref());
+        if let UrlSetting::Parsed(u) = &self.url {
+            if let Some(t) = u.command_timeout() {
+                self.command_timeout = t;
+            }
+            if let Some(t) = u.connect_timeout() {
+                self.connect_timeout = t;
+            }
+        }
+        self
+    }
+
+    /// TLS settings for `rediss://`, `rediss+cluster://` and `rediss+sentinel://`
+    /// URLs: a CA to trust beside the system roots, a client certificate.
+    ///
+    /// ```no_run
+    /// use ormcache::{DistributedConfig, TlsConfig};
+    ///
+    /// # fn demo() -> ormcache::Result<()> {
+    /// let config = DistributedConfig::new()
+    ///     .redis_url("rediss://cache.internal:6380")
+    ///     .tls(TlsConfig::new().ca_file("/etc/redis/ca.pem").client_cert_files("/etc/redis/client.pem", "/etc/redis/client.key"));
+    /// # let _ = config; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
         self
     }
 
     /// Use a Redis Cluster instead of a single server: `nodes` are seed URLs
     /// (`redis://[user:password@]host:port`, one or more; the rest of the cluster is
-    /// discovered from them). The password and ACL user come from the URLs (all
-    /// seeds must carry the same); timeouts, the circuit breaker, `connect_lazily`
-    /// and `max_connections` apply as for a single server. An empty list means a
-    /// single server at [`redis_url`](Self::redis_url).
+    /// discovered from them). The same as one `redis+cluster://host1,host2` URL:
+    /// the password, ACL user and TLS come from the first seed. An empty list
+    /// changes nothing.
     ///
     /// Every operation works on a cluster; the differences (batch round trips, the
     /// layout of internal keys, what `key_prefix` may contain) are described in
@@ -168,7 +223,7 @@ impl DistributedConfig {
     /// use ormcache::DistributedConfig;
     ///
     /// # async fn demo() -> ormcache::Result<()> {
-    /// let cache = DistributedConfig::new()
+    /// let cache = ormcache::DistributedCache::builder()
     ///     .cluster_nodes(["redis://:secret@10.0.0.1:7000", "redis://:secret@10.0.0.2:7000"])
     ///     .key_prefix("myapp")
     ///     .build()
@@ -176,8 +231,35 @@ impl DistributedConfig {
     /// # let _ = cache; Ok(()) }
     /// ```
     #[cfg(feature = "cluster")]
-    pub fn cluster_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
-        self.cluster_nodes = nodes.into_iter().map(Into::into).collect();
+    pub fn cluster_nodes<S: AsRef<str>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        let seeds: Vec<UrlSetting> = nodes
+            .into_iter()
+            .map(|n| UrlSetting::parse(n.as_ref()))
+            .collect();
+        if seeds.is_empty() {
+            return self;
+        }
+        let mut parsed = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            match seed {
+                UrlSetting::Parsed(u) => parsed.push(u),
+                invalid @ UrlSetting::Invalid { .. } => {
+                    self.url = invalid;
+                    return self;
+                }
+            }
+        }
+        self.url = match RedisUrl::cluster_of(&parsed) {
+            Ok(u) => UrlSetting::Parsed(u),
+            Err(error) => UrlSetting::Invalid {
+                shown: parsed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                error,
+            },
+        };
         self
     }
 
@@ -288,17 +370,24 @@ impl DistributedConfig {
         &self.key_prefix
     }
 
-    /// The URL with any password replaced by `***` (for a cluster, the seed URLs,
-    /// comma-separated).
+    /// The URL with every password replaced by `***` (a malformed URL too).
+    ///
+    /// ```
+    /// let config = ormcache::DistributedConfig::new().redis_url("redis+unix:///run/redis.sock?pass=pw");
+    /// assert_eq!(config.redacted_url(), "redis+unix:///run/redis.sock?pass=***");
+    /// ```
     pub fn redacted_url(&self) -> String {
-        if self.cluster_nodes.is_empty() {
-            redact_url(&self.redis_url)
-        } else {
-            self.cluster_nodes
-                .iter()
-                .map(|u| redact_url(u))
-                .collect::<Vec<_>>()
-                .join(",")
+        match &self.url {
+            UrlSetting::Parsed(u) => u.to_string(),
+            UrlSetting::Invalid { shown, .. } => shown.clone(),
+        }
+    }
+
+    /// The parsed URL, or the error that parsing it gave.
+    pub(crate) fn url(&self) -> Result<&RedisUrl> {
+        match &self.url {
+            UrlSetting::Parsed(u) => Ok(u),
+            UrlSetting::Invalid { error, .. } => Err(Error::clone(error)),
         }
     }
 
@@ -307,40 +396,25 @@ impl DistributedConfig {
             .compression(self.compression)
             .max_value_bytes(self.max_value_bytes)
     }
-
-    /// Connects; same as [`DistributedCache::create`].
-    ///
-    /// # Errors
-    /// As [`DistributedCache::create`].
-    pub async fn build(self) -> Result<DistributedCache> {
-        DistributedCache::create(self).await
-    }
 }
 
-/// Replaces the password of `scheme://user:password@host` (or `scheme://:password@`)
-/// with `***`. Anything that does not look like a URL is returned with everything
-/// after `://` up to `@` hidden, to be safe.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let shown_user = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_owned(),
-    };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        shown_user,
-        &rest[at + 1..]
-    )
+/// The URL as given: parsed, or the parse error with the URL redacted.
+#[derive(Clone)]
+enum UrlSetting {
+    Parsed(RedisUrl),
+    Invalid { shown: String, error: Error },
+}
+
+impl UrlSetting {
+    fn parse(url: &str) -> Self {
+        match RedisUrl::parse(url) {
+            Ok(u) => Self::Parsed(u),
+            Err(error) => Self::Invalid {
+                shown: redact_url(url.trim()),
+                error,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -349,20 +423,27 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(redact_url("redis://:s3cret@h:1/2"), "redis://:***@h:1/2");
-        assert_eq!(
-            redact_url("rediss://bob:p@ss:w0rd@h:1"),
-            "rediss://bob:***@h:1"
-        );
-        assert_eq!(redact_url("redis://alice@h"), "redis://alice@h");
-        let dbg = format!(
-            "{:?}",
-            DistributedConfig::new().redis_url("redis://u:hunter2@h:1")
-        );
-        assert!(!dbg.contains("hunter2"), "{dbg}");
+        for url in [
+            "redis://u:hunter2@h:1",
+            "redis+unix:///run/redis.sock?pass=hunter2",
+            ":hunter2@host:6379",
+            "user:hunter2@host:6379",
+            "redis://u:hunter2@h:notaport",
+        ] {
+            let config = DistributedConfig::new().redis_url(url);
+            let dbg = format!("{config:?}");
+            assert!(!dbg.contains("hunter2"), "{dbg}");
+            assert!(dbg.contains("***"), "{dbg}");
+            assert!(!config.redacted_url().contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn url_options_set_timeouts_and_later_setters_win() {
+        let c = DistributedConfig::new().redis_url("redis://h?timeout=50ms&connect_timeout=2s");
+        assert_eq!(c.command_timeout, Duration::from_millis(50));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        let c = c.command_timeout(Duration::from_millis(70));
+        assert_eq!(c.command_timeout, Duration::from_millis(70));
     }
 }

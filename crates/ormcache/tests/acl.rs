@@ -1,0 +1,309 @@
+//! ACL users: the commands ormcache needs, per feature (the README lists the same),
+//! proven by running each feature's operations as a user allowed exactly those
+//! commands on its own prefix and channels; a wrong password and a missing command
+//! are errors of their own kind that name the operation.
+#![allow(clippy::print_stdout)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ormcache::{Cache, ComputeOptions, DistributedCache, ErrorKind, HybridCache, QueryCache};
+use support::RedisServer;
+
+/// Every cache: reads, writes, batches, TTLs, clears, tags, stats, ping,
+/// `get_or_compute` (the Lua scripts run `GET`, `SET`, `DEL`, `EXISTS`, `PTTL`,
+/// `PUBLISH`: ACL checks commands inside scripts too). `AUTH` is always allowed.
+const PLAIN: &[&str] = &[
+    "del", "eval", "exists", "get", "hincrby", "incr", "mget", "pexpire", "ping", "pttl", "scan",
+    "set", "unlink", "dbsize",
+];
+
+/// `HybridCache`, beside [`PLAIN`]: invalidation messages and their
+/// acknowledgements, the server's identity.
+const HYBRID: &[&str] = &["publish", "subscribe", "info"];
+
+/// `ComputeOptions::lock(true)` (one load per cluster), beside [`PLAIN`]: nothing.
+const LOCKS: &[&str] = &[];
+
+/// A Redis Cluster, beside [`PLAIN`]: the slot map (redis-rs and ormcache) and
+/// each primary's identity.
+#[cfg(feature = "cluster")]
+const CLUSTER: &[&str] = &["cluster|slots", "info"];
+
+/// A user `app` with password `apppw` that may run `commands` on the keys and
+/// channels under `prefix:` only.
+async fn restricted_user(server: &RedisServer, prefix: &str, commands: &[&[&str]]) {
+    let mut admin = server.connection().await;
+    let mut setuser = redis::cmd("ACL");
+    setuser
+        .arg("SETUSER")
+        .arg("app")
+        .arg("reset")
+        .arg("on")
+        .arg(">apppw")
+        .arg(format!("~{prefix}:*"))
+        .arg(format!("&{prefix}:*"))
+        .arg("-@all");
+    for c in commands.iter().flat_map(|c| c.iter()) {
+        setuser.arg(format!("+{c}"));
+    }
+    let _: () = setuser.query_async(&mut admin).await.unwrap();
+}
+
+/// The `ACL LOG` (what was denied), for failure messages.
+async fn acl_log(server: &RedisServer) -> String {
+    let mut admin = server.connection().await;
+    let log: redis::Value = redis::cmd("ACL")
+        .arg("LOG")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    format!("{log:?}")
+}
+
+/// Commands the server ran since the last `CONFIG RESETSTAT`.
+async fn commands_run(server: &RedisServer) -> BTreeSet<String> {
+    let mut admin = server.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn reset_stats(server: &RedisServer) {
+    let mut admin = server.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+async fn as_app(server: &RedisServer, prefix: &str) -> DistributedCache {
+    DistributedCache::builder()
+        .redis_url(format!("redis://app:apppw@127.0.0.1:{}", server.port()))
+        .key_prefix(prefix)
+        .stats_flush_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Every operation of a plain cache; panics on the first error.
+async fn plain_operations<C: Cache>(c: &C) {
+    c.set("a", 1u32, None).await.unwrap();
+    assert_eq!(c.get::<u32>("a").await.unwrap().as_deref(), Some(&1));
+    c.set_many(vec![("b", 2u32), ("c", 3u32)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_many::<u32, _>(&["a", "b", "x"]).await.unwrap().len(),
+        3
+    );
+    assert!(c.exists("b").await.unwrap());
+    c.ttl("b").await.unwrap();
+    assert!(c.expire("b", Duration::from_secs(60)).await.unwrap());
+    assert!(c.delete("a").await.unwrap());
+    assert_eq!(c.delete_many(&["b"]).await.unwrap(), 1);
+    c.set_with_tags("t", 4u32, None, &["group"]).await.unwrap();
+    assert_eq!(c.get::<u32>("t").await.unwrap().as_deref(), Some(&4));
+    c.invalidate_tag("group").await.unwrap();
+    assert_eq!(c.get::<u32>("t").await.unwrap(), None);
+    let v = c
+        .get_or_compute("computed", None, || async { 5u32 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 5);
+    c.clear_pattern("c*").await.unwrap();
+    c.clear().await.unwrap();
+    c.ping().await.unwrap();
+    c.get_stats().await.unwrap();
+}
+
+async fn lock_operations(c: &DistributedCache) {
+    let options = ComputeOptions::new().lock(true);
+    let v = c
+        .get_or_compute_with("locked", options, || async { 6u32 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 6);
+}
+
+/// Runs `scenario` as the restricted user allowed `allowed`; the server ran only
+/// allowed commands (beside the test's own admin calls) and the cache counted no
+/// error.
+async fn check(name: &str, allowed: &[&[&str]], scenario: impl AsyncFnOnce(&RedisServer)) {
+    let server = RedisServer::start();
+    restricted_user(&server, "acl", allowed).await;
+    reset_stats(&server).await;
+    scenario(&server).await;
+    let ran = commands_run(&server).await;
+    println!("{name}: ran {ran:?}");
+    let allowed: BTreeSet<String> = allowed
+        .iter()
+        .flat_map(|c| c.iter())
+        .map(|c| (*c).to_owned())
+        .chain(["auth", "acl|log", "info", "config|resetstat"].map(str::to_owned))
+        .collect();
+    let extra: Vec<&String> = ran.difference(&allowed).collect();
+    assert!(
+        extra.is_empty(),
+        "{name} ran commands outside its list: {extra:?}\nACL LOG: {}",
+        acl_log(&server).await
+    );
+}
+
+#[tokio::test]
+async fn a_plain_cache_needs_only_its_listed_commands() {
+    check("plain", &[PLAIN], async |server| {
+        let c = as_app(server, "acl").await;
+        plain_operations(&c).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let stats = c.get_stats().await.unwrap();
+        assert_eq!(stats.errors, 0, "{}", acl_log(server).await);
+        assert!(stats.sets > 0, "the stats flush reached Redis: {stats:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn locks_need_only_the_plain_commands() {
+    check("locks", &[PLAIN, LOCKS], async |server| {
+        let c = as_app(server, "acl").await;
+        lock_operations(&c).await;
+        assert_eq!(
+            c.get_stats().await.unwrap().errors,
+            0,
+            "{}",
+            acl_log(server).await
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hybrid_cache_needs_only_its_listed_commands() {
+    check("hybrid", &[PLAIN, HYBRID], async |server| {
+        let hybrid = async || {
+            let h = HybridCache::builder(
+                QueryCache::new(100, Duration::from_secs(60)).unwrap(),
+                as_app(server, "acl").await,
+            )
+            .heartbeat_interval(Duration::from_millis(50))
+            .build();
+            assert!(
+                h.wait_coherent(Duration::from_secs(5)).await,
+                "{}",
+                acl_log(server).await
+            );
+            h
+        };
+        let a = hybrid().await;
+        let b = hybrid().await;
+        plain_operations(&a).await;
+        a.set("shared", 1u32, None).await.unwrap();
+        assert_eq!(b.get::<u32>("shared").await.unwrap().as_deref(), Some(&1));
+        a.set("shared", 2u32, None).await.unwrap();
+        assert_eq!(b.get::<u32>("shared").await.unwrap().as_deref(), Some(&2));
+        // Heartbeats and the identity check run a few times.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for h in [&a, &b] {
+            let stats = h.get_stats().await.unwrap();
+            assert!(stats.coherence.coherent, "{stats:?}");
+            assert_eq!(stats.coherence.fallbacks, 0, "{}", acl_log(server).await);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_auth_error_naming_the_operation() {
+    let server = RedisServer::start();
+    restricted_user(&server, "acl", &[PLAIN]).await;
+    let err = DistributedCache::builder()
+        .redis_url(format!("redis://app:wrong@127.0.0.1:{}", server.port()))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(err.is_access_denied());
+    assert!(
+        err.to_string().starts_with("authentication failed in `"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("wrong"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_command_is_a_permission_error_naming_the_operation() {
+    let server = RedisServer::start();
+    // Everything but UNLINK (and DEL).
+    let without_unlink: Vec<&str> = PLAIN
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "unlink" | "del"))
+        .collect();
+    restricted_user(&server, "acl", &[&without_unlink]).await;
+    let c = as_app(&server, "acl").await;
+    c.set("k", 1u32, None).await.unwrap();
+    let err = c.delete("k").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoPermission, "{err}");
+    assert!(err.is_access_denied());
+    assert_eq!(err.operation(), "delete");
+    assert!(
+        err.to_string()
+            .starts_with("permission denied in `delete` of key \"k\""),
+        "{err}"
+    );
+    // A key outside the prefix is refused the same way, by Redis.
+    let mut app = redis::Client::open(format!("redis://app:apppw@127.0.0.1:{}", server.port()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let outside: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg("other:k").query_async(&mut app).await;
+    assert_eq!(outside.unwrap_err().code(), Some("NOPERM"));
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_cluster_needs_only_its_listed_commands() {
+    let cluster = ormcache_testing::RedisCluster::start();
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    // A prefix with a hash tag keeps every key on one slot's node; without one the
+    // keys spread over the three primaries, which the ACL pattern below allows.
+    for prefix in ["acl", "{acl}"] {
+        for node in cluster.nodes() {
+            restricted_user(node, prefix, &[PLAIN, CLUSTER]).await;
+        }
+        let c = DistributedCache::builder()
+            .redis_url(format!("redis+cluster://app:apppw@{}", hosts.join(",")))
+            .key_prefix(prefix)
+            .stats_flush_interval(Duration::from_millis(50))
+            .build()
+            .await
+            .unwrap();
+        plain_operations(&c).await;
+        lock_operations(&c).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let stats = c.get_stats().await.unwrap();
+        let mut logs = String::new();
+        for node in cluster.nodes() {
+            logs.push_str(&acl_log(node).await);
+        }
+        assert_eq!(stats.errors, 0, "{prefix}: {logs}");
+    }
+}
