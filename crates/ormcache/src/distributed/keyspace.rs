@@ -50,11 +50,13 @@ impl DistributedCache {
         .await
     }
 
-    /// Bumps the clear generation: fills that started before fail to store.
+    /// Replaces the clear generation with a new random token: fills that started
+    /// before fail to store (see `fill.rs`).
     pub(super) async fn bump_generation(&self, op: &'static str) -> Result<()> {
-        let mut incr = redis::cmd("INCR");
-        incr.arg(key::generation_key(&self.inner.prefix));
-        self.query::<i64>(op, None, &incr).await.map(drop)
+        let mut set = redis::cmd("SET");
+        set.arg(key::generation_key(&self.inner.prefix))
+            .arg(crate::memo::random_token().to_string());
+        self.query::<()>(op, None, &set).await
     }
 
     /// `UNLINK`s the keys matching `pattern` (on every primary) that `doomed`
