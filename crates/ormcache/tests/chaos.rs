@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ormcache::{ComputeOptions, HybridCache};
 use redis::AsyncCommands;
-use support::chaos::{self, BOUND, Load, Peer, Target, recovery};
+use support::chaos::{self, BOUND, Ending, Load, Peer, Target, recovery};
 use support::{RedisServer, ServerOptions};
 
 /// The least number of operations a scenario must have run for its verdict to
@@ -61,9 +61,9 @@ async fn scenario(name: &str, target: &Target, faults: impl AsyncFnOnce(&HybridC
     tokio::time::sleep(Duration::from_millis(700)).await;
     let during = load.ops() - before;
     let mut log = load.stop().await;
-    let (peer_log, peer_stats) = tokio::task::block_in_place(|| peer.finish());
+    let (peer_log, peer_end) = tokio::task::block_in_place(|| peer.finish());
+    let own_end = Ending::of(&cache).await;
     log.merge(peer_log);
-    let fallbacks = cache.get_stats().await.unwrap().coherence.fallbacks + peer_stats.fallbacks;
     let v = chaos::check(&log);
     let mut rec = faults.recoveries.clone();
     rec.sort_unstable();
@@ -72,13 +72,15 @@ async fn scenario(name: &str, target: &Target, faults: impl AsyncFnOnce(&HybridC
         n => (format!("{:?}", rec[n - 1]), format!("{:?}", rec[n / 2])),
     };
     println!(
-        "chaos {name}: ops {} ({} reads, {} writes) errors {} fallbacks {fallbacks} misses {} \
+        "chaos {name}: ops {} ({} reads, {} writes) errors {} fallbacks {}+{} misses {} \
          wrong {} stale-beyond-{BOUND:?} {} (stale within it {}) faults {} recovery max {max} \
          median {median}{}",
         v.reads + v.writes,
         v.reads,
         v.writes,
         log.errors,
+        own_end.fallbacks,
+        peer_end.fallbacks,
         v.misses,
         v.wrong,
         v.stale_beyond_bound,
@@ -95,6 +97,12 @@ async fn scenario(name: &str, target: &Target, faults: impl AsyncFnOnce(&HybridC
         "{name}: too little load ran ({during} operations during the faults)"
     );
     assert!(faults.count > 0, "{name}: no fault was injected");
+    for (process, end) in [own_end, peer_end].iter().enumerate() {
+        assert!(
+            end.recovered,
+            "{name}: process {process} was not coherent with an empty backlog 10 s after the load"
+        );
+    }
     assert_eq!(v.wrong, 0, "{name}: wrong values: {:#?}", v.examples);
     assert_eq!(
         v.stale_beyond_bound, 0,
@@ -323,6 +331,7 @@ async fn maxmemory_allkeys_lru_evicts_entries_and_internal_keys() {
     let mut admin = Admin::new(&server).await;
     admin.config_set("notify-keyspace-events", "Ee").await;
     let (counting, stop_counting) = count_evictions(&server).await;
+    let mut evicted = Evicted::default();
     scenario(
         "maxmemory allkeys-lru",
         &Target::Single(server.url()),
@@ -352,19 +361,25 @@ async fn maxmemory_allkeys_lru_evicts_entries_and_internal_keys() {
             }
             f.count = admin.info("evicted_keys").await;
             admin.config_set("maxmemory", "0").await;
-            f.note = format!("{n} ballast writes");
+            let _ = stop_counting.send(());
+            let e = counting.await.unwrap();
+            f.note = format!(
+                "evicted {} entries, {} internal keys ({} tag tokens, {} leases, {} generation, \
+                 {} other) and {} of {n} ballast keys",
+                e.entries,
+                e.tags + e.leases + e.generation + e.other_internal,
+                e.tags,
+                e.leases,
+                e.generation,
+                e.other_internal,
+                e.ballast
+            );
+            evicted = e;
             f
         },
     )
     .await;
-    let _ = stop_counting.send(());
-    let e = counting.await.unwrap();
-    let internal = e.tags + e.leases + e.generation + e.other_internal;
-    println!(
-        "chaos maxmemory allkeys-lru: evicted {} entries and {internal} internal keys \
-         ({} tag tokens, {} leases, {} generation, {} other) besides {} ballast keys",
-        e.entries, e.tags, e.leases, e.generation, e.other_internal, e.ballast
-    );
+    let e = evicted;
     assert!(e.entries > 0, "no entry was evicted: {e:?}");
     assert!(
         e.tags + e.leases + e.generation > 0,

@@ -583,10 +583,30 @@ pub struct Peer {
     log: PathBuf,
 }
 
-/// What the peer reports besides its log.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerStats {
+/// How a process ends a scenario: its fallbacks, and whether it recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
     pub fallbacks: u64,
+    /// Coherent, with an empty backlog, within 10 s of the load's end.
+    pub recovered: bool,
+}
+
+impl Ending {
+    /// Waits (up to 10 s) until `cache` is coherent with an empty backlog.
+    pub async fn of(cache: &HybridCache) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let c = cache.get_stats().await.unwrap().coherence;
+            let recovered = c.coherent && c.backlog == 0;
+            if recovered || Instant::now() > deadline {
+                return Self {
+                    fallbacks: c.fallbacks,
+                    recovered,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Peer {
@@ -640,19 +660,22 @@ impl Peer {
         }
     }
 
-    /// Stops the peer's load; its log and stats.
-    pub fn finish(mut self) -> (Log, PeerStats) {
+    /// Stops the peer's load; its log and how it ended.
+    pub fn finish(mut self) -> (Log, Ending) {
         writeln!(self.stdin, "stop").unwrap();
         self.stdin.flush().unwrap();
         let done = self.until("done");
-        let fallbacks = done
-            .strip_prefix("fallbacks=")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("bad peer report {done:?}"));
+        let ending = match done.split(' ').collect::<Vec<_>>().as_slice() {
+            [fallbacks, recovered] => Ending {
+                fallbacks: fallbacks.parse().unwrap(),
+                recovered: *recovered == "recovered",
+            },
+            _ => panic!("bad peer report {done:?}"),
+        };
         let status = self.child.wait().unwrap();
         assert!(status.success(), "the peer process failed: {status}");
         let text = std::fs::read_to_string(&self.log).unwrap();
-        (Log::from_text(&text), PeerStats { fallbacks })
+        (Log::from_text(&text), ending)
     }
 }
 
@@ -690,7 +713,12 @@ pub async fn serve_peer() {
     }
     let log = load.stop().await;
     std::fs::write(&log_path, log.to_text()).unwrap();
-    let stats = cache.get_stats().await.unwrap();
-    writeln!(out, "done fallbacks={}", stats.coherence.fallbacks).unwrap();
+    let ending = Ending::of(&cache).await;
+    let state = if ending.recovered {
+        "recovered"
+    } else {
+        "degraded"
+    };
+    writeln!(out, "done {} {state}", ending.fallbacks).unwrap();
     out.flush().unwrap();
 }
