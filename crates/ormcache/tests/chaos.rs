@@ -111,6 +111,65 @@ async fn scenario(name: &str, target: &Target, faults: impl AsyncFnOnce(&HybridC
     );
 }
 
+/// The suite can fail: with entry writes that bypass the invalidation (through the
+/// plain L2), L1 copies stay stale and the checker counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_sees_stale_reads_when_invalidation_is_bypassed() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let server = RedisServer::start();
+    let cache = chaos::instance(&Target::Single(server.url()), "chaos").await;
+    let load = Load::start_bypassing_invalidation(&cache);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v = chaos::check(&load.stop().await);
+    println!(
+        "chaos negative control: {} reads, stale beyond {BOUND:?} {}",
+        v.reads, v.stale_beyond_bound
+    );
+    assert!(v.stale_beyond_bound > 0, "the checker saw no stale read");
+}
+
+/// Wrong values are counted: another key's value, a removal's version, a version
+/// not yet written.
+#[test]
+fn the_checker_counts_wrong_values() {
+    let write = |version, removal, started| chaos::Write {
+        key: 1,
+        version,
+        removal,
+        started,
+        acked: Some(started + 10),
+    };
+    let read = |got| chaos::Read {
+        key: 1,
+        began: 100,
+        ended: 110,
+        got: Some(got),
+    };
+    let log = chaos::Log {
+        writes: vec![
+            write(1, false, 50),
+            write(2, true, 60),
+            write(3, false, 105),
+            write(4, false, 200),
+        ],
+        reads: vec![
+            read((1, 3)),
+            read((2, 1)),
+            read((1, 2)),
+            read((1, 4)),
+            read((1, 9)),
+        ],
+        errors: 0,
+    };
+    let v = chaos::check(&log);
+    assert_eq!(
+        (v.reads, v.wrong, v.stale_beyond_bound),
+        (5, 4, 0),
+        "{:#?}",
+        v.examples
+    );
+}
+
 /// A server that accepts `DEBUG` (Redis 7 refuses it by default).
 fn server() -> RedisServer {
     RedisServer::start_with(ServerOptions {

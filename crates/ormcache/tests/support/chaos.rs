@@ -252,6 +252,17 @@ pub struct Load {
 impl Load {
     /// Starts the load of `process` (0 or 1) on `cache`.
     pub fn start(cache: &HybridCache, process: u32) -> Self {
+        Self::start_with(cache, process, false)
+    }
+
+    /// The negative control: the load of process 0 whose entry writers set values
+    /// through `cache.l2()`, the plain `DistributedCache` that sends no
+    /// invalidation, so that L1 copies stay stale and the checker must see it.
+    pub fn start_bypassing_invalidation(cache: &HybridCache) -> Self {
+        Self::start_with(cache, 0, true)
+    }
+
+    fn start_with(cache: &HybridCache, process: u32, bypass: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         // The rows of this process's groups; version 0 is the initial row.
@@ -265,6 +276,7 @@ impl Load {
             db: Arc::clone(&db),
             rng: Rng((seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1),
             log: Log::default(),
+            bypass,
         };
         for w in 0..ENTRY_WRITERS {
             let keys: Vec<u32> = (0..ENTRY_KEYS)
@@ -304,6 +316,8 @@ struct Ctx {
     db: Arc<Vec<AtomicU64>>,
     rng: Rng,
     log: Log,
+    /// Entry writes through the L2 alone (the negative control).
+    bypass: bool,
 }
 
 impl Ctx {
@@ -329,6 +343,7 @@ impl Ctx {
             let dice = self.rng.below(20);
             let tag = format!("s{}", k % 4);
             let (removal, result) = match dice {
+                _ if self.bypass => (false, self.cache.l2().set(&key, (k, v), None).await),
                 0..=10 => (false, self.cache.set(&key, (k, v), None).await),
                 11..=14 => (
                     false,
