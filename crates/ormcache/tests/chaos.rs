@@ -136,10 +136,12 @@ fn the_checker_counts_wrong_values() {
         key: 1,
         version,
         removal,
+        how: 's',
         started,
         acked: Some(started + 10),
     };
     let read = |got| chaos::Read {
+        process: 0,
         key: 1,
         began: 100,
         ended: 110,

@@ -162,6 +162,9 @@ pub struct Write {
     pub version: u64,
     /// A removal: `(key, version)` is never a value.
     pub removal: bool,
+    /// How: `s` set, `t` set with tags, `d` delete, `b` set bypassing the
+    /// invalidation; a row update invalidated by `D` delete, `T` tag, `C` pattern.
+    pub how: char,
     pub started: u64,
     /// When the call returned `Ok`; `None` for an error (unknown outcome).
     pub acked: Option<u64>,
@@ -170,6 +173,8 @@ pub struct Write {
 /// A read and what it returned.
 #[derive(Debug, Clone)]
 pub struct Read {
+    /// The process that read (0 or 1).
+    pub process: u32,
     pub key: u32,
     pub began: u64,
     pub ended: u64,
@@ -197,17 +202,19 @@ impl Log {
         for w in &self.writes {
             let acked = w.acked.map_or("-".to_owned(), |a| a.to_string());
             let line = format!(
-                "W {} {} {} {} {acked}\n",
+                "W {} {} {} {} {acked} {}\n",
                 w.key,
                 w.version,
                 u8::from(w.removal),
-                w.started
+                w.started,
+                w.how
             );
             out.push_str(&line);
         }
         for r in &self.reads {
             let got = r.got.map_or("-".to_owned(), |(k, v)| format!("{k},{v}"));
-            out.push_str(&format!("R {} {} {} {got}\n", r.key, r.began, r.ended));
+            let line = format!("R {} {} {} {got} {}\n", r.key, r.began, r.ended, r.process);
+            out.push_str(&line);
         }
         out
     }
@@ -225,8 +232,10 @@ impl Log {
                     removal: f[3] == "1",
                     started: n(4),
                     acked: (f[5] != "-").then(|| n(5)),
+                    how: f[6].chars().next().unwrap(),
                 }),
                 "R" => log.reads.push(Read {
+                    process: u32::try_from(n(5)).unwrap(),
                     key: u32::try_from(n(1)).unwrap(),
                     began: n(2),
                     ended: n(3),
@@ -342,21 +351,22 @@ impl Ctx {
             let started = now_us();
             let dice = self.rng.below(20);
             let tag = format!("s{}", k % 4);
-            let (removal, result) = match dice {
-                _ if self.bypass => (false, self.cache.l2().set(&key, (k, v), None).await),
-                0..=10 => (false, self.cache.set(&key, (k, v), None).await),
+            let (how, result) = match dice {
+                _ if self.bypass => ('b', self.cache.l2().set(&key, (k, v), None).await),
+                0..=10 => ('s', self.cache.set(&key, (k, v), None).await),
                 11..=14 => (
-                    false,
+                    't',
                     self.cache.set_with_tags(&key, (k, v), None, &[&tag]).await,
                 ),
-                _ => (true, self.cache.delete(&key).await.map(drop)),
+                _ => ('d', self.cache.delete(&key).await.map(drop)),
             };
             let acked = result.is_ok().then(now_us);
             self.done(acked.is_some());
             self.log.writes.push(Write {
                 key: k,
                 version: v,
-                removal,
+                removal: how == 'd',
+                how,
                 started,
                 acked,
             });
@@ -384,14 +394,16 @@ impl Ctx {
                 .iter()
                 .map(|&k| self.db[k as usize].fetch_add(1, SeqCst) + 1)
                 .collect();
-            let result = match dice {
-                0..=4 => self.cache.delete(&name(updated[0])).await.map(drop),
-                5..=7 => self.cache.invalidate_tag(&format!("g{g}")).await,
-                _ => self
-                    .cache
-                    .clear_pattern(&format!("c:{g}:*"))
-                    .await
-                    .map(drop),
+            let (how, result) = match dice {
+                0..=4 => ('D', self.cache.delete(&name(updated[0])).await.map(drop)),
+                5..=7 => ('T', self.cache.invalidate_tag(&format!("g{g}")).await),
+                _ => (
+                    'C',
+                    self.cache
+                        .clear_pattern(&format!("c:{g}:*"))
+                        .await
+                        .map(drop),
+                ),
             };
             let acked = result.is_ok().then(now_us);
             self.done(acked.is_some());
@@ -400,6 +412,7 @@ impl Ctx {
                     key,
                     version,
                     removal: false,
+                    how,
                     started,
                     acked,
                 });
@@ -423,6 +436,7 @@ impl Ctx {
                     for (k, v) in ks.into_iter().zip(got) {
                         let got = v.map(|v| *v);
                         self.log.reads.push(Read {
+                            process,
                             key: k,
                             began,
                             ended,
@@ -459,6 +473,7 @@ impl Ctx {
                 self.done(got.is_ok());
                 if let Ok(got) = got {
                     self.log.reads.push(Read {
+                        process,
                         key: k,
                         began,
                         ended,
@@ -498,6 +513,7 @@ pub fn check(log: &Log) -> Verdict {
             key,
             version: 0,
             removal: false,
+            how: 'D',
             started: 0,
             acked: Some(0),
         })
@@ -551,12 +567,29 @@ pub fn check(log: &Log) -> Verdict {
             continue;
         };
         if verdict.examples.len() < 8 {
+            let ago = |version: u64| {
+                writes.get(&(r.key, version)).map_or(String::new(), |w| {
+                    let at = |t: Option<u64>| {
+                        t.map_or("failed".to_owned(), |t| {
+                            format!("{} ms", (i128::from(r.began) - i128::from(t)) / 1000)
+                        })
+                    };
+                    format!(
+                        " ({} started {} before the read, acknowledged {})",
+                        w.how,
+                        at(Some(w.started)),
+                        at(w.acked)
+                    )
+                })
+            };
             verdict.examples.push(format!(
-                "{what}: {} read ({k}, {v}) in {}..{} µs; acknowledged before it: v{soft}, \
-                 more than {BOUND:?} before it: v{hard}",
+                "{what}: process {} read {} = ({k}, {v}){} in {} µs; acknowledged before it: \
+                 v{soft}, more than {BOUND:?} before it: v{hard}{}",
+                r.process,
                 name(r.key),
-                r.began,
-                r.ended
+                ago(v),
+                r.ended - r.began,
+                ago(hard)
             ));
         }
     }
