@@ -23,7 +23,7 @@ impl DistributedCache {
     /// migrates from a primary not yet scanned to one already scanned would escape
     /// the clear: a pass counts only if no slot was migrating and no primary's
     /// config epoch changed (as a finished migration bumps it) while it ran; else
-    /// it is repeated, and after [`CLEAR_PASSES`] the clear fails (its outcome is
+    /// it is repeated, and after `CLEAR_PASSES` passes the clear fails (its outcome is
     /// then unknown, as for a timeout).
     pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
         #[cfg(feature = "cluster")]
