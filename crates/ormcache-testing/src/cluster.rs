@@ -258,6 +258,151 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    fn query<T: redis::FromRedisValue>(&self, i: usize, cmd: &redis::Cmd) -> T {
+        let mut conn = self
+            .client(i)
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("node {i} unreachable: {e}"));
+        cmd.query(&mut conn)
+            .unwrap_or_else(|e| panic!("node {i}: {e}\n{}", self.logs()))
+    }
+
+    /// Node `i`'s cluster node id (`CLUSTER MYID`).
+    pub fn node_id(&self, i: usize) -> String {
+        self.query(i, redis::cmd("CLUSTER").arg("MYID"))
+    }
+
+    /// The slot of a raw key name (`CLUSTER KEYSLOT`).
+    pub fn key_slot(&self, key: &str) -> u16 {
+        let i = self.primaries()[0];
+        self.query(i, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+    }
+
+    /// The node that serves `slot`, as a running primary sees the cluster.
+    ///
+    /// # Panics
+    /// If no node serves it.
+    pub fn slot_owner(&self, slot: u16) -> usize {
+        let primaries = self.primaries();
+        let i = primaries[0];
+        let nodes: String = self.query(i, redis::cmd("CLUSTER").arg("NODES"));
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let serves = fields.iter().skip(8).any(|range| {
+                let mut ends = range.splitn(2, '-').map(str::parse::<u16>);
+                match (ends.next(), ends.next()) {
+                    (Some(Ok(a)), Some(Ok(b))) => (a..=b).contains(&slot),
+                    (Some(Ok(a)), None) => a == slot,
+                    _ => false,
+                }
+            });
+            if serves {
+                return self.index_of_id(fields[0]);
+            }
+        }
+        panic!("no node serves slot {slot}:\n{nodes}");
+    }
+
+    fn index_of_id(&self, id: &str) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].is_running() && self.node_id(i) == id)
+            .unwrap_or_else(|| panic!("no running node has id {id}"))
+    }
+
+    /// Moves `slot` to primary `to` the way `redis-cli --cluster reshard` does,
+    /// while clients keep using it: `IMPORTING` on the target, `MIGRATING` on the
+    /// source (clients get `ASK` for keys already moved), `MIGRATE` of its keys in
+    /// batches of 10, then `SETSLOT … NODE` on every primary. Nothing to do when
+    /// `to` serves it already.
+    ///
+    /// # Panics
+    /// If a step fails (with every node's log).
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let from = self.slot_owner(slot);
+        if from == to {
+            return;
+        }
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let setslot = |node: usize, state: &str, id: &str| {
+            let () = self.query(
+                node,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(state)
+                    .arg(id),
+            );
+        };
+        setslot(to, "IMPORTING", &from_id);
+        setslot(from, "MIGRATING", &to_id);
+        loop {
+            let keys: Vec<Vec<u8>> = self.query(
+                from,
+                redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(10),
+            );
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port())
+                .arg("")
+                .arg(0)
+                .arg(5000);
+            if let Some(pw) = &self.password {
+                migrate.arg("AUTH").arg(pw);
+            }
+            migrate.arg("KEYS").arg(&keys);
+            let _: redis::Value = self.query(from, &migrate);
+        }
+        setslot(to, "NODE", &to_id);
+        setslot(from, "NODE", &to_id);
+        for i in self.primaries() {
+            if i != from && i != to {
+                setslot(i, "NODE", &to_id);
+            }
+        }
+    }
+
+    /// The running replica of primary `primary`, if any.
+    pub fn replica_of(&self, primary: usize) -> Option<usize> {
+        let port = format!("master_port:{}", self.nodes[primary].port());
+        (0..self.nodes.len()).find(|&i| {
+            i != primary
+                && self.nodes[i].is_running()
+                && self
+                    .query::<String>(i, redis::cmd("INFO").arg("replication"))
+                    .lines()
+                    .any(|l| l.trim() == port)
+        })
+    }
+
+    /// A manual failover (`CLUSTER FAILOVER` on `replica`, which waits for the
+    /// replica to catch up with its primary, so no acknowledged write is lost);
+    /// returns once `replica` is a primary and the cluster is healthy.
+    ///
+    /// # Panics
+    /// If that does not happen within 30 s (with every node's log).
+    pub fn failover(&self, replica: usize) {
+        let () = self.query(replica, redis::cmd("CLUSTER").arg("FAILOVER"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .query::<String>(replica, redis::cmd("INFO").arg("replication"))
+            .contains("role:master")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {replica} did not become a primary within 30 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_ok();
+    }
+}
+
 /// `CLUSTER INFO` of a node, or the error as text.
 fn cluster_info(node: &redis::Client) -> String {
     let info = node.get_connection_with_timeout(Duration::from_secs(1));

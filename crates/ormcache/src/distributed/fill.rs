@@ -4,8 +4,10 @@
 //! Keys (all in the reserved namespace):
 //! - `{prefix}:__oc:lease:{key}`: a random token while a fill of `key` runs; removed
 //!   by every delete of `key`. A fill stores only if its token is still there.
-//! - `{prefix}:__oc:gen`: bumped by every clear and pattern clear; a fill stores only
-//!   if it is unchanged.
+//! - `{prefix}:__oc:gen:`: a random token, replaced by every clear and pattern clear
+//!   (created by the first lease if missing); a fill stores only if it is unchanged.
+//!   A token, not a counter: an evicted counter would start again at a value an old
+//!   lease saw, and let that lease store what a clear removed.
 //! - `{prefix}:__oc:tag:{tag}`: the tag's current random token. Tagged entries carry
 //!   the tokens they were written under and are misses once a token changed or is
 //!   gone (evicted, or someone cleared the database) — no per-tag member lists that
@@ -363,7 +365,15 @@ impl DistributedCache {
         // The slot-tagged cluster layout has no clear generation.
         let with_generation = !self.inner.slot_tags;
         if with_generation {
-            pipe.cmd("GET").arg(key::generation_key(&self.inner.prefix));
+            // The generation is a random token, created when missing, so that a fill
+            // never counts on it being absent: evicted, it reads as changed.
+            let generation = key::generation_key(&self.inner.prefix);
+            pipe.cmd("SET")
+                .arg(&generation)
+                .arg(random_token().to_string())
+                .arg("NX")
+                .ignore();
+            pipe.cmd("GET").arg(generation);
         }
         self.push_tag_tokens(&mut pipe, tags);
         let reply: Result<Vec<redis::Value>> = self
@@ -404,7 +414,8 @@ impl DistributedCache {
             local: None,
             lease: Some(Lease {
                 token,
-                generation: generation.unwrap_or_else(|| "0".into()),
+                // Gone already (evicted): no generation matches "-", no store.
+                generation: generation.unwrap_or_else(|| "-".into()),
                 tag_tokens,
                 refresh_of: None,
             }),

@@ -12,8 +12,62 @@ use crate::error::Result;
 use crate::glob::escape_glob;
 use crate::key;
 
+/// How many passes a cluster clear makes while slots keep moving under it.
+#[cfg(feature = "cluster")]
+const CLEAR_PASSES: usize = 20;
+
 impl DistributedCache {
+    /// Removes the keys matching `pattern` (and, on a cluster, their fills' leases).
+    ///
+    /// On a cluster the primaries are scanned one after the other, so a key that
+    /// migrates from a primary not yet scanned to one already scanned would escape
+    /// the clear: a pass counts only if no slot was migrating and no primary's
+    /// config epoch changed (as a finished migration bumps it) while it ran; else
+    /// it is repeated, and after `CLEAR_PASSES` passes the clear fails (its outcome is
+    /// then unknown, as for a timeout).
     pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            let mut removed = 0u64;
+            for _ in 0..CLEAR_PASSES {
+                let before = self.slot_layout(op).await?;
+                removed += self.clear_matching_once(op, pattern).await?;
+                let after = self.slot_layout(op).await?;
+                if before == after && !before.1 {
+                    return Ok(removed);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            return Err(
+                crate::error::Error::new(crate::error::ErrorKind::Server, op)
+                    .with_detail("slots kept migrating during the clear; keys may have escaped it"),
+            );
+        }
+        self.clear_matching_once(op, pattern).await
+    }
+
+    /// Each primary's config epoch, and whether any has a slot in migration (its
+    /// own `CLUSTER NODES` line shows `[slot->-id]` or `[slot-<-id]`).
+    #[cfg(feature = "cluster")]
+    async fn slot_layout(&self, op: &'static str) -> Result<(Vec<String>, bool)> {
+        let (mut epochs, mut moving) = (Vec::new(), false);
+        for node in self.primaries(op).await? {
+            let nodes: String = self
+                .call(
+                    op,
+                    None,
+                    Request::On(&node, redis::cmd("CLUSTER").arg("NODES")),
+                )
+                .await?;
+            if let Some(me) = nodes.lines().find(|l| l.contains("myself")) {
+                moving |= me.contains('[');
+                epochs.push(me.split(' ').nth(6).unwrap_or_default().to_owned());
+            }
+        }
+        Ok((epochs, moving))
+    }
+
+    async fn clear_matching_once(&self, op: &'static str, pattern: &str) -> Result<u64> {
         // Inside a tenant scope: that tenant's namespace only; outside: the unscoped
         // keys only (never a tenant's, never ormcache's own).
         let ns = crate::tenant::current_namespace().unwrap_or_default();
@@ -50,11 +104,13 @@ impl DistributedCache {
         .await
     }
 
-    /// Bumps the clear generation: fills that started before fail to store.
+    /// Replaces the clear generation with a new random token: fills that started
+    /// before fail to store (see `fill.rs`).
     pub(super) async fn bump_generation(&self, op: &'static str) -> Result<()> {
-        let mut incr = redis::cmd("INCR");
-        incr.arg(key::generation_key(&self.inner.prefix));
-        self.query::<i64>(op, None, &incr).await.map(drop)
+        let mut set = redis::cmd("SET");
+        set.arg(key::generation_key(&self.inner.prefix))
+            .arg(crate::memo::random_token().to_string());
+        self.query::<()>(op, None, &set).await
     }
 
     /// `UNLINK`s the keys matching `pattern` (on every primary) that `doomed`

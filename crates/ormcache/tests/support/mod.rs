@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub use ormcache_testing::{RedisServer, ServerOptions};
 
+pub mod chaos;
+
 use ormcache::{Cache, ComputeOptions, DistributedCache, DistributedConfig};
 
 /// A config for `server` with a prefix of its own.
