@@ -10,7 +10,7 @@ use crate::cache::CacheValue;
 use crate::coherence::{Backlog, Message, Op};
 use crate::distributed::{Found, Notice};
 use crate::error::{Error, Result};
-use crate::memo::LocalTicket;
+use crate::local::LocalTicket;
 
 /// What a heartbeat tells the other instances besides "alive".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +27,9 @@ impl Inner {
         self.l1.epochs().ticket(key)
     }
 
-    /// Whether no write, delete or flush touched `key` since `t` was taken (pattern
-    /// clears and tag invalidations are checked when the entry is read: it carries
-    /// `t` as its stamp).
+    /// Whether no write, delete or flush touched `key` since `t` was taken (the L1
+    /// checks pattern clears, tag invalidations and scope clears itself: the entry
+    /// carries `t` as its stamp).
     pub(super) fn still_valid(&self, key: &str, t: LocalTicket) -> bool {
         self.coherent.load(SeqCst) && self.l1.epochs().unchanged(key, t)
     }
@@ -118,7 +118,7 @@ impl Inner {
     /// tenant) everything.
     pub(super) fn clear_local(&self) {
         if crate::tenant::current().is_some() {
-            self.l1.clear();
+            self.l1.evict_scope();
         } else {
             self.flush_l1();
         }
