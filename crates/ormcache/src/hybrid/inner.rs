@@ -106,8 +106,16 @@ impl Inner {
         self.l1.remove_locked(key)
     }
 
-    pub(super) fn evict_pattern(&self, pattern: &str) -> u64 {
-        self.l1.evict_pattern(pattern)
+    /// Matching entries are misses at once; the walk that removes them runs off
+    /// this task (the subscriber acknowledges without waiting for it).
+    pub(super) fn evict_pattern(&self, pattern: &str) {
+        let clear = self.l1.start_pattern_clear(pattern);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || clear.run())),
+            Err(_) => {
+                clear.run();
+            }
+        }
     }
 
     pub(super) fn evict_tag(&self, tag: &str) {

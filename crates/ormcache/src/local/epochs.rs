@@ -11,9 +11,11 @@
 //!   fresh value of one shared clock; an entry is void when one of its cells is newer
 //!   than the clock it was stamped with. Entries of other tags and scopes are never
 //!   touched, however many invalidations happen;
-//! - a pattern clear removes the matching entries itself (a walk of the map) and is
-//!   logged for the fills that started before it, which check the log when they store
-//!   (not when they are read).
+//! - a pattern clear removes the matching entries itself (a walk of the map, which
+//!   a `HybridCache` runs off its subscriber task) and is logged for the fills that
+//!   started before it, which check the log when they store. While a walk is under
+//!   way (and only then) a hit also checks the entry against the clears still
+//!   walking; otherwise it reads one global counter of walks in progress.
 //!
 //! A fill that started before an invalidation never stores a value it voids: the
 //! store checks the per-key stripe (writes and deletes of the key), the global epoch,
@@ -181,6 +183,14 @@ struct Cleared {
     seq: u64,
     ns: String,
     glob: GlobPattern,
+    /// Its walk has not finished: entries it matches are still in the map.
+    walking: bool,
+}
+
+impl Cleared {
+    fn matches(&self, key: &str) -> bool {
+        in_scope(&self.ns, key) && self.glob.matches(key)
+    }
 }
 
 /// Pattern clears remembered for fills in flight; a fill that started before the
@@ -199,6 +209,8 @@ pub(crate) struct Epochs {
     tenants: Registry,
     tags: Registry,
     patterns: AtomicU64,
+    /// Pattern clears whose walk has not finished.
+    walking: AtomicU64,
     pattern_log: Mutex<VecDeque<Cleared>>,
     hasher: foldhash::fast::FixedState,
 }
@@ -213,6 +225,7 @@ impl Default for Epochs {
             tenants: Registry::new(0x7e4a),
             tags: Registry::new(0x7a95),
             patterns: AtomicU64::new(0),
+            walking: AtomicU64::new(0),
             pattern_log: Mutex::new(VecDeque::new()),
             hasher: foldhash::fast::FixedState::with_seed(0x5eed),
         }
@@ -322,18 +335,46 @@ impl Epochs {
     }
 
     /// Announces a pattern clear of the stored keys of scope `ns` matching `glob`,
-    /// before its walk: fills that started earlier will not store a key it matches.
-    pub(crate) fn announce_pattern(&self, ns: &str, glob: &GlobPattern) {
+    /// before its walk: fills that started earlier will not store a key it matches,
+    /// and until [`walked`](Self::walked) hits on entries it matches are misses. Its
+    /// number.
+    pub(crate) fn announce_pattern(&self, ns: &str, glob: &GlobPattern) -> u64 {
         let mut log = lock(&self.pattern_log);
         let seq = self.patterns.fetch_add(1, SeqCst) + 1;
+        self.walking.fetch_add(1, SeqCst);
         log.push_back(Cleared {
             seq,
             ns: ns.to_owned(),
             glob: glob.clone(),
+            walking: true,
         });
-        while log.len() > PATTERN_LOG {
+        while log.len() > PATTERN_LOG && log.front().is_some_and(|c| !c.walking) {
             log.pop_front();
         }
+        seq
+    }
+
+    /// The walk of pattern clear `seq` removed every entry it matched.
+    pub(crate) fn walked(&self, seq: u64) {
+        let mut log = lock(&self.pattern_log);
+        if let Some(c) = log.iter_mut().find(|c| c.seq == seq && c.walking) {
+            c.walking = false;
+            self.walking.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Whether an entry stamped `s` at the stored `key` is matched by a pattern
+    /// clear whose walk has not reached it yet: the hit path, one atomic load when
+    /// no walk is under way.
+    #[inline]
+    pub(crate) fn pending_clear(&self, key: &str, s: &Stamp) -> bool {
+        if self.walking.load(SeqCst) == 0 {
+            return false;
+        }
+        let since = s.ticket.patterns;
+        lock(&self.pattern_log)
+            .iter()
+            .any(|c| c.walking && c.seq > since && c.matches(key))
     }
 
     /// Whether a pattern clear announced after `since` matches the stored `key` (or
@@ -346,8 +387,7 @@ impl Epochs {
         if log.front().is_none_or(|c| c.seq > since + 1) {
             return true;
         }
-        log.iter()
-            .any(|c| c.seq > since && in_scope(&c.ns, key) && c.glob.matches(key))
+        log.iter().any(|c| c.seq > since && c.matches(key))
     }
 }
 
@@ -419,15 +459,20 @@ mod tests {
     fn patterns_stop_fills_that_started_before_them() {
         let e = Epochs::default();
         let s = e.stamp(e.ticket("user:1"), None, &[]);
-        e.announce_pattern("", &GlobPattern::new("user:*"));
+        let seq = e.announce_pattern("", &GlobPattern::new("user:*"));
         assert!(!e.admits("user:1", &s));
         assert!(e.admits("post:1", &s));
-        // Stored entries are removed by the clear's walk, not voided on read.
+        // While its walk runs, a hit on a matching entry is a miss...
+        assert!(e.pending_clear("user:1", &s) && !e.pending_clear("post:1", &s));
+        e.walked(seq);
+        // ...and afterwards the walk has removed it: nothing to check on read.
+        assert!(!e.pending_clear("user:1", &s));
         assert!(e.valid(&s));
         let fresh = e.stamp(e.ticket("user:1"), None, &[]);
         assert!(e.admits("user:1", &fresh));
         for _ in 0..PATTERN_LOG {
-            e.announce_pattern("", &GlobPattern::new("other:*"));
+            let seq = e.announce_pattern("", &GlobPattern::new("other:*"));
+            e.walked(seq);
         }
         // Too old for the log: refused, whatever it is.
         assert!(!e.admits("post:1", &s));

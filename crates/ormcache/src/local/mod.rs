@@ -5,10 +5,12 @@
 //! | `mod.rs` | the cache, its synchronous API (`*_sync`), fills |
 //! | `future.rs` | the async API: the [`Cache`] methods, also inherent |
 //! | `builder.rs` | [`QueryCacheBuilder`] and the moka map it configures |
+//! | `clear.rs` | clears of a scope, a pattern, a tag |
 //! | `stats.rs` | counters and `get_stats_sync` |
 //! | `epochs.rs` | invalidation bookkeeping: what a clear, a tag or a write voids |
 
 mod builder;
+mod clear;
 mod epochs;
 mod future;
 mod stats;
@@ -27,14 +29,13 @@ use serde::Serialize;
 
 use crate::cache::{CacheValue, Ttl};
 use crate::error::Result;
-use crate::glob::{GlobPattern, escape_glob};
 use crate::key;
 use crate::memo::{Fill, FillTicket, Flights, Lookup};
 use crate::tenant;
 
 pub use builder::QueryCacheBuilder;
+use epochs::Stamp;
 pub(crate) use epochs::{Epochs, LocalTicket};
-use epochs::{Stamp, in_scope};
 use stats::LocalCounters;
 
 type Value = Arc<dyn Any + Send + Sync>;
@@ -187,13 +188,18 @@ impl QueryCache {
 
     /// The entry at `key` if it is unexpired and no invalidation voided it.
     fn live(&self, key: &str) -> Option<Entry> {
-        let entry = self.inner.map.get(&*tenant::physical(key))?;
-        self.is_live(&entry, Instant::now()).then_some(entry)
+        let key = tenant::physical(key);
+        let entry = self.inner.map.get(&*key)?;
+        self.is_live(&key, &entry, Instant::now()).then_some(entry)
     }
 
+    /// Whether `e`, stored at `key`, is unexpired and void by no invalidation.
     #[inline]
-    fn is_live(&self, e: &Entry, now: Instant) -> bool {
-        e.expires_at > now && self.inner.epochs.valid(&e.meta.stamp)
+    fn is_live(&self, key: &str, e: &Entry, now: Instant) -> bool {
+        let epochs = &self.inner.epochs;
+        e.expires_at > now
+            && epochs.valid(&e.meta.stamp)
+            && !epochs.pending_clear(key, &e.meta.stamp)
     }
 
     /// The value at `key` if it is live and of type `T` ([`get`](Self::get) is the
@@ -222,12 +228,13 @@ impl QueryCache {
         max_age: Option<Duration>,
     ) -> Option<Arc<T>> {
         let c = &self.inner.counters;
-        let Some(entry) = self.inner.map.get(&*tenant::physical(key)) else {
+        let key = tenant::physical(key);
+        let Some(entry) = self.inner.map.get(&*key) else {
             c.miss();
             return None;
         };
         let now = Instant::now();
-        let fresh = self.is_live(&entry, now)
+        let fresh = self.is_live(&key, &entry, now)
             && max_age
                 .is_none_or(|age| now.saturating_duration_since(entry.meta.inserted_at) < age);
         if !fresh {
@@ -412,7 +419,7 @@ impl QueryCache {
     fn remove_physical(&self, key: &str) -> bool {
         let now = Instant::now();
         match self.remove_if(key, |_| true) {
-            Some(e) => self.is_live(&e, now),
+            Some(e) => self.is_live(key, &e, now),
             None => false,
         }
     }
@@ -440,62 +447,6 @@ impl QueryCache {
         }
     }
 
-    /// Removes the entries of the current scope matching the Redis glob `pattern`,
-    /// each under its lock, after stopping fills in flight; how many were live.
-    pub(crate) fn evict_pattern(&self, pattern: &str) -> u64 {
-        let scope = Scope::current();
-        let glob = GlobPattern::new(&format!("{}{pattern}", escape_glob(&scope.ns)));
-        self.inner.epochs.announce_pattern(&scope.ns, &glob);
-        let keys: Vec<Arc<String>> = self
-            .inner
-            .map
-            .iter()
-            .filter(|(k, _)| scope.contains(k) && glob.matches(k))
-            .map(|(k, _)| k)
-            .collect();
-        keys.iter().filter(|k| self.remove_physical(k)).count() as u64
-    }
-
-    /// Voids every entry of the current scope carrying `tag`, and the fills in
-    /// flight that would store one: O(1), no walk. The entries go when overwritten,
-    /// expired or evicted.
-    pub(crate) fn evict_tag(&self, tag: &str) {
-        self.inner.epochs.invalidate_tag(&tenant::physical(tag));
-    }
-
-    /// Voids every entry of the current scope (the unscoped keys, or the current
-    /// tenant's): O(1), no walk.
-    pub(crate) fn evict_scope(&self) {
-        self.inner.epochs.invalidate_scope(&Scope::current().ns);
-    }
-
-    /// The stored keys and entries for which `pred` holds, and whether each was live.
-    fn collect(&self, pred: impl Fn(&str, &Entry) -> bool) -> Vec<(Arc<String>, Entry, bool)> {
-        let now = Instant::now();
-        self.inner
-            .map
-            .iter()
-            .filter(|(k, e)| pred(k.as_str(), e))
-            .map(|(k, e)| {
-                let live = self.is_live(&e, now);
-                (k, e, live)
-            })
-            .collect()
-    }
-
-    /// Removes what [`collect`](Self::collect) found, each entry only if it is still
-    /// the one found; how many of those were live.
-    fn remove_collected(&self, found: Vec<(Arc<String>, Entry, bool)>) -> u64 {
-        found
-            .into_iter()
-            .filter(|(k, e, live)| {
-                self.remove_if(k, |cur| Arc::ptr_eq(&cur.meta, &e.meta))
-                    .is_some()
-                    && *live
-            })
-            .count() as u64
-    }
-
     /// Stores `value` with tags: [`invalidate_tag_sync`](Self::invalidate_tag_sync)
     /// of any of them removes it ([`set_with_tags`](Self::set_with_tags) is the
     /// [`Cache`](crate::Cache) form).
@@ -520,32 +471,6 @@ impl QueryCache {
     ) -> Result<()> {
         let tags: Vec<String> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
         self.insert("set_with_tags", key, Arc::new(value), ttl, Some(&tags))
-    }
-
-    /// Removes every entry tagged `tag`; how many were live
-    /// ([`invalidate_tag`](Self::invalidate_tag), the [`Cache`](crate::Cache) form,
-    /// does not count them). The entries are void at once; counting them walks the
-    /// L1. In Redis
-    /// ([`DistributedCache::invalidate_tag`](crate::DistributedCache::invalidate_tag))
-    /// it is O(1).
-    ///
-    /// # Errors
-    /// An empty tag or one over 1 KiB.
-    ///
-    /// ```
-    /// let cache = ormcache::QueryCache::default();
-    /// cache.set_with_tags_sync("a", 1u8, None, &["t"]).unwrap();
-    /// assert_eq!(cache.invalidate_tag_sync("t").unwrap(), 1);
-    /// assert_eq!(cache.get_sync::<u8>("a"), None);
-    /// ```
-    pub fn invalidate_tag_sync(&self, tag: &str) -> Result<u64> {
-        key::validate_tag("invalidate_tag", tag)?;
-        let stored = tenant::physical(tag);
-        let found = self.collect(|_, e| e.meta.stamp.has_tag(&stored));
-        // Entries (and fills in flight) that carry the tag are void from here on;
-        // removing them frees their memory.
-        self.evict_tag(tag);
-        Ok(self.remove_collected(found))
     }
 
     /// Drops every entry at once (moka invalidates lazily).
@@ -617,54 +542,13 @@ impl QueryCache {
             .map
             .entry(tenant::physical(key).into_owned())
             .and_compute_with(|current| match current {
-                Some(e) if self.is_live(e.value(), now) => Op::Put(Entry {
+                Some(e) if self.is_live(e.key(), e.value(), now) => Op::Put(Entry {
                     expires_at: now + ttl,
                     ..e.into_value()
                 }),
                 _ => Op::Nop,
             });
         Ok(matches!(result, CompResult::ReplacedWith(_)))
-    }
-
-    /// Removes every entry of the current scope (the unscoped entries, or the
-    /// current tenant's); the number of live entries removed ([`clear`](Self::clear)
-    /// is the [`Cache`](crate::Cache) form).
-    ///
-    /// ```
-    /// let cache = ormcache::QueryCache::default();
-    /// cache.set_sync("a", 1u8, None).unwrap();
-    /// cache.set_sync("b", 2u8, None).unwrap();
-    /// assert_eq!(cache.clear_sync(), 2);
-    /// ```
-    pub fn clear_sync(&self) -> u64 {
-        let scope = Scope::current();
-        let found = self.collect(|k, _| scope.contains(k));
-        self.evict_scope();
-        self.remove_collected(found)
-    }
-
-    /// Removes the entries matching the Redis glob `pattern` (reserved keys
-    /// excepted); the number of live entries removed
-    /// ([`clear_pattern`](Self::clear_pattern) is the [`Cache`](crate::Cache) form).
-    ///
-    /// ```
-    /// let cache = ormcache::QueryCache::default();
-    /// for k in ["user:1", "user:2", "post:1"] {
-    ///     cache.set_sync(k, 0u8, None).unwrap();
-    /// }
-    /// assert_eq!(cache.clear_pattern_sync("user:*"), 2);
-    /// assert!(cache.exists_sync("post:1"));
-    /// ```
-    pub fn clear_pattern_sync(&self, pattern: &str) -> u64 {
-        let glob = GlobPattern::new(pattern);
-        if let Some(lit) = glob.literal() {
-            // No wildcard: one lookup, not a walk.
-            return match std::str::from_utf8(lit) {
-                Ok(k) if !key::is_reserved(k) => u64::from(self.delete_sync(k)),
-                _ => 0,
-            };
-        }
-        self.evict_pattern(pattern)
     }
 
     /// The values at `keys`, in order ([`get_many`](Self::get_many) is the
@@ -698,24 +582,6 @@ impl QueryCache {
     #[cfg(test)]
     fn run_pending_tasks(&self) {
         self.inner.map.run_pending_tasks();
-    }
-}
-
-/// The keys a clear may touch: the unscoped ones (no reserved key), or those of
-/// the current tenant.
-struct Scope {
-    ns: String,
-}
-
-impl Scope {
-    fn current() -> Self {
-        Self {
-            ns: tenant::current_namespace().unwrap_or_default(),
-        }
-    }
-
-    fn contains(&self, stored: &str) -> bool {
-        in_scope(&self.ns, stored)
     }
 }
 

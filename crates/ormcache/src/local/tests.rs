@@ -274,3 +274,27 @@ fn a_flush_voids_everything() {
     c.set_sync("k", 2u8, None).unwrap();
     assert_eq!(c.get_sync::<u8>("k").as_deref(), Some(&2));
 }
+
+#[test]
+fn a_pattern_clear_is_a_miss_before_its_walk_and_gone_after() {
+    let c = cache();
+    for k in ["user:1", "user:2", "post:1"] {
+        c.set_sync(k, 1u8, None).unwrap();
+    }
+    let clear = c.start_pattern_clear("user:*");
+    // Announced, not walked: the matching entries are misses, the others hits.
+    assert_eq!(c.get_sync::<u8>("user:1"), None);
+    assert!(!c.exists_sync("user:2"));
+    assert_eq!(c.get_sync::<u8>("post:1").as_deref(), Some(&1));
+    // A write after the announcement is a hit (the walk, concurrent with it, may
+    // still remove it).
+    c.set_sync("user:3", 3u8, None).unwrap();
+    assert_eq!(c.get_sync::<u8>("user:3").as_deref(), Some(&3));
+    assert_eq!(clear.run(), 3);
+    assert_eq!(c.get_stats_sync().size, 1);
+    // Dropped without running, a clear still walks.
+    c.set_sync("user:4", 4u8, None).unwrap();
+    drop(c.start_pattern_clear("user:*"));
+    assert_eq!(c.get_stats_sync().size, 1);
+    assert!(c.exists_sync("post:1"));
+}
