@@ -20,7 +20,7 @@
 //!
 //! | module | holds |
 //! | --- | --- |
-//! | `scenarios` | the scenario list, the row, each scenario and its baseline |
+//! | `scenarios` | the scenario list, `Env`, the row and what several scenarios share; `scenarios/<name>.rs` each scenario and its baseline |
 //! | `stats` | rounds, alternation, percentiles, the report row |
 #![allow(clippy::print_stdout)]
 

@@ -171,7 +171,7 @@ impl Cache for AnyCache {
 
     async fn get_stats(&self) -> Result<AnyStats> {
         match self {
-            Self::Local(c) => Ok(AnyStats::Local(c.get_stats())),
+            Self::Local(c) => Ok(AnyStats::Local(c.get_stats_sync())),
             Self::Distributed(c) => Ok(AnyStats::Distributed(c.get_stats().await?)),
             Self::Hybrid(c) => Ok(AnyStats::Hybrid(Box::new(c.get_stats().await?))),
         }

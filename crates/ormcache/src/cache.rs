@@ -114,7 +114,7 @@ impl Ttl {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let cache = QueryCache::new(1_000, Duration::from_secs(60)).unwrap();
 /// assert_eq!(*cached_name(&cache, 1).await.unwrap(), "user #1");
-/// assert!(cache.exists("user:1:name"));
+/// assert!(cache.exists("user:1:name").await.unwrap());
 /// # });
 /// ```
 pub trait Cache: sealed::Sealed + Clone + Send + Sync + 'static {

@@ -70,7 +70,7 @@ type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// ```
 /// use ormcache::{ErrorKind, QueryCache};
 /// let cache = QueryCache::new(100, std::time::Duration::from_secs(60)).unwrap();
-/// let err = cache.set("", 1u32, None).unwrap_err();
+/// let err = cache.set_sync("", 1u32, None).unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
 /// assert_eq!(err.to_string(), "invalid input in `set` of key \"\": key must not be empty");
 /// ```

@@ -134,10 +134,13 @@
 //!   the bound is the delivery time (milliseconds on a LAN; over 100 ms was seen on a
 //!   saturated machine). A write that returns an error is not confirmed; see "Writes
 //!   during an outage". An instance alone on its channel never waits.
-//! - **Fill races.** An L1 fill from L2 snapshots per-key, per-pattern and global
-//!   invalidation epochs before reading Redis and stores its value only if none moved,
-//!   under the key's lock that invalidations also take; an invalidation that arrives
-//!   while a fill is in flight always wins.
+//! - **Fill races.** An L1 fill from L2 takes a ticket of the invalidation epochs
+//!   (per key, global, the tag-and-scope clock, pattern clears) before reading Redis
+//!   and stores its value only if no invalidation since then touches it, under the
+//!   key's lock that invalidations also take; an invalidation that arrives while a
+//!   fill is in flight always wins. An L1 hit checks only the generations of its own
+//!   scope and tags (atomics, no shared lock): however many other tags are
+//!   invalidated, an untouched entry stays a hit.
 //! - **Lost messages.** Redis pub/sub is at-most-once. Messages carry a per-sender
 //!   sequence number; a hole not filled within two heartbeat intervals (default
 //!   500 ms) is a lost message and the L1 is flushed. An instance that stops
@@ -177,7 +180,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
-//! | `local` | [`QueryCache`], the L1 on moka |
+//! | `local` | [`QueryCache`], the L1 on moka: `local/future` its async API, `local/builder`, `local/stats` its counters, `local/epochs` what tag invalidations, clears and writes void (per-tag and per-scope generations) |
 //! | `distributed`, `config` | [`DistributedCache`], its [`DistributedBuilder`] (`distributed/builder`) and [`DistributedConfig`] |
 //! | `config/url`, `config/redact`, `config/tls` | [`RedisUrl`], the one parser of Redis URLs; hiding secrets in any text that may be a URL; `TlsConfig` |
 //! | `distributed/transport`, `distributed/sentinel` | how a URL becomes redis-rs clients (addresses, credentials, TLS); the Sentinel connection that follows failovers |

@@ -58,12 +58,12 @@
 //! let signals = Signals::new();
 //! connect_user_receivers(&signals, cache.clone());
 //!
-//! cache.set("user:7", "Ann".to_string(), None).unwrap();
+//! cache.set_sync("user:7", "Ann".to_string(), None).unwrap();
 //! let user = User { id: 7, name: "Anne".into() };
 //! // ... UPDATE users SET name = 'Anne' WHERE id = 7 ...
 //! let report = signals.send_post_save(&user, false).await;
 //! assert!(report.is_ok());
-//! assert!(!cache.exists("user:7"));
+//! assert!(!cache.exists_sync("user:7"));
 //! # });
 //! ```
 

@@ -745,8 +745,8 @@ async fn nested_routers_key_by_the_full_path() {
         replies.each_ref().map(|r| (r.x_cache(), r.body.as_str())),
         [("MISS", "a"), ("MISS", "b"), ("HIT", "a"), ("HIT", "b")]
     );
-    assert!(cache.exists("http:GET:/a/items"));
-    assert!(cache.exists("http:GET:/b/items"));
+    assert!(cache.exists_sync("http:GET:/a/items"));
+    assert!(cache.exists_sync("http:GET:/b/items"));
 }
 
 #[tokio::test]

@@ -153,8 +153,8 @@ impl Peer {
             let held = self
                 .run(async move {
                     match scope {
-                        Some(t) => tenant::sync_scope(t, || c.l1().exists(&k)),
-                        None => c.l1().exists(&k),
+                        Some(t) => tenant::sync_scope(t, || c.l1().exists_sync(&k)),
+                        None => c.l1().exists_sync(&k),
                     }
                 })
                 .await;

@@ -50,18 +50,18 @@ async fn read_through_levels_and_ttl_bound() {
         .unwrap();
     assert_eq!(c.get::<u32>("only_l2").await.unwrap().as_deref(), Some(&7));
     // Filled into L1 with no more than the remaining L2 TTL.
-    let l1_ttl = c.l1().ttl("only_l2").remaining().unwrap();
+    let l1_ttl = c.l1().ttl_sync("only_l2").remaining().unwrap();
     assert!(l1_ttl <= Duration::from_millis(1500), "{l1_ttl:?}");
-    assert_eq!(c.l1().get::<u32>("only_l2").as_deref(), Some(&7));
+    assert_eq!(c.l1().get_sync::<u32>("only_l2").as_deref(), Some(&7));
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(c.get::<u32>("only_l2").await.unwrap(), None);
 
     c.set("k", "v".to_string(), None).await.unwrap();
-    assert!(c.l1().exists("k"));
+    assert!(c.l1().exists_sync("k"));
     assert!(matches!(c.ttl("k").await.unwrap(), Ttl::Remaining(_)));
     assert!(c.exists("k").await.unwrap());
     assert!(c.delete("k").await.unwrap());
-    assert!(!c.l1().exists("k"));
+    assert!(!c.l1().exists_sync("k"));
     assert!(!c.exists("k").await.unwrap());
 
     let stats = serde_json::to_value(c.get_stats().await.unwrap()).unwrap();
@@ -94,7 +94,7 @@ async fn three_instances_stay_coherent() {
         // The fill may lose a race with a's own invalidation still in flight.
         eventually("L1 filled", async || {
             o.get::<u32>("user:1").await.unwrap();
-            o.l1().exists("user:1")
+            o.l1().exists_sync("user:1")
         })
         .await;
     }
@@ -134,7 +134,7 @@ async fn three_instances_stay_coherent() {
         .await
         .unwrap();
     for o in others {
-        eventually("expire evicts", async || !o.l1().exists("user:2")).await;
+        eventually("expire evicts", async || !o.l1().exists_sync("user:2")).await;
     }
     tokio::time::sleep(Duration::from_millis(350)).await;
     for o in others {
@@ -153,8 +153,11 @@ async fn three_instances_stay_coherent() {
     }
     assert_eq!(b.clear_pattern("post:*").await.unwrap(), 5);
     for o in [&a, &c] {
-        eventually("pattern evicts", async || !o.l1().exists("post:3")).await;
-        assert!(o.l1().exists("keep:3"), "a pattern clear keeps other keys");
+        eventually("pattern evicts", async || !o.l1().exists_sync("post:3")).await;
+        assert!(
+            o.l1().exists_sync("keep:3"),
+            "a pattern clear keeps other keys"
+        );
     }
     // Clear.
     c.clear().await.unwrap();
@@ -175,9 +178,9 @@ async fn three_instances_stay_coherent() {
             .collect::<Vec<_>>(),
         vec![Some(1), Some(2), None]
     );
-    assert!(b.l1().exists("m:1"));
+    assert!(b.l1().exists_sync("m:1"));
     a.delete_many(&["m:1", "m:2"]).await.unwrap();
-    eventually("delete_many evicts", async || !b.l1().exists("m:2")).await;
+    eventually("delete_many evicts", async || !b.l1().exists_sync("m:2")).await;
     assert_eq!(b.get::<u32>("m:1").await.unwrap(), None);
 }
 
@@ -576,7 +579,7 @@ async fn peer_process() {
                 Some(v) => format!("value {v}"),
                 None => "miss".to_string(),
             },
-            ["l1", k] => format!("{}", c.l1().exists(k)),
+            ["l1", k] => format!("{}", c.l1().exists_sync(k)),
             ["set", k, v] => {
                 c.set(k, v.to_string(), None).await.unwrap();
                 "ok".into()

@@ -177,7 +177,7 @@ impl Repo {
     }
 
     /// The same name as `Other::user`: their keys differ by type.
-    #[cached(cache = self.cache, key = format!("repo:{}:{id}", self.cache.get_stats().max_size))]
+    #[cached(cache = self.cache, key = format!("repo:{}:{id}", self.cache.get_stats_sync().max_size))]
     async fn by_key(&self, id: u64) -> u64 {
         self.calls.fetch_add(1, Ordering::SeqCst);
         id

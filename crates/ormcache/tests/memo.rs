@@ -219,7 +219,7 @@ async fn early_refresh_keeps_hot_keys_from_expiring() {
             cache.kind()
         );
         let misses = match &cache {
-            ormcache::AnyCache::Local(c) => c.get_stats().misses,
+            ormcache::AnyCache::Local(c) => c.get_stats_sync().misses,
             ormcache::AnyCache::Distributed(c) => c.get_stats().await.unwrap().local.misses,
             _ => unreachable!(),
         };
@@ -348,13 +348,13 @@ async fn tags_evict_other_processes_l1_copies() {
     assert_eq!(b.get::<u32>("user:1").await.unwrap().as_deref(), Some(&1));
     b.get::<u32>("post:1").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !b.l1().exists("user:1") {
+    while !b.l1().exists_sync("user:1") {
         assert!(Instant::now() < deadline);
         b.get::<u32>("user:1").await.unwrap();
     }
     a.invalidate_tag("users").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while b.l1().exists("user:1") {
+    while b.l1().exists_sync("user:1") {
         assert!(
             Instant::now() < deadline,
             "tag invalidation did not reach b"
@@ -369,7 +369,7 @@ async fn tags_evict_other_processes_l1_copies() {
         .await
         .unwrap();
     Cache::invalidate_tag(&l1, "t").await.unwrap();
-    assert!(!l1.exists("x"));
+    assert!(!l1.exists_sync("x"));
 }
 
 // ---- cluster-wide single flight across OS processes --------------------------

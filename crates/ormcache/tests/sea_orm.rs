@@ -546,7 +546,7 @@ async fn lists_are_invalidated_on_insert(ctx: Ctx) {
         (vec![ann.clone()], false)
     );
     assert!(users.list(&ctx.db, 2, 0).await.unwrap().from_cache);
-    assert!(users.cache().exists("users:list:2:0"));
+    assert!(users.cache().exists_sync("users:list:2:0"));
 
     let bo = ctx.insert(None, "Bo").await;
     let cy = ctx.insert(None, "Cy").await;
@@ -627,15 +627,15 @@ async fn transaction_replays_after_commit_and_not_after_rollback(ctx: Ctx) {
     let anne = transaction(&ctx.db, &ctx.signals, |txn| {
         Box::pin(async move {
             let anne = edit.update(txn).await?;
-            assert!(!c.exists(&k), "the first run invalidates at once");
-            c.set(&k, Some(old), None).unwrap(); // a concurrent reader's refill
+            assert!(!c.exists_sync(&k), "the first run invalidates at once");
+            c.set_sync(&k, Some(old), None).unwrap(); // a concurrent reader's refill
             Ok::<_, DbErr>(anne)
         })
     })
     .await
     .unwrap();
     assert_eq!(anne.name, "Anne");
-    assert!(!cache.exists(&key), "replayed after the commit");
+    assert!(!cache.exists_sync(&key), "replayed after the commit");
     assert_eq!(ctx.signals.stats().post_save.deliveries, 2 + 1); // insert, run, replay
 
     // Rollback: post_save ran once inside, nothing after; the row is unchanged.
@@ -648,7 +648,7 @@ async fn transaction_replays_after_commit_and_not_after_rollback(ctx: Ctx) {
     let outcome = transaction(&ctx.db, &ctx.signals, |txn| {
         Box::pin(async move {
             edit.update(txn).await.unwrap();
-            c.set(&k, Some(anne_refill()), None).unwrap();
+            c.set_sync(&k, Some(anne_refill()), None).unwrap();
             Err::<(), _>(DbErr::Custom("abort".into()))
         })
     })
@@ -657,12 +657,12 @@ async fn transaction_replays_after_commit_and_not_after_rollback(ctx: Ctx) {
         matches!(outcome, Err(TransactionError::Transaction(DbErr::Custom(ref m))) if m == "abort")
     );
     assert_eq!(ctx.signals.stats().post_save.deliveries, before + 1);
-    assert!(cache.exists(&key), "nothing replayed after a rollback");
+    assert!(cache.exists_sync(&key), "nothing replayed after a rollback");
     let row = user::Entity::find_by_id(ann.id).one(&ctx.db).await.unwrap();
     assert_eq!(row.as_ref(), Some(&anne));
 
     // A nested transaction's events wait for the outer commit.
-    cache.delete(&key);
+    cache.delete_sync(&key);
     let (c, k) = (cache.clone(), key.clone());
     let signals = ctx.signals.clone();
     let mut edit: user::ActiveModel = anne.clone().into();
@@ -674,13 +674,13 @@ async fn transaction_replays_after_commit_and_not_after_rollback(ctx: Ctx) {
             })
             .await
             .map_err(|e| DbErr::Custom(e.to_string()))?;
-            c.set(&k, Some(anne_refill()), None).unwrap();
+            c.set_sync(&k, Some(anne_refill()), None).unwrap();
             Ok::<_, DbErr>(())
         })
     })
     .await
     .unwrap();
-    assert!(!cache.exists(&key), "replayed after the outer commit");
+    assert!(!cache.exists_sync(&key), "replayed after the outer commit");
 }
 
 fn anne_refill() -> user::Model {
@@ -896,13 +896,14 @@ async fn tenant_filter_isolates_rows_and_keys(ctx: Ctx) {
     let plain = EntityCache::<user::Entity, _>::new(local_cache(), "user", "users");
     plain.connect(&ctx.signals);
     let key = plain.id_key(shared.id).unwrap();
-    let cached_in = |t: &TenantId| tenant::sync_scope(t.clone(), || plain.cache().exists(&key));
+    let cached_in =
+        |t: &TenantId| tenant::sync_scope(t.clone(), || plain.cache().exists_sync(&key));
     tenant::scope(acme.clone(), plain.find_by_id(db, shared.id))
         .await
         .unwrap();
     assert!(cached_in(&acme));
     assert!(
-        !plain.cache().exists(&key),
+        !plain.cache().exists_sync(&key),
         "read in acme's scope, stored unscoped"
     );
     let signals = ctx.signals.clone();
@@ -921,7 +922,7 @@ async fn tenant_filter_isolates_rows_and_keys(ctx: Ctx) {
         !cached_in(&acme),
         "the spawned save did not reach acme's entry"
     );
-    assert!(!plain.cache().exists(&key), "an unscoped key appeared");
+    assert!(!plain.cache().exists_sync(&key), "an unscoped key appeared");
     let read = tenant::scope(acme.clone(), plain.find_by_id(db, shared.id))
         .await
         .unwrap();

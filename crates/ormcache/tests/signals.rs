@@ -103,21 +103,21 @@ async fn receivers_are_typed_per_model_and_kind() {
             Ok(())
         }
     });
-    cache.set("user:1", "Ann".to_string(), None).unwrap();
-    cache.set("product:1", 42u32, None).unwrap();
+    cache.set_sync("user:1", "Ann".to_string(), None).unwrap();
+    cache.set_sync("product:1", 42u32, None).unwrap();
 
     // A Product save and a User delete have no receivers.
     let report = signals.send_post_save(&Product { id: 1 }, false).await;
     assert_eq!(report.delivered(), 0);
     let report = signals.send_post_delete(&user(1)).await;
     assert_eq!(report.delivered(), 0);
-    assert!(cache.exists("user:1"));
-    assert!(cache.exists("product:1"));
+    assert!(cache.exists_sync("user:1"));
+    assert!(cache.exists_sync("product:1"));
 
     // Each model reaches only its own receivers.
     assert_eq!(signals.send_post_save(&user(1), false).await.delivered(), 1);
-    assert!(!cache.exists("user:1"));
-    assert!(cache.exists("product:1"));
+    assert!(!cache.exists_sync("user:1"));
+    assert!(cache.exists_sync("product:1"));
     assert_eq!(
         signals
             .send_post_delete(&Product { id: 1 })
@@ -125,7 +125,7 @@ async fn receivers_are_typed_per_model_and_kind() {
             .delivered(),
         1
     );
-    assert!(!cache.exists("product:1"));
+    assert!(!cache.exists_sync("product:1"));
 
     assert_eq!(signals.receiver_count::<Product>(SignalKind::PostSave), 0);
     assert_eq!(signals.receiver_count::<Product>(SignalKind::PostDelete), 1);
@@ -228,14 +228,14 @@ async fn failing_receiver_is_logged_counted_and_does_not_stop_the_others() {
             Ok(())
         }
     });
-    cache.set("user:5", "stale".to_string(), None).unwrap();
+    cache.set_sync("user:5", "stale".to_string(), None).unwrap();
 
     let report = signals.send_post_save(&user(5), false).await;
 
     assert_eq!((report.delivered(), report.failed()), (4, 2));
     assert!(!report.is_ok());
     assert_eq!(entries(&ran), ["0", "2", "3"]);
-    assert!(!cache.exists("user:5"));
+    assert!(!cache.exists_sync("user:5"));
     let stats = signals.stats();
     assert_eq!(stats.post_save, signals.stats().kind(SignalKind::PostSave),);
     assert_eq!(
@@ -354,8 +354,8 @@ async fn transaction_invalidates_at_once_and_again_after_commit() {
         p.lock().unwrap().push(format!("pre {}", e.instance.id));
         async { Ok(()) }
     });
-    cache.set("user:1", "old".to_string(), None).unwrap();
-    cache.set("user:2", "old".to_string(), None).unwrap();
+    cache.set_sync("user:1", "old".to_string(), None).unwrap();
+    cache.set_sync("user:2", "old".to_string(), None).unwrap();
 
     let tx = signals.transaction();
     tx.send_pre_save(&user(1), false).await;
@@ -370,17 +370,17 @@ async fn transaction_invalidates_at_once_and_again_after_commit() {
     );
     assert_eq!(tx.pending(), 2);
     // Invalidated at once...
-    assert!(!cache.exists("user:1"));
-    assert!(!cache.exists("user:2"));
+    assert!(!cache.exists_sync("user:1"));
+    assert!(!cache.exists_sync("user:2"));
     // ...then refilled with the pre-commit rows by a concurrent reader.
-    cache.set("user:1", "old".to_string(), None).unwrap();
-    cache.set("user:2", "old".to_string(), None).unwrap();
+    cache.set_sync("user:1", "old".to_string(), None).unwrap();
+    cache.set_sync("user:2", "old".to_string(), None).unwrap();
 
     let report = tx.committed().await;
 
     assert_eq!((report.delivered(), report.failed()), (2, 0));
-    assert!(!cache.exists("user:1"));
-    assert!(!cache.exists("user:2"));
+    assert!(!cache.exists_sync("user:1"));
+    assert!(!cache.exists_sync("user:2"));
     // pre_save ran once, not replayed.
     assert_eq!(entries(&pre), ["pre 1"]);
     let stats = signals.stats();
@@ -426,16 +426,16 @@ async fn nothing_is_replayed_after_a_rollback() {
     let cache = cache();
     let signals = Signals::new();
     invalidate_user(&signals, &cache);
-    cache.set("user:1", "old".to_string(), None).unwrap();
+    cache.set_sync("user:1", "old".to_string(), None).unwrap();
 
     let tx = signals.transaction();
     tx.send_post_save(&user(1), false).await;
-    assert!(!cache.exists("user:1"));
+    assert!(!cache.exists_sync("user:1"));
     // The row was not changed; a reader caches it again.
-    cache.set("user:1", "old".to_string(), None).unwrap();
+    cache.set_sync("user:1", "old".to_string(), None).unwrap();
     tx.rolled_back();
 
-    assert!(cache.exists("user:1"));
+    assert!(cache.exists_sync("user:1"));
     assert_eq!(signals.stats().post_save.deliveries, 1);
 
     // Dropping the buffer (an early `?` return) is a rollback too.
@@ -443,8 +443,8 @@ async fn nothing_is_replayed_after_a_rollback() {
         let tx = signals.transaction();
         tx.send_post_save(&user(1), false).await;
     }
-    cache.set("user:1", "old".to_string(), None).unwrap();
-    assert!(cache.exists("user:1"));
+    cache.set_sync("user:1", "old".to_string(), None).unwrap();
+    assert!(cache.exists_sync("user:1"));
     assert_eq!(signals.stats().post_save.deliveries, 2);
 }
 
@@ -464,7 +464,7 @@ async fn concurrent_sends_from_many_tasks() {
         }
     });
     for id in 0..TASKS {
-        cache.set(&format!("user:{id}"), id, None).unwrap();
+        cache.set_sync(&format!("user:{id}"), id, None).unwrap();
     }
 
     let mut tasks = Vec::new();
@@ -491,7 +491,7 @@ async fn concurrent_sends_from_many_tasks() {
     }
 
     for id in 0..TASKS {
-        assert!(!cache.exists(&format!("user:{id}")), "user:{id}");
+        assert!(!cache.exists_sync(&format!("user:{id}")), "user:{id}");
     }
     let stats = signals.stats();
     assert_eq!(stats.post_save.deliveries, TASKS / 2);

@@ -243,6 +243,12 @@ async fn hybrid_invalidations_carry_the_tenant_across_instances() {
             .as_deref(),
         Some(&9)
     );
+    // An unscoped entry, in b's L1 too.
+    a.set("k", 5u8, None).await.unwrap();
+    assert_eq!(b.get::<u8>("k").await.unwrap().as_deref(), Some(&5));
+    assert!(tenant::sync_scope(globex.clone(), || b
+        .l1()
+        .exists_sync("k")));
     // A tenant's clear reaches the other instance for that tenant only.
     tenant::scope(acme.clone(), a.clear()).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -257,6 +263,15 @@ async fn hybrid_invalidations_carry_the_tenant_across_instances() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // b's L1 still holds the other tenant's entry and the unscoped one: the clear
+    // voided acme's scope only.
+    assert!(tenant::sync_scope(globex.clone(), || b
+        .l1()
+        .exists_sync("k")));
+    assert!(b.l1().exists_sync("k"));
+    assert!(!tenant::sync_scope(acme.clone(), || b
+        .l1()
+        .exists_sync("k")));
     assert_eq!(
         tenant::scope(globex, b.get::<u8>("k"))
             .await
@@ -264,4 +279,5 @@ async fn hybrid_invalidations_carry_the_tenant_across_instances() {
             .as_deref(),
         Some(&9)
     );
+    assert_eq!(b.get::<u8>("k").await.unwrap().as_deref(), Some(&5));
 }

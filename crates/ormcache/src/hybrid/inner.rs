@@ -10,7 +10,7 @@ use crate::cache::CacheValue;
 use crate::coherence::{Backlog, Message, Op};
 use crate::distributed::{Found, Notice};
 use crate::error::{Error, Result};
-use crate::memo::LocalTicket;
+use crate::local::LocalTicket;
 
 /// What a heartbeat tells the other instances besides "alive".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +27,9 @@ impl Inner {
         self.l1.epochs().ticket(key)
     }
 
-    /// Whether no write, delete or flush touched `key` since `t` was taken (pattern
-    /// clears and tag invalidations are checked when the entry is read: it carries
-    /// `t` as its stamp).
+    /// Whether no write, delete or flush touched `key` since `t` was taken (the L1
+    /// checks pattern clears, tag invalidations and scope clears itself: the entry
+    /// carries `t` as its stamp).
     pub(super) fn still_valid(&self, key: &str, t: LocalTicket) -> bool {
         self.coherent.load(SeqCst) && self.l1.epochs().unchanged(key, t)
     }
@@ -106,8 +106,16 @@ impl Inner {
         self.l1.remove_locked(key)
     }
 
-    pub(super) fn evict_pattern(&self, pattern: &str) -> u64 {
-        self.l1.evict_pattern(pattern)
+    /// Matching entries are misses at once; the walk that removes them runs off
+    /// this task (the subscriber acknowledges without waiting for it).
+    pub(super) fn evict_pattern(&self, pattern: &str) {
+        let clear = self.l1.start_pattern_clear(pattern);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || clear.run())),
+            Err(_) => {
+                clear.run();
+            }
+        }
     }
 
     pub(super) fn evict_tag(&self, tag: &str) {
@@ -118,7 +126,7 @@ impl Inner {
     /// tenant) everything.
     pub(super) fn clear_local(&self) {
         if crate::tenant::current().is_some() {
-            self.l1.clear();
+            self.l1.evict_scope();
         } else {
             self.flush_l1();
         }

@@ -13,8 +13,8 @@ use crate::coherence::{Backlog, Op, Peers, Sequences};
 use crate::distributed::DistributedCache;
 use crate::error::Result;
 use crate::key;
+use crate::local::LocalTicket;
 use crate::local::QueryCache;
-use crate::memo::LocalTicket;
 use crate::stats::{DistributedStats, LocalStats, hit_rate};
 
 mod ack;
@@ -373,7 +373,7 @@ impl HybridCache {
     pub async fn exists(&self, key: &str) -> Result<bool> {
         key::validate("exists", key)?;
         let inner = &self.inner;
-        if inner.coherent.load(SeqCst) && inner.l1.exists(key) {
+        if inner.coherent.load(SeqCst) && inner.l1.exists_sync(key) {
             return Ok(true);
         }
         match inner.l2.exists(key).await {
@@ -381,7 +381,7 @@ impl HybridCache {
             Err(e) if e.is_invalid_input() => Err(e),
             Err(_) => {
                 inner.counters.fallbacks.fetch_add(1, Relaxed);
-                Ok(inner.l1.exists(key))
+                Ok(inner.l1.exists_sync(key))
             }
         }
     }
@@ -397,7 +397,7 @@ impl HybridCache {
             Err(e) if e.is_invalid_input() => Err(e),
             Err(_) => {
                 self.inner.counters.fallbacks.fetch_add(1, Relaxed);
-                Ok(self.inner.l1.ttl(key))
+                Ok(self.inner.l1.ttl_sync(key))
             }
         }
     }
@@ -665,7 +665,7 @@ impl HybridCache {
             .map(|p| p.count(inner.liveness_window(), Instant::now()))
             .unwrap_or_default();
         Ok(HybridStats {
-            l1: inner.l1.get_stats(),
+            l1: inner.l1.get_stats_sync(),
             l2,
             combined_hit_rate: hit_rate(hits, gets.saturating_sub(hits)),
             coherence: CoherenceStats {

@@ -295,7 +295,7 @@ where
     /// # }
     /// # let cache = ormcache::QueryCache::new(1_000, std::time::Duration::from_secs(60)).unwrap();
     /// let users = ormcache::sea_orm::EntityCache::<user::Entity, _>::new(cache, "user", "users");
-    /// users.cache().set("user:motd", "hello".to_string(), None).unwrap();
+    /// users.cache().set_sync("user:motd", "hello".to_string(), None).unwrap();
     /// ```
     pub fn cache(&self) -> &C {
         &self.cache

@@ -53,7 +53,7 @@ impl DbError {
     /// use std::time::Duration;
     /// use ormcache::{ErrorKind, QueryCache, sea_orm::DbError};
     /// let cache = QueryCache::new(10, Duration::from_secs(60)).unwrap();
-    /// let err = DbError::from(cache.set("", 1u8, None).unwrap_err());
+    /// let err = DbError::from(cache.set_sync("", 1u8, None).unwrap_err());
     /// assert_eq!(err.cache_err().map(|e| e.kind()), Some(ErrorKind::InvalidInput));
     /// ```
     pub fn cache_err(&self) -> Option<&Error> {

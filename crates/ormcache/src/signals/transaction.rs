@@ -41,18 +41,18 @@ type ReportFuture = Pin<Box<dyn Future<Output = SendReport> + Send + 'static>>;
 /// let signals = Signals::new();
 /// let c = cache.clone();
 /// signals.on_post_save(move |e: SaveEvent<User>| {
-///     c.delete(&format!("user:{}", e.instance.id)); // QueryCache's own delete is sync
+///     c.delete_sync(&format!("user:{}", e.instance.id)); // QueryCache answers synchronously too
 ///     async { Ok(()) }
 /// });
 ///
 /// let tx = signals.transaction();
 /// // let txn = db.begin().await?; ... UPDATE users ... (through txn)
 /// tx.send_post_save(&User { id: 1 }, false).await; // invalidates now
-/// cache.set("user:1", "stale".to_string(), None).unwrap(); // a concurrent refill
+/// cache.set_sync("user:1", "stale".to_string(), None).unwrap(); // a concurrent refill
 /// // txn.commit().await?;
 /// let report = tx.committed().await; // invalidates again
 /// assert_eq!(report.delivered(), 1);
-/// assert!(!cache.exists("user:1"));
+/// assert!(!cache.exists_sync("user:1"));
 /// # });
 /// ```
 pub struct TxSignals {

@@ -1,0 +1,647 @@
+//! [`QueryCache`]: the in-process L1, on moka's sync cache.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | the cache, its synchronous API (`*_sync`), fills |
+//! | `future.rs` | the async API: the [`Cache`] methods, also inherent |
+//! | `builder.rs` | [`QueryCacheBuilder`] and the moka map it configures |
+//! | `clear.rs` | clears of a scope, a pattern, a tag |
+//! | `stats.rs` | counters and `get_stats_sync` |
+//! | `epochs.rs` | invalidation bookkeeping: what a clear, a tag or a write voids |
+
+mod builder;
+mod clear;
+mod epochs;
+mod future;
+mod stats;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A TSC-based clock where the CPU has a stable one (about half the cost of
+/// `std::time::Instant::now` on an L1 hit), the OS clock elsewhere.
+use quanta::Instant;
+
+use moka::ops::compute::{CompResult, Op};
+use serde::Serialize;
+
+use crate::cache::{CacheValue, Ttl};
+use crate::error::Result;
+use crate::key;
+use crate::memo::{Fill, FillTicket, Flights, Lookup};
+use crate::tenant;
+
+pub use builder::QueryCacheBuilder;
+use epochs::Stamp;
+pub(crate) use epochs::{Epochs, LocalTicket};
+use stats::LocalCounters;
+
+type Value = Arc<dyn Any + Send + Sync>;
+type Hasher = foldhash::fast::RandomState;
+
+/// What moka holds: cloned on every hit, so two `Arc`s of this key and a deadline.
+#[derive(Clone)]
+struct Entry {
+    value: Value,
+    expires_at: Instant,
+    meta: Arc<Meta>,
+}
+
+struct Meta {
+    /// When the value was stored: a degraded `HybridCache` serves only young entries.
+    inserted_at: Instant,
+    /// The epochs, scope and tags it was stored under: a hit checks them.
+    stamp: Stamp,
+    weight: u32,
+    /// When the value expires where it came from (a `HybridCache` L2 entry): early
+    /// refresh decides on that, not on the shorter L1 lifetime.
+    origin_expires_at: Option<Instant>,
+}
+
+struct Inner {
+    map: moka::sync::Cache<String, Entry, Hasher>,
+    max_size: u64,
+    max_bytes: Option<u64>,
+    /// With a byte budget, the least weight an entry is charged, so that the entry
+    /// bound holds too: `max_bytes / max_size`.
+    min_weight: u32,
+    default_ttl: Duration,
+    counters: Arc<LocalCounters>,
+    /// What invalidations voided; orders fills against them.
+    epochs: Epochs,
+    flights: Flights,
+}
+
+/// The in-process L1: bounded by entries (and optionally bytes), per-entry TTL exact
+/// to the millisecond, typed values, no I/O.
+///
+/// Values are stored as `Arc<T>`; a hit hands out a clone of that `Arc` (no decoding,
+/// no deep clone). Reading a key with another type than it was written with is a
+/// miss, counted in `type_mismatches`. Eviction is moka's TinyLFU; expiry is checked
+/// against each entry's own deadline on every read, so an expired entry is never
+/// returned. A hit takes no lock shared with other keys, whatever was invalidated
+/// before: tag invalidations and clears void entries through per-tag and per-scope
+/// generations that only the entries carrying them read.
+///
+/// Two APIs, the same operations: the async methods (`get`, `set`, …) are those of
+/// the [`Cache`](crate::Cache) trait, so code moves to
+/// [`DistributedCache`](crate::DistributedCache) or
+/// [`HybridCache`](crate::HybridCache) unchanged; each has a synchronous twin named
+/// `…_sync` that answers at once (nothing here waits).
+///
+/// ```
+/// use std::time::Duration;
+/// use ormcache::{QueryCache, Ttl};
+///
+/// let cache = QueryCache::new(1_000, Duration::from_secs(60)).unwrap();
+/// cache.set_sync("user:1", "John".to_string(), None).unwrap();
+/// assert_eq!(cache.get_sync::<String>("user:1").as_deref().map(String::as_str), Some("John"));
+/// assert!(matches!(cache.ttl_sync("user:1"), Ttl::Remaining(_)));
+/// assert_eq!(cache.clear_pattern_sync("user:*"), 1);
+/// assert_eq!(cache.get_sync::<String>("user:1"), None);
+/// ```
+#[derive(Clone)]
+pub struct QueryCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for QueryCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryCache")
+            .field("max_size", &self.inner.max_size)
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("entries", &self.inner.map.entry_count())
+            .finish()
+    }
+}
+
+/// Counts the bytes a serializer writes, without keeping them.
+struct ByteCounter(u64);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len() as u64);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_len<T: Serialize + ?Sized>(value: &T) -> u64 {
+    let mut counter = ByteCounter(0);
+    // A value that does not serialize is charged as one byte; it could not reach
+    // Redis anyway, and the L1 holds it fine.
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 1,
+    }
+}
+
+impl QueryCache {
+    /// A cache of at most `max_size` entries whose writes live `default_ttl` unless
+    /// told otherwise.
+    ///
+    /// # Errors
+    /// As [`QueryCacheBuilder::build`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = ormcache::QueryCache::new(100, Duration::from_secs(5)).unwrap();
+    /// assert_eq!(cache.get_stats_sync().max_size, 100);
+    /// ```
+    pub fn new(max_size: u64, default_ttl: Duration) -> Result<Self> {
+        Self::builder()
+            .max_size(max_size)
+            .default_ttl(default_ttl)
+            .build()
+    }
+
+    /// A builder with the seed's defaults (1000 entries, 60 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = ormcache::QueryCache::builder()
+    ///     .max_size(10_000)
+    ///     .max_bytes(64 * 1024 * 1024)
+    ///     .default_ttl(Duration::from_secs(30))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(cache.get_stats_sync().max_size, 10_000);
+    /// ```
+    pub fn builder() -> QueryCacheBuilder {
+        QueryCacheBuilder::default()
+    }
+
+    /// The default TTL.
+    ///
+    /// ```
+    /// assert_eq!(ormcache::QueryCache::default().default_ttl().as_secs(), 60);
+    /// ```
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+
+    /// The entry at `key` if it is unexpired and no invalidation voided it.
+    fn live(&self, key: &str) -> Option<Entry> {
+        let key = tenant::physical(key);
+        let entry = self.inner.map.get(&*key)?;
+        self.is_live(&key, &entry, Instant::now()).then_some(entry)
+    }
+
+    /// Whether `e`, stored at `key`, is unexpired and void by no invalidation.
+    #[inline]
+    fn is_live(&self, key: &str, e: &Entry, now: Instant) -> bool {
+        let epochs = &self.inner.epochs;
+        e.expires_at > now
+            && epochs.valid(&e.meta.stamp)
+            && !epochs.pending_clear(key, &e.meta.stamp)
+    }
+
+    /// The value at `key` if it is live and of type `T` ([`get`](Self::get) is the
+    /// [`Cache`](crate::Cache) form).
+    ///
+    /// ```
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("k", 7u32, None).unwrap();
+    /// assert_eq!(cache.get_sync::<u32>("k").as_deref(), Some(&7));
+    /// assert_eq!(cache.get_sync::<String>("k"), None); // another type: a miss
+    /// ```
+    #[inline]
+    pub fn get_sync<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+        self.get_checked(key, None)
+    }
+
+    /// The invalidation epochs (shared with an owning `HybridCache`).
+    pub(crate) fn epochs(&self) -> &Epochs {
+        &self.inner.epochs
+    }
+
+    /// `get`; with `max_age` the entry must have been stored less than that long ago.
+    pub(crate) fn get_checked<T: CacheValue>(
+        &self,
+        key: &str,
+        max_age: Option<Duration>,
+    ) -> Option<Arc<T>> {
+        let c = &self.inner.counters;
+        let key = tenant::physical(key);
+        let Some(entry) = self.inner.map.get(&*key) else {
+            c.miss();
+            return None;
+        };
+        let now = Instant::now();
+        let fresh = self.is_live(&key, &entry, now)
+            && max_age
+                .is_none_or(|age| now.saturating_duration_since(entry.meta.inserted_at) < age);
+        if !fresh {
+            c.miss();
+            return None;
+        }
+        match entry.value.downcast::<T>() {
+            Ok(v) => {
+                c.hit();
+                Some(v)
+            }
+            Err(_) => {
+                c.mismatch();
+                None
+            }
+        }
+    }
+
+    /// Stores `value` at `key` for `ttl` (`None`: the default) ([`set`](Self::set)
+    /// is the [`Cache`](crate::Cache) form).
+    ///
+    /// # Errors
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for an empty or reserved key
+    /// or a zero TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("k", "v".to_string(), Some(Duration::from_secs(5))).unwrap();
+    /// assert!(cache.set_sync("k", 1u8, Some(Duration::ZERO)).unwrap_err().is_invalid_input());
+    /// ```
+    pub fn set_sync<T: CacheValue>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.insert("set", key, Arc::new(value), ttl, None)
+    }
+
+    /// Stores a shared value: a write of this process (validated, voids fills of the
+    /// key in flight).
+    fn insert<T: CacheValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        value: Arc<T>,
+        ttl: Option<Duration>,
+        tags: Option<&[String]>,
+    ) -> Result<()> {
+        key::validate(op, key)?;
+        let ttl = ttl.unwrap_or(self.inner.default_ttl);
+        key::validate_ttl(op, key, ttl)?;
+        for t in tags.unwrap_or_default() {
+            key::validate_tag(op, t)?;
+        }
+        let bytes = self.weight_of(&*value);
+        // A write invalidates fills in flight; the key's lock orders it after any
+        // fill that already checked.
+        self.inner.epochs.bump(key);
+        let stamp = self.inner.epochs.ticket(key);
+        let entry = self.entry(value, ttl, None, stamp, bytes, tags);
+        self.put_entry(key, entry, || true);
+        Ok(())
+    }
+
+    /// The weight of a value in the byte budget: its JSON length (1 without one).
+    fn weight_of<T: Serialize + ?Sized>(&self, value: &T) -> u64 {
+        match self.inner.max_bytes {
+            Some(_) => json_len(value),
+            None => 1,
+        }
+    }
+
+    /// An entry of the current scope, stamped `ticket`, with `tags` as the caller
+    /// names them.
+    fn entry<T: CacheValue>(
+        &self,
+        value: Arc<T>,
+        ttl: Duration,
+        origin_ttl: Option<Duration>,
+        ticket: LocalTicket,
+        bytes: u64,
+        tags: Option<&[String]>,
+    ) -> Entry {
+        let now = Instant::now();
+        let ns = tenant::current_namespace();
+        let tags: Vec<String> = match &ns {
+            None => tags.unwrap_or_default().to_vec(),
+            Some(ns) => tags
+                .unwrap_or_default()
+                .iter()
+                .map(|t| format!("{ns}{t}"))
+                .collect(),
+        };
+        Entry {
+            value,
+            expires_at: now + ttl,
+            meta: Arc::new(Meta {
+                inserted_at: now,
+                stamp: self.inner.epochs.stamp(ticket, ns.as_deref(), &tags),
+                weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
+                origin_expires_at: origin_ttl.map(|t| now + t),
+            }),
+        }
+    }
+
+    /// Stores a copy (of an L2 value whose source expires after `origin_ttl`) under
+    /// the key's lock if `guard` still holds then and no invalidation since `stamp`
+    /// voided it; the same lock orders [`remove_locked`](Self::remove_locked), so a
+    /// fill that lost a race with an invalidation never lands after it. Key and TTL
+    /// are pre-validated. Whether it was stored.
+    // `tags` by value: the `HybridCache` callers hand over what they hold.
+    #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+    pub(crate) fn put_origin<T: CacheValue>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        ttl: Duration,
+        origin_ttl: Option<Duration>,
+        stamp: LocalTicket,
+        bytes: u64,
+        tags: Option<Arc<[String]>>,
+        guard: impl FnOnce() -> bool,
+    ) -> bool {
+        let entry = self.entry(value, ttl, origin_ttl, stamp, bytes, tags.as_deref());
+        self.put_entry(key, entry, guard)
+    }
+
+    fn put_entry(&self, key: &str, entry: Entry, guard: impl FnOnce() -> bool) -> bool {
+        let stored_key = tenant::physical(key).into_owned();
+        let epochs = &self.inner.epochs;
+        let meta = Arc::clone(&entry.meta);
+        let result = self
+            .inner
+            .map
+            .entry(stored_key.clone())
+            .and_compute_with(|_| {
+                if guard() && epochs.admits(&stored_key, &meta.stamp) {
+                    Op::Put(entry)
+                } else {
+                    Op::Nop
+                }
+            });
+        if !matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        ) {
+            return false;
+        }
+        // A pattern clear announced just after the check may have walked past the
+        // key before the value landed: it removes the value itself then.
+        if epochs.pattern_cleared_since(&stored_key, meta.stamp.ticket.patterns) {
+            self.remove_if(&stored_key, |e| Arc::ptr_eq(&e.meta, &meta));
+            return false;
+        }
+        self.inner
+            .counters
+            .sets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// The value and the remaining lifetime at its origin (for early refresh).
+    pub(crate) fn get_with_origin_ttl<T: CacheValue>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Duration)> {
+        let e = self.live(key)?;
+        let deadline = e.meta.origin_expires_at.unwrap_or(e.expires_at);
+        let v = e.value.downcast::<T>().ok()?;
+        Some((v, deadline.saturating_duration_since(Instant::now())))
+    }
+
+    /// Removes under the key's lock (see [`put_origin`](Self::put_origin)); whether
+    /// a live entry was there.
+    pub(crate) fn remove_locked(&self, key: &str) -> bool {
+        self.remove_physical(&tenant::physical(key))
+    }
+
+    /// [`remove_locked`](Self::remove_locked) of a key as stored.
+    fn remove_physical(&self, key: &str) -> bool {
+        let now = Instant::now();
+        match self.remove_if(key, |_| true) {
+            Some(e) => self.is_live(key, &e, now),
+            None => false,
+        }
+    }
+
+    /// Removes the entry at the stored `key` if `pred` holds for it, under its lock;
+    /// the entry removed.
+    fn remove_if(&self, key: &str, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+        let result =
+            self.inner
+                .map
+                .entry(key.to_owned())
+                .and_compute_with(|current| match current {
+                    Some(e) => {
+                        if pred(e.value()) {
+                            Op::Remove
+                        } else {
+                            Op::Nop
+                        }
+                    }
+                    None => Op::Nop,
+                });
+        match result {
+            CompResult::Removed(e) => Some(e.into_value()),
+            _ => None,
+        }
+    }
+
+    /// Stores `value` with tags: [`invalidate_tag_sync`](Self::invalidate_tag_sync)
+    /// of any of them removes it ([`set_with_tags`](Self::set_with_tags) is the
+    /// [`Cache`](crate::Cache) form).
+    ///
+    /// # Errors
+    /// As [`set_sync`](Self::set_sync); an empty tag or one over 1 KiB.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let cache = ormcache::QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    /// cache.set_with_tags_sync("user:1", 1u32, None, &["users"]).unwrap();
+    /// cache.set_sync("post:1", 2u32, None).unwrap();
+    /// assert_eq!(cache.invalidate_tag_sync("users").unwrap(), 1);
+    /// assert!(!cache.exists_sync("user:1") && cache.exists_sync("post:1"));
+    /// ```
+    pub fn set_with_tags_sync<T: CacheValue, S: AsRef<str>>(
+        &self,
+        key: &str,
+        value: T,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<()> {
+        let tags: Vec<String> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
+        self.insert("set_with_tags", key, Arc::new(value), ttl, Some(&tags))
+    }
+
+    /// Drops every entry at once (moka invalidates lazily).
+    pub(crate) fn invalidate_all(&self) {
+        self.inner.map.invalidate_all();
+    }
+
+    /// Removes `key`; whether a live entry was there ([`delete`](Self::delete) is
+    /// the [`Cache`](crate::Cache) form).
+    ///
+    /// ```
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("k", 1u8, None).unwrap();
+    /// assert!(cache.delete_sync("k"));
+    /// assert!(!cache.delete_sync("k"));
+    /// ```
+    pub fn delete_sync(&self, key: &str) -> bool {
+        self.inner.epochs.bump(key);
+        self.remove_locked(key)
+    }
+
+    /// Whether `key` holds a live entry (of any type) ([`exists`](Self::exists) is
+    /// the [`Cache`](crate::Cache) form).
+    ///
+    /// ```
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("k", 1u8, None).unwrap();
+    /// assert!(cache.exists_sync("k") && !cache.exists_sync("other"));
+    /// ```
+    pub fn exists_sync(&self, key: &str) -> bool {
+        self.live(key).is_some()
+    }
+
+    /// The remaining lifetime of `key` ([`ttl`](Self::ttl) is the
+    /// [`Cache`](crate::Cache) form).
+    ///
+    /// ```
+    /// use ormcache::Ttl;
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("k", 1u8, None).unwrap();
+    /// assert!(matches!(cache.ttl_sync("k"), Ttl::Remaining(_)));
+    /// assert_eq!(cache.ttl_sync("other"), Ttl::Missing);
+    /// ```
+    pub fn ttl_sync(&self, key: &str) -> Ttl {
+        match self.live(key) {
+            Some(e) => Ttl::Remaining(e.expires_at.saturating_duration_since(Instant::now())),
+            None => Ttl::Missing,
+        }
+    }
+
+    /// Gives a live entry a new TTL from now; whether it existed
+    /// ([`expire`](Self::expire) is the [`Cache`](crate::Cache) form).
+    ///
+    /// # Errors
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for a zero TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("k", 1u8, None).unwrap();
+    /// assert!(cache.expire_sync("k", Duration::from_secs(600)).unwrap());
+    /// assert!(!cache.expire_sync("other", Duration::from_secs(1)).unwrap());
+    /// ```
+    pub fn expire_sync(&self, key: &str, ttl: Duration) -> Result<bool> {
+        key::validate_ttl("expire", key, ttl)?;
+        let now = Instant::now();
+        let result = self
+            .inner
+            .map
+            .entry(tenant::physical(key).into_owned())
+            .and_compute_with(|current| match current {
+                Some(e) if self.is_live(e.key(), e.value(), now) => Op::Put(Entry {
+                    expires_at: now + ttl,
+                    ..e.into_value()
+                }),
+                _ => Op::Nop,
+            });
+        Ok(matches!(result, CompResult::ReplacedWith(_)))
+    }
+
+    /// The values at `keys`, in order ([`get_many`](Self::get_many) is the
+    /// [`Cache`](crate::Cache) form).
+    ///
+    /// ```
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("a", 1u8, None).unwrap();
+    /// let got = cache.get_many_sync::<u8, _>(&["a", "b"]);
+    /// assert_eq!(got[0].as_deref(), Some(&1));
+    /// assert_eq!(got[1], None);
+    /// ```
+    pub fn get_many_sync<T: CacheValue, K: AsRef<str>>(&self, keys: &[K]) -> Vec<Option<Arc<T>>> {
+        keys.iter().map(|k| self.get_sync(k.as_ref())).collect()
+    }
+
+    /// Removes `keys`; how many were live ([`delete_many`](Self::delete_many) is the
+    /// [`Cache`](crate::Cache) form).
+    ///
+    /// ```
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("a", 1u8, None).unwrap();
+    /// assert_eq!(cache.delete_many_sync(&["a", "b"]), 1);
+    /// ```
+    pub fn delete_many_sync<K: AsRef<str>>(&self, keys: &[K]) -> u64 {
+        keys.iter().filter(|k| self.delete_sync(k.as_ref())).count() as u64
+    }
+
+    /// Runs moka's pending maintenance (evictions) now. Private: `get_stats_sync`
+    /// runs it, and nothing a caller sees depends on it otherwise.
+    #[cfg(test)]
+    fn run_pending_tasks(&self) {
+        self.inner.map.run_pending_tasks();
+    }
+}
+
+impl Fill for QueryCache {
+    fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
+        let c = &self.inner.counters;
+        match self.live(key) {
+            Some(e) => match e.value.downcast::<T>() {
+                Ok(v) => {
+                    c.hit();
+                    let left =
+                        with_ttl.then(|| e.expires_at.saturating_duration_since(Instant::now()));
+                    Lookup::Hit(v, left)
+                }
+                Err(_) => {
+                    c.mismatch();
+                    Lookup::Miss
+                }
+            },
+            None => {
+                c.miss();
+                Lookup::Miss
+            }
+        }
+    }
+
+    async fn begin_fill(
+        &self,
+        key: &str,
+        _lease_ttl: Duration,
+        _exclusive: bool,
+        _tags: &[String],
+    ) -> FillTicket {
+        FillTicket {
+            local: Some(self.inner.epochs.ticket(key)),
+            ..FillTicket::default()
+        }
+    }
+
+    async fn end_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        ticket: FillTicket,
+    ) {
+        let Some(t) = ticket.local else { return };
+        let bytes = self.weight_of(&**value);
+        let tags = (!tags.is_empty()).then_some(tags);
+        let entry = self.entry(Arc::clone(value), ttl, None, t, bytes, tags);
+        self.put_entry(key, entry, || self.inner.epochs.unchanged(key, t));
+    }
+
+    async fn abort_fill(&self, _key: &str, _ticket: FillTicket) {}
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! The L1's counters (atomics on the hot path) and its [`LocalStats`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::QueryCache;
+use crate::stats::{LocalStats, hit_rate};
+
+#[derive(Debug, Default)]
+pub(super) struct LocalCounters {
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) sets: AtomicU64,
+    pub(super) evictions: AtomicU64,
+    pub(super) type_mismatches: AtomicU64,
+}
+
+impl LocalCounters {
+    #[inline]
+    pub(super) fn hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub(super) fn miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+
+    /// A value of another type: a miss, counted as such too.
+    pub(super) fn mismatch(&self) {
+        self.type_mismatches.fetch_add(1, Relaxed);
+        self.misses.fetch_add(1, Relaxed);
+    }
+}
+
+impl QueryCache {
+    /// Counters and sizes, synchronously ([`get_stats`](Self::get_stats) is the
+    /// [`Cache`](crate::Cache) form).
+    ///
+    /// `size` counts the entries held, which may include entries a tag
+    /// invalidation or a clear already voided (they are never returned, and go
+    /// when overwritten, expired or evicted).
+    ///
+    /// ```
+    /// let cache = ormcache::QueryCache::default();
+    /// cache.set_sync("a", 1u8, None).unwrap();
+    /// cache.get_sync::<u8>("a");
+    /// cache.get_sync::<u8>("b");
+    /// let s = cache.get_stats_sync();
+    /// assert_eq!((s.size, s.hits, s.misses, s.hit_rate), (1, 1, 1, 50.0));
+    /// ```
+    pub fn get_stats_sync(&self) -> LocalStats {
+        let map = &self.inner.map;
+        map.run_pending_tasks();
+        let c = &self.inner.counters;
+        let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
+        LocalStats {
+            size: map.entry_count(),
+            max_size: self.inner.max_size,
+            hits,
+            misses,
+            hit_rate: hit_rate(hits, misses),
+            default_ttl: self.inner.default_ttl,
+            sets: c.sets.load(Relaxed),
+            evictions: c.evictions.load(Relaxed),
+            type_mismatches: c.type_mismatches.load(Relaxed),
+            weighted_bytes: self.inner.max_bytes.map(|_| map.weighted_size()),
+            max_bytes: self.inner.max_bytes,
+        }
+    }
+}
