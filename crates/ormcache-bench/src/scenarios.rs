@@ -233,7 +233,7 @@ impl Env {
         let cache = HybridCache::builder(QueryCache::new(10_000, TTL)?, l2)
             .l1_max_ttl(TTL)
             .confirm_invalidations(confirm)
-            .build();
+            .build()?;
         if !cache.wait_coherent(COHERENT_WAIT).await {
             return Err(format!("HybridCache not coherent within {COHERENT_WAIT:?}").into());
         }
@@ -1064,7 +1064,7 @@ fn outage(env: &Env) -> Result<Measured> {
                 return Err(format!("something answers on {url}").into());
             }
         }
-        let hybrid = HybridCache::new(QueryCache::new(10_000, TTL)?, l2.clone());
+        let hybrid = HybridCache::new(QueryCache::new(10_000, TTL)?, l2.clone())?;
         Ok((l2, hybrid, calls))
     })?;
     let time_to_open = opening.elapsed();

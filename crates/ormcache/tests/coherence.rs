@@ -34,6 +34,7 @@ async fn instance(
         .heartbeat_interval(heartbeat)
         .confirm_invalidations(confirm)
         .build()
+        .unwrap()
 }
 
 fn l2_config(server: &RedisServer) -> DistributedConfig {
@@ -484,7 +485,8 @@ async fn an_instance_alone_never_waits() {
         QueryCache::new(100, Duration::from_secs(60)).unwrap(),
         support::cache(&server, "other").await,
     )
-    .build();
+    .build()
+    .unwrap();
     assert!(other.wait_coherent(NOT_A_HANG).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::time::timeout(NOT_A_HANG, async {

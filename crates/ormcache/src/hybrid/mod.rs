@@ -20,6 +20,7 @@ use crate::stats::{DistributedStats, LocalStats, hit_rate};
 mod ack;
 mod builder;
 mod inner;
+mod pending;
 mod tasks;
 
 pub use builder::HybridBuilder;
@@ -62,6 +63,8 @@ struct Inner {
     confirm_timeout: Option<Duration>,
     backlog: Mutex<Backlog>,
     backlog_pending: AtomicBool,
+    /// Invalidations queued during the current outage, for the aggregated warning.
+    queued: crate::coherence::Tally,
     replay_lock: tokio::sync::Mutex<()>,
     wake_recovery: Arc<Notify>,
     resubscribe: Arc<Notify>,
@@ -118,7 +121,7 @@ struct Inner {
 ///     .connect_lazily(true) // start even while Redis is down
 ///     .build()
 ///     .await?;
-/// let cache = HybridCache::new(l1, l2);
+/// let cache = HybridCache::new(l1, l2)?;
 /// cache.set("user:1", "John".to_string(), None).await?;
 /// assert_eq!(cache.get::<String>("user:1").await?.as_deref().map(String::as_str), Some("John"));
 /// # Ok(()) }
@@ -194,7 +197,18 @@ pub struct CoherenceStats {
 
 impl HybridCache {
     /// Combines an L1 and an L2 with the default settings.
-    pub fn new(l1: QueryCache, l2: DistributedCache) -> Self {
+    ///
+    /// # Errors
+    /// As [`HybridBuilder::build`]: outside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(l2: ormcache::DistributedCache) -> ormcache::Result<()> {
+    /// let l1 = ormcache::QueryCache::new(1_000, Duration::from_secs(60))?;
+    /// let cache = ormcache::HybridCache::new(l1, l2)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(l1: QueryCache, l2: DistributedCache) -> Result<Self> {
         Self::builder(l1, l2).build()
     }
 
@@ -202,12 +216,12 @@ impl HybridCache {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) {
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
     /// let cache = ormcache::HybridCache::builder(l1, l2)
     ///     .degraded_max_age(Duration::from_secs(1))
     ///     .l1_max_ttl(Duration::from_secs(10))
-    ///     .build();
-    /// # }
+    ///     .build()?;
+    /// # Ok(()) }
     /// ```
     pub fn builder(l1: QueryCache, l2: DistributedCache) -> HybridBuilder {
         HybridBuilder {
@@ -236,11 +250,23 @@ impl HybridCache {
         self.inner.coherent.load(SeqCst)
     }
 
-    /// Waits until the cache is coherent, up to `timeout`; whether it is.
+    /// Waits until the cache is coherent, up to `timeout` (`Duration::MAX`: no
+    /// limit); whether it is.
+    ///
+    /// Cancel safety: cancel-safe (it only reads a flag).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(cache: ormcache::HybridCache) {
+    /// if !cache.wait_coherent(Duration::from_secs(5)).await {
+    ///     eprintln!("invalidation stream not up yet: L1 serves young entries only");
+    /// }
+    /// # }
+    /// ```
     pub async fn wait_coherent(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         while !self.is_coherent() {
-            if tokio::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -326,9 +352,12 @@ impl HybridCache {
             .encode_tagged::<T, &str>("set", key, &value, Some(ttl), &[])
             .await?;
         let value = Arc::new(value);
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner
+            .l2
+            .set_bytes(key, &bytes, ttl, pending.message())
+            .await;
+        pending.done();
         let result =
             inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)), None);
         inner.confirmed(seq, result).await
@@ -342,9 +371,9 @@ impl HybridCache {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         key::validate("delete", key)?;
         let inner = &self.inner;
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.delete_notify(key, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.delete_notify(key, pending.message()).await;
+        pending.done();
         inner.evict_local(key);
         let result = inner.after_invalidation(result, [key]);
         inner.confirmed(seq, result).await
@@ -358,9 +387,9 @@ impl HybridCache {
         key::validate("expire", key)?;
         key::validate_ttl("expire", key, ttl)?;
         let inner = &self.inner;
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.expire_notify(key, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.expire_notify(key, ttl, pending.message()).await;
+        pending.done();
         inner.evict_local(key);
         let result = inner.after_invalidation(result, [key]);
         inner.confirmed(seq, result).await
@@ -408,10 +437,12 @@ impl HybridCache {
     /// Redis failures (the clear is queued and applied when Redis is back).
     pub async fn clear(&self) -> Result<u64> {
         let inner = &self.inner;
+        let mut pending = inner.pending(Op::Clear);
         let result = match inner.l2.clear_all("clear").await {
-            Ok(n) => inner.publish_numbered("clear", Op::Clear, n).await,
+            Ok(n) => inner.publish_numbered("clear", &mut pending, n).await,
             Err(e) => Err(e),
         };
+        pending.done();
         inner.counters.sent.fetch_add(1, Relaxed);
         inner.clear_local();
         match result {
@@ -432,13 +463,16 @@ impl HybridCache {
     /// Redis failures (the pattern is queued and applied when Redis is back).
     pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
         let inner = &self.inner;
+        let mut pending = inner.pending(Op::Pattern(pattern.to_owned()));
         let result = match inner.l2.clear_matching("clear_pattern", pattern).await {
             Ok(n) => {
-                let op = Op::Pattern(pattern.to_owned());
-                inner.publish_numbered("clear_pattern", op, n).await
+                inner
+                    .publish_numbered("clear_pattern", &mut pending, n)
+                    .await
             }
             Err(e) => Err(e),
         };
+        pending.done();
         inner.counters.sent.fetch_add(1, Relaxed);
         inner.evict_pattern(pattern);
         match result {
@@ -463,29 +497,36 @@ impl HybridCache {
         }
         let inner = &self.inner;
         let coherent = inner.coherent.load(SeqCst);
-        let max_age = (!coherent).then_some(inner.degraded_max_age);
         let mut out: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
         let mut missing: Vec<(usize, &str, LocalTicket)> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             inner.counters.gets.fetch_add(1, Relaxed);
-            match inner.l1.get_checked::<T>(k.as_ref(), max_age) {
-                Some(v) => {
-                    inner.counters.l1_hits.fetch_add(1, Relaxed);
-                    out.push(Some(v));
-                }
-                None => {
-                    out.push(None);
-                    missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
-                }
+            // As `get`: L1 only while coherent; else L2 first.
+            let hit = if coherent {
+                inner.l1.get_checked::<T>(k.as_ref(), None)
+            } else {
+                None
+            };
+            if hit.is_some() {
+                inner.counters.l1_hits.fetch_add(1, Relaxed);
+            } else {
+                missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
             }
+            out.push(hit);
         }
         if missing.is_empty() {
             return Ok(out);
         }
+        let degraded = |mut out: Vec<Option<Arc<T>>>, missing: &[(usize, &str, LocalTicket)]| {
+            for (i, k, _) in missing {
+                out[*i] = self.degraded_l1(k, coherent);
+            }
+            out
+        };
         if inner.backlog_pending.load(SeqCst) {
             inner.counters.fallbacks.fetch_add(1, Relaxed);
             inner.wake_recovery.notify_one();
-            return Ok(out);
+            return Ok(degraded(out, &missing));
         }
         let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
         match inner.l2.get_many_with_ttl::<T>(&names).await {
@@ -504,7 +545,7 @@ impl HybridCache {
             Err(e) if e.is_invalid_input() => Err(e),
             Err(_) => {
                 inner.counters.fallbacks.fetch_add(1, Relaxed);
-                Ok(out)
+                Ok(degraded(out, &missing))
             }
         }
     }
@@ -534,11 +575,14 @@ impl HybridCache {
                 *bytes = crate::codec::wrap_tagged(&names, &tokens, bytes);
             }
         }
-        let (notice, seq) = inner.numbered_notice(
-            Op::Keys(encoded.iter().map(|(k, _)| (*k).to_owned()).collect()),
-            Lifecycle::Running,
-        );
-        let result = inner.l2.set_many_bytes(&encoded, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(
+            encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),
+        ));
+        let result = inner
+            .l2
+            .set_many_bytes(&encoded, ttl, pending.message())
+            .await;
+        pending.done();
         let sizes: Vec<u64> = encoded.iter().map(|(_, b)| b.len() as u64).collect();
         drop(encoded);
         match result {
@@ -575,11 +619,11 @@ impl HybridCache {
             return Ok(0);
         }
         let inner = &self.inner;
-        let (notice, seq) = inner.numbered_notice(
-            Op::Keys(keys.iter().map(|k| k.as_ref().to_owned()).collect()),
-            Lifecycle::Running,
-        );
-        let result = inner.l2.delete_many_notify(keys, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(
+            keys.iter().map(|k| k.as_ref().to_owned()).collect(),
+        ));
+        let result = inner.l2.delete_many_notify(keys, pending.message()).await;
+        pending.done();
         for k in keys {
             inner.evict_local(k.as_ref());
         }
@@ -603,9 +647,12 @@ impl HybridCache {
             .l2
             .encode_tagged("set_with_tags", key, &value, ttl, tags)
             .await?;
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner
+            .l2
+            .set_bytes(key, &bytes, ttl, pending.message())
+            .await;
+        pending.done();
         let tags: Arc<[String]> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
         let result = inner.after_write(
             key,
@@ -623,8 +670,9 @@ impl HybridCache {
     /// a tag cannot be replayed without its token).
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let inner = &self.inner;
-        let (notice, seq) = inner.numbered_notice(Op::Tag(tag.to_owned()), Lifecycle::Running);
-        let result = inner.l2.invalidate_tag_notify(tag, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Tag(tag.to_owned()));
+        let result = inner.l2.invalidate_tag_notify(tag, pending.message()).await;
+        pending.done();
         inner.evict_tag(tag);
         match result {
             Ok(()) => {
@@ -701,21 +749,34 @@ impl HybridCache {
     /// # Errors
     /// As [`DistributedCache::close`].
     pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        // Stopped first, so that a dropped `close` leaves nothing running either.
+        inner.tasks.abort_all();
+        inner.coherent.store(false, SeqCst);
         // The other instances stop waiting for us at once, not after the liveness
         // window.
-        let (bye, _) = self
-            .inner
-            .numbered_notice(Op::Heartbeat, Lifecycle::Closing);
-        let _ = self.inner.l2.publish("close", &bye).await;
-        self.inner.tasks.abort_all();
-        self.inner.coherent.store(false, SeqCst);
-        self.inner.l2.close().await
+        let (bye, _) = inner.numbered_notice(Op::Heartbeat, Lifecycle::Closing);
+        let l2 = inner.l2.clone();
+        let finish = async move {
+            let _ = l2.publish("close", &bye).await;
+            l2.close().await
+        };
+        // In a task of its own: the goodbye and the L2's close complete even if
+        // this future is dropped.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt.spawn(finish).await.unwrap_or(Ok(())),
+            Err(_) => finish.await,
+        }
     }
 }
 
 impl crate::memo::Fill for HybridCache {
     fn flights(&self) -> &crate::memo::Flights {
         &self.inner.flights
+    }
+
+    fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {
+        Some(&self.inner.tasks)
     }
 
     async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> crate::memo::Lookup<T> {
@@ -793,19 +854,24 @@ impl crate::memo::Fill for HybridCache {
         let (Some(lease), Some(local)) = (&ticket.lease, ticket.local) else {
             return;
         };
-        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
+        let (pending, _) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let Some(notice) = pending.message() else {
+            return;
+        };
         if !inner
             .l2
-            .store_fill(key, &**value, ttl, tags, lease, Some(&notice))
+            .store_fill(key, &**value, ttl, tags, lease, Some(notice))
             .await
         {
             // Not stored, so not published: send the message anyway (an eviction is
             // always safe), or its number would be a hole that the other instances
             // take for a lost message, holding their acknowledgements back until
             // they flush.
-            let _ = inner.l2.publish("get_or_compute", &notice).await;
+            let _ = inner.l2.publish("get_or_compute", notice).await;
+            pending.done();
             return;
         }
+        pending.done();
         inner.counters.sent.fetch_add(1, Relaxed);
         let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
         inner.l1.put_origin(
