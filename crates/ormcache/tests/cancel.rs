@@ -279,6 +279,7 @@ async fn every_cancellation_point(
         agree(a, b, &what, bound).await;
         no_lease(server, prefix, &what, bound).await;
         if done {
+            println!("{name}: completed on its own at poll {n} (frozen: {frozen})");
             return n;
         }
     }

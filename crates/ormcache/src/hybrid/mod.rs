@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cache::{CacheValue, Ttl};
@@ -15,16 +14,19 @@ use crate::error::Result;
 use crate::key;
 use crate::local::QueryCache;
 use crate::memo::LocalTicket;
-use crate::stats::{DistributedStats, LocalStats, hit_rate};
+use crate::stats::hit_rate;
 
 mod ack;
 mod builder;
+mod fill;
 mod inner;
 mod pending;
+mod stats;
 mod tasks;
 
 pub use builder::HybridBuilder;
 use inner::Lifecycle;
+pub use stats::{CoherenceStats, HybridStats};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -141,60 +143,6 @@ impl fmt::Debug for HybridCache {
     }
 }
 
-/// Statistics of a [`HybridCache`], in the seed's shape:
-/// `{"l1": {...}, "l2": {...}, "combined_hit_rate": ...}` plus coherence figures.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HybridStats {
-    /// The L1's statistics.
-    pub l1: LocalStats,
-    /// The L2's statistics (`None` while Redis cannot be asked).
-    pub l2: Option<DistributedStats>,
-    /// Reads answered by L1 or L2, in percent of all reads.
-    pub combined_hit_rate: f64,
-    /// Coherence and failure figures of this instance.
-    pub coherence: CoherenceStats,
-}
-
-/// Coherence and failure figures of one [`HybridCache`] instance.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CoherenceStats {
-    /// The invalidation stream is up and L2 trusted.
-    pub coherent: bool,
-    /// Invalidation messages published.
-    pub invalidations_sent: u64,
-    /// Invalidation messages received from other instances.
-    pub invalidations_received: u64,
-    /// Whole-L1 flushes (resubscription, lost message, restart, remote clear).
-    pub flushes: u64,
-    /// Lost messages detected.
-    pub gaps: u64,
-    /// Reads and writes that Redis could not serve and that fell back.
-    pub fallbacks: u64,
-    /// L1 fills dropped because an invalidation raced them.
-    pub fills_discarded: u64,
-    /// Invalidations waiting for Redis.
-    pub backlog: usize,
-    /// Times the backlog overflowed into a clear of the prefix.
-    pub backlog_overflows: u64,
-    /// Times the invalidation stream was (re)established.
-    pub resubscriptions: u64,
-    /// Writes wait for the other instances to apply their invalidations
-    /// ([`HybridBuilder::confirm_invalidations`]).
-    pub confirm_invalidations: bool,
-    /// Other instances on the channel heard within the liveness window.
-    pub peers: usize,
-    /// Of those, the ones not waited for since they let a confirmation time out
-    /// (until they acknowledge again).
-    pub peers_unresponsive: usize,
-    /// Invalidations that every live peer acknowledged before the write returned
-    /// (writes made while alone on the channel are not counted).
-    pub confirmed: u64,
-    /// Times a peer did not acknowledge an invalidation within the timeout.
-    pub unconfirmed: u64,
-}
-
 impl HybridCache {
     /// Combines an L1 and an L2 with the default settings.
     ///
@@ -253,7 +201,8 @@ impl HybridCache {
     /// Waits until the cache is coherent, up to `timeout` (`Duration::MAX`: no
     /// limit); whether it is.
     ///
-    /// Cancel safety: cancel-safe (it only reads a flag).
+    /// # Cancel safety
+    /// Cancel-safe (it only reads a flag).
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -282,6 +231,10 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe; a dropped read changes nothing (L1 is filled
+    /// only with a complete L2 answer).
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         key::validate("get", key)?;
         let inner = &self.inner;
@@ -337,6 +290,14 @@ impl HybridCache {
     /// write did not reach the shared cache, or its outcome is unknown): then this
     /// process's L1 copy is evicted and the key joins the backlog, so that whatever
     /// L2 holds for it is removed, and every L1 copy evicted, once Redis is back.
+    ///
+    /// # Cancel safety
+    /// Dropped before its request can have left (while encoding),
+    /// nothing happened. Dropped later, the write is treated as done: this
+    /// process's copy is evicted at once (its next read goes to L2, which holds
+    /// the old or the new value), the invalidation message is published from a
+    /// task of the cache (so every peer evicts, and no gap in the message
+    /// numbers makes them flush), and nothing is confirmed.
     pub async fn set<T: CacheValue>(
         &self,
         key: &str,
@@ -368,6 +329,12 @@ impl HybridCache {
     /// # Errors
     /// Invalid key; Redis failures (the invalidation is queued and applied when
     /// Redis is back).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         key::validate("delete", key)?;
         let inner = &self.inner;
@@ -383,6 +350,12 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key or TTL; Redis failures (the key is queued for invalidation).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         key::validate("expire", key)?;
         key::validate_ttl("expire", key, ttl)?;
@@ -399,6 +372,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn exists(&self, key: &str) -> Result<bool> {
         key::validate("exists", key)?;
         let inner = &self.inner;
@@ -419,6 +395,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn ttl(&self, key: &str) -> Result<Ttl> {
         key::validate("ttl", key)?;
         match self.inner.l2.ttl(key).await {
@@ -435,6 +414,12 @@ impl HybridCache {
     ///
     /// # Errors
     /// Redis failures (the clear is queued and applied when Redis is back).
+    ///
+    /// # Cancel safety
+    /// Dropped while L2 is being cleared (batches already sent
+    /// stay removed), this process clears its L1 at once and the clear's message
+    /// is published from a task of the cache, so every peer drops its copies too;
+    /// nothing is confirmed.
     pub async fn clear(&self) -> Result<u64> {
         let inner = &self.inner;
         let mut pending = inner.pending(Op::Clear);
@@ -461,6 +446,12 @@ impl HybridCache {
     ///
     /// # Errors
     /// Redis failures (the pattern is queued and applied when Redis is back).
+    ///
+    /// # Cancel safety
+    /// Dropped while L2 is being cleared (batches already sent
+    /// stay removed), this process clears its L1 at once and the clear's message
+    /// is published from a task of the cache, so every peer drops its copies too;
+    /// nothing is confirmed.
     pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
         let inner = &self.inner;
         let mut pending = inner.pending(Op::Pattern(pattern.to_owned()));
@@ -488,6 +479,10 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe; a dropped read changes nothing (L1 is filled
+    /// only with a complete L2 answer).
     pub async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
         &self,
         keys: &[K],
@@ -554,6 +549,14 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key or TTL, encode errors, oversized values (nothing is written).
+    ///
+    /// # Cancel safety
+    /// Dropped before its request can have left (while encoding),
+    /// nothing happened. Dropped later, the write is treated as done: this
+    /// process's copy is evicted at once (its next read goes to L2, which holds
+    /// the old or the new value), the invalidation message is published from a
+    /// task of the cache (so every peer evicts, and no gap in the message
+    /// numbers makes them flush), and nothing is confirmed.
     pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
         &self,
         entries: Vec<(K, T)>,
@@ -611,6 +614,12 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key; Redis failures (the keys are queued for invalidation).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<u64> {
         for k in keys {
             key::validate("delete_many", k.as_ref())?;
@@ -635,6 +644,14 @@ impl HybridCache {
     ///
     /// # Errors
     /// As [`set`](Self::set); an invalid tag.
+    ///
+    /// # Cancel safety
+    /// Dropped before its request can have left (while encoding),
+    /// nothing happened. Dropped later, the write is treated as done: this
+    /// process's copy is evicted at once (its next read goes to L2, which holds
+    /// the old or the new value), the invalidation message is published from a
+    /// task of the cache (so every peer evicts, and no gap in the message
+    /// numbers makes them flush), and nothing is confirmed.
     pub async fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
         &self,
         key: &str,
@@ -668,6 +685,12 @@ impl HybridCache {
     /// # Errors
     /// An invalid tag; Redis failures (then the whole prefix is queued for clearing:
     /// a tag cannot be replayed without its token).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let inner = &self.inner;
         let (pending, seq) = inner.write(Op::Tag(tag.to_owned()));
@@ -700,6 +723,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// None: when Redis cannot be asked, `l2` is `None`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn get_stats(&self) -> Result<HybridStats> {
         let inner = &self.inner;
         let l2 = inner.l2.get_stats().await.ok();
@@ -740,6 +766,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// Redis errors, timeouts, an open breaker.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn ping(&self) -> Result<Duration> {
         self.inner.l2.ping().await
     }
@@ -748,6 +777,11 @@ impl HybridCache {
     ///
     /// # Errors
     /// As [`DistributedCache::close`].
+    ///
+    /// # Cancel safety
+    /// The background tasks stop at once; the goodbye message and
+    /// closing the L2 run to completion in a task of their own even if this future
+    /// is dropped.
     pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
         // Stopped first, so that a dropped `close` leaves nothing running either.
@@ -766,129 +800,6 @@ impl HybridCache {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => rt.spawn(finish).await.unwrap_or(Ok(())),
             Err(_) => finish.await,
-        }
-    }
-}
-
-impl crate::memo::Fill for HybridCache {
-    fn flights(&self) -> &crate::memo::Flights {
-        &self.inner.flights
-    }
-
-    fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {
-        Some(&self.inner.tasks)
-    }
-
-    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> crate::memo::Lookup<T> {
-        let inner = &self.inner;
-        inner.counters.gets.fetch_add(1, Relaxed);
-        let coherent = inner.coherent.load(SeqCst);
-        if coherent {
-            let hit = if with_ttl {
-                inner
-                    .l1
-                    .get_with_origin_ttl::<T>(key)
-                    .map(|(v, left)| (v, Some(left)))
-            } else {
-                inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
-            };
-            if let Some((v, left)) = hit {
-                inner.counters.l1_hits.fetch_add(1, Relaxed);
-                return crate::memo::Lookup::Hit(v, left);
-            }
-        }
-        if inner.backlog_pending.load(SeqCst) {
-            inner.counters.fallbacks.fetch_add(1, Relaxed);
-            inner.wake_recovery.notify_one();
-            return match self.degraded_l1::<T>(key, coherent) {
-                Some(v) => crate::memo::Lookup::Hit(v, None),
-                None => crate::memo::Lookup::Miss,
-            };
-        }
-        let ticket = inner.ticket(key);
-        match inner.l2.get_with_ttl::<T>(key).await {
-            Ok(Some(found)) => {
-                inner.counters.l2_hits.fetch_add(1, Relaxed);
-                if coherent {
-                    inner.fill(key, &found, ticket);
-                }
-                crate::memo::Lookup::Hit(found.value, found.remaining)
-            }
-            Ok(None) => crate::memo::Lookup::Miss,
-            Err(_) => {
-                inner.counters.fallbacks.fetch_add(1, Relaxed);
-                match self.degraded_l1::<T>(key, coherent) {
-                    Some(v) => crate::memo::Lookup::Hit(v, None),
-                    None => crate::memo::Lookup::Miss,
-                }
-            }
-        }
-    }
-
-    async fn begin_fill(
-        &self,
-        key: &str,
-        lease_ttl: Duration,
-        exclusive: bool,
-        tags: &[String],
-    ) -> crate::memo::FillTicket {
-        let local = self.inner.ticket(key);
-        if self.inner.backlog_pending.load(SeqCst) {
-            // L2 is not trusted yet: compute, return, store nowhere.
-            return crate::memo::FillTicket::default();
-        }
-        let mut ticket = self.inner.l2.lease(key, lease_ttl, exclusive, tags).await;
-        ticket.local = Some(local);
-        ticket
-    }
-
-    async fn end_fill<T: CacheValue>(
-        &self,
-        key: &str,
-        value: &Arc<T>,
-        ttl: Duration,
-        tags: &[String],
-        ticket: crate::memo::FillTicket,
-    ) {
-        let inner = &self.inner;
-        let (Some(lease), Some(local)) = (&ticket.lease, ticket.local) else {
-            return;
-        };
-        let (pending, _) = inner.write(Op::Keys(vec![key.to_owned()]));
-        let Some(notice) = pending.message() else {
-            return;
-        };
-        if !inner
-            .l2
-            .store_fill(key, &**value, ttl, tags, lease, Some(notice))
-            .await
-        {
-            // Not stored, so not published: send the message anyway (an eviction is
-            // always safe), or its number would be a hole that the other instances
-            // take for a lost message, holding their acknowledgements back until
-            // they flush.
-            let _ = inner.l2.publish("get_or_compute", notice).await;
-            pending.done();
-            return;
-        }
-        pending.done();
-        inner.counters.sent.fetch_add(1, Relaxed);
-        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
-        inner.l1.put_origin(
-            key,
-            Arc::clone(value),
-            ttl.min(inner.l1_max_ttl),
-            Some(ttl),
-            local,
-            1,
-            tags,
-            || inner.still_valid(key, local),
-        );
-    }
-
-    async fn abort_fill(&self, key: &str, ticket: crate::memo::FillTicket) {
-        if let Some(lease) = &ticket.lease {
-            self.inner.l2.release(key, lease).await;
         }
     }
 }
