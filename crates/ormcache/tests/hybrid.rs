@@ -547,13 +547,13 @@ async fn chaos_under_load() {
 // ---- separate OS processes ----------------------------------------------------
 
 /// A peer: this same test binary, re-run with `ORMCACHE_PEER_URL` set, serving a
-/// line protocol on stdin/stdout from its own `HybridCache`.
+/// line protocol on stdin/stdout from its own `HybridCache`. Not a test of its own
+/// (ignored; `separate_processes_stay_coherent` runs it with `--ignored`).
 #[tokio::test]
+#[ignore = "the peer side of separate_processes_stay_coherent, started by it"]
 async fn peer_process() {
-    let Ok(url) = std::env::var("ORMCACHE_PEER_URL") else {
-        // Run as an ordinary test: nothing to do (the peer is started by others).
-        return;
-    };
+    let url = std::env::var("ORMCACHE_PEER_URL")
+        .expect("run by separate_processes_stay_coherent, which sets ORMCACHE_PEER_URL");
     let l1 = QueryCache::new(1000, Duration::from_secs(60)).unwrap();
     let l2 = DistributedCache::create(
         ormcache::DistributedConfig::new()
@@ -614,6 +614,7 @@ impl Peer {
             .args([
                 "--exact",
                 "peer_process",
+                "--ignored",
                 "--nocapture",
                 "--test-threads",
                 "1",
