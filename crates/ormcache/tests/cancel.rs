@@ -110,6 +110,12 @@ fn locked() -> ComputeOptions {
         .lock_wait(Duration::from_secs(60))
 }
 
+/// Every hit is due for an early refresh: the refresh path (lease, loader, store)
+/// runs on a present key.
+fn refreshing() -> ComputeOptions {
+    locked().refresh_ahead(1.0)
+}
+
 async fn slow_value(n: usize) -> String {
     tokio::time::sleep(Duration::from_millis(20)).await;
     format!("computed{n}")
@@ -193,6 +199,18 @@ fn hybrid_ops() -> Vec<(&'static str, bool, Op)> {
                 let _ = c.get_or_compute_with(K, locked(), || slow_value(n)).await;
             })
         }),
+        ("get_or_compute refresh", false, |c, n| {
+            Box::pin(async move {
+                let _ = c
+                    .get_or_compute_with(K, refreshing(), || slow_value(n))
+                    .await;
+            })
+        }),
+        ("ping", false, |c, _| {
+            Box::pin(async move {
+                let _ = c.ping().await;
+            })
+        }),
         ("clear_pattern", true, |c, _| {
             Box::pin(async move {
                 let _ = c.clear_pattern("k*").await;
@@ -209,7 +227,7 @@ fn hybrid_ops() -> Vec<(&'static str, bool, Op)> {
 /// Before each round: `K` holds an old value (tagged `t`) in L2 and in both L1s
 /// (or, for `get_or_compute`, is missing everywhere).
 async fn prepare(a: &HybridCache, b: &HybridCache, name: &str, n: usize) {
-    if name.starts_with("get_or_compute") {
+    if name.starts_with("get_or_compute") && name != "get_or_compute refresh" {
         a.delete(K).await.unwrap();
         return;
     }
@@ -366,6 +384,73 @@ fn l2_ops() -> Vec<(&'static str, L2Op)> {
                 let _ = c.clear().await;
             })
         }),
+        ("clear_pattern", |c, _| {
+            Box::pin(async move {
+                let _ = c.clear_pattern("k*").await;
+            })
+        }),
+        ("expire", |c, _| {
+            Box::pin(async move {
+                let _ = c.expire(K, Duration::from_secs(30)).await;
+            })
+        }),
+        ("set_many", |c, n| {
+            Box::pin(async move {
+                let _ = c.set_many(vec![(K, format!("new{n}"))], None).await;
+            })
+        }),
+        ("delete_many", |c, _| {
+            Box::pin(async move {
+                let _ = c.delete_many(&[K]).await;
+            })
+        }),
+        ("set_with_tags", |c, n| {
+            Box::pin(async move {
+                let _ = c.set_with_tags(K, format!("new{n}"), None, &["t"]).await;
+            })
+        }),
+        ("invalidate_tag", |c, _| {
+            Box::pin(async move {
+                let _ = c.invalidate_tag("t").await;
+            })
+        }),
+        ("get", |c, _| {
+            Box::pin(async move {
+                let _ = c.get::<String>(K).await;
+            })
+        }),
+        ("get_many", |c, _| {
+            Box::pin(async move {
+                let _ = c.get_many::<String, _>(&[K]).await;
+            })
+        }),
+        ("exists", |c, _| {
+            Box::pin(async move {
+                let _ = c.exists(K).await;
+            })
+        }),
+        ("ttl", |c, _| {
+            Box::pin(async move {
+                let _ = c.ttl(K).await;
+            })
+        }),
+        ("get_stats", |c, _| {
+            Box::pin(async move {
+                let _ = c.get_stats().await;
+            })
+        }),
+        ("ping", |c, _| {
+            Box::pin(async move {
+                let _ = c.ping().await;
+            })
+        }),
+        ("get_or_compute refresh", |c, n| {
+            Box::pin(async move {
+                let _ = c
+                    .get_or_compute_with(K, refreshing(), || slow_value(n))
+                    .await;
+            })
+        }),
         ("get_or_compute", |c, n| {
             Box::pin(async move {
                 let _ = c
@@ -394,7 +479,11 @@ async fn distributed_operations_dropped_at_every_await() {
         for (name, op) in l2_ops() {
             let mut completed = false;
             for n in 1..MAX_POLLS {
-                a.delete(K).await.unwrap();
+                if name.starts_with("get_or_compute") && name != "get_or_compute refresh" {
+                    a.delete(K).await.unwrap();
+                } else {
+                    a.set(K, format!("old{n}"), None).await.unwrap();
+                }
                 if frozen {
                     server.pause();
                 }
@@ -430,7 +519,13 @@ async fn query_cache_get_or_compute_dropped_at_every_await() {
     for n in 1..MAX_POLLS {
         cache.delete(K);
         let counted = Arc::clone(&runs);
-        let op = cache.get_or_compute(K, None, || async move {
+        // With `lock(true)` too: on the L1 alone it is the same single flight.
+        let options = if n % 2 == 0 {
+            locked()
+        } else {
+            ComputeOptions::new()
+        };
+        let op = cache.get_or_compute_with(K, options, || async move {
             counted.fetch_add(1, Ordering::SeqCst);
             slow_value(n).await
         });
