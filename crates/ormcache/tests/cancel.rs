@@ -57,11 +57,21 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, bound: Duration, mut f:
     }
 }
 
+/// A command timeout generous enough for a loaded machine; short only where Redis
+/// is frozen on purpose (each frozen round waits it out).
+fn timeout_for(prefix: &str) -> Duration {
+    if prefix == "fz" || prefix == "dx" {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
 fn l2_config(server: &RedisServer, prefix: &str) -> ormcache::DistributedConfig {
     // The breaker never opens here (its own test is below): a probe dropped by a
     // frozen-Redis round must not decide the other checks.
     config(server, prefix)
-        .socket_timeout(Duration::from_millis(200))
+        .socket_timeout(timeout_for(prefix))
         .circuit_breaker(BreakerConfig::new().threshold(1_000_000))
 }
 
@@ -327,7 +337,13 @@ async fn hybrid_operations_dropped_at_every_await_on_a_live_redis() {
         after.gaps, before.gaps,
         "the peer saw a hole in the sequence"
     );
-    assert_eq!(after.flushes, before.flushes, "the peer flushed its L1");
+    // A stall of the loaded machine may cost a resubscription (which flushes):
+    // any other flush is spurious.
+    assert_eq!(
+        after.flushes - before.flushes,
+        after.resubscriptions - before.resubscriptions,
+        "the peer flushed its L1"
+    );
     for (name, clears, op) in hybrid_ops() {
         if clears {
             polls +=
