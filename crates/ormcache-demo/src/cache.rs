@@ -27,7 +27,7 @@ pub(crate) async fn build(config: &Config) -> ormcache::Result<AnyCache> {
         .connect_lazily(true)
         .build()
         .await?;
-    let cache: AnyCache = HybridCache::new(l1, l2).into();
+    let cache: AnyCache = HybridCache::new(l1, l2)?.into();
     match cache.ping().await {
         Ok(rtt) => tracing::info!(
             prefix = %config.cache_prefix,

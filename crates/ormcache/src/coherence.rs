@@ -10,7 +10,8 @@
 //! L1. An instance that stops hearing its own heartbeats knows its subscription is
 //! dead even if no disconnect was reported.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use crate::tenant::TenantId;
 use std::time::{Duration, Instant};
@@ -302,18 +303,28 @@ impl Peers {
 
 /// Invalidations that could not reach Redis, per tenant scope (`None`: unscoped);
 /// replayed, each in its scope, before L2 is trusted again.
+///
+/// Every addition is stamped, so that a replay removes only what it delivered: a
+/// key, pattern or clear added again (or anything added under a queued clear) while
+/// a replay ran stays for the next one — its write may have landed after the
+/// replay's delete.
 #[derive(Debug, Default)]
 pub(crate) struct Backlog {
     pub(crate) scopes: BTreeMap<Option<TenantId>, Part>,
+    stamp: u64,
 }
 
 /// What one scope has pending.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Part {
-    pub(crate) keys: HashSet<String>,
-    pub(crate) patterns: Vec<String>,
+    /// Keys, each with the stamp of its latest addition.
+    pub(crate) keys: HashMap<String, u64>,
+    /// Patterns, likewise.
+    pub(crate) patterns: HashMap<String, u64>,
     /// Clear the whole scope (asked for, or the backlog overflowed).
     pub(crate) clear: bool,
+    /// The stamp of the latest addition of any kind.
+    changed: u64,
 }
 
 impl Part {
@@ -337,9 +348,12 @@ impl Backlog {
         self.scopes.values().map(Part::len).sum()
     }
 
-    /// The current task's scope.
-    fn part(&mut self) -> &mut Part {
-        self.scopes.entry(crate::tenant::current()).or_default()
+    /// The current task's scope, marked as changed now; and the stamp.
+    fn part(&mut self) -> (&mut Part, u64) {
+        self.stamp += 1;
+        let part = self.scopes.entry(crate::tenant::current()).or_default();
+        part.changed = self.stamp;
+        (part, self.stamp)
     }
 
     /// Adds keys of the current scope; past `max` entries in all, every scope
@@ -350,30 +364,30 @@ impl Backlog {
         keys: impl IntoIterator<Item = &'a str>,
         max: usize,
     ) -> bool {
-        let part = self.part();
+        let (part, stamp) = self.part();
         if part.clear {
+            // Covered by the clear (which, having changed, outlives a replay
+            // running now).
             return false;
         }
         for k in keys {
-            part.keys.insert(k.to_owned());
+            part.keys.insert(k.to_owned(), stamp);
         }
         self.check_bound(max)
     }
 
     pub(crate) fn add_pattern(&mut self, pattern: &str, max: usize) -> bool {
-        let part = self.part();
+        let (part, stamp) = self.part();
         if part.clear {
             return false;
         }
-        if !part.patterns.iter().any(|p| p == pattern) {
-            part.patterns.push(pattern.to_owned());
-        }
+        part.patterns.insert(pattern.to_owned(), stamp);
         self.check_bound(max)
     }
 
     /// Clear the current scope.
     pub(crate) fn add_clear(&mut self) {
-        self.part().make_clear();
+        self.part().0.make_clear();
     }
 
     fn check_bound(&mut self, max: usize) -> bool {
@@ -391,6 +405,7 @@ impl Backlog {
     pub(crate) fn snapshot(&self) -> Backlog {
         Backlog {
             scopes: self.scopes.clone(),
+            stamp: self.stamp,
         }
     }
 
@@ -400,14 +415,59 @@ impl Backlog {
             let Some(part) = self.scopes.get_mut(scope) else {
                 continue;
             };
-            if delivered.clear {
-                // Everything queued before the clear was covered by it.
+            if delivered.clear && part.changed == delivered.changed {
+                // Everything queued before the clear was covered by it; anything
+                // queued since may have landed after it.
                 part.clear = false;
             }
-            part.keys.retain(|k| !delivered.keys.contains(k));
-            part.patterns.retain(|p| !delivered.patterns.contains(p));
+            part.keys.retain(|k, s| delivered.keys.get(k) != Some(s));
+            part.patterns
+                .retain(|p, s| delivered.patterns.get(p) != Some(s));
         }
         self.scopes.retain(|_, p| p.len() > 0);
+    }
+}
+
+/// Counts an event that repeats per request during an outage (a write queued for
+/// replay) and says when to log it: the first at once, then at most one line per
+/// interval, carrying the count since the previous line — not one line per
+/// request (STYLE 27).
+#[derive(Debug, Default)]
+pub(crate) struct Tally(Mutex<TallyState>);
+
+#[derive(Debug, Default)]
+struct TallyState {
+    unlogged: u64,
+    last_line: Option<Instant>,
+}
+
+impl Tally {
+    /// Counts one event at `now`; `Some(count)` when a line is due, with the events
+    /// it stands for.
+    pub(crate) fn count(&self, every: Duration, now: Instant) -> Option<u64> {
+        let Ok(mut s) = self.0.lock() else {
+            return None;
+        };
+        s.unlogged = s.unlogged.saturating_add(1);
+        let due = s
+            .last_line
+            .is_none_or(|t| now.saturating_duration_since(t) >= every);
+        if !due {
+            return None;
+        }
+        s.last_line = Some(now);
+        Some(std::mem::take(&mut s.unlogged))
+    }
+
+    /// The outage is over: the events not logged yet, and the next one logs at once.
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+            .lock()
+            .map(|mut s| {
+                s.last_line = None;
+                std::mem::take(&mut s.unlogged)
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -527,22 +587,62 @@ mod tests {
         assert!(part.clear && part.keys.is_empty() && part.patterns.is_empty());
         assert_eq!(b.len(), 1);
         let done = b.snapshot();
+        b.remove(&done);
+        assert!(b.is_empty(), "a delivered clear with nothing after it");
+    }
+
+    #[test]
+    fn a_write_failing_while_a_clear_replays_is_not_lost() {
+        // The clear is being replayed (snapshot taken) when another write times
+        // out: its outcome may land after the replay's clear, so a clear (which
+        // covers it) stays queued.
+        let mut b = Backlog::default();
+        b.add_clear();
+        let done = b.snapshot();
         b.add_keys(["later"], 3);
         b.remove(&done);
-        assert!(
-            b.is_empty(),
-            "keys added after a queued clear are covered by it"
-        );
+        assert!(!b.is_empty(), "the failed write escaped invalidation");
+        assert!(b.scopes[&None].clear);
+        // The next replay delivers it.
+        let done = b.snapshot();
+        b.remove(&done);
+        assert!(b.is_empty());
     }
 
     #[test]
     fn replay_removes_only_what_it_delivered() {
         let mut b = Backlog::default();
-        b.add_keys(["a"], 10);
+        b.add_keys(["a", "again"], 10);
+        b.add_pattern("p:*", 10);
         let done = b.snapshot();
-        b.add_keys(["b"], 10);
+        b.add_keys(["b", "again"], 10);
+        b.add_pattern("p:*", 10);
         b.remove(&done);
-        assert_eq!(b.scopes[&None].keys.iter().collect::<Vec<_>>(), vec!["b"]);
+        let mut left: Vec<_> = b.scopes[&None].keys.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, vec!["again", "b"], "a key added again stays queued");
+        assert!(b.scopes[&None].patterns.contains_key("p:*"));
+    }
+
+    #[test]
+    fn outage_events_are_logged_once_per_interval_with_their_count() {
+        let t = Tally::default();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(t.count(every, t0), Some(1), "the first logs at once");
+        for i in 1..=999 {
+            assert_eq!(t.count(every, t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(t.count(every, t0 + every), Some(1000));
+        assert_eq!(t.count(every, t0 + every), None);
+        assert_eq!(t.finish(), 1);
+        assert_eq!(
+            t.count(every, t0 + every),
+            Some(1),
+            "a new outage logs at once"
+        );
+        // Whatever the clock or the interval says, nothing panics.
+        assert_eq!(t.count(Duration::MAX, t0), None);
     }
 
     #[tokio::test]
@@ -552,6 +652,6 @@ mod tests {
         let acme = TenantId::new("acme").unwrap();
         crate::tenant::sync_scope(acme.clone(), || b.add_keys(["k"], 10));
         assert_eq!(b.len(), 2);
-        assert!(b.scopes[&Some(acme)].keys.contains("k"));
+        assert!(b.scopes[&Some(acme)].keys.contains_key("k"));
     }
 }

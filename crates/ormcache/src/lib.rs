@@ -165,6 +165,20 @@
 //!   executed by Redis later, so its key joins the backlog too. The backlog is
 //!   replayed (with invalidation messages) before this instance reads L2 again; until
 //!   then its reads miss.
+//! - **Cancelled calls** (a future dropped at any `.await`: a caller's `timeout` or
+//!   `select!`, a client that went away). A write, delete, expire, clear, pattern
+//!   clear, batch call or tag invalidation that may have reached Redis is treated as
+//!   done: this process evicts what it named at once (so it still reads its own
+//!   writes: from L2, which holds the old or the new value), and a task of the
+//!   cache publishes the call's invalidation message (a message never sent would
+//!   be a hole in the sequence, which flushes every peer) and evicts again once it
+//!   is out, in case the request landed after the first eviction. Peers therefore
+//!   drop their copies within the delivery time of that message; if Redis cannot
+//!   take it, the invalidation joins the backlog. A cancelled call is not
+//!   confirmed. A cancelled `get_or_compute` gives its lease (the cluster-wide lock
+//!   with `lock(true)`) back at once, from a task of the cache, so that other
+//!   processes do not wait out `lock_wait`; the task stops with the cache's
+//!   `close`. Each public async fn says in its docs how it behaves when cancelled.
 //!
 //! # Failure behaviour
 //!
@@ -184,10 +198,11 @@
 //! | `distributed`, `config` | [`DistributedCache`], its [`DistributedBuilder`] (`distributed/builder`) and [`DistributedConfig`] |
 //! | `config/url`, `config/redact`, `config/tls` | [`RedisUrl`], the one parser of Redis URLs; hiding secrets in any text that may be a URL; `TlsConfig` |
 //! | `distributed/transport`, `distributed/sentinel` | how a URL becomes redis-rs clients (addresses, credentials, TLS); the Sentinel connection that follows failovers |
-//! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` fills and applying messages, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation |
+//! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` applying messages, `hybrid/fill` fills, `hybrid/stats` its stats shapes, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation, `hybrid/pending` what a cancelled write leaves to do |
 //! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |
 //! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
-//! | `memo` | `get_or_compute`: single flight, leases, early refresh, [`ComputeOptions`] |
+//! | `memo` | `get_or_compute`: single flight, leases (held by a guard), early refresh, [`ComputeOptions`] |
+//! | `tasks` | a cache's background tasks and the clean-up work of cancelled calls, stopped by `close` |
 //! | `distributed/fill` | Redis leases, the lock, tags, namespace versioning |
 //! | `distributed/conn`, `distributed/cluster`, `distributed/keyspace` | one connection for a server or a cluster (pipelines split per slot); slot tags and primaries; clears and key counts on every primary |
 //! | `distributed/coherent` | what [`HybridCache`] needs of Redis: writes with their invalidation message, publishing, server identity |

@@ -340,6 +340,117 @@ pub(crate) trait Fill: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Gives up a fill (the loader failed): releases the lease if still ours.
     fn abort_fill(&self, key: &str, ticket: FillTicket) -> impl Future<Output = ()> + Send;
+    /// Where the clean-up of a cancelled call runs (giving a lease back): the
+    /// cache's own tasks, stopped by its shutdown. `None` for a cache with no lease
+    /// to give back (no Redis).
+    fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {
+        None
+    }
+}
+
+/// A fill ticket held by a call. Dropped while still armed (the call's future was
+/// cancelled in the loader, or while storing), it gives the Redis lease back in a
+/// task of the cache, so that no other process waits `lock_wait` or `lock_ttl` for
+/// a loader that no longer runs. (The token check makes a late release harmless:
+/// it removes only our own lease.)
+pub(crate) struct Held<C: Fill> {
+    cache: C,
+    key: String,
+    ticket: FillTicket,
+    /// Cleared once the call gave the lease back itself (or stored through it).
+    armed: bool,
+    tenant: Option<crate::tenant::TenantId>,
+}
+
+impl<C: Fill> Held<C> {
+    fn new(
+        cache: C,
+        key: String,
+        ticket: FillTicket,
+        tenant: Option<crate::tenant::TenantId>,
+    ) -> Self {
+        Self {
+            cache,
+            key,
+            ticket,
+            armed: true,
+            tenant,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// Stores `value` through the ticket; the guard stays armed until the store
+    /// returns.
+    async fn store<T: CacheValue>(self, value: &Arc<T>, ttl: Duration, tags: &[String]) {
+        let ticket = self.ticket.clone();
+        self.cache
+            .end_fill(&self.key, value, ttl, tags, ticket)
+            .await;
+        self.disarm();
+    }
+
+    /// Gives the lease back now (the guard stays armed until that returns).
+    async fn release(self) {
+        if self.ticket.lease.is_some() {
+            let ticket = self.ticket.clone();
+            self.cache.abort_fill(&self.key, ticket).await;
+        }
+        self.disarm();
+    }
+}
+
+impl<C: Fill> Drop for Held<C> {
+    fn drop(&mut self) {
+        if !self.armed || self.ticket.lease.is_none() {
+            return;
+        }
+        let Some(tasks) = self.cache.cleanup_tasks() else {
+            return;
+        };
+        let cache = self.cache.clone();
+        let key = std::mem::take(&mut self.key);
+        let ticket = std::mem::take(&mut self.ticket);
+        // Not started (the cache closed, no runtime): the lease expires with its TTL.
+        tasks.spawn(self.tenant.take(), async move {
+            cache.abort_fill(&key, ticket).await;
+        });
+    }
+}
+
+/// Starts a fill (`begin_fill`) so that the lease it may take on Redis is given
+/// back even if this call is dropped while the request is on its way: the request
+/// runs in a task of the cache and hands its ticket over as a [`Held`], which
+/// releases the lease when nobody is left to receive it.
+async fn acquire<C: Fill>(
+    cache: &C,
+    key: &str,
+    lease_ttl: Duration,
+    exclusive: bool,
+    tags: &[String],
+) -> Held<C> {
+    let tenant = crate::tenant::current();
+    let held = |ticket| Held::new(cache.clone(), key.to_owned(), ticket, tenant.clone());
+    let Some(tasks) = cache.cleanup_tasks() else {
+        return held(cache.begin_fill(key, lease_ttl, exclusive, tags).await);
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (c, k, t, scope) = (cache.clone(), key.to_owned(), tags.to_vec(), tenant.clone());
+    let started = tasks.spawn(tenant.clone(), async move {
+        let ticket = c.begin_fill(&k, lease_ttl, exclusive, &t).await;
+        // Refused (the caller is gone) or never received: dropped, so released.
+        let _ = tx.send(Held::new(c, k, ticket, scope));
+    });
+    if !started {
+        // The cache is closed: compute, store nowhere.
+        return held(FillTicket::default());
+    }
+    match rx.await {
+        Ok(h) => h,
+        Err(_) => held(FillTicket::default()),
+    }
 }
 
 /// A random 64-bit token (lease and tag tokens). Not cryptographic: it only has to
@@ -410,28 +521,25 @@ where
             let Some(lead) = cache.flights().try_lead(&format!("\u{0}refresh\u{0}{key}")) else {
                 return Ok(v);
             };
-            let mut ticket = cache
-                .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
-                .await;
-            if ticket.contended {
+            let mut held = acquire(cache, key, options.lock_ttl, options.lock, &options.tags).await;
+            if held.ticket.contended {
                 drop(lead);
                 return Ok(v);
             }
-            if let (Some(lease), Some(left)) = (ticket.lease.as_mut(), remaining) {
-                lease.refresh_of = Some(left.as_millis() as u64 + 1);
+            if let (Some(lease), Some(left)) = (held.ticket.lease.as_mut(), remaining) {
+                let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+                lease.refresh_of = Some(ms.saturating_add(1));
             }
             return match loader().await {
                 Ok(fresh) => {
                     let fresh = Arc::new(fresh);
-                    cache
-                        .end_fill(key, &fresh, ttl, &options.tags, ticket)
-                        .await;
+                    held.store(&fresh, ttl, &options.tags).await;
                     lead.finish(Outcome::Value(fresh.clone()));
                     Ok(fresh)
                 }
                 Err(_) => {
                     // A failed refresh keeps serving the current value.
-                    cache.abort_fill(key, ticket).await;
+                    held.release().await;
                     Ok(v)
                 }
             };
@@ -471,18 +579,20 @@ where
                     drop(lead);
                     continue;
                 }
-                let ticket = cache
-                    .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
-                    .await;
-                let ready = if ticket.contended {
+                // From here on the lease (the cluster-wide lock with `lock`) is
+                // held by a guard: a caller that drops this future (a timeout, a
+                // client that went away) gives it back at once.
+                let held = acquire(cache, key, options.lock_ttl, options.lock, &options.tags).await;
+                let ready = if held.ticket.contended {
                     // Another process is computing: wait for its value, bounded.
+                    drop(held);
                     wait_for_holder::<C, T>(cache, key, options).await
                 } else if options.lock {
-                    after_lock::<C, T>(cache, key, ticket).await
+                    after_lock::<C, T>(key, held).await
                 } else {
-                    Err(ticket)
+                    Err(held)
                 };
-                let ticket = match ready {
+                let held = match ready {
                     Ok(v) => {
                         lead.finish(Outcome::Value(v.clone()));
                         return Ok(v);
@@ -492,12 +602,12 @@ where
                 return match loader().await {
                     Ok(v) => {
                         let v = Arc::new(v);
-                        cache.end_fill(key, &v, ttl, &options.tags, ticket).await;
+                        held.store(&v, ttl, &options.tags).await;
                         lead.finish(Outcome::Value(v.clone()));
                         Ok(v)
                     }
                     Err(e) => {
-                        cache.abort_fill(key, ticket).await;
+                        held.release().await;
                         let e = Arc::new(e);
                         lead.finish(Outcome::Error(e.clone()));
                         Err(e)
@@ -511,17 +621,13 @@ where
 /// Right after taking the lock: the value, if a holder in another process stored
 /// it (and let the lock go) between our miss and our lock — the lock is released
 /// and nothing is loaded; else the ticket to load with.
-async fn after_lock<C: Fill, T: CacheValue>(
-    cache: &C,
-    key: &str,
-    ticket: FillTicket,
-) -> Result<Arc<T>, FillTicket> {
-    match cache.lookup::<T>(key, false).await {
+async fn after_lock<C: Fill, T: CacheValue>(key: &str, held: Held<C>) -> Result<Arc<T>, Held<C>> {
+    match held.cache.lookup::<T>(key, false).await {
         Lookup::Hit(v, _) => {
-            cache.abort_fill(key, ticket).await;
+            held.release().await;
             Ok(v)
         }
-        Lookup::Miss => Err(ticket),
+        Lookup::Miss => Err(held),
     }
 }
 
@@ -532,23 +638,20 @@ async fn wait_for_holder<C: Fill, T: CacheValue>(
     cache: &C,
     key: &str,
     options: &ComputeOptions,
-) -> Result<Arc<T>, FillTicket> {
-    let deadline = tokio::time::Instant::now() + options.lock_wait;
+) -> Result<Arc<T>, Held<C>> {
+    // `lock_wait` may be "forever" (`Duration::MAX`): no deadline then.
+    let deadline = tokio::time::Instant::now().checked_add(options.lock_wait);
     let mut pause = Duration::from_millis(2);
-    while tokio::time::Instant::now() < deadline {
+    while deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
         if let Lookup::Hit(v, _) = cache.lookup::<T>(key, false).await {
             return Ok(v);
         }
-        let probe = cache
-            .begin_fill(key, options.lock_ttl, true, &options.tags)
-            .await;
-        if !probe.contended {
-            return after_lock(cache, key, probe).await;
+        let probe = acquire(cache, key, options.lock_ttl, true, &options.tags).await;
+        if !probe.ticket.contended {
+            return after_lock(key, probe).await;
         }
     }
-    Err(cache
-        .begin_fill(key, options.lock_ttl, false, &options.tags)
-        .await)
+    Err(acquire(cache, key, options.lock_ttl, false, &options.tags).await)
 }

@@ -273,7 +273,8 @@ async fn invalidation_during_a_load_wins() {
         cluster_cache(&cluster, "h").await,
     )
     .heartbeat_interval(Duration::from_millis(100))
-    .build();
+    .build()
+    .unwrap();
     assert!(hybrid.wait_coherent(Duration::from_secs(10)).await);
     let caches = [
         ("distributed", ormcache::AnyCache::from(plain)),
@@ -456,7 +457,8 @@ async fn hybrid_with(config: ormcache::DistributedConfig) -> HybridCache {
         DistributedCache::create(config).await.unwrap(),
     )
     .heartbeat_interval(Duration::from_millis(100))
-    .build();
+    .build()
+    .unwrap();
     assert!(c.wait_coherent(Duration::from_secs(10)).await);
     c
 }

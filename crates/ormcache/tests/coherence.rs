@@ -34,6 +34,7 @@ async fn instance(
         .heartbeat_interval(heartbeat)
         .confirm_invalidations(confirm)
         .build()
+        .unwrap()
 }
 
 fn l2_config(server: &RedisServer) -> DistributedConfig {
@@ -484,7 +485,8 @@ async fn an_instance_alone_never_waits() {
         QueryCache::new(100, Duration::from_secs(60)).unwrap(),
         support::cache(&server, "other").await,
     )
-    .build();
+    .build()
+    .unwrap();
     assert!(other.wait_coherent(NOT_A_HANG).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::time::timeout(NOT_A_HANG, async {
@@ -543,4 +545,158 @@ async fn a_fill_that_lost_its_lease_leaves_no_hole() {
         (0, 0, 0),
         "{sb:?}"
     );
+}
+
+/// Makes `recover` fail (it asks `INFO`): the instances on `server` lose their
+/// stream and stay incoherent while Redis serves every other command.
+async fn block_recovery(raw: &mut redis::aio::MultiplexedConnection, blocked: bool) {
+    let rule = if blocked { "-info" } else { "+info" };
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(rule)
+        .query_async(raw)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn get_many_goes_to_l2_while_the_stream_is_down() {
+    let server = RedisServer::start();
+    let l2 =
+        DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_millis(200)))
+            .await
+            .unwrap();
+    let reader = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
+        .heartbeat_interval(Duration::from_millis(100))
+        // L1 would answer for a minute if asked: it must not be while L2 answers.
+        .degraded_max_age(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert!(reader.wait_coherent(Duration::from_secs(5)).await);
+    reader.set("k", 1u32, None).await.unwrap();
+    assert_eq!(reader.l1().get::<u32>("k").as_deref(), Some(&1));
+    let mut raw = server.connection().await;
+    block_recovery(&mut raw, true).await;
+    assert!(support::kill_pubsub(&mut raw).await >= 1);
+    eventually("stream down", async || !reader.is_coherent()).await;
+    // Another client changes the entry; the reader's stream cannot tell it.
+    let _: () = redis::cmd("SET")
+        .arg("app:k")
+        .arg("2")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.l1().get::<u32>("k").as_deref(),
+        Some(&1),
+        "L1 still old"
+    );
+    assert!(!reader.is_coherent());
+    assert_eq!(reader.get::<u32>("k").await.unwrap().as_deref(), Some(&2));
+    let many = reader.get_many::<u32, _>(&["k", "none"]).await.unwrap();
+    assert_eq!(many[0].as_deref(), Some(&2), "get_many served L1");
+    assert_eq!(many[1], None);
+    // With Redis unreachable too, both fall back to young L1 entries alike.
+    server.pause();
+    let one = reader.get::<u32>("k").await.unwrap();
+    let many = reader.get_many::<u32, _>(&["k"]).await.unwrap();
+    server.resume();
+    assert_eq!(one.as_deref(), Some(&1));
+    assert_eq!(many[0].as_deref(), Some(&1));
+    block_recovery(&mut raw, false).await;
+    assert!(reader.wait_coherent(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn extreme_settings_never_panic() {
+    let server = RedisServer::start();
+    let peer = build(
+        &server,
+        Duration::from_millis(100),
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    let l2 =
+        DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_millis(200)))
+            .await
+            .unwrap();
+    // "Forever" is a valid setting everywhere.
+    let c = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
+        .heartbeat_interval(Duration::MAX)
+        .confirm_invalidations(Some(Duration::MAX))
+        .degraded_max_age(Duration::MAX)
+        .l1_max_ttl(Duration::MAX)
+        .build()
+        .unwrap();
+    assert!(c.wait_coherent(Duration::MAX).await);
+    assert!(peer.wait_coherent(Duration::MAX).await);
+    // The peer has heard the instance's announcement: the write waits for its
+    // acknowledgement, with no deadline.
+    eventually("peer heard", async || {
+        peer.get_stats().await.unwrap().coherence.peers >= 1
+    })
+    .await;
+    c.set("k", 1u8, None).await.unwrap();
+    assert_eq!(peer.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+    let stats = c.get_stats().await.unwrap().coherence;
+    assert!(stats.coherent);
+
+    // A lock holder in another process, and a waiter with no deadline: the waiter
+    // gets the holder's value.
+    let forever = ormcache::ComputeOptions::new()
+        .lock(true)
+        .lock_wait(Duration::MAX)
+        .lock_ttl(Duration::from_secs(60));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (holder, go) = (peer.clone(), Arc::clone(&release));
+    let opts = forever.clone();
+    let held = tokio::spawn(async move {
+        holder
+            .get_or_compute_with("locked", opts, || async move {
+                go.notified().await;
+                "holder".to_string()
+            })
+            .await
+            .unwrap()
+    });
+    let mut raw = server.connection().await;
+    eventually("lock taken", async || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("app:__oc:lease*")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        !keys.is_empty()
+    })
+    .await;
+    let waiter = {
+        let c = c.clone();
+        let opts = forever.clone();
+        tokio::spawn(async move {
+            c.get_or_compute_with("locked", opts, || async { "waiter".to_string() })
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.notify_one();
+    assert_eq!(held.await.unwrap().as_str(), "holder");
+    assert_eq!(waiter.await.unwrap().as_str(), "holder");
+}
+
+#[test]
+fn build_outside_a_runtime_is_an_error() {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let l2 = rt
+        .block_on(DistributedCache::create(config(&server, "app")))
+        .unwrap();
+    let l1 = QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    // Not inside `rt`: no task could start, so the cache could never be coherent.
+    let err = HybridCache::new(l1.clone(), l2.clone()).unwrap_err();
+    assert_eq!(err.kind(), ormcache::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+    let _inside = rt.enter();
+    assert!(HybridCache::new(l1, l2).is_ok());
 }

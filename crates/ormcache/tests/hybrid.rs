@@ -23,7 +23,8 @@ async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
             .unwrap();
     let c = HybridCache::builder(l1, l2)
         .heartbeat_interval(Duration::from_millis(100))
-        .build();
+        .build()
+        .unwrap();
     assert!(
         c.wait_coherent(Duration::from_secs(5)).await,
         "never became coherent"
@@ -335,7 +336,8 @@ async fn starts_while_redis_is_down_and_breaker_keeps_calls_fast() {
     .unwrap();
     let c = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
         .heartbeat_interval(Duration::from_millis(50))
-        .build();
+        .build()
+        .unwrap();
     assert!(!c.is_coherent());
     assert_eq!(c.get::<u32>("k").await.unwrap(), None);
     for _ in 0..3 {
@@ -388,7 +390,8 @@ async fn chaos_under_load() {
         let c = HybridCache::builder(l1, l2)
             .heartbeat_interval(Duration::from_millis(100))
             .degraded_max_age(DEGRADED_MAX_AGE)
-            .build();
+            .build()
+            .unwrap();
         assert!(c.wait_coherent(Duration::from_secs(5)).await);
         c
     };
@@ -547,13 +550,13 @@ async fn chaos_under_load() {
 // ---- separate OS processes ----------------------------------------------------
 
 /// A peer: this same test binary, re-run with `ORMCACHE_PEER_URL` set, serving a
-/// line protocol on stdin/stdout from its own `HybridCache`.
+/// line protocol on stdin/stdout from its own `HybridCache`. Not a test of its own
+/// (ignored; `separate_processes_stay_coherent` runs it with `--ignored`).
 #[tokio::test]
-#[ignore = "a peer process: the separate-OS-process tests run it"]
+#[ignore = "the peer side of separate_processes_stay_coherent, started by it"]
 async fn peer_process() {
-    let url = std::env::var("ORMCACHE_PEER_URL").expect(
-        "peer_process is started by the separate-process tests, with ORMCACHE_PEER_URL set",
-    );
+    let url = std::env::var("ORMCACHE_PEER_URL")
+        .expect("run by separate_processes_stay_coherent, which sets ORMCACHE_PEER_URL");
     let l1 = QueryCache::new(1000, Duration::from_secs(60)).unwrap();
     let l2 = DistributedCache::create(
         ormcache::DistributedConfig::new()
@@ -564,7 +567,8 @@ async fn peer_process() {
     .unwrap();
     let c = HybridCache::builder(l1, l2)
         .heartbeat_interval(Duration::from_millis(100))
-        .build();
+        .build()
+        .unwrap();
     assert!(c.wait_coherent(Duration::from_secs(5)).await);
     // Async stdin: a blocking read would starve the cache's background tasks.
     use tokio::io::AsyncBufReadExt;
@@ -611,9 +615,9 @@ impl Peer {
     fn start(url: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "--ignored",
                 "--exact",
                 "peer_process",
+                "--ignored",
                 "--nocapture",
                 "--test-threads",
                 "1",
@@ -735,7 +739,8 @@ async fn backlog_overflow_falls_back_to_clearing_the_prefix() {
     let a = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
         .heartbeat_interval(Duration::from_millis(50))
         .max_backlog(2)
-        .build();
+        .build()
+        .unwrap();
     assert!(a.wait_coherent(Duration::from_secs(5)).await);
     let other = hybrid(&server, "app").await;
     for k in ["x", "y", "z", "keep"] {

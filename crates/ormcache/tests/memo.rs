@@ -24,7 +24,8 @@ async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
         distributed(server, prefix).await,
     )
     .heartbeat_interval(Duration::from_millis(100))
-    .build();
+    .build()
+    .unwrap();
     assert!(c.wait_coherent(Duration::from_secs(5)).await);
     c
 }

@@ -503,7 +503,8 @@ async fn hybrid_instances_see_each_others_saves(ctx: Ctx) {
                 .unwrap(),
         )
         .heartbeat_interval(Duration::from_millis(100))
-        .build();
+        .build()
+        .unwrap();
         assert!(c.wait_coherent(Duration::from_secs(10)).await);
         c
     };

@@ -21,7 +21,8 @@ async fn caches(server: &RedisServer) -> Vec<AnyCache> {
             .unwrap(),
     )
     .heartbeat_interval(Duration::from_millis(100))
-    .build();
+    .build()
+    .unwrap();
     assert!(hybrid.wait_coherent(Duration::from_secs(5)).await);
     vec![
         QueryCache::new(10_000, Duration::from_secs(60))
@@ -205,7 +206,8 @@ async fn hybrid_invalidations_carry_the_tenant_across_instances() {
                 .unwrap(),
         )
         .heartbeat_interval(Duration::from_millis(100))
-        .build();
+        .build()
+        .unwrap();
         assert!(c.wait_coherent(Duration::from_secs(5)).await);
         c
     };

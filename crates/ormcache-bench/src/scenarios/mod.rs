@@ -244,7 +244,7 @@ impl Env {
         let cache = HybridCache::builder(QueryCache::new(10_000, TTL)?, l2)
             .l1_max_ttl(TTL)
             .confirm_invalidations(confirm)
-            .build();
+            .build()?;
         if !cache.wait_coherent(COHERENT_WAIT).await {
             return Err(format!("HybridCache not coherent within {COHERENT_WAIT:?}").into());
         }

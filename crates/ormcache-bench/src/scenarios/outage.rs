@@ -43,7 +43,7 @@ pub(super) fn outage(env: &Env) -> Result<Measured> {
                 return Err(format!("something answers on {url}").into());
             }
         }
-        let hybrid = HybridCache::new(QueryCache::new(10_000, TTL)?, l2.clone());
+        let hybrid = HybridCache::new(QueryCache::new(10_000, TTL)?, l2.clone())?;
         Ok((l2, hybrid, calls))
     })?;
     let time_to_open = opening.elapsed();

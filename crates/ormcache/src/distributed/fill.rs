@@ -379,9 +379,26 @@ impl DistributedCache {
         let reply: Result<Vec<redis::Value>> = self
             .call("get_or_compute", Some(key), Request::Pipe(&pipe))
             .await;
-        let Ok(values) = reply else {
-            // Redis is failing: the value will be returned but not stored.
-            return FillTicket::default();
+        let values = match reply {
+            Ok(values) => values,
+            Err(e) => {
+                // Redis is failing: the value will be returned but not stored. A
+                // request that timed out may still run once Redis answers: give
+                // back whatever lease it takes (queued behind it, token-checked).
+                if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
+                    let (cache, key) = (self.clone(), key.to_owned());
+                    let lease = Lease {
+                        token,
+                        ..Lease::default()
+                    };
+                    self.inner
+                        .tasks
+                        .spawn(crate::tenant::current(), async move {
+                            cache.release(&key, &lease).await;
+                        });
+                }
+                return FillTicket::default();
+            }
         };
         let acquired = !matches!(values.first(), Some(redis::Value::Nil) | None);
         let generation: Option<String> = if with_generation {
@@ -501,6 +518,10 @@ impl DistributedCache {
 impl Fill for DistributedCache {
     fn flights(&self) -> &Flights {
         &self.inner.flights
+    }
+
+    fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {
+        Some(&self.inner.tasks)
     }
 
     async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {

@@ -31,7 +31,9 @@ impl Inner {
     /// live: three heartbeat intervals plus the command timeout (a loaded peer's
     /// heartbeats run late; waiting for a dead one costs at most one timeout).
     pub(super) fn liveness_window(&self) -> Duration {
-        self.heartbeat_interval * 3 + self.l2.command_timeout()
+        self.heartbeat_interval
+            .saturating_mul(3)
+            .saturating_add(self.l2.command_timeout())
     }
 
     /// Waits until every live, responsive peer has applied our message `seq`, or
@@ -57,7 +59,8 @@ impl Inner {
         if alone {
             return;
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout of `Duration::MAX` waits for as long as the peers are live.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             let acked = self.acked.notified();
             tokio::pin!(acked);
@@ -74,13 +77,16 @@ impl Inner {
                 return;
             }
             let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 break;
             }
             // Wake on an acknowledgement, or now and then to drop peers that
             // went silent.
-            let recheck = deadline.min(now + self.heartbeat_interval);
-            let _ = tokio::time::timeout_at(recheck, acked).await;
+            let wait = deadline.map_or(self.heartbeat_interval, |d| {
+                self.heartbeat_interval
+                    .min(d.saturating_duration_since(now))
+            });
+            let _ = tokio::time::timeout(wait, acked).await;
         }
         let marked = self
             .peers

@@ -11,6 +11,7 @@ use super::tasks::{heartbeat_loop, recovery_loop, subscriber_loop};
 use super::{Counters, HybridCache, Inner};
 use crate::coherence::{Backlog, Peers, Sequences};
 use crate::distributed::DistributedCache;
+use crate::error::{Error, ErrorKind, Result};
 use crate::key;
 use crate::local::QueryCache;
 use crate::memo::random_token;
@@ -82,11 +83,11 @@ impl HybridBuilder {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) {
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
     /// let cache = ormcache::HybridCache::builder(l1, l2)
     ///     .confirm_invalidations(Some(Duration::from_millis(500)))
-    ///     .build();
-    /// # }
+    ///     .build()?;
+    /// # Ok(()) }
     /// ```
     pub fn confirm_invalidations(mut self, timeout: Option<Duration>) -> Self {
         self.confirm_timeout = timeout.filter(|t| !t.is_zero());
@@ -94,9 +95,26 @@ impl HybridBuilder {
     }
 
     /// Builds the cache and starts its background tasks (subscriber, heartbeat,
-    /// recovery). Outside a tokio runtime no task can start and the cache stays in
-    /// degraded mode (L1 entries younger than `degraded_max_age`, then L2).
-    pub fn build(self) -> HybridCache {
+    /// recovery, acknowledgements).
+    ///
+    /// # Errors
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) outside a tokio runtime:
+    /// without its tasks the cache could never become coherent.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
+    /// let cache = ormcache::HybridCache::builder(l1, l2)
+    ///     .heartbeat_interval(Duration::from_millis(250))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build(self) -> Result<HybridCache> {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Err(Error::new(ErrorKind::InvalidInput, "HybridBuilder::build").with_detail(
+                "called outside a tokio runtime: the invalidation tasks cannot start, so the cache could never be coherent",
+            ));
+        };
         let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
         let id = random_token();
         let inner = Arc::new(Inner {
@@ -112,6 +130,7 @@ impl HybridBuilder {
             confirm_timeout: self.confirm_timeout,
             backlog: Mutex::new(Backlog::default()),
             backlog_pending: AtomicBool::new(false),
+            queued: crate::coherence::Tally::default(),
             replay_lock: tokio::sync::Mutex::new(()),
             wake_recovery: Arc::new(Notify::new()),
             resubscribe: Arc::new(Notify::new()),
@@ -127,25 +146,19 @@ impl HybridBuilder {
             l1: self.l1,
             l2: self.l2,
         });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let tasks = vec![
-                rt.spawn(subscriber_loop(Arc::downgrade(&inner))),
-                rt.spawn(heartbeat_loop(Arc::downgrade(&inner))),
-                rt.spawn(recovery_loop(
-                    Arc::downgrade(&inner),
-                    Arc::clone(&inner.wake_recovery),
-                )),
-                rt.spawn(ack_loop(
-                    Arc::downgrade(&inner),
-                    Arc::clone(&inner.wake_acker),
-                )),
-            ];
-            inner.tasks.extend(tasks);
-        } else {
-            tracing::error!(
-                "HybridCache built outside a tokio runtime: coherence disabled, L1 degraded"
-            );
-        }
-        HybridCache { inner }
+        let tasks = vec![
+            rt.spawn(subscriber_loop(Arc::downgrade(&inner))),
+            rt.spawn(heartbeat_loop(Arc::downgrade(&inner))),
+            rt.spawn(recovery_loop(
+                Arc::downgrade(&inner),
+                Arc::clone(&inner.wake_recovery),
+            )),
+            rt.spawn(ack_loop(
+                Arc::downgrade(&inner),
+                Arc::clone(&inner.wake_acker),
+            )),
+        ];
+        inner.tasks.extend(tasks);
+        Ok(HybridCache { inner })
     }
 }

@@ -5,12 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
+use super::pending::Pending;
 use super::{HybridCache, HybridStats, Inner};
 use crate::cache::CacheValue;
 use crate::coherence::{Backlog, Message, Op};
 use crate::distributed::{Found, Notice};
 use crate::error::{Error, Result};
 use crate::local::LocalTicket;
+
+/// How often, at most, an outage's queued invalidations are logged (with their
+/// count).
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a heartbeat tells the other instances besides "alive".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,16 +85,17 @@ impl Inner {
         (notice, seq)
     }
 
-    /// Publishes `op` alone (after an L2 call that answered `n`): `n` and the
-    /// message's sequence number.
+    /// Publishes the message of `pending` alone (after an L2 call that answered
+    /// `n`): `n` and the message's sequence number. The number is taken now, not
+    /// before a long clear, so that no later write's number overtakes it.
     pub(super) async fn publish_numbered<N>(
         &self,
         what: &'static str,
-        op: Op,
+        pending: &mut Pending<'_>,
         n: N,
     ) -> Result<(N, u64)> {
-        let (notice, seq) = self.numbered_notice(op, Lifecycle::Running);
-        self.l2.publish(what, &notice).await.map(|()| (n, seq))
+        let (notice, seq) = pending.number();
+        self.l2.publish(what, notice).await.map(|()| (n, seq))
     }
 
     /// `result`, once every live peer applied message `seq` if it is `Ok`.
@@ -202,7 +208,17 @@ impl Inner {
         if !e.is_unavailable() {
             return;
         }
-        tracing::warn!(error = %e, "Redis unavailable: invalidation queued for replay");
+        if let Some(n) = self
+            .queued
+            .count(OUTAGE_LOG_EVERY, std::time::Instant::now())
+        {
+            tracing::warn!(
+                queued = n,
+                every = ?OUTAGE_LOG_EVERY,
+                error = %e,
+                "Redis unavailable: invalidations queued for replay (count since the previous line)"
+            );
+        }
         if let Ok(mut b) = self.backlog.lock()
             && add(&mut b, self.max_backlog)
         {

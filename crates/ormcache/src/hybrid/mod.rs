@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cache::{CacheValue, Ttl};
@@ -15,15 +14,19 @@ use crate::error::Result;
 use crate::key;
 use crate::local::LocalTicket;
 use crate::local::QueryCache;
-use crate::stats::{DistributedStats, LocalStats, hit_rate};
+use crate::stats::hit_rate;
 
 mod ack;
 mod builder;
+mod fill;
 mod inner;
+mod pending;
+mod stats;
 mod tasks;
 
 pub use builder::HybridBuilder;
 use inner::Lifecycle;
+pub use stats::{CoherenceStats, HybridStats};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -62,6 +65,8 @@ struct Inner {
     confirm_timeout: Option<Duration>,
     backlog: Mutex<Backlog>,
     backlog_pending: AtomicBool,
+    /// Invalidations queued during the current outage, for the aggregated warning.
+    queued: crate::coherence::Tally,
     replay_lock: tokio::sync::Mutex<()>,
     wake_recovery: Arc<Notify>,
     resubscribe: Arc<Notify>,
@@ -118,7 +123,7 @@ struct Inner {
 ///     .connect_lazily(true) // start even while Redis is down
 ///     .build()
 ///     .await?;
-/// let cache = HybridCache::new(l1, l2);
+/// let cache = HybridCache::new(l1, l2)?;
 /// cache.set("user:1", "John".to_string(), None).await?;
 /// assert_eq!(cache.get::<String>("user:1").await?.as_deref().map(String::as_str), Some("John"));
 /// # Ok(()) }
@@ -138,63 +143,20 @@ impl fmt::Debug for HybridCache {
     }
 }
 
-/// Statistics of a [`HybridCache`], in the seed's shape:
-/// `{"l1": {...}, "l2": {...}, "combined_hit_rate": ...}` plus coherence figures.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HybridStats {
-    /// The L1's statistics.
-    pub l1: LocalStats,
-    /// The L2's statistics (`None` while Redis cannot be asked).
-    pub l2: Option<DistributedStats>,
-    /// Reads answered by L1 or L2, in percent of all reads.
-    pub combined_hit_rate: f64,
-    /// Coherence and failure figures of this instance.
-    pub coherence: CoherenceStats,
-}
-
-/// Coherence and failure figures of one [`HybridCache`] instance.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CoherenceStats {
-    /// The invalidation stream is up and L2 trusted.
-    pub coherent: bool,
-    /// Invalidation messages published.
-    pub invalidations_sent: u64,
-    /// Invalidation messages received from other instances.
-    pub invalidations_received: u64,
-    /// Whole-L1 flushes (resubscription, lost message, restart, remote clear).
-    pub flushes: u64,
-    /// Lost messages detected.
-    pub gaps: u64,
-    /// Reads and writes that Redis could not serve and that fell back.
-    pub fallbacks: u64,
-    /// L1 fills dropped because an invalidation raced them.
-    pub fills_discarded: u64,
-    /// Invalidations waiting for Redis.
-    pub backlog: usize,
-    /// Times the backlog overflowed into a clear of the prefix.
-    pub backlog_overflows: u64,
-    /// Times the invalidation stream was (re)established.
-    pub resubscriptions: u64,
-    /// Writes wait for the other instances to apply their invalidations
-    /// ([`HybridBuilder::confirm_invalidations`]).
-    pub confirm_invalidations: bool,
-    /// Other instances on the channel heard within the liveness window.
-    pub peers: usize,
-    /// Of those, the ones not waited for since they let a confirmation time out
-    /// (until they acknowledge again).
-    pub peers_unresponsive: usize,
-    /// Invalidations that every live peer acknowledged before the write returned
-    /// (writes made while alone on the channel are not counted).
-    pub confirmed: u64,
-    /// Times a peer did not acknowledge an invalidation within the timeout.
-    pub unconfirmed: u64,
-}
-
 impl HybridCache {
     /// Combines an L1 and an L2 with the default settings.
-    pub fn new(l1: QueryCache, l2: DistributedCache) -> Self {
+    ///
+    /// # Errors
+    /// As [`HybridBuilder::build`]: outside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(l2: ormcache::DistributedCache) -> ormcache::Result<()> {
+    /// let l1 = ormcache::QueryCache::new(1_000, Duration::from_secs(60))?;
+    /// let cache = ormcache::HybridCache::new(l1, l2)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(l1: QueryCache, l2: DistributedCache) -> Result<Self> {
         Self::builder(l1, l2).build()
     }
 
@@ -202,12 +164,12 @@ impl HybridCache {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) {
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
     /// let cache = ormcache::HybridCache::builder(l1, l2)
     ///     .degraded_max_age(Duration::from_secs(1))
     ///     .l1_max_ttl(Duration::from_secs(10))
-    ///     .build();
-    /// # }
+    ///     .build()?;
+    /// # Ok(()) }
     /// ```
     pub fn builder(l1: QueryCache, l2: DistributedCache) -> HybridBuilder {
         HybridBuilder {
@@ -236,11 +198,24 @@ impl HybridCache {
         self.inner.coherent.load(SeqCst)
     }
 
-    /// Waits until the cache is coherent, up to `timeout`; whether it is.
+    /// Waits until the cache is coherent, up to `timeout` (`Duration::MAX`: no
+    /// limit); whether it is.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads a flag).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(cache: ormcache::HybridCache) {
+    /// if !cache.wait_coherent(Duration::from_secs(5)).await {
+    ///     eprintln!("invalidation stream not up yet: L1 serves young entries only");
+    /// }
+    /// # }
+    /// ```
     pub async fn wait_coherent(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         while !self.is_coherent() {
-            if tokio::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -256,6 +231,10 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe; a dropped read changes nothing (L1 is filled
+    /// only with a complete L2 answer).
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         key::validate("get", key)?;
         let inner = &self.inner;
@@ -311,6 +290,14 @@ impl HybridCache {
     /// write did not reach the shared cache, or its outcome is unknown): then this
     /// process's L1 copy is evicted and the key joins the backlog, so that whatever
     /// L2 holds for it is removed, and every L1 copy evicted, once Redis is back.
+    ///
+    /// # Cancel safety
+    /// Dropped before its request can have left (while encoding),
+    /// nothing happened. Dropped later, the write is treated as done: this
+    /// process's copy is evicted at once (its next read goes to L2, which holds
+    /// the old or the new value), the invalidation message is published from a
+    /// task of the cache (so every peer evicts, and no gap in the message
+    /// numbers makes them flush), and nothing is confirmed.
     pub async fn set<T: CacheValue>(
         &self,
         key: &str,
@@ -326,9 +313,12 @@ impl HybridCache {
             .encode_tagged::<T, &str>("set", key, &value, Some(ttl), &[])
             .await?;
         let value = Arc::new(value);
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner
+            .l2
+            .set_bytes(key, &bytes, ttl, pending.message())
+            .await;
+        pending.done();
         let result =
             inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)), None);
         inner.confirmed(seq, result).await
@@ -339,12 +329,18 @@ impl HybridCache {
     /// # Errors
     /// Invalid key; Redis failures (the invalidation is queued and applied when
     /// Redis is back).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         key::validate("delete", key)?;
         let inner = &self.inner;
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.delete_notify(key, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.delete_notify(key, pending.message()).await;
+        pending.done();
         inner.evict_local(key);
         let result = inner.after_invalidation(result, [key]);
         inner.confirmed(seq, result).await
@@ -354,13 +350,19 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key or TTL; Redis failures (the key is queued for invalidation).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         key::validate("expire", key)?;
         key::validate_ttl("expire", key, ttl)?;
         let inner = &self.inner;
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.expire_notify(key, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner.l2.expire_notify(key, ttl, pending.message()).await;
+        pending.done();
         inner.evict_local(key);
         let result = inner.after_invalidation(result, [key]);
         inner.confirmed(seq, result).await
@@ -370,6 +372,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn exists(&self, key: &str) -> Result<bool> {
         key::validate("exists", key)?;
         let inner = &self.inner;
@@ -390,6 +395,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn ttl(&self, key: &str) -> Result<Ttl> {
         key::validate("ttl", key)?;
         match self.inner.l2.ttl(key).await {
@@ -406,12 +414,20 @@ impl HybridCache {
     ///
     /// # Errors
     /// Redis failures (the clear is queued and applied when Redis is back).
+    ///
+    /// # Cancel safety
+    /// Dropped while L2 is being cleared (batches already sent
+    /// stay removed), this process clears its L1 at once and the clear's message
+    /// is published from a task of the cache, so every peer drops its copies too;
+    /// nothing is confirmed.
     pub async fn clear(&self) -> Result<u64> {
         let inner = &self.inner;
+        let mut pending = inner.pending(Op::Clear);
         let result = match inner.l2.clear_all("clear").await {
-            Ok(n) => inner.publish_numbered("clear", Op::Clear, n).await,
+            Ok(n) => inner.publish_numbered("clear", &mut pending, n).await,
             Err(e) => Err(e),
         };
+        pending.done();
         inner.counters.sent.fetch_add(1, Relaxed);
         inner.clear_local();
         match result {
@@ -430,15 +446,24 @@ impl HybridCache {
     ///
     /// # Errors
     /// Redis failures (the pattern is queued and applied when Redis is back).
+    ///
+    /// # Cancel safety
+    /// Dropped while L2 is being cleared (batches already sent
+    /// stay removed), this process clears its L1 at once and the clear's message
+    /// is published from a task of the cache, so every peer drops its copies too;
+    /// nothing is confirmed.
     pub async fn clear_pattern(&self, pattern: &str) -> Result<u64> {
         let inner = &self.inner;
+        let mut pending = inner.pending(Op::Pattern(pattern.to_owned()));
         let result = match inner.l2.clear_matching("clear_pattern", pattern).await {
             Ok(n) => {
-                let op = Op::Pattern(pattern.to_owned());
-                inner.publish_numbered("clear_pattern", op, n).await
+                inner
+                    .publish_numbered("clear_pattern", &mut pending, n)
+                    .await
             }
             Err(e) => Err(e),
         };
+        pending.done();
         inner.counters.sent.fetch_add(1, Relaxed);
         inner.evict_pattern(pattern);
         match result {
@@ -454,6 +479,10 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key only.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe; a dropped read changes nothing (L1 is filled
+    /// only with a complete L2 answer).
     pub async fn get_many<T: CacheValue, K: AsRef<str> + Sync>(
         &self,
         keys: &[K],
@@ -463,29 +492,36 @@ impl HybridCache {
         }
         let inner = &self.inner;
         let coherent = inner.coherent.load(SeqCst);
-        let max_age = (!coherent).then_some(inner.degraded_max_age);
         let mut out: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
         let mut missing: Vec<(usize, &str, LocalTicket)> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             inner.counters.gets.fetch_add(1, Relaxed);
-            match inner.l1.get_checked::<T>(k.as_ref(), max_age) {
-                Some(v) => {
-                    inner.counters.l1_hits.fetch_add(1, Relaxed);
-                    out.push(Some(v));
-                }
-                None => {
-                    out.push(None);
-                    missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
-                }
+            // As `get`: L1 only while coherent; else L2 first.
+            let hit = if coherent {
+                inner.l1.get_checked::<T>(k.as_ref(), None)
+            } else {
+                None
+            };
+            if hit.is_some() {
+                inner.counters.l1_hits.fetch_add(1, Relaxed);
+            } else {
+                missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
             }
+            out.push(hit);
         }
         if missing.is_empty() {
             return Ok(out);
         }
+        let degraded = |mut out: Vec<Option<Arc<T>>>, missing: &[(usize, &str, LocalTicket)]| {
+            for (i, k, _) in missing {
+                out[*i] = self.degraded_l1(k, coherent);
+            }
+            out
+        };
         if inner.backlog_pending.load(SeqCst) {
             inner.counters.fallbacks.fetch_add(1, Relaxed);
             inner.wake_recovery.notify_one();
-            return Ok(out);
+            return Ok(degraded(out, &missing));
         }
         let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
         match inner.l2.get_many_with_ttl::<T>(&names).await {
@@ -504,7 +540,7 @@ impl HybridCache {
             Err(e) if e.is_invalid_input() => Err(e),
             Err(_) => {
                 inner.counters.fallbacks.fetch_add(1, Relaxed);
-                Ok(out)
+                Ok(degraded(out, &missing))
             }
         }
     }
@@ -513,6 +549,14 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key or TTL, encode errors, oversized values (nothing is written).
+    ///
+    /// # Cancel safety
+    /// Dropped before its request can have left (while encoding),
+    /// nothing happened. Dropped later, the write is treated as done: this
+    /// process's copy is evicted at once (its next read goes to L2, which holds
+    /// the old or the new value), the invalidation message is published from a
+    /// task of the cache (so every peer evicts, and no gap in the message
+    /// numbers makes them flush), and nothing is confirmed.
     pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
         &self,
         entries: Vec<(K, T)>,
@@ -534,11 +578,14 @@ impl HybridCache {
                 *bytes = crate::codec::wrap_tagged(&names, &tokens, bytes);
             }
         }
-        let (notice, seq) = inner.numbered_notice(
-            Op::Keys(encoded.iter().map(|(k, _)| (*k).to_owned()).collect()),
-            Lifecycle::Running,
-        );
-        let result = inner.l2.set_many_bytes(&encoded, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(
+            encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),
+        ));
+        let result = inner
+            .l2
+            .set_many_bytes(&encoded, ttl, pending.message())
+            .await;
+        pending.done();
         let sizes: Vec<u64> = encoded.iter().map(|(_, b)| b.len() as u64).collect();
         drop(encoded);
         match result {
@@ -567,6 +614,12 @@ impl HybridCache {
     ///
     /// # Errors
     /// Invalid key; Redis failures (the keys are queued for invalidation).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<u64> {
         for k in keys {
             key::validate("delete_many", k.as_ref())?;
@@ -575,11 +628,11 @@ impl HybridCache {
             return Ok(0);
         }
         let inner = &self.inner;
-        let (notice, seq) = inner.numbered_notice(
-            Op::Keys(keys.iter().map(|k| k.as_ref().to_owned()).collect()),
-            Lifecycle::Running,
-        );
-        let result = inner.l2.delete_many_notify(keys, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(
+            keys.iter().map(|k| k.as_ref().to_owned()).collect(),
+        ));
+        let result = inner.l2.delete_many_notify(keys, pending.message()).await;
+        pending.done();
         for k in keys {
             inner.evict_local(k.as_ref());
         }
@@ -591,6 +644,14 @@ impl HybridCache {
     ///
     /// # Errors
     /// As [`set`](Self::set); an invalid tag.
+    ///
+    /// # Cancel safety
+    /// Dropped before its request can have left (while encoding),
+    /// nothing happened. Dropped later, the write is treated as done: this
+    /// process's copy is evicted at once (its next read goes to L2, which holds
+    /// the old or the new value), the invalidation message is published from a
+    /// task of the cache (so every peer evicts, and no gap in the message
+    /// numbers makes them flush), and nothing is confirmed.
     pub async fn set_with_tags<T: CacheValue, S: AsRef<str> + Sync>(
         &self,
         key: &str,
@@ -603,9 +664,12 @@ impl HybridCache {
             .l2
             .encode_tagged("set_with_tags", key, &value, ttl, tags)
             .await?;
-        let (notice, seq) =
-            inner.numbered_notice(Op::Keys(vec![key.to_owned()]), Lifecycle::Running);
-        let result = inner.l2.set_bytes(key, &bytes, ttl, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let result = inner
+            .l2
+            .set_bytes(key, &bytes, ttl, pending.message())
+            .await;
+        pending.done();
         let tags: Arc<[String]> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
         let result = inner.after_write(
             key,
@@ -621,10 +685,17 @@ impl HybridCache {
     /// # Errors
     /// An invalid tag; Redis failures (then the whole prefix is queued for clearing:
     /// a tag cannot be replayed without its token).
+    ///
+    /// # Cancel safety
+    /// Once its request may have left, a dropped call is treated
+    /// as done: this process evicts at once and the invalidation message is
+    /// published from a task of the cache (every peer evicts; no gap in the
+    /// message numbers); nothing is confirmed.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         let inner = &self.inner;
-        let (notice, seq) = inner.numbered_notice(Op::Tag(tag.to_owned()), Lifecycle::Running);
-        let result = inner.l2.invalidate_tag_notify(tag, Some(&notice)).await;
+        let (pending, seq) = inner.write(Op::Tag(tag.to_owned()));
+        let result = inner.l2.invalidate_tag_notify(tag, pending.message()).await;
+        pending.done();
         inner.evict_tag(tag);
         match result {
             Ok(()) => {
@@ -652,6 +723,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// None: when Redis cannot be asked, `l2` is `None`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn get_stats(&self) -> Result<HybridStats> {
         let inner = &self.inner;
         let l2 = inner.l2.get_stats().await.ok();
@@ -692,6 +766,9 @@ impl HybridCache {
     ///
     /// # Errors
     /// Redis errors, timeouts, an open breaker.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (it only reads).
     pub async fn ping(&self) -> Result<Duration> {
         self.inner.l2.ping().await
     }
@@ -700,129 +777,29 @@ impl HybridCache {
     ///
     /// # Errors
     /// As [`DistributedCache::close`].
+    ///
+    /// # Cancel safety
+    /// The background tasks stop at once; the goodbye message and
+    /// closing the L2 run to completion in a task of their own even if this future
+    /// is dropped.
     pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        // Stopped first, so that a dropped `close` leaves nothing running either.
+        inner.tasks.abort_all();
+        inner.coherent.store(false, SeqCst);
         // The other instances stop waiting for us at once, not after the liveness
         // window.
-        let (bye, _) = self
-            .inner
-            .numbered_notice(Op::Heartbeat, Lifecycle::Closing);
-        let _ = self.inner.l2.publish("close", &bye).await;
-        self.inner.tasks.abort_all();
-        self.inner.coherent.store(false, SeqCst);
-        self.inner.l2.close().await
-    }
-}
-
-impl crate::memo::Fill for HybridCache {
-    fn flights(&self) -> &crate::memo::Flights {
-        &self.inner.flights
-    }
-
-    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> crate::memo::Lookup<T> {
-        let inner = &self.inner;
-        inner.counters.gets.fetch_add(1, Relaxed);
-        let coherent = inner.coherent.load(SeqCst);
-        if coherent {
-            let hit = if with_ttl {
-                inner
-                    .l1
-                    .get_with_origin_ttl::<T>(key)
-                    .map(|(v, left)| (v, Some(left)))
-            } else {
-                inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
-            };
-            if let Some((v, left)) = hit {
-                inner.counters.l1_hits.fetch_add(1, Relaxed);
-                return crate::memo::Lookup::Hit(v, left);
-            }
-        }
-        if inner.backlog_pending.load(SeqCst) {
-            inner.counters.fallbacks.fetch_add(1, Relaxed);
-            inner.wake_recovery.notify_one();
-            return match self.degraded_l1::<T>(key, coherent) {
-                Some(v) => crate::memo::Lookup::Hit(v, None),
-                None => crate::memo::Lookup::Miss,
-            };
-        }
-        let ticket = inner.ticket(key);
-        match inner.l2.get_with_ttl::<T>(key).await {
-            Ok(Some(found)) => {
-                inner.counters.l2_hits.fetch_add(1, Relaxed);
-                if coherent {
-                    inner.fill(key, &found, ticket);
-                }
-                crate::memo::Lookup::Hit(found.value, found.remaining)
-            }
-            Ok(None) => crate::memo::Lookup::Miss,
-            Err(_) => {
-                inner.counters.fallbacks.fetch_add(1, Relaxed);
-                match self.degraded_l1::<T>(key, coherent) {
-                    Some(v) => crate::memo::Lookup::Hit(v, None),
-                    None => crate::memo::Lookup::Miss,
-                }
-            }
-        }
-    }
-
-    async fn begin_fill(
-        &self,
-        key: &str,
-        lease_ttl: Duration,
-        exclusive: bool,
-        tags: &[String],
-    ) -> crate::memo::FillTicket {
-        let local = self.inner.ticket(key);
-        if self.inner.backlog_pending.load(SeqCst) {
-            // L2 is not trusted yet: compute, return, store nowhere.
-            return crate::memo::FillTicket::default();
-        }
-        let mut ticket = self.inner.l2.lease(key, lease_ttl, exclusive, tags).await;
-        ticket.local = Some(local);
-        ticket
-    }
-
-    async fn end_fill<T: CacheValue>(
-        &self,
-        key: &str,
-        value: &Arc<T>,
-        ttl: Duration,
-        tags: &[String],
-        ticket: crate::memo::FillTicket,
-    ) {
-        let inner = &self.inner;
-        let (Some(lease), Some(local)) = (&ticket.lease, ticket.local) else {
-            return;
+        let (bye, _) = inner.numbered_notice(Op::Heartbeat, Lifecycle::Closing);
+        let l2 = inner.l2.clone();
+        let finish = async move {
+            let _ = l2.publish("close", &bye).await;
+            l2.close().await
         };
-        let notice = inner.notice(Op::Keys(vec![key.to_owned()]));
-        if !inner
-            .l2
-            .store_fill(key, &**value, ttl, tags, lease, Some(&notice))
-            .await
-        {
-            // Not stored, so not published: send the message anyway (an eviction is
-            // always safe), or its number would be a hole that the other instances
-            // take for a lost message, holding their acknowledgements back until
-            // they flush.
-            let _ = inner.l2.publish("get_or_compute", &notice).await;
-            return;
-        }
-        inner.counters.sent.fetch_add(1, Relaxed);
-        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
-        inner.l1.put_origin(
-            key,
-            Arc::clone(value),
-            ttl.min(inner.l1_max_ttl),
-            Some(ttl),
-            local,
-            1,
-            tags,
-            || inner.still_valid(key, local),
-        );
-    }
-
-    async fn abort_fill(&self, key: &str, ticket: crate::memo::FillTicket) {
-        if let Some(lease) = &ticket.lease {
-            self.inner.l2.release(key, lease).await;
+        // In a task of its own: the goodbye and the L2's close complete even if
+        // this future is dropped.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt.spawn(finish).await.unwrap_or(Ok(())),
+            Err(_) => finish.await,
         }
     }
 }

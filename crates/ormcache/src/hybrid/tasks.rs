@@ -111,7 +111,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
                 .lock()
                 .map(|t| now.saturating_duration_since(*t))
                 .unwrap_or_default();
-            if silent > every * 3 + inner.l2.command_timeout() {
+            if silent > inner.liveness_window() {
                 tracing::warn!(?silent, "own heartbeats stopped arriving: resubscribing");
                 inner.coherent.store(false, SeqCst);
                 inner.resubscribe.notify_one();
@@ -121,13 +121,13 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
                 .sequences
                 .lock()
                 .map(|mut s| {
-                    let lost = s.overdue(every * 2, now);
-                    s.prune(every * 20, now);
+                    let lost = s.overdue(every.saturating_mul(2), now);
+                    s.prune(every.saturating_mul(20), now);
                     lost
                 })
                 .unwrap_or(false);
             if let Ok(mut p) = inner.peers.lock() {
-                p.prune(every * 20, now);
+                p.prune(every.saturating_mul(20), now);
             }
             if lost {
                 tracing::warn!("an invalidation message was lost: flushing L1");
@@ -220,7 +220,11 @@ impl Inner {
         if empty {
             self.backlog_pending.store(false, SeqCst);
         }
-        tracing::info!("invalidation backlog replayed");
+        let not_logged = self.queued.finish();
+        tracing::info!(
+            queued_since_last_warning = not_logged,
+            "invalidation backlog replayed"
+        );
         Ok(())
     }
 
@@ -230,12 +234,12 @@ impl Inner {
             self.l2.publish("replay", &self.notice(Op::Clear)).await?;
             return Ok(());
         }
-        let keys: Vec<&str> = part.keys.iter().map(String::as_str).collect();
+        let keys: Vec<&str> = part.keys.keys().map(String::as_str).collect();
         for chunk in keys.chunks(500) {
             let notice = self.notice(Op::Keys(chunk.iter().map(|k| (*k).to_owned()).collect()));
             self.l2.delete_many_notify(chunk, Some(&notice)).await?;
         }
-        for p in &part.patterns {
+        for p in part.patterns.keys() {
             self.l2.clear_matching("replay", p).await?;
             self.l2
                 .publish("replay", &self.notice(Op::Pattern(p.clone())))
@@ -285,8 +289,8 @@ impl Inner {
         // Apply it in the sender's tenant scope: keys, patterns and tags are named
         // as the sender's caller named them.
         match msg.t.as_deref().map(crate::tenant::TenantId::new) {
-            None => self.apply(msg.o),
-            Some(Ok(t)) => crate::tenant::sync_scope(t, || self.apply(msg.o)),
+            None => self.apply(&msg.o),
+            Some(Ok(t)) => crate::tenant::sync_scope(t, || self.apply(&msg.o)),
             Some(Err(_)) => {
                 tracing::warn!("invalidation for an invalid tenant id: flushing L1");
                 self.flush_l1();
@@ -300,27 +304,10 @@ impl Inner {
         self.wake_acker.notify_one();
     }
 
-    fn apply(&self, op: Op) {
-        match op {
-            Op::Keys(keys) => {
-                self.counters.received.fetch_add(1, Relaxed);
-                for k in &keys {
-                    self.evict_local(k);
-                }
-            }
-            Op::Pattern(p) => {
-                self.counters.received.fetch_add(1, Relaxed);
-                self.evict_pattern(&p);
-            }
-            Op::Clear => {
-                self.counters.received.fetch_add(1, Relaxed);
-                self.clear_local();
-            }
-            Op::Tag(t) => {
-                self.counters.received.fetch_add(1, Relaxed);
-                self.evict_tag(&t);
-            }
-            Op::Heartbeat => {}
+    fn apply(&self, op: &Op) {
+        if *op != Op::Heartbeat {
+            self.counters.received.fetch_add(1, Relaxed);
         }
+        self.apply_local(op);
     }
 }

@@ -198,7 +198,8 @@ pub mod web {
             QueryCache::new(1_000, Duration::from_secs(60)).unwrap(),
             redis_cache(server, "hyb").await,
         )
-        .build();
+        .build()
+        .unwrap();
         assert!(hybrid.wait_coherent(Duration::from_secs(10)).await);
         vec![
             QueryCache::new(1_000, Duration::from_secs(60))

@@ -1,0 +1,134 @@
+//! `get_or_compute` through a [`HybridCache`]: lookups L1 → L2, leases on Redis,
+//! fills stored in L2 (with their invalidation message) and in L1.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::Duration;
+
+use super::HybridCache;
+use crate::cache::CacheValue;
+use crate::coherence::Op;
+use crate::memo::{Fill, FillTicket, Flights, Lookup};
+
+impl Fill for HybridCache {
+    fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {
+        Some(&self.inner.tasks)
+    }
+
+    async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
+        let inner = &self.inner;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        let coherent = inner.coherent.load(SeqCst);
+        if coherent {
+            let hit = if with_ttl {
+                inner
+                    .l1
+                    .get_with_origin_ttl::<T>(key)
+                    .map(|(v, left)| (v, Some(left)))
+            } else {
+                inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
+            };
+            if let Some((v, left)) = hit {
+                inner.counters.l1_hits.fetch_add(1, Relaxed);
+                return Lookup::Hit(v, left);
+            }
+        }
+        if inner.backlog_pending.load(SeqCst) {
+            inner.counters.fallbacks.fetch_add(1, Relaxed);
+            inner.wake_recovery.notify_one();
+            return match self.degraded_l1::<T>(key, coherent) {
+                Some(v) => Lookup::Hit(v, None),
+                None => Lookup::Miss,
+            };
+        }
+        let ticket = inner.ticket(key);
+        match inner.l2.get_with_ttl::<T>(key).await {
+            Ok(Some(found)) => {
+                inner.counters.l2_hits.fetch_add(1, Relaxed);
+                if coherent {
+                    inner.fill(key, &found, ticket);
+                }
+                Lookup::Hit(found.value, found.remaining)
+            }
+            Ok(None) => Lookup::Miss,
+            Err(_) => {
+                inner.counters.fallbacks.fetch_add(1, Relaxed);
+                match self.degraded_l1::<T>(key, coherent) {
+                    Some(v) => Lookup::Hit(v, None),
+                    None => Lookup::Miss,
+                }
+            }
+        }
+    }
+
+    async fn begin_fill(
+        &self,
+        key: &str,
+        lease_ttl: Duration,
+        exclusive: bool,
+        tags: &[String],
+    ) -> FillTicket {
+        let local = self.inner.ticket(key);
+        if self.inner.backlog_pending.load(SeqCst) {
+            // L2 is not trusted yet: compute, return, store nowhere.
+            return FillTicket::default();
+        }
+        let mut ticket = self.inner.l2.lease(key, lease_ttl, exclusive, tags).await;
+        ticket.local = Some(local);
+        ticket
+    }
+
+    async fn end_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        ticket: FillTicket,
+    ) {
+        let inner = &self.inner;
+        let (Some(lease), Some(local)) = (&ticket.lease, ticket.local) else {
+            return;
+        };
+        let (pending, _) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let Some(notice) = pending.message() else {
+            return;
+        };
+        if !inner
+            .l2
+            .store_fill(key, &**value, ttl, tags, lease, Some(notice))
+            .await
+        {
+            // Not stored, so not published: send the message anyway (an eviction is
+            // always safe), or its number would be a hole that the other instances
+            // take for a lost message, holding their acknowledgements back until
+            // they flush.
+            let _ = inner.l2.publish("get_or_compute", notice).await;
+            pending.done();
+            return;
+        }
+        pending.done();
+        inner.counters.sent.fetch_add(1, Relaxed);
+        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
+        inner.l1.put_origin(
+            key,
+            Arc::clone(value),
+            ttl.min(inner.l1_max_ttl),
+            Some(ttl),
+            local,
+            1,
+            tags,
+            || inner.still_valid(key, local),
+        );
+    }
+
+    async fn abort_fill(&self, key: &str, ticket: FillTicket) {
+        if let Some(lease) = &ticket.lease {
+            self.inner.l2.release(key, lease).await;
+        }
+    }
+}
