@@ -12,9 +12,7 @@
 //! without a key (`PUBLISH`, `INFO`) run one after the other, in pipeline order: a
 //! `PUBLISH` that follows a write is sent only once the write has been applied.
 
-use std::time::Duration;
-
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
@@ -176,12 +174,7 @@ pub(super) async fn connect_single(config: &DistributedConfig, tcp: TcpSettings)
         .set_tcp_settings(tcp);
     let client = redis::Client::open(info)
         .map_err(|e| Error::invalid("create", format!("bad redis_url {address}: {e}")))?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.command_timeout))
-        .set_number_of_retries(3)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
+    let manager_config = super::health::manager_config(config);
     let mut conns = Vec::with_capacity(config.max_connections);
     for _ in 0..config.max_connections {
         let conn = if config.connect_lazily {

@@ -35,6 +35,7 @@ pub(crate) use coherent::Found;
 mod conn;
 use conn::{Conn, Link, Node};
 mod fill;
+mod health;
 mod keyspace;
 
 enum Request<'a> {
@@ -63,6 +64,8 @@ struct Inner {
     slot_tags: bool,
     flights: crate::memo::Flights,
     breaker: Breaker,
+    /// Whether the server is known to be unreachable (fail fast, see `health.rs`).
+    health: health::Health,
     conns: Vec<Conn>,
     next: AtomicUsize,
     prefix: String,
@@ -90,6 +93,18 @@ struct Inner {
 ///
 /// Statistics cost no round trip: counters are atomics, flushed in the background
 /// into the hash `{key_prefix}:stats`.
+///
+/// # Failure and cancellation
+///
+/// A refused or dropped connection marks the server down at once: later calls
+/// fail immediately with a [`Connection`](ErrorKind::Connection) error (no
+/// reconnect retries inside a call) while one background task reconnects; each
+/// such failure counts toward the circuit breaker, which the reconnection closes
+/// again. A silent server costs each call the command timeout until the breaker
+/// opens. Every `async fn` here is cancel-safe in the sense of DESIGN contract 13:
+/// dropping its future at any `.await` leaves no state behind (a breaker probe is
+/// given back by its guard, so the next call probes). A write dropped after it was
+/// sent has an unknown outcome, as after a timeout: it may still be applied.
 ///
 /// # Redis Cluster
 ///
@@ -220,14 +235,25 @@ impl DistributedCache {
     }
 
     /// Connects to Redis (unless `connect_lazily`) and checks it answers `PING`.
+    /// Must run inside a Tokio runtime (with time and I/O enabled). Cancel-safe:
+    /// dropped, it leaves nothing running.
     ///
     /// # Errors
-    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option;
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option, or when
+    /// polled outside a Tokio runtime;
     /// [`Connection`](ErrorKind::Connection) or [`Timeout`](ErrorKind::Timeout),
     /// naming the address (password redacted), when Redis cannot be reached within
     /// `socket_connect_timeout`.
     pub async fn create(config: DistributedConfig) -> Result<Self> {
         validate_config(&config)?;
+        // Connections, timeouts and the background tasks need Tokio: an error,
+        // not a panic, when polled elsewhere.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::invalid(
+                "create",
+                "must run inside a Tokio runtime (with the time and I/O drivers enabled)",
+            ));
+        }
         let mut tcp = TcpSettings::default().set_nodelay(true);
         if config.keepalive {
             tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
@@ -256,6 +282,7 @@ impl DistributedCache {
             slot_tags,
             flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker),
+            health: health::Health::default(),
             conns,
             next: AtomicUsize::new(0),
             scan_prefix: format!("{}:", escape_glob(&config.key_prefix)),
@@ -377,6 +404,12 @@ impl DistributedCache {
                     )));
                 }
             };
+        if self.inner.health.is_down() {
+            // A connection error was seen and the reconnection has not succeeded:
+            // fail at once (and count it), without waiting on the network.
+            permit.failure();
+            return Err(self.fail(keyed(self.down_error(op))));
+        }
         let mut conn = self.conn();
         // Batches get more time: the command timeout bounds a round trip, not the
         // work of thousands of commands in one.
@@ -384,7 +417,11 @@ impl DistributedCache {
             Request::Cmd(c) | Request::On(_, c) => c.args_iter().len(),
             Request::Pipe(p) => p.len(),
         };
-        let timeout = self.inner.timeout + BATCH_ALLOWANCE * (size.saturating_sub(8) as u32);
+        let extra = u32::try_from(size.saturating_sub(8)).unwrap_or(u32::MAX);
+        let timeout = self
+            .inner
+            .timeout
+            .saturating_add(BATCH_ALLOWANCE.saturating_mul(extra));
         let reply = tokio::time::timeout(timeout, async {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
@@ -404,13 +441,17 @@ impl DistributedCache {
                     .with_detail(format!("no reply within {timeout:?}")),
             )),
         };
+        // (Dropped before this point, the permit gives back a probe slot it holds.)
         match &result {
-            Ok(_) => self.inner.breaker.on_success(permit),
+            Ok(_) => permit.success(),
             Err(e) if matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
-                self.inner.breaker.on_failure(permit);
+                if e.kind() == ErrorKind::Connection {
+                    self.on_connection_error();
+                }
+                permit.failure();
             }
             // Redis answered (an error reply, or a reply of another shape): it is up.
-            Err(_) => self.inner.breaker.on_success(permit),
+            Err(_) => permit.success(),
         }
         result.map_err(|e| self.fail(e))
     }
@@ -471,7 +512,11 @@ impl DistributedCache {
         }
     }
 
-    /// Stores `value` at `key` for `ttl` (`None`: the default TTL).
+    /// Stores `value` at `key` for `ttl` (`None`: the default TTL). Also removes the
+    /// key's fill lease in the same round trip, so that a `get_or_compute` fill or
+    /// early refresh that started before does not store over this value.
+    ///
+    /// Cancel-safe; dropped after sending, the write may still be applied.
     ///
     /// # Errors
     /// Invalid key or TTL; encode errors; values over `max_value_bytes`; Redis
@@ -539,7 +584,10 @@ impl DistributedCache {
         })
     }
 
-    /// Sets a new TTL on `key` (`PEXPIRE`); whether the key existed.
+    /// Sets a new TTL on `key` (`PEXPIRE`); whether the key existed. Removes the
+    /// key's fill lease first, like [`set`](Self::set).
+    ///
+    /// Cancel-safe; dropped after sending, the expire may still be applied.
     ///
     /// # Errors
     /// Invalid key or TTL; Redis errors and timeouts.
@@ -612,7 +660,10 @@ impl DistributedCache {
         Ok(out)
     }
 
-    /// Stores every pair with one TTL: one pipelined round trip.
+    /// Stores every pair with one TTL: one pipelined round trip (which also removes
+    /// their fill leases, as [`set`](Self::set) does).
+    ///
+    /// Cancel-safe; dropped after sending, some or all writes may be applied.
     ///
     /// # Errors
     /// Invalid key or TTL, encode errors and oversized values (nothing is written);
@@ -640,6 +691,7 @@ impl DistributedCache {
                 Some((names, tokens)) => crate::codec::wrap_tagged(names, tokens, &bytes),
                 None => bytes,
             };
+            pipe.add_command(self.unlink_lease(k)).ignore();
             pipe.cmd("SET")
                 .arg(full_key(&self.inner.prefix, k))
                 .arg(bytes)
