@@ -50,6 +50,18 @@ pub struct ComputeOptions {
     pub(crate) lock_wait: Duration,
     pub(crate) refresh_ahead: Option<f64>,
     pub(crate) tags: Vec<String>,
+    pub(crate) ttl_for: Option<TtlRule>,
+}
+
+/// The rule of [`ComputeOptions::ttl_for`], type-erased so that the options stay
+/// one type whatever value a call computes.
+#[derive(Clone)]
+pub(crate) struct TtlRule(Arc<dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync>);
+
+impl fmt::Debug for TtlRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TtlRule(..)")
+    }
 }
 
 impl Default for ComputeOptions {
@@ -61,6 +73,7 @@ impl Default for ComputeOptions {
             lock_wait: Duration::from_secs(5),
             refresh_ahead: None,
             tags: Vec::new(),
+            ttl_for: None,
         }
     }
 }
@@ -115,6 +128,41 @@ impl ComputeOptions {
     pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
         self.tags = tags.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Chooses the TTL from the computed value: `rule` returns the TTL for this
+    /// value, or `None` for the TTL of [`ttl`](Self::ttl) (or the cache's default).
+    /// `Some(Duration::ZERO)` returns the value without caching it. The value is
+    /// stored once, with its own TTL: a cached "not found" with a short TTL costs one
+    /// write, not a write and an `expire`. The rule applies when the call computes a
+    /// `T` (calls computing another type ignore it). With
+    /// [`refresh_ahead`](Self::refresh_ahead), the fraction is of the value's TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct User;
+    /// // Rows for 5 minutes, a missing row for 5 seconds.
+    /// let opts = ormcache::ComputeOptions::new()
+    ///     .ttl(Duration::from_secs(300))
+    ///     .ttl_for(|row: &Option<User>| row.is_none().then_some(Duration::from_secs(5)));
+    /// # let _ = opts;
+    /// ```
+    pub fn ttl_for<T: Any>(
+        mut self,
+        rule: impl Fn(&T) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.ttl_for = Some(TtlRule(Arc::new(move |v: &dyn Any| {
+            v.downcast_ref::<T>().and_then(&rule)
+        })));
+        self
+    }
+
+    /// The TTL to store `value` with: the rule's choice, else `ttl`.
+    pub(crate) fn ttl_of<T: Any>(&self, value: &T, ttl: Duration) -> Duration {
+        self.ttl_for
+            .as_ref()
+            .and_then(|rule| (rule.0)(value))
+            .unwrap_or(ttl)
     }
 }
 
@@ -504,6 +552,18 @@ pub(crate) trait Fill: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Gives up a fill (the loader failed): releases the lease if still ours.
     fn abort_fill(&self, key: &str, ticket: FillTicket) -> impl Future<Output = ()> + Send;
+    /// [`lookup`](Self::lookup) that, on a miss, may also start the fill in the same
+    /// round trip (a cold miss then costs two: this and the store). The ticket is
+    /// `None` when it did not (the caller calls [`begin_fill`](Self::begin_fill)).
+    fn lookup_or_begin<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        options: &ComputeOptions,
+    ) -> impl Future<Output = (Lookup<T>, Option<FillTicket>)> + Send {
+        let _ = options;
+        async move { (self.lookup(key, with_ttl).await, None) }
+    }
 }
 
 /// A random 64-bit token (lease and tag tokens). Not cryptographic: it only has to
@@ -561,9 +621,12 @@ where
     loop {
         let completions = cache.flights().completions(key);
         let with_ttl = options.refresh_ahead.is_some();
-        if let Lookup::Hit(v, remaining) = cache.lookup::<T>(key, with_ttl).await {
+        let (found, mut leased) = cache.lookup_or_begin::<T>(key, with_ttl, options).await;
+        if let Lookup::Hit(v, remaining) = found {
             let due = match (options.refresh_ahead, remaining) {
-                (Some(f), Some(left)) => left.as_secs_f64() < ttl.as_secs_f64() * f,
+                (Some(f), Some(left)) => {
+                    left.as_secs_f64() < options.ttl_of(&*v, ttl).as_secs_f64() * f
+                }
                 _ => false,
             };
             if !due {
@@ -587,9 +650,7 @@ where
             return match loader().await {
                 Ok(fresh) => {
                     let fresh = Arc::new(fresh);
-                    cache
-                        .end_fill(key, &fresh, ttl, &options.tags, ticket)
-                        .await;
+                    store(cache, key, &fresh, ttl, options, ticket).await;
                     lead.finish(Outcome::Value(fresh.clone()));
                     Ok(fresh)
                 }
@@ -602,6 +663,10 @@ where
         }
         match cache.flights().join(key) {
             Joined::Follower(mut rx) => {
+                if let Some(ticket) = leased.take() {
+                    // Started a fill that this process's leader makes instead.
+                    cache.abort_fill(key, ticket).await;
+                }
                 let outcome = loop {
                     if let Some(o) = rx.borrow_and_update().clone() {
                         break Some(o);
@@ -633,11 +698,19 @@ where
                 if cache.flights().completions(key) != completions {
                     // A load finished between our lookup and now: look again.
                     drop(lead);
+                    if let Some(ticket) = leased.take() {
+                        cache.abort_fill(key, ticket).await;
+                    }
                     continue;
                 }
-                let ticket = cache
-                    .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
-                    .await;
+                let ticket = match leased.take() {
+                    Some(ticket) => ticket,
+                    None => {
+                        cache
+                            .begin_fill(key, options.lock_ttl, options.lock, &options.tags)
+                            .await
+                    }
+                };
                 let ready = if ticket.contended {
                     // Another process is computing: wait for its value, bounded.
                     wait_for_holder::<C, T>(cache, key, options).await
@@ -656,7 +729,7 @@ where
                 return match loader().await {
                     Ok(v) => {
                         let v = Arc::new(v);
-                        cache.end_fill(key, &v, ttl, &options.tags, ticket).await;
+                        store(cache, key, &v, ttl, options, ticket).await;
                         lead.finish(Outcome::Value(v.clone()));
                         Ok(v)
                     }
@@ -669,6 +742,22 @@ where
                 };
             }
         }
+    }
+}
+
+/// Stores a loader's value with the TTL [`ComputeOptions::ttl_for`] picks for it
+/// (`ttl` by default); a zero TTL stores nothing and gives the lease back.
+async fn store<C: Fill, T: CacheValue>(
+    cache: &C,
+    key: &str,
+    value: &Arc<T>,
+    ttl: Duration,
+    options: &ComputeOptions,
+    ticket: FillTicket,
+) {
+    match options.ttl_of(&**value, ttl) {
+        Duration::ZERO => cache.abort_fill(key, ticket).await,
+        ttl => cache.end_fill(key, value, ttl, &options.tags, ticket).await,
     }
 }
 
