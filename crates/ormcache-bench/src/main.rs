@@ -15,9 +15,11 @@
 //! | module | holds |
 //! | --- | --- |
 //! | `scenarios` | the scenario list, the row, each scenario and its baseline |
+//! | `dead_redis` | the first reads after Redis is killed, against a local miss |
 //! | `stats` | rounds, alternation, percentiles, the report row |
 #![allow(clippy::print_stdout)]
 
+mod dead_redis;
 mod scenarios;
 mod stats;
 

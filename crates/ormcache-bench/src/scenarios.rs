@@ -142,6 +142,14 @@ pub(crate) const ALL: &[Scenario] = &[
         run: outage,
     },
     Scenario {
+        name: "dead_redis",
+        baseline: "QueryCache miss + load + store",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: Some(10_000.0),
+        run: crate::dead_redis::dead_redis,
+    },
+    Scenario {
         name: "codec_json",
         baseline: "serde_json to_vec+from_slice",
         needs_redis: false,
