@@ -164,7 +164,11 @@
 //!
 //! Every Redis call has a timeout (250 ms by default; connecting 1 s). After 5
 //! consecutive connection errors or timeouts a circuit breaker opens and calls fail at
-//! once with [`ErrorKind::CircuitOpen`] until a probe, 1 s later, succeeds. Errors are
+//! once with [`ErrorKind::CircuitOpen`] until a probe, 1 s later, succeeds (a probe
+//! whose call is dropped gives its slot back: the next call probes). A refused
+//! connection is known at once: later calls fail in microseconds with
+//! [`ErrorKind::Connection`] while one background task reconnects, so only a silent
+//! Redis costs the timeout, and only until the breaker opens. Errors are
 //! one [`Error`] type with an [`ErrorKind`]; messages name the operation and the key,
 //! never the value or a password. See the table on [`Cache`] for which calls return
 //! which errors; [`HybridCache`] reads never fail on Redis.
@@ -178,7 +182,7 @@
 //! | `distributed`, `config` | [`DistributedCache`] and its [`DistributedConfig`] |
 //! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` fills and applying messages, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation |
 //! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |
-//! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
+//! | `breaker` | the circuit breaker ([`BreakerConfig`]); `distributed/health` failing fast while Redis is unreachable |
 //! | `memo` | `get_or_compute`: single flight, leases, early refresh, [`ComputeOptions`] |
 //! | `distributed/fill` | Redis leases, the lock, tags, namespace versioning |
 //! | `distributed/conn`, `distributed/cluster`, `distributed/keyspace` | one connection for a server or a cluster (pipelines split per slot); slot tags and primaries; clears and key counts on every primary |

@@ -56,7 +56,10 @@ pub struct ComputeOptions {
 /// The rule of [`ComputeOptions::ttl_for`], type-erased so that the options stay
 /// one type whatever value a call computes.
 #[derive(Clone)]
-pub(crate) struct TtlRule(Arc<dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync>);
+pub(crate) struct TtlRule(Arc<TtlFn>);
+
+/// A value (as `Any`) to its TTL, if the rule picks one.
+type TtlFn = dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync;
 
 impl fmt::Debug for TtlRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,9 +7,12 @@
 //!
 //! - the managers make one connection attempt per reconnection, no in-call retries
 //!   ([`manager_config`]);
-//! - a connection error (refused, reset, dropped) marks the server *down*: from
+//! - a refused connection (or a missing unix socket) marks the server *down*: from
 //!   then on calls fail at once with a [`Connection`](crate::ErrorKind::Connection)
-//!   error, without touching the network, and count toward the circuit breaker;
+//!   error, without touching the network, and count toward the circuit breaker. A
+//!   connection that merely dropped (`CLIENT KILL`, a network blip) fails the call
+//!   that saw it; the next call reconnects (one attempt) and, if the server
+//!   answers, goes through — only a refusal there marks the server down;
 //! - one background task per cache reconnects, `PING`ing every connection with a
 //!   growing pause (5 ms, doubling, at most 500 ms); when all of them answer, the
 //!   server is *up* again and the breaker closes.
@@ -66,12 +69,19 @@ impl DistributedCache {
         ))
     }
 
-    /// A call failed with a connection error: marks the server down and starts the
-    /// background reconnection (once). Without a Tokio runtime to run it on, the
-    /// server is not marked down (calls then find out for themselves).
-    pub(super) fn on_connection_error(&self) {
+    /// A call failed with a connection error: if the connection was refused, marks
+    /// the server down and starts the background reconnection (once). Without a
+    /// Tokio runtime to run it on, the server is not marked down (calls then find
+    /// out for themselves).
+    pub(super) fn on_connection_error(&self, err: &Error) {
         #[cfg(feature = "cluster")]
         if self.is_cluster() {
+            return;
+        }
+        let refused = std::error::Error::source(err)
+            .and_then(|s| s.downcast_ref::<redis::RedisError>())
+            .is_some_and(redis::RedisError::is_connection_refusal);
+        if !refused {
             return;
         }
         let health = &self.inner.health;
@@ -89,7 +99,7 @@ impl DistributedCache {
         health.down.store(true, Ordering::Release);
         tracing::warn!(
             address = %self.inner.address,
-            "Redis connection lost: calls fail fast while reconnecting in the background"
+            "Redis refuses connections: calls fail fast while reconnecting in the background"
         );
         let task = runtime.spawn(reconnect(std::sync::Arc::downgrade(&self.inner)));
         self.inner.tasks.extend([task]);

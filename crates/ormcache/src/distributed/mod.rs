@@ -96,9 +96,9 @@ struct Inner {
 ///
 /// # Failure and cancellation
 ///
-/// A refused or dropped connection marks the server down at once: later calls
-/// fail immediately with a [`Connection`](ErrorKind::Connection) error (no
-/// reconnect retries inside a call) while one background task reconnects; each
+/// A refused connection marks the server down at once: later calls fail
+/// immediately with a [`Connection`](ErrorKind::Connection) error (no reconnect
+/// retries inside a call) while one background task reconnects; each
 /// such failure counts toward the circuit breaker, which the reconnection closes
 /// again. A silent server costs each call the command timeout until the breaker
 /// opens. Every `async fn` here is cancel-safe in the sense of DESIGN contract 13:
@@ -446,7 +446,7 @@ impl DistributedCache {
             Ok(_) => permit.success(),
             Err(e) if matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
                 if e.kind() == ErrorKind::Connection {
-                    self.on_connection_error();
+                    self.on_connection_error(e);
                 }
                 permit.failure();
             }
