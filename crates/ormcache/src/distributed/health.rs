@@ -1,4 +1,5 @@
-//! Failing fast while the server is unreachable (DESIGN contract 14).
+//! Health: `ping`, the periodic health check, and failing fast while the server is
+//! unreachable (DESIGN contract 14).
 //!
 //! redis-rs' `ConnectionManager` reconnects on the first call after a connection
 //! dropped, and every later call awaits that reconnection. With retries inside the
@@ -26,13 +27,13 @@
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManagerConfig;
 
-use super::{DistributedCache, Inner};
+use super::{DistributedCache, Inner, Request};
 use crate::config::DistributedConfig;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Result};
 
 /// First pause of the background reconnection; doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
@@ -61,6 +62,31 @@ impl Health {
 }
 
 impl DistributedCache {
+    /// `PING`; the round-trip time. On a cluster: `PING` to every primary that
+    /// `CLUSTER SLOTS` names, one after the other (the time is for all of them), so
+    /// that a dead primary makes it fail.
+    ///
+    /// # Errors
+    /// Redis errors and timeouts (on a cluster, naming the primary).
+    pub async fn ping(&self) -> Result<Duration> {
+        let start = Instant::now();
+        let ping = redis::cmd("PING");
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            for node in self.primaries("ping").await? {
+                let reply: String = self
+                    .call("ping", None, Request::On(&node, &ping))
+                    .await
+                    .map_err(|e| e.with_detail(format!("primary {node}")))?;
+                check_pong(&reply)?;
+            }
+            return Ok(start.elapsed());
+        }
+        let reply: String = self.query("ping", None, &ping).await?;
+        check_pong(&reply)?;
+        Ok(start.elapsed())
+    }
+
     /// The error of a call made while the server is down.
     pub(super) fn down_error(&self, op: &'static str) -> Error {
         Error::new(ErrorKind::Connection, op).with_detail(format!(
@@ -142,5 +168,29 @@ async fn reconnect(weak: Weak<Inner>) {
         drop(cache);
         tokio::time::sleep(pause).await;
         pause = pause.saturating_mul(2).min(MAX_PAUSE);
+    }
+}
+
+fn check_pong(reply: &str) -> Result<()> {
+    if reply == "PONG" {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Server, "ping")
+            .with_detail(format!("unexpected reply {reply:?}")))
+    }
+}
+
+/// The optional periodic health check (`health_check_interval`).
+pub(super) async fn health_loop(weak: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let cache = DistributedCache { inner };
+        if let Err(e) = cache.ping().await {
+            tracing::warn!(error = %e, address = %cache.inner.address, "Redis health check failed");
+        }
     }
 }

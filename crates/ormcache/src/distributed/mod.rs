@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::FromRedisValue;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
@@ -312,7 +312,7 @@ impl DistributedCache {
         let weak = Arc::downgrade(&self.inner);
         tasks.push(tokio::spawn(flush_loop(weak, config.stats_flush_interval)));
         if let Some(every) = config.health_check_interval {
-            tasks.push(tokio::spawn(health_loop(
+            tasks.push(tokio::spawn(health::health_loop(
                 Arc::downgrade(&self.inner),
                 every,
             )));
@@ -758,31 +758,6 @@ impl DistributedCache {
         })
     }
 
-    /// `PING`; the round-trip time. On a cluster: `PING` to every primary that
-    /// `CLUSTER SLOTS` names, one after the other (the time is for all of them), so
-    /// that a dead primary makes it fail.
-    ///
-    /// # Errors
-    /// Redis errors and timeouts (on a cluster, naming the primary).
-    pub async fn ping(&self) -> Result<Duration> {
-        let start = Instant::now();
-        let ping = redis::cmd("PING");
-        #[cfg(feature = "cluster")]
-        if self.is_cluster() {
-            for node in self.primaries("ping").await? {
-                let reply: String = self
-                    .call("ping", None, Request::On(&node, &ping))
-                    .await
-                    .map_err(|e| e.with_detail(format!("primary {node}")))?;
-                check_pong(&reply)?;
-            }
-            return Ok(start.elapsed());
-        }
-        let reply: String = self.query("ping", None, &ping).await?;
-        check_pong(&reply)?;
-        Ok(start.elapsed())
-    }
-
     /// Flushes the counters and stops background work. Later calls fail with
     /// [`Closed`](ErrorKind::Closed). Connections close when the last clone drops.
     ///
@@ -802,15 +777,6 @@ impl DistributedCache {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Relaxed)
-    }
-}
-
-fn check_pong(reply: &str) -> Result<()> {
-    if reply == "PONG" {
-        Ok(())
-    } else {
-        Err(Error::new(ErrorKind::Server, "ping")
-            .with_detail(format!("unexpected reply {reply:?}")))
     }
 }
 
@@ -839,20 +805,6 @@ async fn flush_loop(weak: Weak<Inner>, every: Duration) {
             && let Err(e) = cache.flush_stats("flush_stats").await
         {
             tracing::debug!(error = %e, "stats flush failed; will retry");
-        }
-    }
-}
-
-async fn health_loop(weak: Weak<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(inner) = weak.upgrade() else { return };
-        let cache = DistributedCache { inner };
-        if let Err(e) = cache.ping().await {
-            tracing::warn!(error = %e, address = %cache.inner.address, "Redis health check failed");
         }
     }
 }
