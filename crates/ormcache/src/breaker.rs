@@ -4,7 +4,10 @@
 //! At `threshold` the breaker opens: calls fail at once with
 //! [`CircuitOpen`](crate::ErrorKind::CircuitOpen), without touching the network.
 //! After `cooldown` one call is let through as a probe (half-open); its success
-//! closes the breaker, its failure opens it for another cooldown.
+//! closes the breaker, its failure opens it for another cooldown. The probe slot is
+//! held by a guard ([`Permit`]): a probe whose call is dropped before Redis answers
+//! (a caller's timeout, a disconnected client) gives the slot back, and the next
+//! call probes.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
@@ -94,11 +97,49 @@ pub(crate) struct Breaker {
     opened_total: AtomicU32,
 }
 
-/// Whether a call is a probe (its outcome decides the breaker's state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Permit {
-    Normal,
-    Probe,
+/// Leave to make one call to Redis, from [`Breaker::allow`].
+///
+/// A probe permit holds the breaker's only probe slot. The call settles it with
+/// [`success`](Self::success) or [`failure`](Self::failure); a permit dropped
+/// without a verdict (the call's future was dropped mid-call) gives the slot back,
+/// so that the next call probes again instead of the breaker staying half-open
+/// forever.
+#[derive(Debug)]
+#[must_use = "a permit must be settled with success() or failure()"]
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    settled: bool,
+}
+
+impl Permit<'_> {
+    /// Whether this call is a probe (its outcome decides the breaker's state).
+    #[cfg(test)]
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Redis answered: closes the breaker (resets the failure count).
+    pub(crate) fn success(mut self) {
+        self.settled = true;
+        self.breaker.on_success(self.probe);
+    }
+
+    /// A connection error or timeout: counts toward opening the breaker.
+    pub(crate) fn failure(mut self) {
+        self.settled = true;
+        self.breaker.on_failure(self.probe);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            // No verdict: the breaker stays open (its cooldown already ran out),
+            // and the next call takes the probe slot.
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
 }
 
 impl Breaker {
@@ -114,45 +155,62 @@ impl Breaker {
     }
 
     /// May a call go to Redis now? `Err` carries the time left before a probe.
-    pub(crate) fn allow(&self) -> Result<Permit, Duration> {
+    pub(crate) fn allow(&self) -> Result<Permit<'_>, Duration> {
+        let permit = |probe| Permit {
+            breaker: self,
+            probe,
+            settled: false,
+        };
         if !self.config.enabled || self.state.load(Ordering::Acquire) == CLOSED {
-            return Ok(Permit::Normal);
+            return Ok(permit(false));
         }
         let opened = self.opened_at.lock().ok().and_then(|g| *g);
         let waited = opened.map_or(self.config.cooldown, |t| t.elapsed());
         if waited < self.config.cooldown {
-            return Err(self.config.cooldown - waited);
+            return Err(self.config.cooldown.saturating_sub(waited));
         }
         if self
             .probing
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            Ok(Permit::Probe)
+            Ok(permit(true))
         } else {
             Err(Duration::ZERO)
         }
     }
 
-    pub(crate) fn on_success(&self, permit: Permit) {
+    /// Closes the breaker: Redis was seen answering (by a call, or on another
+    /// connection).
+    pub(crate) fn close(&self) {
+        self.on_success(true);
+    }
+
+    fn on_success(&self, probe: bool) {
         if !self.config.enabled {
             return;
         }
         self.failures.store(0, Ordering::Relaxed);
-        if permit == Permit::Probe || self.state.load(Ordering::Relaxed) != CLOSED {
-            self.state.store(CLOSED, Ordering::Release);
+        if probe || self.state.load(Ordering::Relaxed) != CLOSED {
             self.probing.store(false, Ordering::Release);
-            tracing::info!("Redis answers again: circuit breaker closed");
+            if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
+                tracing::info!("Redis answers again: circuit breaker closed");
+            }
         }
     }
 
     /// Records a connection error or timeout.
-    pub(crate) fn on_failure(&self, permit: Permit) {
+    fn on_failure(&self, probe: bool) {
         if !self.config.enabled {
             return;
         }
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if permit == Permit::Probe || failures >= self.config.threshold {
+        let failures = self
+            .failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                Some(f.saturating_add(1))
+            })
+            .map_or(u32::MAX, |f| f.saturating_add(1));
+        if probe || failures >= self.config.threshold {
             if let Ok(mut at) = self.opened_at.lock() {
                 *at = Some(Instant::now());
             }
@@ -160,7 +218,9 @@ impl Breaker {
                 self.opened_total.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(failures, "Redis failing: circuit breaker open");
             }
-            self.probing.store(false, Ordering::Release);
+            if probe {
+                self.probing.store(false, Ordering::Release);
+            }
         }
     }
 
@@ -195,11 +255,10 @@ mod tests {
     async fn opens_after_threshold_and_probes_after_cooldown() {
         let b = breaker();
         for _ in 0..2 {
-            let p = b.allow().unwrap();
-            b.on_failure(p);
+            b.allow().unwrap().failure();
         }
         assert_eq!(b.state(), BreakerState::Closed);
-        b.on_failure(b.allow().unwrap());
+        b.allow().unwrap().failure();
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.allow().unwrap_err(), Duration::from_secs(2));
 
@@ -207,29 +266,56 @@ mod tests {
         assert_eq!(b.allow().unwrap_err(), Duration::from_millis(500));
         tokio::time::advance(Duration::from_millis(500)).await;
         let probe = b.allow().unwrap();
-        assert_eq!(probe, Permit::Probe);
+        assert!(probe.is_probe());
         assert_eq!(b.state(), BreakerState::HalfOpen);
         // Only one probe at a time.
         assert!(b.allow().is_err());
-        b.on_failure(probe);
+        probe.failure();
         assert_eq!(b.state(), BreakerState::Open);
 
         tokio::time::advance(Duration::from_secs(2)).await;
-        let probe = b.allow().unwrap();
-        b.on_success(probe);
+        b.allow().unwrap().success();
         assert_eq!(b.state(), BreakerState::Closed);
-        assert_eq!(b.allow().unwrap(), Permit::Normal);
+        assert!(!b.allow().unwrap().is_probe());
         assert_eq!(b.times_opened(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_gives_its_slot_back() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.allow().unwrap().failure();
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let probe = b.allow().unwrap();
+        assert!(probe.is_probe());
+        assert!(b.allow().is_err(), "one probe at a time");
+        // The call was cancelled: no verdict.
+        drop(probe);
+        assert_eq!(b.state(), BreakerState::Open);
+        let again = b.allow().expect("the next call probes at once");
+        assert!(again.is_probe());
+        again.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn success_resets_the_count() {
         let b = breaker();
-        b.on_failure(Permit::Normal);
-        b.on_failure(Permit::Normal);
-        b.on_success(Permit::Normal);
-        b.on_failure(Permit::Normal);
-        b.on_failure(Permit::Normal);
+        b.allow().unwrap().failure();
+        b.allow().unwrap().failure();
+        b.allow().unwrap().success();
+        b.allow().unwrap().failure();
+        b.allow().unwrap().failure();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extreme_cooldowns_do_not_panic() {
+        let b = Breaker::new(BreakerConfig::new().threshold(1).cooldown(Duration::MAX));
+        b.allow().unwrap().failure();
+        assert!(b.allow().unwrap_err() > Duration::from_secs(3600));
+        b.close();
         assert_eq!(b.state(), BreakerState::Closed);
     }
 
@@ -237,8 +323,9 @@ mod tests {
     fn disabled_never_opens() {
         let b = Breaker::new(BreakerConfig::disabled());
         for _ in 0..100 {
-            b.on_failure(Permit::Normal);
+            b.allow().unwrap().failure();
         }
-        assert_eq!(b.allow().unwrap(), Permit::Normal);
+        assert!(!b.allow().unwrap().is_probe());
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }

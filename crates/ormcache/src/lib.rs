@@ -184,7 +184,11 @@
 //!
 //! Every Redis call has a timeout (250 ms by default; connecting 1 s). After 5
 //! consecutive connection errors or timeouts a circuit breaker opens and calls fail at
-//! once with [`ErrorKind::CircuitOpen`] until a probe, 1 s later, succeeds. Errors are
+//! once with [`ErrorKind::CircuitOpen`] until a probe, 1 s later, succeeds (a probe
+//! whose call is dropped gives its slot back: the next call probes). A refused
+//! connection is known at once: later calls fail in microseconds with
+//! [`ErrorKind::Connection`] while one background task reconnects, so only a silent
+//! Redis costs the timeout, and only until the breaker opens. Errors are
 //! one [`Error`] type with an [`ErrorKind`]; messages name the operation and the key,
 //! never the value or a password. See the table on [`Cache`] for which calls return
 //! which errors; [`HybridCache`] reads never fail on Redis.
@@ -200,7 +204,7 @@
 //! | `distributed/transport`, `distributed/sentinel` | how a URL becomes redis-rs clients (addresses, credentials, TLS); the Sentinel connection that follows failovers |
 //! | `hybrid` | [`HybridCache`]: read and write paths; `hybrid/builder` settings and start-up, `hybrid/inner` applying messages, `hybrid/fill` fills, `hybrid/stats` its stats shapes, `hybrid/tasks` the subscriber, heartbeats and recovery, `hybrid/ack` confirmed invalidation, `hybrid/pending` what a cancelled write leaves to do |
 //! | `coherence` | invalidation messages, acknowledgements, sequence tracking, peers, the backlog |
-//! | `breaker` | the circuit breaker ([`BreakerConfig`]) |
+//! | `breaker` | the circuit breaker ([`BreakerConfig`]); `distributed/health` failing fast while Redis is unreachable |
 //! | `memo` | `get_or_compute`: single flight, leases (held by a guard), early refresh, [`ComputeOptions`] |
 //! | `tasks` | a cache's background tasks and the clean-up work of cancelled calls, stopped by `close` |
 //! | `distributed/fill` | Redis leases, the lock, tags, namespace versioning |

@@ -51,6 +51,21 @@ pub struct ComputeOptions {
     pub(crate) lock_wait: Duration,
     pub(crate) refresh_ahead: Option<f64>,
     pub(crate) tags: Vec<String>,
+    pub(crate) ttl_for: Option<TtlRule>,
+}
+
+/// The rule of [`ComputeOptions::ttl_for`], type-erased so that the options stay
+/// one type whatever value a call computes.
+#[derive(Clone)]
+pub(crate) struct TtlRule(Arc<TtlFn>);
+
+/// A value (as `Any`) to its TTL, if the rule picks one.
+type TtlFn = dyn Fn(&dyn Any) -> Option<Duration> + Send + Sync;
+
+impl fmt::Debug for TtlRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TtlRule(..)")
+    }
 }
 
 impl Default for ComputeOptions {
@@ -62,6 +77,7 @@ impl Default for ComputeOptions {
             lock_wait: Duration::from_secs(5),
             refresh_ahead: None,
             tags: Vec::new(),
+            ttl_for: None,
         }
     }
 }
@@ -116,6 +132,41 @@ impl ComputeOptions {
     pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> Self {
         self.tags = tags.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Chooses the TTL from the computed value: `rule` returns the TTL for this
+    /// value, or `None` for the TTL of [`ttl`](Self::ttl) (or the cache's default).
+    /// `Some(Duration::ZERO)` returns the value without caching it. The value is
+    /// stored once, with its own TTL: a cached "not found" with a short TTL costs one
+    /// write, not a write and an `expire`. The rule applies when the call computes a
+    /// `T` (calls computing another type ignore it). With
+    /// [`refresh_ahead`](Self::refresh_ahead), the fraction is of the value's TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct User;
+    /// // Rows for 5 minutes, a missing row for 5 seconds.
+    /// let opts = ormcache::ComputeOptions::new()
+    ///     .ttl(Duration::from_secs(300))
+    ///     .ttl_for(|row: &Option<User>| row.is_none().then_some(Duration::from_secs(5)));
+    /// # let _ = opts;
+    /// ```
+    pub fn ttl_for<T: Any>(
+        mut self,
+        rule: impl Fn(&T) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.ttl_for = Some(TtlRule(Arc::new(move |v: &dyn Any| {
+            v.downcast_ref::<T>().and_then(&rule)
+        })));
+        self
+    }
+
+    /// The TTL to store `value` with: the rule's choice, else `ttl`.
+    pub(crate) fn ttl_of<T: Any>(&self, value: &T, ttl: Duration) -> Duration {
+        self.ttl_for
+            .as_ref()
+            .and_then(|rule| (rule.0)(value))
+            .unwrap_or(ttl)
     }
 }
 
@@ -340,6 +391,19 @@ pub(crate) trait Fill: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Gives up a fill (the loader failed): releases the lease if still ours.
     fn abort_fill(&self, key: &str, ticket: FillTicket) -> impl Future<Output = ()> + Send;
+    /// [`lookup`](Self::lookup) that, on a miss, may also start the fill in the same
+    /// round trip (a cold miss then costs two: this and the store). The ticket is
+    /// `None` when it did not (the caller calls [`begin_fill`](Self::begin_fill)).
+    fn lookup_or_begin<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        options: &ComputeOptions,
+    ) -> impl Future<Output = (Lookup<T>, Option<FillTicket>)> + Send {
+        let _ = options;
+        async move { (self.lookup(key, with_ttl).await, None) }
+    }
+
     /// Where the clean-up of a cancelled call runs (giving a lease back): the
     /// cache's own tasks, stopped by its shutdown. `None` for a cache with no lease
     /// to give back (no Redis).
@@ -382,14 +446,20 @@ impl<C: Fill> Held<C> {
         self.armed = false;
     }
 
-    /// Stores `value` through the ticket; the guard stays armed until the store
-    /// returns.
-    async fn store<T: CacheValue>(self, value: &Arc<T>, ttl: Duration, tags: &[String]) {
-        let ticket = self.ticket.clone();
-        self.cache
-            .end_fill(&self.key, value, ttl, tags, ticket)
-            .await;
-        self.disarm();
+    /// Stores `value` through the ticket, with the TTL [`ComputeOptions::ttl_for`]
+    /// picks for it (`ttl` by default); a zero TTL stores nothing and gives the
+    /// lease back. The guard stays armed until the store returns.
+    async fn store<T: CacheValue>(self, value: &Arc<T>, ttl: Duration, options: &ComputeOptions) {
+        match options.ttl_of(&**value, ttl) {
+            Duration::ZERO => self.release().await,
+            ttl => {
+                let ticket = self.ticket.clone();
+                self.cache
+                    .end_fill(&self.key, value, ttl, &options.tags, ticket)
+                    .await;
+                self.disarm();
+            }
+        }
     }
 
     /// Gives the lease back now (the guard stays armed until that returns).
@@ -508,9 +578,16 @@ where
     loop {
         let completions = cache.flights().completions(key);
         let with_ttl = options.refresh_ahead.is_some();
-        if let Lookup::Hit(v, remaining) = cache.lookup::<T>(key, with_ttl).await {
+        let (found, leased) = cache.lookup_or_begin::<T>(key, with_ttl, options).await;
+        // A lease the lookup took is held by a guard from here on, like one from
+        // `acquire`: dropped with this future, it is given back.
+        let tenant = crate::tenant::current();
+        let mut leased = leased.map(|t| Held::new(cache.clone(), key.to_owned(), t, tenant));
+        if let Lookup::Hit(v, remaining) = found {
             let due = match (options.refresh_ahead, remaining) {
-                (Some(f), Some(left)) => left.as_secs_f64() < ttl.as_secs_f64() * f,
+                (Some(f), Some(left)) => {
+                    left.as_secs_f64() < options.ttl_of(&*v, ttl).as_secs_f64() * f
+                }
                 _ => false,
             };
             if !due {
@@ -533,7 +610,7 @@ where
             return match loader().await {
                 Ok(fresh) => {
                     let fresh = Arc::new(fresh);
-                    held.store(&fresh, ttl, &options.tags).await;
+                    held.store(&fresh, ttl, options).await;
                     lead.finish(Outcome::Value(fresh.clone()));
                     Ok(fresh)
                 }
@@ -546,6 +623,10 @@ where
         }
         match cache.flights().join(key) {
             Joined::Follower(mut rx) => {
+                if let Some(held) = leased.take() {
+                    // Started a fill that this process's leader makes instead.
+                    held.release().await;
+                }
                 let outcome = loop {
                     if let Some(o) = rx.borrow_and_update().clone() {
                         break Some(o);
@@ -577,12 +658,20 @@ where
                 if cache.flights().completions(key) != completions {
                     // A load finished between our lookup and now: look again.
                     drop(lead);
+                    if let Some(held) = leased.take() {
+                        held.release().await;
+                    }
                     continue;
                 }
                 // From here on the lease (the cluster-wide lock with `lock`) is
                 // held by a guard: a caller that drops this future (a timeout, a
                 // client that went away) gives it back at once.
-                let held = acquire(cache, key, options.lock_ttl, options.lock, &options.tags).await;
+                let held = match leased.take() {
+                    Some(held) => held,
+                    None => {
+                        acquire(cache, key, options.lock_ttl, options.lock, &options.tags).await
+                    }
+                };
                 let ready = if held.ticket.contended {
                     // Another process is computing: wait for its value, bounded.
                     drop(held);
@@ -602,7 +691,7 @@ where
                 return match loader().await {
                     Ok(v) => {
                         let v = Arc::new(v);
-                        held.store(&v, ttl, &options.tags).await;
+                        held.store(&v, ttl, options).await;
                         lead.finish(Outcome::Value(v.clone()));
                         Ok(v)
                     }

@@ -125,7 +125,9 @@ where
 }
 
 /// `#[cached]` on a function returning `Option<T>`. `None` is cached only with
-/// `cache_none = true`, for `none_ttl` (default: the same TTL).
+/// `cache_none = true`, for `none_ttl` (default: the same TTL; zero: not cached).
+/// The TTL is chosen before the one write (no `expire` afterwards, and nothing is
+/// written on a hit).
 pub async fn cached_option<C, T, F, Fut>(
     cache: &C,
     key: Option<String>,
@@ -152,13 +154,9 @@ where
         .await
         .ok();
     }
-    let key_str = key.clone();
-    let value: Option<T> = cached(cache, key, options, f).await;
-    if value.is_none()
-        && let (Some(ttl), Some(k)) = (none_ttl, key_str)
-        && let Err(e) = cache.expire(&k, ttl).await
-    {
-        tracing::debug!(error = %e, "could not shorten the TTL of a cached None");
-    }
-    value
+    let options = match none_ttl {
+        Some(ttl) => options.ttl_for(move |v: &Option<T>| v.is_none().then_some(ttl)),
+        None => options,
+    };
+    cached(cache, key, options, f).await
 }

@@ -592,3 +592,308 @@ async fn after_a_tag_invalidation_the_next_fill_stores_again() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+/// How many times the server ran `command` (lower case), from `INFO commandstats`.
+async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let head = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Starts an early refresh of `key` whose loader returns `stale` once released;
+/// returns when the loader runs, with the gate that releases it.
+async fn blocked_refresh(
+    c: &DistributedCache,
+    key: &str,
+    stale: &str,
+) -> (Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>) {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn({
+        let (c, key, stale) = (c.clone(), key.to_owned(), stale.to_owned());
+        let (gate, entered) = (Arc::clone(&gate), Arc::clone(&entered));
+        async move {
+            // Every hit is due: its remaining TTL is below the full 10 s.
+            let opts = ComputeOptions::new()
+                .ttl(Duration::from_secs(10))
+                .refresh_ahead(1.0);
+            c.get_or_compute_with(&key, opts, || async move {
+                entered.notify_one();
+                gate.notified().await;
+                stale
+            })
+            .await
+            .unwrap();
+        }
+    });
+    entered.notified().await;
+    (gate, task)
+}
+
+#[tokio::test]
+async fn a_refresh_never_overwrites_a_write_made_during_it() {
+    let server = RedisServer::start();
+    let c = distributed(&server, "app").await;
+    let mut raw = server.connection().await;
+
+    // A write with a shorter TTL than the entry had.
+    c.set("k", "old".to_string(), Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let (gate, refresh) = blocked_refresh(&c, "k", "read before the write").await;
+    c.set("k", "new".to_string(), Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    gate.notify_one();
+    refresh.await.unwrap();
+    assert_eq!(
+        c.get::<String>("k")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("new")
+    );
+
+    // An expire that shortens the TTL: the refresh does not restore the old one.
+    c.set("e", "old".to_string(), Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let (gate, refresh) = blocked_refresh(&c, "e", "read before the expire").await;
+    assert!(c.expire("e", Duration::from_secs(1)).await.unwrap());
+    gate.notify_one();
+    refresh.await.unwrap();
+    assert_eq!(
+        c.get::<String>("e")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("old")
+    );
+    let pttl: i64 = raw.pttl("app:e").await.unwrap();
+    assert!(pttl <= 1000, "the expire was undone: {pttl} ms left");
+}
+
+#[tokio::test]
+async fn every_write_removes_the_lease() {
+    let server = RedisServer::start();
+    let c = distributed(&server, "app").await;
+    let mut raw = server.connection().await;
+    for (i, write) in ["set", "set_many", "expire", "delete"]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("k{i}");
+        let lease = format!("app:__oc:lease:{key}");
+        c.set(&key, "old".to_string(), Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let (gate, refresh) = blocked_refresh(&c, &key, "stale").await;
+        assert!(raw.exists::<_, bool>(&lease).await.unwrap(), "{write}");
+        match write {
+            "set" => c.set(&key, "new".to_string(), None).await.unwrap(),
+            "set_many" => c
+                .set_many(vec![(key.clone(), "new".to_string())], None)
+                .await
+                .unwrap(),
+            "expire" => assert!(c.expire(&key, Duration::from_secs(60)).await.unwrap()),
+            _ => assert!(c.delete(&key).await.unwrap()),
+        }
+        assert!(
+            !raw.exists::<_, bool>(&lease).await.unwrap(),
+            "`{write}` left the lease"
+        );
+        gate.notify_one();
+        refresh.await.unwrap();
+        let stored: Option<String> = raw.get(format!("app:{key}")).await.unwrap();
+        assert!(
+            stored.is_none_or(|s| !s.contains("stale")),
+            "the refresh stored over `{write}`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_value_chosen_ttl_is_one_write() {
+    let server = RedisServer::start();
+    let c = distributed(&server, "app").await;
+    let mut raw = server.connection().await;
+    let opts = || {
+        ComputeOptions::new()
+            .ttl(Duration::from_secs(300))
+            .ttl_for(|v: &Option<u32>| v.is_none().then_some(Duration::from_secs(5)))
+    };
+    let (sets, pexpires) = (
+        command_calls(&mut raw, "set").await,
+        command_calls(&mut raw, "pexpire").await,
+    );
+    let runs = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let v: Arc<Option<u32>> = c
+            .get_or_compute_with("missing", opts(), || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                None
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, None);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the None was cached");
+    let pttl: i64 = raw.pttl("app:missing").await.unwrap();
+    assert!(pttl > 0 && pttl <= 5000, "{pttl}");
+    assert_eq!(command_calls(&mut raw, "pexpire").await, pexpires);
+    // One lease and the fill script's SET are the only SETs (the script's count
+    // as `set` too): no second write for the TTL.
+    assert_eq!(command_calls(&mut raw, "set").await - sets, 2);
+
+    // A found value keeps the options' TTL; a zero TTL stores nothing.
+    c.get_or_compute_with("found", opts(), || async { Some(1u32) })
+        .await
+        .unwrap();
+    let pttl: i64 = raw.pttl("app:found").await.unwrap();
+    assert!(pttl > 5000, "{pttl}");
+    let never = ComputeOptions::new().ttl_for(|_: &u8| Some(Duration::ZERO));
+    c.get_or_compute_with("uncached", never, || async { 1u8 })
+        .await
+        .unwrap();
+    assert!(!raw.exists::<_, bool>("app:uncached").await.unwrap());
+    assert!(
+        !raw.exists::<_, bool>("app:__oc:lease:uncached")
+            .await
+            .unwrap()
+    );
+}
+
+#[cfg(feature = "macros")]
+#[ormcache::cached(cache = cache, skip(cache, runs), cache_none = true, none_ttl = 5)]
+async fn find_row(cache: &DistributedCache, runs: &AtomicUsize, id: u32) -> Option<u32> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    (id != 0).then_some(id)
+}
+
+#[cfg(feature = "macros")]
+#[tokio::test]
+async fn cached_none_ttl_is_set_once_and_hits_write_nothing() {
+    let server = RedisServer::start();
+    let c = distributed(&server, "app").await;
+    let mut raw = server.connection().await;
+    let runs = AtomicUsize::new(0);
+    assert_eq!(find_row(&c, &runs, 0).await, None);
+    let (pexpires, publishes, sets) = (
+        command_calls(&mut raw, "pexpire").await,
+        command_calls(&mut raw, "publish").await,
+        command_calls(&mut raw, "set").await,
+    );
+    for _ in 0..5 {
+        assert_eq!(find_row(&c, &runs, 0).await, None);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        command_calls(&mut raw, "pexpire").await,
+        pexpires,
+        "hits wrote"
+    );
+    assert_eq!(command_calls(&mut raw, "publish").await, publishes);
+    assert_eq!(command_calls(&mut raw, "set").await, sets);
+    let key = find_row_cache_key(&0).unwrap();
+    let pttl: i64 = raw.pttl(c.redis_key(&key)).await.unwrap();
+    assert!(pttl > 0 && pttl <= 5000, "{pttl}");
+    // The miss that stored it took no PEXPIRE either.
+    assert_eq!(pexpires, 0);
+}
+
+/// A TCP proxy in front of `server` that counts round trips: a trip starts when
+/// the client sends after its last request was answered (a pipeline is one trip).
+/// Its URL and the counter.
+async fn counting_proxy(server: &RedisServer) -> (String, Arc<AtomicUsize>) {
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let upstream = format!("127.0.0.1:{}", server.port());
+    let trips = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&trips);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let trips = Arc::clone(&trips);
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let answered = AtomicBool::new(true);
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        if answered.swap(false, Ordering::SeqCst) {
+                            trips.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                        answered.store(true, Ordering::SeqCst);
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (url, counter)
+}
+
+#[tokio::test]
+async fn a_cold_miss_takes_two_round_trips_and_a_hit_one() {
+    let server = RedisServer::start();
+    let (url, trips) = counting_proxy(&server).await;
+    let c = DistributedCache::create(
+        config(&server, "app")
+            .redis_url(url)
+            .stats_flush_interval(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let count = || trips.load(Ordering::SeqCst);
+    let before = count();
+    let v: Arc<u32> = c
+        .get_or_compute("cold", None, || async { 7 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 7);
+    assert_eq!(count() - before, 2, "lookup with lease, then the store");
+    let before = count();
+    let v: Arc<u32> = c
+        .get_or_compute("cold", None, || async { 8 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 7);
+    assert_eq!(count() - before, 1, "a hit");
+    // A fill whose lease another process holds still stores, in three trips.
+    let mut raw = server.connection().await;
+    let _: () = raw
+        .set_ex("app:__oc:lease:held", "someone else", 10)
+        .await
+        .unwrap();
+    let before = count();
+    let v: Arc<u32> = c
+        .get_or_compute("held", None, || async { 9 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 9);
+    assert_eq!(count() - before, 3);
+    assert_eq!(c.get::<u32>("held").await.unwrap().as_deref(), Some(&9));
+}

@@ -261,6 +261,7 @@ on_both!(
     reader_of_the_old_row_cannot_store_it_after_the_commit,
     tenant_filter_isolates_rows_and_keys,
     redis_killed_reads_and_writes_still_work,
+    a_not_found_is_one_write_with_its_short_ttl,
 );
 
 fn local_cache() -> QueryCache {
@@ -982,4 +983,43 @@ async fn redis_killed_reads_and_writes_still_work(ctx: Ctx) {
         users.find_by_id(&ctx.db, ann.id).await.unwrap().value,
         Some(anna)
     );
+}
+
+/// How many times the server ran `command` (lower case), from `INFO commandstats`.
+async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let head = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+async fn a_not_found_is_one_write_with_its_short_ttl(ctx: Ctx) {
+    let server = RedisServer::start();
+    let cache = HybridCache::builder(
+        local_cache(),
+        DistributedCache::create(config(&server, "nf"))
+            .await
+            .unwrap(),
+    )
+    .build();
+    assert!(cache.wait_coherent(Duration::from_secs(5)).await);
+    let users = users(cache);
+    users.connect(&ctx.signals);
+    let mut raw = server.connection().await;
+    let pexpires = command_calls(&mut raw, "pexpire").await;
+    let missing = users.find_by_id(&ctx.db, 4_242).await.unwrap();
+    assert_eq!((missing.value, missing.from_cache), (None, false));
+    let pttl: i64 = raw.pttl("nf:user:4242").await.unwrap();
+    assert!(pttl > 0 && pttl <= 5_000, "not-found TTL {pttl} ms");
+    // Stored once with its own TTL: no PEXPIRE (which a HybridCache would also
+    // broadcast to every peer).
+    assert_eq!(command_calls(&mut raw, "pexpire").await, pexpires);
+    let again = users.find_by_id(&ctx.db, 4_242).await.unwrap();
+    assert_eq!((again.value, again.from_cache), (None, true));
 }

@@ -4,6 +4,7 @@
 
 mod cached_hit;
 mod codec;
+mod dead_redis;
 mod hybrid_confirmed_write;
 mod hybrid_invalidation;
 mod hybrid_l1_get;
@@ -133,6 +134,14 @@ pub(crate) const ALL: &[Scenario] = &[
         goal_ratio: None,
         goal_p99_us: Some(1_000.0),
         run: outage::outage,
+    },
+    Scenario {
+        name: "dead_redis",
+        baseline: "QueryCache miss + load + store",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: Some(10_000.0),
+        run: dead_redis::dead_redis,
     },
     Scenario {
         name: "codec_json",

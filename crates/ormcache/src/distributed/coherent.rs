@@ -28,11 +28,12 @@ pub(crate) struct Found<T> {
 impl DistributedCache {
     /// Closes the breaker: Redis was just seen answering on another connection.
     pub(crate) fn reset_breaker(&self) {
-        self.inner.breaker.on_success(crate::breaker::Permit::Probe);
+        self.inner.breaker.close();
     }
 
     /// Stores already encoded bytes (validated key and TTL), publishing `notice`
-    /// in the same round trip.
+    /// in the same round trip. Removes the key's lease first, like every write: a
+    /// fill or refresh that started before this write does not store over it.
     pub(crate) async fn set_bytes(
         &self,
         key: &str,
@@ -46,7 +47,8 @@ impl DistributedCache {
             .arg(bytes)
             .arg("PX")
             .arg(key::ttl_millis(ttl));
-        self.exec::<()>("set", Some(key), cmd, notice).await?;
+        self.exec_with::<()>("set", Some(key), cmd, Some(self.unlink_lease(key)), notice)
+            .await?;
         self.inner.counters.add(Stat::Set, 1);
         Ok(())
     }
@@ -86,6 +88,14 @@ impl DistributedCache {
         }
         let (v,): (T,) = self.call(op, key, Request::Pipe(&pipe)).await?;
         Ok(v)
+    }
+
+    /// `UNLINK` of `key`'s lease: what every write runs before it writes, so that
+    /// a fill (or refresh) whose lease was taken before the write does not store.
+    pub(super) fn unlink_lease(&self, key: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.lease_key(key));
+        cmd
     }
 
     /// Publishes `notice` alone.
@@ -143,10 +153,14 @@ impl DistributedCache {
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(full_key(&self.inner.prefix, key));
         // A fill of this key that started before the delete must not store.
-        let mut lease = redis::cmd("UNLINK");
-        lease.arg(self.lease_key(key));
         let n: u64 = self
-            .exec_with("delete", Some(key), cmd, Some(lease), notice)
+            .exec_with(
+                "delete",
+                Some(key),
+                cmd,
+                Some(self.unlink_lease(key)),
+                notice,
+            )
             .await?;
         Ok(n > 0)
     }
@@ -162,7 +176,16 @@ impl DistributedCache {
         let mut cmd = redis::cmd("PEXPIRE");
         cmd.arg(full_key(&self.inner.prefix, key))
             .arg(key::ttl_millis(ttl));
-        let n: u64 = self.exec("expire", Some(key), cmd, notice).await?;
+        // A refresh that started before must not store over the new TTL.
+        let n: u64 = self
+            .exec_with(
+                "expire",
+                Some(key),
+                cmd,
+                Some(self.unlink_lease(key)),
+                notice,
+            )
+            .await?;
         Ok(n > 0)
     }
 
@@ -176,6 +199,7 @@ impl DistributedCache {
         let ms = key::ttl_millis(ttl);
         let mut pipe = redis::pipe();
         for (k, bytes) in entries {
+            pipe.add_command(self.unlink_lease(k)).ignore();
             pipe.cmd("SET")
                 .arg(full_key(&self.inner.prefix, k))
                 .arg(bytes)

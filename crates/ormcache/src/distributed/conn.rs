@@ -12,9 +12,7 @@
 //! without a key (`PUBLISH`, `INFO`) run one after the other, in pipeline order: a
 //! `PUBLISH` that follows a write is sent only once the write has been applied.
 
-use std::time::Duration;
-
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -190,21 +188,10 @@ pub(super) async fn connect_within<T>(
     }
 }
 
-/// How a `ConnectionManager` (one server, or a Sentinel service's master)
-/// reconnects.
-pub(super) fn manager_config(config: &DistributedConfig) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.command_timeout))
-        .set_number_of_retries(3)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-}
-
 async fn connect_single(config: &DistributedConfig, transport: &Transport) -> Result<Link> {
     let address = transport.address();
     let client = transport.client(None)?;
-    let manager_config = manager_config(config);
+    let manager_config = super::health::manager_config(config);
     let mut conns = Vec::with_capacity(config.max_connections);
     for _ in 0..config.max_connections {
         let conn = if config.connect_lazily {

@@ -3,7 +3,8 @@
 //!
 //! Keys (all in the reserved namespace):
 //! - `{prefix}:__oc:lease:{key}`: a random token while a fill of `key` runs; removed
-//!   by every delete of `key`. A fill stores only if its token is still there.
+//!   by every write, expire and delete of `key`. A fill stores only if its token is
+//!   still there.
 //! - `{prefix}:__oc:gen:`: a random token, replaced by every clear and pattern clear
 //!   (created by the first lease if missing); a fill stores only if it is unchanged.
 //!   A token, not a counter: an evicted counter would start again at a value an old
@@ -28,10 +29,12 @@ use crate::key;
 use crate::memo::{Fill, FillTicket, Flights, Lease, Lookup, random_token};
 use crate::stats::Stat;
 
-/// Stores the value if the lease is still ours, the clear generation (if given: the
-/// slot-tagged cluster layout has none) unchanged and
-/// (for a first fill) nobody wrote the key meanwhile; for an early refresh, if the
-/// TTL did not grow (a write resets it). Publishes the notice when it stores.
+/// Stores the value if the lease is still ours (every write, expire, delete and
+/// clear through ormcache removes it: that is the version check), the clear
+/// generation (if given: the slot-tagged cluster layout has none) unchanged and
+/// (for a first fill) nobody wrote the key meanwhile; for an early refresh, also
+/// if the TTL did not grow (what a write by another Redis client, which leaves the
+/// lease alone, usually does). Publishes the notice when it stores.
 const FILL_SCRIPT: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
@@ -44,6 +47,25 @@ end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return 1
+";
+
+/// A read-through lookup that starts the fill on a miss, in one round trip: the
+/// entry and its remaining TTL; on a miss, the lease taken with `NX` (a lease
+/// already there, another fill's, is left alone: the caller then takes it the usual
+/// way) and the clear generation (if given; created with a random token when
+/// missing, as the two-round-trip lease does, so an evicted generation reads as
+/// changed).
+const LOOKUP_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return {v, redis.call('PTTL', KEYS[1]), 0, false} end
+local got = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+local gen = false
+if KEYS[3] then
+  redis.call('SET', KEYS[3], ARGV[3], 'NX')
+  gen = redis.call('GET', KEYS[3])
+end
+if got then return {false, -2, 1, gen} end
+return {false, -2, 0, gen}
 ";
 
 /// Deletes a key if it still holds the given value: a lease that is still ours, an
@@ -440,6 +462,75 @@ impl DistributedCache {
         }
     }
 
+    /// [`Fill::lookup_or_begin`]: one round trip for the lookup and, on a miss, the
+    /// lease. Only for fills without a lock and without stamps (tags, namespace
+    /// versioning), whose lease needs nothing but a token and the generation;
+    /// the others look up and take their lease in two round trips.
+    async fn lookup_leasing<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        options: &crate::memo::ComputeOptions,
+    ) -> (Lookup<T>, Option<FillTicket>) {
+        if options.lock || !self.stamp_names(&options.tags).is_empty() {
+            return (self.lookup(key, with_ttl).await, None);
+        }
+        let token = format!("{:016x}", random_token());
+        let with_generation = !self.inner.slot_tags;
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(LOOKUP_SCRIPT)
+            .arg(if with_generation { 3 } else { 2 })
+            .arg(full_key(&self.inner.prefix, key))
+            .arg(self.lease_key(key));
+        if with_generation {
+            eval.arg(key::generation_key(&self.inner.prefix));
+        }
+        eval.arg(&token)
+            .arg(key::ttl_millis(options.lock_ttl))
+            .arg(random_token().to_string());
+        let reply = self
+            .query::<(Option<Vec<u8>>, i64, Option<i64>, Option<String>)>(
+                "get_or_compute",
+                Some(key),
+                &eval,
+            )
+            .await;
+        let (bytes, pttl, leased, generation) = match reply {
+            Ok(r) => r,
+            Err(e) if super::is_wrong_type(&e) => {
+                return (self.lookup(key, with_ttl).await, None);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read-through lookup failed; loading");
+                return (Lookup::Miss, None);
+            }
+        };
+        let remaining = (pttl >= 0).then(|| Duration::from_millis(pttl as u64));
+        let Some(bytes) = bytes.filter(|_| remaining != Some(Duration::ZERO)) else {
+            self.inner.counters.add(Stat::Miss, 1);
+            let ticket = (leased == Some(1)).then(|| FillTicket {
+                local: None,
+                lease: Some(Lease {
+                    token,
+                    // Gone already (evicted): no generation matches "-", no store.
+                    generation: generation.unwrap_or_else(|| "-".into()),
+                    tag_tokens: Vec::new(),
+                    refresh_of: None,
+                }),
+                contended: false,
+            });
+            return (Lookup::Miss, ticket);
+        };
+        match self.resolve::<T>("get", key, &bytes).await {
+            Ok(Some(v)) => (Lookup::Hit(v, remaining.filter(|_| with_ttl)), None),
+            Ok(None) => (Lookup::Miss, None),
+            Err(e) => {
+                tracing::debug!(error = %e, "read-through lookup failed; loading");
+                (Lookup::Miss, None)
+            }
+        }
+    }
+
     /// Stores a fill's value if its lease still holds; whether it stored.
     pub(crate) async fn store_fill<T: CacheValue>(
         &self,
@@ -572,5 +663,14 @@ impl Fill for DistributedCache {
         if let Some(lease) = &ticket.lease {
             self.release(key, lease).await;
         }
+    }
+
+    async fn lookup_or_begin<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        options: &crate::memo::ComputeOptions,
+    ) -> (Lookup<T>, Option<FillTicket>) {
+        self.lookup_leasing(key, with_ttl, options).await
     }
 }

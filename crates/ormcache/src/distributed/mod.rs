@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::FromRedisValue;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
@@ -37,6 +37,7 @@ pub use builder::DistributedBuilder;
 mod conn;
 use conn::{Conn, Link, Node};
 mod fill;
+mod health;
 mod keyspace;
 #[cfg(feature = "sentinel")]
 mod sentinel;
@@ -68,6 +69,8 @@ struct Inner {
     slot_tags: bool,
     flights: crate::memo::Flights,
     breaker: Breaker,
+    /// Whether the server is known to be unreachable (fail fast, see `health.rs`).
+    health: health::Health,
     conns: Vec<Conn>,
     next: AtomicUsize,
     prefix: String,
@@ -95,6 +98,18 @@ struct Inner {
 ///
 /// Statistics cost no round trip: counters are atomics, flushed in the background
 /// into the hash `{key_prefix}:stats`.
+///
+/// # Failure and cancellation
+///
+/// A refused connection marks the server down at once: later calls fail
+/// immediately with a [`Connection`](ErrorKind::Connection) error (no reconnect
+/// retries inside a call) while one background task reconnects; each
+/// such failure counts toward the circuit breaker, which the reconnection closes
+/// again. A silent server costs each call the command timeout until the breaker
+/// opens. Every `async fn` here is cancel-safe in the sense of DESIGN contract 13:
+/// dropping its future at any `.await` leaves no state behind (a breaker probe is
+/// given back by its guard, so the next call probes). A write dropped after it was
+/// sent has an unknown outcome, as after a timeout: it may still be applied.
 ///
 /// # Redis Cluster
 ///
@@ -235,17 +250,28 @@ impl DistributedCache {
     }
 
     /// Connects to Redis (unless `connect_lazily`) and checks it answers `PING`.
+    /// Must run inside a Tokio runtime (with time and I/O enabled). Cancel-safe:
+    /// dropped, it leaves nothing running.
     ///
     /// # Errors
     /// [`InvalidInput`](ErrorKind::InvalidInput) for a bad URL or option (the URL
-    /// quoted with its password redacted), or a URL form whose feature is not
-    /// compiled in; [`Connection`](ErrorKind::Connection) or
+    /// quoted with its password redacted), a URL form whose feature is not
+    /// compiled in, or when polled outside a Tokio runtime;
+    /// [`Connection`](ErrorKind::Connection) or
     /// [`Timeout`](ErrorKind::Timeout), naming the address (password redacted), when
     /// Redis cannot be reached within `socket_connect_timeout` or its TLS
     /// certificate is not trusted; [`Auth`](ErrorKind::Auth) when it refuses the
     /// credentials.
     pub async fn create(config: DistributedConfig) -> Result<Self> {
         validate_config(&config)?;
+        // Connections, timeouts and the background tasks need Tokio: an error,
+        // not a panic, when polled elsewhere.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::invalid(
+                "create",
+                "must run inside a Tokio runtime (with the time and I/O drivers enabled)",
+            ));
+        }
         let mut tcp = TcpSettings::default().set_nodelay(true);
         if config.keepalive {
             tcp = tcp.set_keepalive(TcpKeepalive::new().with_time(Duration::from_secs(60)));
@@ -265,6 +291,7 @@ impl DistributedCache {
             slot_tags,
             flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker),
+            health: health::Health::default(),
             conns,
             next: AtomicUsize::new(0),
             scan_prefix: format!("{}:", escape_glob(&config.key_prefix)),
@@ -294,7 +321,7 @@ impl DistributedCache {
         let weak = Arc::downgrade(&self.inner);
         tasks.push(tokio::spawn(flush_loop(weak, config.stats_flush_interval)));
         if let Some(every) = config.health_check_interval {
-            tasks.push(tokio::spawn(health_loop(
+            tasks.push(tokio::spawn(health::health_loop(
                 Arc::downgrade(&self.inner),
                 every,
             )));
@@ -397,6 +424,12 @@ impl DistributedCache {
                     )));
                 }
             };
+        if self.inner.health.is_down() {
+            // A connection error was seen and the reconnection has not succeeded:
+            // fail at once (and count it), without waiting on the network.
+            permit.failure();
+            return Err(self.fail(keyed(self.down_error(op))));
+        }
         let mut conn = self.conn();
         // Batches get more time: the command timeout bounds a round trip, not the
         // work of thousands of commands in one.
@@ -404,7 +437,11 @@ impl DistributedCache {
             Request::Cmd(c) | Request::On(_, c) => c.args_iter().len(),
             Request::Pipe(p) => p.len(),
         };
-        let timeout = self.inner.timeout + BATCH_ALLOWANCE * (size.saturating_sub(8) as u32);
+        let extra = u32::try_from(size.saturating_sub(8)).unwrap_or(u32::MAX);
+        let timeout = self
+            .inner
+            .timeout
+            .saturating_add(BATCH_ALLOWANCE.saturating_mul(extra));
         let reply = tokio::time::timeout(timeout, async {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
@@ -424,13 +461,17 @@ impl DistributedCache {
                     .with_detail(format!("no reply within {timeout:?}")),
             )),
         };
+        // (Dropped before this point, the permit gives back a probe slot it holds.)
         match &result {
-            Ok(_) => self.inner.breaker.on_success(permit),
+            Ok(_) => permit.success(),
             Err(e) if matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) => {
-                self.inner.breaker.on_failure(permit);
+                if e.kind() == ErrorKind::Connection {
+                    self.on_connection_error(e);
+                }
+                permit.failure();
             }
             // Redis answered (an error reply, or a reply of another shape): it is up.
-            Err(_) => self.inner.breaker.on_success(permit),
+            Err(_) => permit.success(),
         }
         result.map_err(|e| self.fail(e))
     }
@@ -491,7 +532,11 @@ impl DistributedCache {
         }
     }
 
-    /// Stores `value` at `key` for `ttl` (`None`: the default TTL).
+    /// Stores `value` at `key` for `ttl` (`None`: the default TTL). Also removes the
+    /// key's fill lease in the same round trip, so that a `get_or_compute` fill or
+    /// early refresh that started before does not store over this value.
+    ///
+    /// Cancel-safe; dropped after sending, the write may still be applied.
     ///
     /// # Errors
     /// Invalid key or TTL; encode errors; values over `max_value_bytes`; Redis
@@ -559,7 +604,10 @@ impl DistributedCache {
         })
     }
 
-    /// Sets a new TTL on `key` (`PEXPIRE`); whether the key existed.
+    /// Sets a new TTL on `key` (`PEXPIRE`); whether the key existed. Removes the
+    /// key's fill lease first, like [`set`](Self::set).
+    ///
+    /// Cancel-safe; dropped after sending, the expire may still be applied.
     ///
     /// # Errors
     /// Invalid key or TTL; Redis errors and timeouts.
@@ -632,7 +680,10 @@ impl DistributedCache {
         Ok(out)
     }
 
-    /// Stores every pair with one TTL: one pipelined round trip.
+    /// Stores every pair with one TTL: one pipelined round trip (which also removes
+    /// their fill leases, as [`set`](Self::set) does).
+    ///
+    /// Cancel-safe; dropped after sending, some or all writes may be applied.
     ///
     /// # Errors
     /// Invalid key or TTL, encode errors and oversized values (nothing is written);
@@ -660,6 +711,7 @@ impl DistributedCache {
                 Some((names, tokens)) => crate::codec::wrap_tagged(names, tokens, &bytes),
                 None => bytes,
             };
+            pipe.add_command(self.unlink_lease(k)).ignore();
             pipe.cmd("SET")
                 .arg(full_key(&self.inner.prefix, k))
                 .arg(bytes)
@@ -726,31 +778,6 @@ impl DistributedCache {
         })
     }
 
-    /// `PING`; the round-trip time. On a cluster: `PING` to every primary that
-    /// `CLUSTER SLOTS` names, one after the other (the time is for all of them), so
-    /// that a dead primary makes it fail.
-    ///
-    /// # Errors
-    /// Redis errors and timeouts (on a cluster, naming the primary).
-    pub async fn ping(&self) -> Result<Duration> {
-        let start = Instant::now();
-        let ping = redis::cmd("PING");
-        #[cfg(feature = "cluster")]
-        if self.is_cluster() {
-            for node in self.primaries("ping").await? {
-                let reply: String = self
-                    .call("ping", None, Request::On(&node, &ping))
-                    .await
-                    .map_err(|e| e.with_detail(format!("primary {node}")))?;
-                check_pong(&reply)?;
-            }
-            return Ok(start.elapsed());
-        }
-        let reply: String = self.query("ping", None, &ping).await?;
-        check_pong(&reply)?;
-        Ok(start.elapsed())
-    }
-
     /// Flushes the counters and stops background work. Later calls fail with
     /// [`Closed`](ErrorKind::Closed). Connections close when the last clone drops.
     ///
@@ -770,15 +797,6 @@ impl DistributedCache {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Relaxed)
-    }
-}
-
-fn check_pong(reply: &str) -> Result<()> {
-    if reply == "PONG" {
-        Ok(())
-    } else {
-        Err(Error::new(ErrorKind::Server, "ping")
-            .with_detail(format!("unexpected reply {reply:?}")))
     }
 }
 
@@ -807,20 +825,6 @@ async fn flush_loop(weak: Weak<Inner>, every: Duration) {
             && let Err(e) = cache.flush_stats("flush_stats").await
         {
             tracing::debug!(error = %e, "stats flush failed; will retry");
-        }
-    }
-}
-
-async fn health_loop(weak: Weak<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(inner) = weak.upgrade() else { return };
-        let cache = DistributedCache { inner };
-        if let Err(e) = cache.ping().await {
-            tracing::warn!(error = %e, address = %cache.inner.address, "Redis health check failed");
         }
     }
 }

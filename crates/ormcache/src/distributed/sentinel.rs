@@ -24,7 +24,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 
-use super::conn::{Conn, Link, manager_config};
+use super::conn::{Conn, Link};
+use super::health::manager_config;
 use super::transport::Transport;
 use crate::config::DistributedConfig;
 use crate::error::{Error, Result};

@@ -223,9 +223,9 @@ where
     /// How long a missing row stays cached as "not found" (default 5 s; capped at
     /// the TTL). Saves through the hooks drop it at once; this bounds how long a row
     /// inserted by a bulk statement, without [`invalidate`](Self::invalidate), reads
-    /// as missing. `Duration::ZERO` keeps no "not found": the entry is dropped right
-    /// after the read that stored it (concurrent callers of that read still share
-    /// its query).
+    /// as missing. `Duration::ZERO` keeps no "not found": it is returned but not
+    /// stored (concurrent callers of that read still share its query). The "not
+    /// found" is written once, with this TTL (no second write to shorten it).
     ///
     /// ```
     /// # mod user {
@@ -419,9 +419,12 @@ where
         }
         let select = self.scoped(select);
         let ran = Arc::new(AtomicBool::new(false));
+        let options = ComputeOptions::new()
+            .ttl_opt(self.ttl)
+            .ttl_for(self.not_found_rule());
         let row = self
             .cache
-            .try_get_or_compute(&key, self.ttl, {
+            .try_get_or_compute_with(&key, options, {
                 let (ran, db) = (Arc::clone(&ran), db.clone());
                 move || async move {
                     ran.store(true, Ordering::Relaxed);
@@ -430,9 +433,6 @@ where
             })
             .await?;
         let ran = ran.load(Ordering::Relaxed);
-        if ran && row.is_none() {
-            self.shorten_not_found(&key).await;
-        }
         Ok(Fetched {
             value: Arc::unwrap_or_clone(row),
             from_cache: !ran,
@@ -652,20 +652,12 @@ where
         }
     }
 
-    /// A "not found" was stored with the row TTL; give it its own, shorter one (or
-    /// none). Only shortens: on a key invalidated meanwhile, `expire` finds nothing.
-    async fn shorten_not_found(&self, key: &str) {
+    /// The TTL of a "not found" (`None` for a row: the row TTL): `not_found_ttl`,
+    /// never longer than the row TTL; zero stores nothing.
+    fn not_found_rule(&self) -> impl Fn(&Option<E::Model>) -> Option<Duration> + use<E, C> {
         let ttl = self.ttl.unwrap_or_else(|| self.cache.__default_ttl());
-        let outcome = if self.not_found_ttl.is_zero() {
-            self.cache.delete(key).await.map(drop)
-        } else if self.not_found_ttl < ttl {
-            self.cache.expire(key, self.not_found_ttl).await.map(drop)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = outcome {
-            tracing::debug!(key, error = %e, "could not shorten the TTL of a cached \"not found\"");
-        }
+        let not_found = self.not_found_ttl;
+        move |row| (row.is_none() && not_found < ttl).then_some(not_found)
     }
 
     async fn evict_model(&self, model: &E::Model) -> std::result::Result<(), BoxError> {
