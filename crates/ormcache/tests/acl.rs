@@ -198,7 +198,8 @@ async fn a_hybrid_cache_needs_only_its_listed_commands() {
                 as_app(server, "acl").await,
             )
             .heartbeat_interval(Duration::from_millis(50))
-            .build();
+            .build()
+            .unwrap();
             assert!(
                 h.wait_coherent(Duration::from_secs(5)).await,
                 "{}",

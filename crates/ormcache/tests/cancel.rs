@@ -245,14 +245,17 @@ async fn prepare(a: &HybridCache, b: &HybridCache, name: &str, n: usize) {
         .await
         .unwrap();
     assert!(
-        a.l1().get::<String>(K).is_some(),
+        a.l1().get_sync::<String>(K).is_some(),
         "the writer's L1 holds it"
     );
     assert_eq!(
         b.get::<String>(K).await.unwrap().as_deref(),
         Some(&format!("old{n}"))
     );
-    assert!(b.l1().get::<String>(K).is_some(), "the peer's L1 holds it");
+    assert!(
+        b.l1().get_sync::<String>(K).is_some(),
+        "the peer's L1 holds it"
+    );
 }
 
 /// What each instance serves for `K` agrees with what Redis holds.
@@ -533,7 +536,7 @@ async fn query_cache_get_or_compute_dropped_at_every_await() {
     let runs = Arc::new(AtomicUsize::new(0));
     let mut completed = false;
     for n in 1..MAX_POLLS {
-        cache.delete(K);
+        cache.delete_sync(K);
         let counted = Arc::clone(&runs);
         // With `lock(true)` too: on the L1 alone it is the same single flight.
         let options = if n % 2 == 0 {

@@ -575,7 +575,7 @@ async fn get_many_goes_to_l2_while_the_stream_is_down() {
         .unwrap();
     assert!(reader.wait_coherent(Duration::from_secs(5)).await);
     reader.set("k", 1u32, None).await.unwrap();
-    assert_eq!(reader.l1().get::<u32>("k").as_deref(), Some(&1));
+    assert_eq!(reader.l1().get_sync::<u32>("k").as_deref(), Some(&1));
     let mut raw = server.connection().await;
     block_recovery(&mut raw, true).await;
     assert!(support::kill_pubsub(&mut raw).await >= 1);
@@ -588,7 +588,7 @@ async fn get_many_goes_to_l2_while_the_stream_is_down() {
         .await
         .unwrap();
     assert_eq!(
-        reader.l1().get::<u32>("k").as_deref(),
+        reader.l1().get_sync::<u32>("k").as_deref(),
         Some(&1),
         "L1 still old"
     );

@@ -1007,7 +1007,8 @@ async fn a_not_found_is_one_write_with_its_short_ttl(ctx: Ctx) {
             .await
             .unwrap(),
     )
-    .build();
+    .build()
+    .unwrap();
     assert!(cache.wait_coherent(Duration::from_secs(5)).await);
     let users = users(cache);
     users.connect(&ctx.signals);

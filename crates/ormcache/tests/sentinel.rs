@@ -31,7 +31,8 @@ async fn hybrid(url: &str, prefix: &str) -> HybridCache {
         l2(url, prefix).await,
     )
     .heartbeat_interval(Duration::from_millis(100))
-    .build();
+    .build()
+    .unwrap();
     assert!(
         h.wait_coherent(Duration::from_secs(5)).await,
         "never coherent"
@@ -203,7 +204,7 @@ async fn failovers_are_followed_under_load_without_a_restart() {
         let key = format!("stale{round}");
         writer.set(&key, 1u32, None).await.unwrap();
         assert_eq!(reader.get::<u32>(&key).await.unwrap().as_deref(), Some(&1));
-        assert!(reader.l1().exists(&key));
+        assert!(reader.l1().exists_sync(&key));
         let flushes_before = reader.get_stats().await.unwrap().coherence.flushes;
         let old = sentinels.master_port();
         let errors_before = load.errors.load(Relaxed);

@@ -143,7 +143,8 @@ async fn hybrid_caches_stay_coherent_over_tls_pubsub() {
         let l2 = cache(&server.url(), tls.clone(), "coherent").await.unwrap();
         let h = HybridCache::builder(QueryCache::new(1000, Duration::from_secs(60)).unwrap(), l2)
             .heartbeat_interval(Duration::from_millis(100))
-            .build();
+            .build()
+            .unwrap();
         assert!(
             h.wait_coherent(Duration::from_secs(5)).await,
             "never coherent"
@@ -154,7 +155,7 @@ async fn hybrid_caches_stay_coherent_over_tls_pubsub() {
     let b = hybrid().await;
     a.set("k", 1u32, None).await.unwrap();
     assert_eq!(b.get::<u32>("k").await.unwrap().as_deref(), Some(&1));
-    assert!(b.l1().exists("k"), "b holds k in its L1");
+    assert!(b.l1().exists_sync("k"), "b holds k in its L1");
     // A's write returns once B applied the invalidation (confirmed over TLS
     // pub/sub): B reads the new value at once.
     a.set("k", 2u32, None).await.unwrap();

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManagerConfig;
 
-use super::{DistributedCache, Inner, Request};
+#[cfg(feature = "cluster")]
+use super::Request;
+use super::{DistributedCache, Inner};
 use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 

@@ -110,7 +110,8 @@ pub async fn instance(target: &Target, prefix: &str) -> HybridCache {
     )
     .heartbeat_interval(Duration::from_millis(100))
     .degraded_max_age(DEGRADED_MAX_AGE)
-    .build();
+    .build()
+    .unwrap();
     assert!(
         c.wait_coherent(Duration::from_secs(10)).await,
         "a chaos instance never became coherent"
