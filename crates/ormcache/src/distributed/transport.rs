@@ -64,7 +64,7 @@ impl Transport {
     }
 
     /// The certificates of a TLS URL with a custom CA or client certificate.
-    #[cfg(feature = "tls")]
+    #[cfg(all(feature = "tls", any(feature = "cluster", feature = "sentinel")))]
     pub(super) fn certs(&self) -> Option<&redis::TlsCertificates> {
         self.certs.as_ref()
     }
