@@ -472,8 +472,32 @@ impl DistributedCache {
         with_ttl: bool,
         options: &crate::memo::ComputeOptions,
     ) -> (Lookup<T>, Option<FillTicket>) {
+        match self.lookup_leasing_found::<T>(key, options).await {
+            None => (self.lookup(key, with_ttl).await, None),
+            Some(Ok((Some(found), _))) => (
+                Lookup::Hit(found.value, found.remaining.filter(|_| with_ttl)),
+                None,
+            ),
+            Some(Ok((None, ticket))) => (Lookup::Miss, ticket),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "read-through lookup failed; loading");
+                (Lookup::Miss, None)
+            }
+        }
+    }
+
+    /// The entry as found (value, remaining TTL, tags) or, on a miss, the lease
+    /// the same round trip took (`None` inside when another fill holds it). `None`
+    /// when `options` need the two-round-trip path (a lock, tags, namespace
+    /// versioning). Used by [`DistributedCache`]'s and `HybridCache`'s
+    /// `lookup_or_begin`.
+    pub(crate) async fn lookup_leasing_found<T: CacheValue>(
+        &self,
+        key: &str,
+        options: &crate::memo::ComputeOptions,
+    ) -> Option<Result<(Option<super::coherent::Found<T>>, Option<FillTicket>)>> {
         if options.lock || !self.stamp_names(&options.tags).is_empty() {
-            return (self.lookup(key, with_ttl).await, None);
+            return None;
         }
         let token = format!("{:016x}", random_token());
         let with_generation = !self.inner.slot_tags;
@@ -488,6 +512,15 @@ impl DistributedCache {
         eval.arg(&token)
             .arg(key::ttl_millis(options.lock_ttl))
             .arg(random_token().to_string());
+        // Dropped while the script is on its way (or failing with a timeout, after
+        // which it may still run), the lease it may take is given back: queued
+        // behind it, token-checked. A lease it did take is the caller's to guard.
+        let in_flight = LeaseInFlight {
+            cache: self,
+            key,
+            token: &token,
+            armed: true,
+        };
         let reply = self
             .query::<(Option<Vec<u8>>, i64, Option<i64>, Option<String>)>(
                 "get_or_compute",
@@ -496,14 +529,16 @@ impl DistributedCache {
             )
             .await;
         let (bytes, pttl, leased, generation) = match reply {
-            Ok(r) => r,
+            Ok(r) => {
+                in_flight.disarm();
+                r
+            }
             Err(e) if super::is_wrong_type(&e) => {
-                return (self.lookup(key, with_ttl).await, None);
+                // The script stopped at its first `GET`: no lease was taken.
+                in_flight.disarm();
+                return Some(self.get_with_ttl::<T>(key).await.map(|f| (f, None)));
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "read-through lookup failed; loading");
-                return (Lookup::Miss, None);
-            }
+            Err(e) => return Some(Err(e)),
         };
         let remaining = (pttl >= 0).then(|| Duration::from_millis(pttl as u64));
         let Some(bytes) = bytes.filter(|_| remaining != Some(Duration::ZERO)) else {
@@ -519,16 +554,22 @@ impl DistributedCache {
                 }),
                 contended: false,
             });
-            return (Lookup::Miss, ticket);
+            return Some(Ok((None, ticket)));
         };
-        match self.resolve::<T>("get", key, &bytes).await {
-            Ok(Some(v)) => (Lookup::Hit(v, remaining.filter(|_| with_ttl)), None),
-            Ok(None) => (Lookup::Miss, None),
-            Err(e) => {
-                tracing::debug!(error = %e, "read-through lookup failed; loading");
-                (Lookup::Miss, None)
-            }
-        }
+        let size = bytes.len() as u64;
+        Some(
+            self.resolve_tagged::<T>("get", key, &bytes)
+                .await
+                .map(|found| {
+                    let found = found.map(|(value, tags)| super::coherent::Found {
+                        value,
+                        bytes: size,
+                        remaining,
+                        tags,
+                    });
+                    (found, None)
+                }),
+        )
     }
 
     /// Stores a fill's value if its lease still holds; whether it stored.
@@ -603,6 +644,42 @@ impl DistributedCache {
             lease.token.as_bytes(),
         )
         .await;
+    }
+}
+
+/// A lease that a lookup script may be taking: dropped while armed (the call was
+/// cancelled, or the script's reply did not come), it gives the lease back from a
+/// task of the cache.
+struct LeaseInFlight<'a> {
+    cache: &'a DistributedCache,
+    key: &'a str,
+    token: &'a str,
+    armed: bool,
+}
+
+impl LeaseInFlight<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for LeaseInFlight<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (cache, key) = (self.cache.clone(), self.key.to_owned());
+        let lease = Lease {
+            token: self.token.to_owned(),
+            ..Lease::default()
+        };
+        // Not started (the cache closed): the lease expires with its TTL.
+        self.cache
+            .inner
+            .tasks
+            .spawn(crate::tenant::current(), async move {
+                cache.release(&key, &lease).await;
+            });
     }
 }
 

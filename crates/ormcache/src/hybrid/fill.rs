@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::HybridCache;
 use crate::cache::CacheValue;
 use crate::coherence::Op;
-use crate::memo::{Fill, FillTicket, Flights, Lookup};
+use crate::memo::{ComputeOptions, Fill, FillTicket, Flights, Lookup};
 
 impl Fill for HybridCache {
     fn flights(&self) -> &Flights {
@@ -20,49 +20,16 @@ impl Fill for HybridCache {
     }
 
     async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
-        let inner = &self.inner;
-        inner.counters.gets.fetch_add(1, Relaxed);
-        let coherent = inner.coherent.load(SeqCst);
-        if coherent {
-            let hit = if with_ttl {
-                inner
-                    .l1
-                    .get_with_origin_ttl::<T>(key)
-                    .map(|(v, left)| (v, Some(left)))
-            } else {
-                inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
-            };
-            if let Some((v, left)) = hit {
-                inner.counters.l1_hits.fetch_add(1, Relaxed);
-                return Lookup::Hit(v, left);
-            }
-        }
-        if inner.backlog_pending.load(SeqCst) {
-            inner.counters.fallbacks.fetch_add(1, Relaxed);
-            inner.wake_recovery.notify_one();
-            return match self.degraded_l1::<T>(key, coherent) {
-                Some(v) => Lookup::Hit(v, None),
-                None => Lookup::Miss,
-            };
-        }
-        let ticket = inner.ticket(key);
-        match inner.l2.get_with_ttl::<T>(key).await {
-            Ok(Some(found)) => {
-                inner.counters.l2_hits.fetch_add(1, Relaxed);
-                if coherent {
-                    inner.fill(key, &found, ticket);
-                }
-                Lookup::Hit(found.value, found.remaining)
-            }
-            Ok(None) => Lookup::Miss,
-            Err(_) => {
-                inner.counters.fallbacks.fetch_add(1, Relaxed);
-                match self.degraded_l1::<T>(key, coherent) {
-                    Some(v) => Lookup::Hit(v, None),
-                    None => Lookup::Miss,
-                }
-            }
-        }
+        self.lookup_with::<T>(key, with_ttl, None).await.0
+    }
+
+    async fn lookup_or_begin<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        options: &ComputeOptions,
+    ) -> (Lookup<T>, Option<FillTicket>) {
+        self.lookup_with::<T>(key, with_ttl, Some(options)).await
     }
 
     async fn begin_fill(
@@ -129,6 +96,81 @@ impl Fill for HybridCache {
     async fn abort_fill(&self, key: &str, ticket: FillTicket) {
         if let Some(lease) = &ticket.lease {
             self.inner.l2.release(key, lease).await;
+        }
+    }
+}
+
+impl HybridCache {
+    /// L1, then L2. With `leasing` (a read-through call), a miss in L2 also takes
+    /// the fill's lease in the same round trip where the options allow it
+    /// ([`DistributedCache::lookup_leasing_found`](crate::DistributedCache)), so a
+    /// cold miss costs two round trips: this one and the store.
+    async fn lookup_with<T: CacheValue>(
+        &self,
+        key: &str,
+        with_ttl: bool,
+        leasing: Option<&ComputeOptions>,
+    ) -> (Lookup<T>, Option<FillTicket>) {
+        let inner = &self.inner;
+        inner.counters.gets.fetch_add(1, Relaxed);
+        let coherent = inner.coherent.load(SeqCst);
+        if coherent {
+            let hit = if with_ttl {
+                inner
+                    .l1
+                    .get_with_origin_ttl::<T>(key)
+                    .map(|(v, left)| (v, Some(left)))
+            } else {
+                inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
+            };
+            if let Some((v, left)) = hit {
+                inner.counters.l1_hits.fetch_add(1, Relaxed);
+                return (Lookup::Hit(v, left), None);
+            }
+        }
+        if inner.backlog_pending.load(SeqCst) {
+            inner.counters.fallbacks.fetch_add(1, Relaxed);
+            inner.wake_recovery.notify_one();
+            let found = match self.degraded_l1::<T>(key, coherent) {
+                Some(v) => Lookup::Hit(v, None),
+                None => Lookup::Miss,
+            };
+            return (found, None);
+        }
+        // Taken before L2 is asked: it both guards the L1 copy of a hit and is the
+        // local half of a fill's ticket.
+        let ticket = inner.ticket(key);
+        let leased = match leasing {
+            Some(options) => inner.l2.lookup_leasing_found::<T>(key, options).await,
+            None => None,
+        };
+        let reply = match leased {
+            Some(reply) => reply,
+            None => inner.l2.get_with_ttl::<T>(key).await.map(|f| (f, None)),
+        };
+        match reply {
+            Ok((Some(found), _)) => {
+                inner.counters.l2_hits.fetch_add(1, Relaxed);
+                if coherent {
+                    inner.fill(key, &found, ticket);
+                }
+                (Lookup::Hit(found.value, found.remaining), None)
+            }
+            Ok((None, lease)) => {
+                let lease = lease.map(|mut t| {
+                    t.local = Some(ticket);
+                    t
+                });
+                (Lookup::Miss, lease)
+            }
+            Err(_) => {
+                inner.counters.fallbacks.fetch_add(1, Relaxed);
+                let found = match self.degraded_l1::<T>(key, coherent) {
+                    Some(v) => Lookup::Hit(v, None),
+                    None => Lookup::Miss,
+                };
+                (found, None)
+            }
         }
     }
 }
