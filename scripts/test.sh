@@ -40,7 +40,7 @@ cargo test --workspace --all-features --no-fail-fast
 # and examples must compile and be lint-clean) and the unit tests. The integration
 # tests run once, above, with every feature: running them again per feature would
 # multiply the longest part of the suite by six for code they have already run.
-for features in "" macros cluster axum sea-orm; do
+for features in "" macros cluster axum sea-orm tls sentinel; do
   label="${features:-no features}"
   echo "==> [$label] cargo clippy -p ormcache --all-targets"
   cargo clippy -p ormcache --no-default-features ${features:+--features "$features"} --all-targets -- -D warnings

@@ -75,7 +75,9 @@ fn url_with(rng: &mut Rng, pw: &str) -> String {
     let p = port(rng);
     match rng.below(12) {
         0..=2 => format!("{scheme}://{user}:{pw}@{h}{p}{db}"),
-        3 => format!("{scheme}://{pw}@{h}{p}{db}"),
+        // `scheme://name@host` names a user (no password): shown, like any user
+        // name; the password-only form is `scheme://:pw@host`.
+        3 => format!("{scheme}://:{pw}@{h}{p}{db}"),
         4 => format!("redis+unix:///run/redis.sock?pass={pw}"),
         5 => format!("unix:///tmp/redis.sock?db=1&pass={pw}&user={user}"),
         6 => format!(":{pw}@{h}{p}"),

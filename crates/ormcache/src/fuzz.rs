@@ -317,23 +317,23 @@ impl Receiver {
 /// This is the one adapter the `url` fuzz target calls: point it at the URL parser
 /// when that changes.
 pub fn url_surface(url: &str) -> Vec<String> {
-    use redis::IntoConnectionInfo;
     let config = DistributedConfig::new().redis_url(url);
-    let address = redact_url(url);
     let mut out = vec![
         format!("{config:?}"),
         config.redacted_url(),
-        address.clone(),
+        redact_url(url),
     ];
-    // What `create` reports for a URL it cannot use (`distributed/conn.rs`).
-    let error = match url.into_connection_info() {
-        Ok(info) => redis::Client::open(info).err(),
-        Err(e) => Some(e),
-    };
-    if let Some(e) = error {
-        let e = crate::error::Error::invalid("create", format!("bad redis_url {address}: {e}"));
-        out.push(e.to_string());
-        out.push(format!("{e:?}"));
+    // The one parser every entry point uses (`config/url.rs`): what it shows of a
+    // URL, and the error `create` reports for one it cannot use.
+    match crate::config::RedisUrl::parse(url) {
+        Ok(u) => {
+            out.push(u.to_string());
+            out.push(format!("{u:?}"));
+        }
+        Err(e) => {
+            out.push(e.to_string());
+            out.push(format!("{e:?}"));
+        }
     }
     out
 }

@@ -248,11 +248,7 @@ async fn a_wrong_password_is_an_auth_error_naming_the_operation() {
 async fn a_missing_command_is_a_permission_error_naming_the_operation() {
     let server = RedisServer::start();
     // Everything but EXISTS.
-    let without_exists: Vec<&str> = PLAIN
-        .iter()
-        .copied()
-        .filter(|c| *c != "exists")
-        .collect();
+    let without_exists: Vec<&str> = PLAIN.iter().copied().filter(|c| *c != "exists").collect();
     restricted_user(&server, "acl", &[&without_exists]).await;
     let c = as_app(&server, "acl").await;
     c.set("k", 1u32, None).await.unwrap();

@@ -750,9 +750,10 @@ async fn a_value_chosen_ttl_is_one_write() {
     let pttl: i64 = raw.pttl("app:missing").await.unwrap();
     assert!(pttl > 0 && pttl <= 5000, "{pttl}");
     assert_eq!(command_calls(&mut raw, "pexpire").await, pexpires);
-    // One lease and the fill script's SET are the only SETs (the script's count
-    // as `set` too): no second write for the TTL.
-    assert_eq!(command_calls(&mut raw, "set").await - sets, 2);
+    // The lease, the clear generation's create-if-missing (`SET NX`, a no-op once
+    // it exists) and the fill script's SET are the only SETs (the scripts' count as
+    // `set` too): no second write for the TTL.
+    assert_eq!(command_calls(&mut raw, "set").await - sets, 3);
 
     // A found value keeps the options' TTL; a zero TTL stores nothing.
     c.get_or_compute_with("found", opts(), || async { Some(1u32) })
@@ -896,4 +897,42 @@ async fn a_cold_miss_takes_two_round_trips_and_a_hit_one() {
     assert_eq!(*v, 9);
     assert_eq!(count() - before, 3);
     assert_eq!(c.get::<u32>("held").await.unwrap().as_deref(), Some(&9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_cold_miss_takes_two_round_trips() {
+    let server = RedisServer::start();
+    let (url, trips) = counting_proxy(&server).await;
+    let l2 = DistributedCache::create(
+        config(&server, "app")
+            .redis_url(url)
+            .stats_flush_interval(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    // No heartbeats during the count: only the calls' own round trips.
+    let c = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
+        .heartbeat_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    assert!(c.wait_coherent(Duration::from_secs(5)).await);
+    let count = || trips.load(Ordering::SeqCst);
+    let before = count();
+    let v: Arc<u32> = c
+        .get_or_compute("cold", None, || async { 7 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 7);
+    assert_eq!(
+        count() - before,
+        2,
+        "lookup (L1 miss, then L2 with the lease), then the store"
+    );
+    let before = count();
+    let v: Arc<u32> = c
+        .get_or_compute("cold", None, || async { 8 })
+        .await
+        .unwrap();
+    assert_eq!(*v, 7);
+    assert_eq!(count() - before, 0, "an L1 hit");
 }
