@@ -106,8 +106,8 @@ async fn scenario(name: &str, target: &Target, faults: impl AsyncFnOnce(&HybridC
     assert_eq!(v.wrong, 0, "{name}: wrong values: {:#?}", v.examples);
     assert_eq!(
         v.stale_beyond_bound, 0,
-        "{name}: stale reads beyond {BOUND:?}: {:#?}",
-        v.examples
+        "{name}: stale reads beyond {BOUND:?} (by process 0, 1: {:?}): {:#?}",
+        v.stale_by_process, v.examples
     );
 }
 

@@ -22,7 +22,7 @@ impl DistributedCache {
     /// On a cluster the primaries are scanned one after the other, so a key that
     /// migrates from a primary not yet scanned to one already scanned would escape
     /// the clear: a pass counts only if no slot was migrating and no primary's
-    /// config epoch changed (as a finished migration bumps it) while it ran; else
+    /// slots or config epoch changed while it ran; else
     /// it is repeated, and after `CLEAR_PASSES` passes the clear fails (its outcome is
     /// then unknown, as for a timeout).
     pub(crate) async fn clear_matching(&self, op: &'static str, pattern: &str) -> Result<u64> {
@@ -46,8 +46,8 @@ impl DistributedCache {
         self.clear_matching_once(op, pattern).await
     }
 
-    /// Each primary's config epoch, and whether any has a slot in migration (its
-    /// own `CLUSTER NODES` line shows `[slot->-id]` or `[slot-<-id]`).
+    /// Each primary's id, config epoch and slots, and whether any has a slot in
+    /// migration (its own `CLUSTER NODES` line shows `[slot->-id]` or `[slot-<-id]`).
     #[cfg(feature = "cluster")]
     async fn slot_layout(&self, op: &'static str) -> Result<(Vec<String>, bool)> {
         let (mut epochs, mut moving) = (Vec::new(), false);
@@ -61,7 +61,13 @@ impl DistributedCache {
                 .await?;
             if let Some(me) = nodes.lines().find(|l| l.contains("myself")) {
                 moving |= me.contains('[');
-                epochs.push(me.split(' ').nth(6).unwrap_or_default().to_owned());
+                // Id, config epoch and slots (an import does not always bump the
+                // epoch: not when the importing node has the greatest already).
+                let f: Vec<&str> = me.split(' ').collect();
+                let id = f.first().copied().unwrap_or_default();
+                let epoch = f.get(6).copied().unwrap_or_default();
+                let slots = f.get(8..).unwrap_or_default().join(" ");
+                epochs.push(format!("{id} {epoch} {slots}"));
             }
         }
         Ok((epochs, moving))

@@ -497,6 +497,8 @@ pub struct Verdict {
     pub wrong: u64,
     /// Older than a write acknowledged more than [`BOUND`] before the read began.
     pub stale_beyond_bound: u64,
+    /// The stale reads beyond the bound of process 0 and of process 1.
+    pub stale_by_process: [u64; 2],
     /// Older than a write acknowledged before the read began, but within the bound.
     pub stale_within_bound: u64,
     /// A few of the wrong and stale reads, for the failure message.
@@ -560,6 +562,7 @@ pub fn check(log: &Log) -> Verdict {
             "WRONG"
         } else if v < hard {
             verdict.stale_beyond_bound += 1;
+            verdict.stale_by_process[usize::from(r.process == 1)] += 1;
             "STALE"
         } else {
             if v < soft {
