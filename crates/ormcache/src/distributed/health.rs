@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManagerConfig;
 
-use super::{DistributedCache, Inner, Request};
+use super::{DistributedCache, Inner};
 use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -75,7 +75,7 @@ impl DistributedCache {
         if self.is_cluster() {
             for node in self.primaries("ping").await? {
                 let reply: String = self
-                    .call("ping", None, Request::On(&node, &ping))
+                    .call("ping", None, super::Request::On(&node, &ping))
                     .await
                     .map_err(|e| e.with_detail(format!("primary {node}")))?;
                 check_pong(&reply)?;
