@@ -161,12 +161,13 @@ impl ComputeOptions {
         self
     }
 
-    /// The TTL to store `value` with: the rule's choice, else `ttl`.
+    /// The TTL to store `value` with: the rule's choice (at most
+    /// [`MAX_TTL`](key::MAX_TTL)), else `ttl`.
     pub(crate) fn ttl_of<T: Any>(&self, value: &T, ttl: Duration) -> Duration {
         self.ttl_for
             .as_ref()
             .and_then(|rule| (rule.0)(value))
-            .unwrap_or(ttl)
+            .map_or(ttl, |chosen| chosen.min(key::MAX_TTL))
     }
 }
 

@@ -771,6 +771,12 @@ async fn a_value_chosen_ttl_is_one_write() {
             .await
             .unwrap()
     );
+    // A rule's Duration::MAX is capped, not a panic.
+    let forever = ComputeOptions::new().ttl_for(|_: &u8| Some(Duration::MAX));
+    c.get_or_compute_with("long", forever, || async { 2u8 })
+        .await
+        .unwrap();
+    assert!(raw.pttl::<_, i64>("app:long").await.unwrap() > 0);
 }
 
 #[cfg(feature = "macros")]

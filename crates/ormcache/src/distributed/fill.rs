@@ -466,7 +466,7 @@ impl DistributedCache {
     /// lease. Only for fills without a lock and without stamps (tags, namespace
     /// versioning), whose lease needs nothing but a token and the generation;
     /// the others look up and take their lease in two round trips.
-    async fn lookup_leasing<T: CacheValue>(
+    pub(crate) async fn lookup_leasing<T: CacheValue>(
         &self,
         key: &str,
         with_ttl: bool,

@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManagerConfig;
 
-#[cfg(feature = "cluster")]
-use super::Request;
 use super::{DistributedCache, Inner};
 use crate::config::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -77,7 +75,7 @@ impl DistributedCache {
         if self.is_cluster() {
             for node in self.primaries("ping").await? {
                 let reply: String = self
-                    .call("ping", None, Request::On(&node, &ping))
+                    .call("ping", None, super::Request::On(&node, &ping))
                     .await
                     .map_err(|e| e.with_detail(format!("primary {node}")))?;
                 check_pong(&reply)?;
