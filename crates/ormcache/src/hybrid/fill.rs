@@ -131,11 +131,7 @@ impl HybridCache {
         if inner.backlog_pending.load(SeqCst) {
             inner.counters.fallbacks.fetch_add(1, Relaxed);
             inner.wake_recovery.notify_one();
-            let found = match self.degraded_l1::<T>(key, coherent) {
-                Some(v) => Lookup::Hit(v, None),
-                None => Lookup::Miss,
-            };
-            return (found, None);
+            return (self.degraded_lookup::<T>(key, coherent), None);
         }
         // Taken before L2 is asked: it both guards the L1 copy of a hit and is the
         // local half of a fill's ticket.
@@ -165,12 +161,16 @@ impl HybridCache {
             }
             Err(_) => {
                 inner.counters.fallbacks.fetch_add(1, Relaxed);
-                let found = match self.degraded_l1::<T>(key, coherent) {
-                    Some(v) => Lookup::Hit(v, None),
-                    None => Lookup::Miss,
-                };
-                (found, None)
+                (self.degraded_lookup::<T>(key, coherent), None)
             }
+        }
+    }
+
+    /// What L1 may still answer while L2 cannot be trusted (`degraded_max_age`).
+    fn degraded_lookup<T: CacheValue>(&self, key: &str, coherent: bool) -> Lookup<T> {
+        match self.degraded_l1::<T>(key, coherent) {
+            Some(v) => Lookup::Hit(v, None),
+            None => Lookup::Miss,
         }
     }
 }
