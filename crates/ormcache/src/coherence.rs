@@ -294,6 +294,19 @@ impl Peers {
             })
     }
 
+    /// Every known peer, for display: `(id, silent for, highest acknowledged,
+    /// unresponsive)`.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn list(&self, now: Instant) -> Vec<(u64, Duration, u64, bool)> {
+        self.peers
+            .iter()
+            .map(|(id, p)| {
+                let silent = now.saturating_duration_since(p.last_heard);
+                (*id, silent, p.acked, p.unresponsive)
+            })
+            .collect()
+    }
+
     /// Forgets peers silent for longer than `idle`.
     pub(crate) fn prune(&mut self, idle: Duration, now: Instant) {
         self.peers

@@ -82,7 +82,7 @@
 //! | feature | default | what |
 //! | --- | --- | --- |
 //! | `macros` | yes | the `#[cached]` attribute (crate `ormcache-macros`) |
-//! | `axum` | no | `ormcache::axum`: the response-cache layer, the tenant middleware, `stats` and `health` handlers |
+//! | `axum` | no | `ormcache::axum`: the response-cache layer, the tenant middleware, `stats` and `health` handlers, the live `dashboard` page |
 //! | `cluster` | no | Redis Cluster: `redis+cluster://` URLs, `DistributedConfig::cluster_nodes` |
 //! | `tls` | no | `rediss://` (every form) with rustls on `ring`: system roots, a custom CA, client certificates (`TlsConfig`) |
 //! | `sentinel` | no | `redis+sentinel://`: the master is discovered through Sentinels and followed across failovers |
@@ -213,7 +213,8 @@
 //! | `private` | what `#[cached]` expands to |
 //! | `tenant` | the task-scoped current tenant that isolates keys ([`tenant::scope`]) |
 //! | `signals` | typed per-model `pre/post_save`/`pre/post_delete` receivers ([`signals::Signals`]) |
-//! | `axum` | the response-cache layer, `TenantLayer`, `stats`/`health` handlers (feature `axum`) |
+//! | `axum` | the response-cache layer, `TenantLayer`, `stats`/`health` handlers, `axum/dashboard` the live page (its HTML, CSS and script compiled in) and its JSON snapshot (feature `axum`) |
+//! | `observe`, `distributed/observe`, `hybrid/observe` | what the dashboard reads beside the stats: Redis round-trip and invalidation-lag histograms, the ring of recent gaps, flushes and stream changes (always kept, atomics only), and the views of them |
 //! | `sea_orm` | `signal_hooks!`, `transaction`, `EntityCache`, `tenant_filter` (feature `sea-orm`) |
 //! | `any` | [`AnyCache`], the run-time choice |
 //! | `codec` | [`Codec`], [`Compression`], [`Encoding`]: bytes on the wire |
@@ -238,6 +239,7 @@ mod hybrid;
 mod key;
 mod local;
 mod memo;
+mod observe;
 #[doc(hidden)]
 pub mod __private {
     //! Used by `#[cached]`'s expansion; not a public API.

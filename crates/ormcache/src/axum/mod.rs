@@ -6,6 +6,8 @@
 //!   `Cache-Control`, credentials, `X-Cache`, `Age`; tags for O(1) invalidation).
 //! - [`TenantLayer`]: runs each request in the tenant named by a header
 //!   ([`tenant::scope`](crate::tenant::scope)), so cached entries are per tenant.
+//! - [`dashboard`]: a live page of hit rates, latency, breaker, peers and
+//!   invalidation lag, with the JSON it polls; nothing loaded from elsewhere.
 //! - [`stats`], [`health`]: handlers taking the cache as [`State`](::axum::extract::State);
 //!   [`cache_health`] for your own health endpoint.
 //!
@@ -42,6 +44,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dashboard;
 mod entry;
 mod handlers;
 mod layer;
@@ -49,6 +52,7 @@ mod policy;
 mod secret;
 mod tenant;
 
+pub use dashboard::dashboard;
 pub use handlers::{CacheHealth, cache_health, health, stats};
 pub use layer::{ResponseCache, ResponseCacheLayer, ResponseFuture};
 pub use secret::CallerSecret;

@@ -39,6 +39,10 @@ use conn::{Conn, Link, Node};
 mod fill;
 mod health;
 mod keyspace;
+#[cfg(feature = "axum")]
+mod observe;
+#[cfg(feature = "axum")]
+pub(crate) use observe::L2View;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod transport;
@@ -82,6 +86,8 @@ struct Inner {
     timeout: Duration,
     return_decode_errors: bool,
     counters: Counters,
+    /// Round-trip times of `call` (the dashboard's Redis latency).
+    latency: crate::observe::Histogram,
     closed: AtomicBool,
     address: String,
     tasks: crate::tasks::Tasks,
@@ -302,6 +308,7 @@ impl DistributedCache {
             timeout: config.command_timeout,
             return_decode_errors: config.return_decode_errors,
             counters: Counters::default(),
+            latency: crate::observe::Histogram::default(),
             closed: AtomicBool::new(false),
             address,
             tasks: crate::tasks::Tasks::default(),
@@ -442,6 +449,7 @@ impl DistributedCache {
             .inner
             .timeout
             .saturating_add(BATCH_ALLOWANCE.saturating_mul(extra));
+        let started = std::time::Instant::now();
         let reply = tokio::time::timeout(timeout, async {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
@@ -453,6 +461,7 @@ impl DistributedCache {
             }
         })
         .await;
+        self.inner.latency.record(started.elapsed());
         let result = match reply {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(keyed(from_redis(op, e))),

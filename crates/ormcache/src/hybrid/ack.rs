@@ -59,6 +59,7 @@ impl Inner {
         if alone {
             return;
         }
+        let started = Instant::now();
         // A timeout of `Duration::MAX` waits for as long as the peers are live.
         let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
@@ -71,6 +72,7 @@ impl Inner {
             }
             if waiting.is_empty() {
                 self.counters.confirmed.fetch_add(1, Relaxed);
+                self.lag.record(started.elapsed());
                 return;
             }
             if !self.coherent.load(SeqCst) {

@@ -137,6 +137,8 @@ impl HybridBuilder {
             own_heartbeat: Mutex::new(Instant::now()),
             identity: Mutex::new(None),
             counters: Counters::default(),
+            events: crate::observe::Events::default(),
+            lag: crate::observe::Histogram::default(),
             tasks: crate::tasks::Tasks::default(),
             degraded_max_age: self.degraded_max_age,
             l1_max_ttl: self.l1_max_ttl,

@@ -142,6 +142,7 @@ impl Inner {
         self.l1.epochs().bump_global();
         self.l1.invalidate_all();
         self.counters.flushes.fetch_add(1, Relaxed);
+        self.events.record(crate::observe::EventKind::Flush);
     }
 
     /// After a write went (or failed to go) to L2: updates this process's L1.

@@ -20,6 +20,10 @@ mod ack;
 mod builder;
 mod fill;
 mod inner;
+#[cfg(feature = "axum")]
+mod observe;
+#[cfg(feature = "axum")]
+pub(crate) use observe::{CoherenceView, HybridReads};
 mod pending;
 mod stats;
 mod tasks;
@@ -73,6 +77,10 @@ struct Inner {
     own_heartbeat: Mutex<Instant>,
     identity: Mutex<Option<String>>,
     counters: Counters,
+    /// Recent gaps, flushes and stream changes (the dashboard's event list).
+    events: crate::observe::Events,
+    /// Write → every peer acknowledged, per confirmed write (invalidation lag).
+    lag: crate::observe::Histogram,
     tasks: crate::tasks::Tasks,
     degraded_max_age: Duration,
     l1_max_ttl: Duration,

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::{Inner, Lifecycle};
 use crate::coherence::{Message, Op, Part, SeqVerdict};
 use crate::error::{Error, Result};
+use crate::observe::EventKind;
 
 /// Subscribes to the invalidation channel, recovers (replay, flush) on every
 /// (re)subscription, applies messages; resubscribes whenever the stream ends or the
@@ -64,6 +65,7 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         }
         backoff = Duration::from_millis(20);
         inner.counters.resubscriptions.fetch_add(1, Relaxed);
+        inner.events.record(EventKind::StreamUp);
         tracing::info!(channel = %inner.channel, "invalidation stream up: L1 coherent");
         drop(inner);
         let mut stream = pubsub.into_on_message();
@@ -85,6 +87,7 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         }
         if let Some(inner) = weak.upgrade() {
             inner.coherent.store(false, SeqCst);
+            inner.events.record(EventKind::StreamLost);
             tracing::warn!(channel = %inner.channel, "invalidation stream lost: L1 degraded until it is back");
         }
     }
@@ -132,6 +135,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
             if lost {
                 tracing::warn!("an invalidation message was lost: flushing L1");
                 inner.counters.gaps.fetch_add(1, Relaxed);
+                inner.events.record(EventKind::Gap);
                 inner.flush_l1();
                 // The flush applied what the holes stood for.
                 inner.wake_acker.notify_one();
@@ -283,6 +287,7 @@ impl Inner {
             .unwrap_or(SeqVerdict::Gap);
         if verdict == SeqVerdict::Gap {
             self.counters.gaps.fetch_add(1, Relaxed);
+            self.events.record(EventKind::Gap);
             self.flush_l1();
         }
         let invalidation = msg.o != Op::Heartbeat;
