@@ -26,6 +26,9 @@ need_pkg() { # command package
 }
 
 need_pkg redis-server redis-server
+# The dashboard test drives the page in a headless Chromium through chromedriver.
+need_pkg chromium chromium
+need_pkg chromedriver chromium-driver
 echo "==> $(redis-server --version)"
 
 echo "==> cargo fmt --check"

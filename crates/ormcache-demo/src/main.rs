@@ -11,6 +11,7 @@
 //! | --- | --- |
 //! | `GET /health` | database and cache status |
 //! | `GET /cache/stats` | the cache's statistics, in the seed's shape |
+//! | `GET /cache/dashboard` | a live page of hit rates, latency, breaker, peers (polls `/cache/dashboard/snapshot`) |
 //! | `POST /users`, `GET /users?limit=&offset=` | create (201), list (`limit` 1–1000, default 100) |
 //! | `GET`, `PATCH`, `DELETE /users/{id}` | read (`X-Cache: HIT\|MISS`), partial update, delete |
 //! | the same under `/products` | |

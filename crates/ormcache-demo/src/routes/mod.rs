@@ -97,6 +97,11 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(ops::health))
         .route("/cache/stats", get(ormcache::axum::stats::<AnyCache>))
+        // The live dashboard page, and the JSON it polls at /cache/dashboard/snapshot.
+        .nest(
+            "/cache/dashboard",
+            ormcache::axum::dashboard(state.cache.clone()),
+        )
         .route("/users", get(list::<Users>).post(create::<Users>))
         .route(
             "/users/{id}",
