@@ -201,6 +201,58 @@ async fn snapshot_reports_levels_latency_peers_lag_and_events() {
     })
     .await;
     assert!(received > 0);
+
+    // A sender whose sequence jumps past what can be waited for: a gap, and the
+    // L1 flush it causes, are in the event list.
+    let mut con = server.connection().await;
+    for seq in [1, 5_000] {
+        let msg = json!({"i": 77, "s": seq, "o": "h"}).to_string();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("dash-json:__oc:inv")
+            .arg(msg)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let s = eventually("a's snapshot shows the gap", || async {
+        let s = snapshot(&a).await;
+        (n(&s, &["coherence", "gaps"]) >= 1).then_some(s)
+    })
+    .await;
+    let events: Vec<&str> = s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let gap = events
+        .iter()
+        .rposition(|k| *k == "gap")
+        .expect("a gap event");
+    assert_eq!(events.get(gap + 1), Some(&"flush"), "{s}");
+    assert!(n(&s, &["coherence", "flushes"]) >= 2, "{s}");
+
+    // Redis dies: the breaker opens and the stream is lost, as the page shows.
+    server.kill();
+    let s = eventually("the breaker opens", || async {
+        a.get(&path).await;
+        let s = snapshot(&a).await;
+        (s["l2"]["breaker"] == json!("open")).then_some(s)
+    })
+    .await;
+    assert!(n(&s, &["l2", "breaker_opened"]) >= 1, "{s}");
+    let s = eventually("the stream is lost", || async {
+        let s = snapshot(&a).await;
+        (s["coherence"]["coherent"] == json!(false)
+            && s["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == json!("stream_lost")))
+        .then_some(s)
+    })
+    .await;
+    assert_eq!(s["kind"], json!("hybrid"));
 }
 
 // ---------------------------------------------------------------------------
