@@ -863,3 +863,56 @@ async fn handlers_take_the_cache_from_any_state() {
         serde_json::from_str(&fetch(&format!("{url}/stats"), &[]).await.body).unwrap();
     assert_eq!(stats["max_size"], 100);
 }
+
+#[tokio::test]
+async fn dashboard_serves_every_cache_kind_under_any_path() {
+    let server = RedisServer::start();
+    for cache in every_kind(&server).await {
+        let kind = cache.kind();
+        cache.set("dash", 1u32, None).await.unwrap();
+        assert_eq!(cache.get::<u32>("dash").await.unwrap().as_deref(), Some(&1));
+        let nested =
+            serve(Router::new().nest("/ops/cache-view", ormcache::axum::dashboard(cache.clone())))
+                .await;
+        let at_root = serve(Router::new().merge(ormcache::axum::dashboard(cache.clone()))).await;
+        for (page, snapshot) in [
+            (
+                format!("{nested}/ops/cache-view"),
+                format!("{nested}/ops/cache-view/snapshot"),
+            ),
+            (format!("{at_root}/"), format!("{at_root}/snapshot")),
+        ] {
+            let html = fetch(&page, &[]).await;
+            assert_eq!(html.status, StatusCode::OK, "{kind} {page}");
+            assert_eq!(
+                html.header("content-type"),
+                Some("text/html; charset=utf-8")
+            );
+            assert!(html.body.contains("path + 'snapshot'"), "{kind}");
+            let reply = fetch(&snapshot, &[]).await;
+            assert_eq!(reply.status, StatusCode::OK, "{kind} {snapshot}");
+            assert_eq!(reply.header("cache-control"), Some("no-store"));
+            let s: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            assert_eq!(s["kind"], kind, "{s}");
+            assert!(s["reads"]["total"].as_u64().unwrap() >= 1, "{kind}: {s}");
+            assert!(s["writes"].as_u64().unwrap() >= 1, "{kind}: {s}");
+            let has = |field: &str| !s[field].is_null();
+            assert_eq!(
+                (has("l1"), has("l2"), has("coherence")),
+                match kind {
+                    "local" => (true, false, false),
+                    "distributed" => (false, true, false),
+                    _ => (true, true, true),
+                },
+                "{s}"
+            );
+            if has("l2") {
+                assert!(
+                    s["l2"]["round_trips"]["count"].as_u64().unwrap() >= 2,
+                    "{kind}: {s}"
+                );
+                assert_eq!(s["l2"]["breaker"], "closed", "{s}");
+            }
+        }
+    }
+}
