@@ -106,7 +106,10 @@ async fn dispatch(cli: &Cli, l2: &DistributedCache) -> Result<u8, Failure> {
                 Some(t) => format!("tenant `{t}` of prefix `{}`", cli.prefix),
                 None => format!("prefix `{}`", cli.prefix),
             };
-            let question = format!("delete {matched} keys matching `{pattern}` under {scope}");
+            let question = format!(
+                "delete {matched} key{} matching `{pattern}` under {scope}",
+                plural(matched)
+            );
             clear_after_confirming(cli, l2, matched, &question, *yes, |cache| {
                 let t = t.clone();
                 let pattern = pattern.clone();
@@ -122,7 +125,8 @@ async fn dispatch(cli: &Cli, l2: &DistributedCache) -> Result<u8, Failure> {
                     }));
                 } else if let Some(report) = report {
                     out::line(&format!(
-                        "cleared {cleared} keys matching `{pattern}` under {scope}{}",
+                        "cleared {cleared} key{} matching `{pattern}` under {scope}{}",
+                        plural(cleared),
                         confirmation(report)
                     ));
                 } else {
@@ -153,7 +157,8 @@ async fn dispatch(cli: &Cli, l2: &DistributedCache) -> Result<u8, Failure> {
             let t = TenantId::new(id)?;
             let matched = tenant::scope(t.clone(), inspect::count_matching(l2, "*")).await?;
             let question = format!(
-                "delete all {matched} keys of tenant `{t}` under prefix `{}`",
+                "delete all {matched} key{} of tenant `{t}` under prefix `{}`",
+                plural(matched),
                 cli.prefix
             );
             clear_after_confirming(cli, l2, matched, &question, *yes, |cache| {
@@ -169,7 +174,8 @@ async fn dispatch(cli: &Cli, l2: &DistributedCache) -> Result<u8, Failure> {
                     }));
                 } else if let Some(report) = report {
                     out::line(&format!(
-                        "cleared {cleared} keys of tenant `{t}`{}",
+                        "cleared {cleared} key{} of tenant `{t}`{}",
+                        plural(cleared),
                         confirmation(report)
                     ));
                 } else {
@@ -181,6 +187,10 @@ async fn dispatch(cli: &Cli, l2: &DistributedCache) -> Result<u8, Failure> {
         Command::Peers { no_probe } => peers(cli, l2, !*no_probe).await,
         Command::Watch { heartbeats, count } => watch(cli, l2, *heartbeats, *count).await,
     }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// `(live instances, instances that did not confirm)` as the writer saw them.
@@ -253,6 +263,8 @@ fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
 /// confirmed it dropped its L1 copies.
 struct Writer {
     cache: HybridCache,
+    /// Live instances known before the write.
+    live: usize,
 }
 
 impl Writer {
@@ -272,16 +284,22 @@ impl Writer {
             )));
         }
         tokio::time::sleep(cli.listen).await;
-        Ok(Self { cache })
+        // The instances the write will wait for.
+        let live = match cache.get_stats().await {
+            Ok(s) => s.coherence.peers,
+            Err(_) => 0,
+        };
+        Ok(Self { cache, live })
     }
 
     /// What the writes saw of the other instances; closes the cache (its goodbye
     /// tells the instances not to wait for it).
     async fn finish(self) -> Report {
-        let report = match self.cache.get_stats().await {
-            Ok(s) => (s.coherence.peers, s.coherence.peers_unresponsive),
-            Err(_) => (0, 0),
+        let unconfirmed = match self.cache.get_stats().await {
+            Ok(s) => s.coherence.peers_unresponsive,
+            Err(_) => 0,
         };
+        let report = (self.live, unconfirmed);
         let _ = self.cache.close().await;
         report
     }
@@ -348,7 +366,7 @@ async fn stats(cli: &Cli, l2: &DistributedCache) -> Result<u8, Failure> {
         .map(|p| {
             (
                 format!("  {}", p.id),
-                format!("last heard {} ago", out::human(p.last_heard)),
+                format!("last heartbeat {} ago", out::human(p.last_heard)),
             )
         })
         .collect();
@@ -448,7 +466,7 @@ async fn get(
         },
     ));
     if let Ok(d) = &e.decoded {
-        rows.push(("value", out::pretty(&d.value)));
+        rows.push(("value", out::value_text(&d.value)));
     }
     out::table(&rows);
     Ok(0)
@@ -509,8 +527,8 @@ async fn peers(cli: &Cli, l2: &DistributedCache, probe: bool) -> Result<u8, Fail
     }
     if !found.is_empty() {
         out::line(&format!(
-            "{:<20}  {:>10}  {:>8}  confirmed",
-            "instance", "last heard", "last seq"
+            "{:<20}  {:>14}  {:>8}  confirmed",
+            "instance", "last heartbeat", "last seq"
         ));
     }
     for p in &found {
@@ -524,7 +542,7 @@ async fn peers(cli: &Cli, l2: &DistributedCache, probe: bool) -> Result<u8, Fail
             (_, None) => "-".to_owned(),
         };
         out::line(&format!(
-            "{:<20}  {:>10}  {:>8}  {confirmed}",
+            "{:<20}  {:>14}  {:>8}  {confirmed}",
             p.id,
             format!("{} ago", out::human(p.last_heard)),
             p.last_seq

@@ -24,15 +24,33 @@ pub(crate) fn json(v: &Value) {
     line(&v.to_string());
 }
 
-/// Pretty JSON for a document printed to a person.
-pub(crate) fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+/// A value for a person: one line when short, else indented and cut after
+/// [`MAX_VALUE_LINES`] lines (`--json` prints it whole).
+pub(crate) fn value_text(v: &Value) -> String {
+    let compact = v.to_string();
+    if compact.len() <= 100 {
+        return compact;
+    }
+    let pretty = serde_json::to_string_pretty(v).unwrap_or(compact);
+    let lines: Vec<&str> = pretty.lines().collect();
+    if lines.len() <= MAX_VALUE_LINES {
+        return pretty;
+    }
+    format!(
+        "{}\n… ({} more lines; --json prints the whole value)",
+        lines[..MAX_VALUE_LINES].join("\n"),
+        lines.len() - MAX_VALUE_LINES
+    )
 }
+
+/// How many lines of a value the text form shows.
+const MAX_VALUE_LINES: usize = 30;
 
 /// A duration for people: `850ms`, `12.3s`, `4m 05s`, `3h 02m`, `2d 05h`.
 pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
+        0 if d < Duration::from_millis(10) => format!("{:.1}ms", d.as_secs_f64() * 1e3),
         0 => format!("{}ms", d.as_millis()),
         1..60 => format!("{:.1}s", d.as_secs_f64()),
         60..3600 => format!("{}m {:02}s", s / 60, s % 60),
@@ -68,6 +86,8 @@ pub(crate) fn ttl_json(ttl: Ttl) -> (Value, Value) {
 pub(crate) fn table(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
+        // Continuation lines of a multi-line value stay in the value column.
+        let v = v.replace('\n', &format!("\n{:width$}  ", ""));
         line(&format!("{k:<width$}  {v}"));
     }
 }
@@ -79,10 +99,22 @@ mod tests {
     #[test]
     fn durations_for_people() {
         assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_micros(1590)), "1.6ms");
         assert_eq!(human(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(human(Duration::from_secs(245)), "4m 05s");
         assert_eq!(human(Duration::from_secs(3 * 3600 + 120)), "3h 02m");
         assert_eq!(human(Duration::from_secs(2 * 86_400 + 5 * 3600)), "2d 05h");
         assert_eq!(millis(Duration::from_micros(1500)), 1.5);
+    }
+
+    #[test]
+    fn long_values_are_cut_for_people() {
+        assert_eq!(value_text(&json!({"id": 1})), r#"{"id":1}"#);
+        let long = value_text(&json!(vec!["row"; 100]));
+        assert_eq!(long.lines().count(), MAX_VALUE_LINES + 1);
+        assert!(
+            long.ends_with("(72 more lines; --json prints the whole value)"),
+            "{long}"
+        );
     }
 }

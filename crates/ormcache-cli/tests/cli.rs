@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ormcache::tenant::{self, TenantId};
 use ormcache::{Codec, Compression, DistributedCache};
+use ormcache_testing::ServerOptions;
 use serde_json::json;
 use support::{RedisCluster, RedisServer, cli, cluster_url, hybrid, l2, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -558,4 +559,41 @@ async fn the_cluster_form_gets_deletes_and_clears() {
         assert_eq!(b.get::<i32>(&format!("user:{i}")).await.unwrap(), None);
     }
     assert_eq!(b.get::<i32>("keep").await.unwrap().as_deref(), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_form_with_a_password_works_and_never_shows_it() {
+    let server = RedisServer::start_with(ServerOptions {
+        args: vec!["--requirepass".into(), "s3cret-pw".into()],
+        unix_socket: true,
+    });
+    let sock = server.socket_path();
+    let url = format!("redis+unix://{}?pass=s3cret-pw", sock.display());
+    let a = hybrid(&url, "app").await;
+    let b = hybrid(&url, "app").await;
+    a.set("k", 1u8, MINUTE).await.unwrap();
+    assert_eq!(b.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+
+    let j = cli(&url, "app", &["--json", "get", "k"]).await.json();
+    assert_eq!(j["value"], 1);
+    let r = cli(&url, "app", &["del", "k"]).await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert!(
+        r.stdout
+            .starts_with("deleted app:k (confirmed by 2 live instances)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(b.get::<u8>("k").await.unwrap(), None);
+
+    // The wrong password: refused, one line, no password of either kind.
+    let wrong = format!("redis+unix://{}?pass=not-the-pw", sock.display());
+    let r = cli(&wrong, "app", &["stats"]).await;
+    assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{r:#?}");
+    assert!(r.stderr.contains("authentication failed"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("not-the-pw") && !r.stderr.contains("s3cret-pw"),
+        "{}",
+        r.stderr
+    );
 }

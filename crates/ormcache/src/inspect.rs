@@ -488,8 +488,9 @@ impl Listener {
 pub struct Peer {
     /// Its random id (new at every start).
     pub id: u64,
-    /// How long ago it was last heard (a message or an acknowledgement), when
-    /// [`peers`] returned.
+    /// How long before [`peers`] returned it last published on the channel (a
+    /// heartbeat or an invalidation; for an instance heard only acknowledging,
+    /// its first acknowledgement).
     pub last_heard: Duration,
     /// Messages and acknowledgements heard from it.
     pub messages: u64,
@@ -581,7 +582,11 @@ fn note(seen: &mut HashMap<u64, (Instant, Peer)>, event: &ChannelEvent, me: Opti
             },
         )
     });
-    *at = Instant::now();
+    // The last message it published (heartbeats come on a timer); an
+    // acknowledgement only proves it alive when nothing else was heard.
+    if !matches!(event, ChannelEvent::Ack(_)) {
+        *at = Instant::now();
+    }
     p.messages += 1;
     p.last_seq = p.last_seq.max(seq);
     p.closing |= closing;
