@@ -179,6 +179,9 @@ impl Entry {
 /// An invalid key; Redis errors and timeouts (a key holding another Redis type is
 /// a [`Server`](ErrorKind::Server) error).
 ///
+/// # Cancel safety
+/// Cancel-safe (it only reads).
+///
 /// ```no_run
 /// # async fn demo(cache: ormcache::DistributedCache) -> ormcache::Result<()> {
 /// if let Some(e) = ormcache::inspect::entry(&cache, "user:1").await? {
@@ -236,6 +239,9 @@ pub async fn entry(cache: &DistributedCache, key: &str) -> Result<Option<Entry>>
 /// # Errors
 /// Redis errors and timeouts.
 ///
+/// # Cancel safety
+/// Cancel-safe (it only reads).
+///
 /// ```no_run
 /// # async fn demo(cache: ormcache::DistributedCache) -> ormcache::Result<()> {
 /// for (field, value) in ormcache::inspect::stats_hash(&cache).await? {
@@ -254,6 +260,9 @@ pub async fn stats_hash(cache: &DistributedCache) -> Result<Vec<(String, String)
 ///
 /// # Errors
 /// Redis errors and timeouts.
+///
+/// # Cancel safety
+/// Cancel-safe (it only reads).
 ///
 /// ```no_run
 /// # async fn demo(cache: ormcache::DistributedCache) -> ormcache::Result<()> {
@@ -401,6 +410,9 @@ impl std::fmt::Debug for Listener {
 /// # Errors
 /// A connection error or timeout (bounded by the command timeout, at least 1 s).
 ///
+/// # Cancel safety
+/// Cancel-safe: dropped, the subscription connection closes.
+///
 /// ```no_run
 /// # async fn demo(cache: ormcache::DistributedCache) -> ormcache::Result<()> {
 /// let mut listener = ormcache::inspect::listen(&cache).await?;
@@ -519,6 +531,10 @@ pub struct Peer {
 /// # Errors
 /// As [`listen`]; a failed publish of the probe.
 ///
+/// # Cancel safety
+/// Dropped after the probe was published, the goodbye is published from a task,
+/// so no instance keeps waiting for the probe.
+///
 /// ```no_run
 /// # use std::time::Duration;
 /// # async fn demo(cache: ormcache::DistributedCache) -> ormcache::Result<()> {
@@ -618,6 +634,12 @@ async fn probe_peers(
             p.confirmed = Some(Err(()));
         }
     }
+    // From the moment the probe may have left, a goodbye is owed: if this future
+    // is dropped, the guard publishes it from a task.
+    let mut goodbye_owed = Goodbye {
+        cache: cache.clone(),
+        bye: Some(bye),
+    };
     let sent = Instant::now();
     cache.publish("probe", &probe).await?;
     let deadline = deadline_after(timeout);
@@ -657,8 +679,32 @@ async fn probe_peers(
         }
     }
     // Whatever happened, nobody waits for the probe from now on.
-    let goodbye = cache.publish("probe", &bye).await;
+    let goodbye = match goodbye_owed.bye.take() {
+        Some(bye) => cache.publish("probe", &bye).await,
+        None => Ok(()),
+    };
     result.and(goodbye)
+}
+
+/// The probe's goodbye, published from a task if the probe is dropped before it
+/// said it (STYLE 26): the instances then stop waiting for the probe at once
+/// rather than after their liveness window.
+struct Goodbye {
+    cache: DistributedCache,
+    bye: Option<Notice>,
+}
+
+impl Drop for Goodbye {
+    fn drop(&mut self) {
+        if let Some(bye) = self.bye.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let cache = self.cache.clone();
+            rt.spawn(async move {
+                let _ = cache.publish("probe", &bye).await;
+            });
+        }
+    }
 }
 
 #[cfg(test)]
