@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use ormcache::tenant::{self, TenantId};
 use ormcache::{Codec, Compression, DistributedCache};
-use ormcache_testing::ServerOptions;
+use ormcache_testing::{ServerOptions, TestCerts, TlsRedisServer};
 use serde_json::json;
-use support::{RedisCluster, RedisServer, cli, cluster_url, hybrid, l2, run};
+use support::{RedisCluster, RedisServer, cli, cluster_url, hybrid, hybrid_on, l2, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const MINUTE: Option<Duration> = Some(Duration::from_secs(60));
@@ -96,6 +96,48 @@ async fn get_decodes_every_codec_with_ttl_and_tags() {
             .any(|l| l.starts_with("value") && l.ends_with(" 3")),
         "{}",
         r.stdout
+    );
+
+    // Bytes no codec wrote are shown as undecodable, not a failure; another
+    // Redis type is one line and exit 1.
+    let mut raw = server.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg("app:junk")
+        .arg(b"\x02\xff\xff\xff\x7f")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("app:junk2")
+        .arg(b"\x01\xc1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for (key, error) in [("junk", "value too large"), ("junk2", "decode error")] {
+        let r = cli(&url, "app", &["--json", "get", key]).await;
+        assert_eq!(r.code, 0, "{r:#?}");
+        let j = r.json();
+        assert_eq!(
+            (j["fresh"].clone(), j["value"].clone()),
+            (json!(false), json!(null)),
+            "{j}"
+        );
+        assert!(
+            j["decode_error"].as_str().unwrap().starts_with(error),
+            "{j}"
+        );
+    }
+    let _: () = redis::cmd("RPUSH")
+        .arg("app:list")
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let r = cli(&url, "app", &["get", "list"]).await;
+    assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{r:#?}");
+    assert!(
+        r.stderr.contains("WRONGTYPE") && r.stdout.is_empty(),
+        "{r:#?}"
     );
 
     // Missing keys exit 4; ttl answers like the library.
@@ -596,4 +638,61 @@ async fn the_unix_form_with_a_password_works_and_never_shows_it() {
         "{}",
         r.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_form_with_a_client_certificate_works() {
+    let certs = TestCerts::generate();
+    let server = TlsRedisServer::start(&certs, true, &[]);
+    let url = server.url();
+    let (cert, key) = certs.client();
+    let tls = || {
+        ormcache::TlsConfig::new()
+            .ca_file(certs.ca())
+            .client_cert_files(&cert, &key)
+    };
+    let connect = || async {
+        DistributedCache::builder()
+            .redis_url(&url)
+            .tls(tls())
+            .key_prefix("app")
+            .build()
+            .await
+            .unwrap()
+    };
+    let a = hybrid_on(connect().await).await;
+    let b = hybrid_on(connect().await).await;
+    a.set("k", 1u8, MINUTE).await.unwrap();
+    assert_eq!(b.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+
+    let (ca, cert, key) = (
+        certs.ca().display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let with_certs = [
+        "--tls-ca",
+        ca.as_str(),
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+    ];
+    let mut args = with_certs.to_vec();
+    args.extend(["--json", "get", "k"]);
+    assert_eq!(cli(&url, "app", &args).await.json()["value"], 1);
+    let mut args = with_certs.to_vec();
+    args.extend(["--json", "del", "k"]);
+    let j = cli(&url, "app", &args).await.json();
+    assert_eq!(
+        (j["deleted"].clone(), j["instances"].clone()),
+        (json!(true), json!(2)),
+        "{j}"
+    );
+    assert_eq!(b.get::<u8>("k").await.unwrap(), None);
+
+    // Without the CA the server's certificate is not trusted: one line, exit 1.
+    let r = cli(&url, "app", &["stats"]).await;
+    assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{r:#?}");
+    assert!(r.stderr.contains(&url), "{}", r.stderr);
 }

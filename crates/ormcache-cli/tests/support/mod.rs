@@ -81,8 +81,13 @@ pub async fn l2(url: &str, prefix: &str) -> DistributedCache {
 
 /// A coherent HybridCache on `url` under `prefix`, with fast heartbeats.
 pub async fn hybrid(url: &str, prefix: &str) -> HybridCache {
+    hybrid_on(l2(url, prefix).await).await
+}
+
+/// A coherent HybridCache over `l2`, with fast heartbeats.
+pub async fn hybrid_on(l2: DistributedCache) -> HybridCache {
     let l1 = QueryCache::new(1000, Duration::from_secs(300)).unwrap();
-    let cache = HybridCache::builder(l1, l2(url, prefix).await)
+    let cache = HybridCache::builder(l1, l2)
         .heartbeat_interval(HEARTBEAT)
         .build()
         .unwrap();
