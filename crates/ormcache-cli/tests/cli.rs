@@ -252,6 +252,38 @@ async fn clear_counts_refuses_without_yes_and_clears_everywhere() {
         Some(&9)
     );
 
+    // The same pattern in the tenant's namespace.
+    let j = cli(
+        &url,
+        "app",
+        &[
+            "--json",
+            "clear",
+            "--pattern",
+            "user:*",
+            "--tenant",
+            "acme",
+            "--yes",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (
+            j["matched"].clone(),
+            j["cleared"].clone(),
+            j["tenant"].clone()
+        ),
+        (json!(1), json!(1), json!("acme")),
+        "{j}"
+    );
+    assert_eq!(
+        tenant::scope(TenantId::new("acme").unwrap(), b.get::<u32>("user:9"))
+            .await
+            .unwrap(),
+        None
+    );
+
     let r = cli(&url, "app", &["clear", "--pattern", "nothing:*"]).await;
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("nothing cleared"), "{}", r.stdout);
