@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ormcache::tenant::{self, TenantId};
 use ormcache::{Codec, Compression, DistributedCache};
-use ormcache_testing::{ServerOptions, TestCerts, TlsRedisServer};
+use ormcache_testing::{RedisSentinels, ServerOptions, TestCerts, TlsRedisServer};
 use serde_json::json;
 use support::{RedisCluster, RedisServer, cli, cluster_url, hybrid, hybrid_on, l2, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -727,4 +727,30 @@ async fn the_tls_form_with_a_client_certificate_works() {
     let r = cli(&url, "app", &["stats"]).await;
     assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{r:#?}");
     assert!(r.stderr.contains(&url), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_form_gets_and_deletes() {
+    let sentinels = RedisSentinels::start(Some("s3cret-pw"));
+    let url = sentinels.url();
+    let a = hybrid(&url, "app").await;
+    let b = hybrid(&url, "app").await;
+    a.set("k", 1u8, MINUTE).await.unwrap();
+    assert_eq!(b.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
+
+    let j = cli(&url, "app", &["--json", "get", "k"]).await.json();
+    assert_eq!(j["value"], 1, "{j}");
+    let j = cli(&url, "app", &["--json", "del", "k"]).await.json();
+    assert_eq!(
+        (j["deleted"].clone(), j["instances"].clone()),
+        (json!(true), json!(2)),
+        "{j}"
+    );
+    assert_eq!(b.get::<u8>("k").await.unwrap(), None);
+    let j = cli(&url, "app", &["--json", "peers"]).await.json();
+    assert_eq!(
+        (j["live"].clone(), j["unconfirmed"].clone()),
+        (json!(2), json!(0)),
+        "{j}"
+    );
 }
