@@ -222,6 +222,7 @@
 //! | `key` | key layout, reserved names, TTL rules |
 //! | `stats` | counters and the stats shapes |
 //! | `error` | [`Error`], [`ErrorKind`] |
+//! | [`inspect`], `distributed/inspect` | reading entries, the stats hash and the invalidation channel from the outside (the operator CLI's base) |
 //! | `fuzz` | what the fuzz targets reach (feature `fuzzing`, hidden) |
 #![cfg_attr(not(test), forbid(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -236,6 +237,7 @@ mod distributed;
 mod error;
 mod glob;
 mod hybrid;
+pub mod inspect;
 mod key;
 mod local;
 mod memo;

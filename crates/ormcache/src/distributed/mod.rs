@@ -38,6 +38,7 @@ mod conn;
 use conn::{Conn, Link, Node};
 mod fill;
 mod health;
+mod inspect;
 mod keyspace;
 #[cfg(feature = "axum")]
 mod observe;
