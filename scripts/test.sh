@@ -35,6 +35,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo doc (broken intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 echo "==> cargo test (unit, integration and doc tests, a short run of every fuzz target)"
 cargo test --workspace --all-features --no-fail-fast
 

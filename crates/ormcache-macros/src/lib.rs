@@ -51,7 +51,7 @@ use proc_macro::TokenStream;
 ///
 /// | option | meaning |
 /// | --- | --- |
-/// | `cache = <expr>` | **Required.** The cache: any [`ormcache::Cache`] (`QueryCache`, `DistributedCache`, `HybridCache`, `AnyCache`), or something that derefs to one (a `LazyLock`, an `Arc`, a reference). Evaluated on every call, after the arguments are bound, so it may use them or `self`: `cache = self.cache`, `cache = state.cache()`. The handle is cloned (cheap: an `Arc`). |
+/// | `cache = <expr>` | **Required.** The cache: any `ormcache::Cache` (`QueryCache`, `DistributedCache`, `HybridCache`, `AnyCache`), or something that derefs to one (a `LazyLock`, an `Arc`, a reference). Evaluated on every call, after the arguments are bound, so it may use them or `self`: `cache = self.cache`, `cache = state.cache()`. The handle is cloned (cheap: an `Arc`). |
 /// | `ttl = <expr>` | Lifetime of the stored value: integer seconds (`ttl = 60`) or a `Duration` (`ttl = Duration::from_millis(500)`). Default: the cache's default TTL. |
 /// | `key_prefix = "..."` | Prepended to the key, with `:`. |
 /// | `key = <expr>` | The key, computed from the arguments: anything `Display`, e.g. `key = format!("user:{id}")`. The expression sees the arguments **by reference** (as in the `_cache_key` companion, so both compute the same key). |

@@ -281,12 +281,13 @@ pub async fn count_matching(cache: &DistributedCache, pattern: &str) -> Result<u
 /// assert_eq!(ormcache::inspect::channel("myapp"), "myapp:__oc:inv");
 /// ```
 pub fn channel(prefix: &str) -> String {
-    // As `HybridBuilder::build` names it.
+    // `HybridBuilder::build` names its channel with this function.
     format!("{prefix}:{}:inv", key::RESERVED_NAMESPACE)
 }
 
-/// Where the instances acknowledge `sender`'s messages (as `hybrid/ack.rs` names it).
-fn ack_channel(channel: &str, sender: u64) -> String {
+/// Where the instances on `channel` acknowledge `sender`'s messages (the one
+/// definition: `hybrid/ack.rs` publishes on it too).
+pub(crate) fn ack_channel(channel: &str, sender: u64) -> String {
     format!("{channel}:ack:{sender}")
 }
 

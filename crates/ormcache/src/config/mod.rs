@@ -217,7 +217,7 @@ impl DistributedConfig {
     ///
     /// Every operation works on a cluster; the differences (batch round trips, the
     /// layout of internal keys, what `key_prefix` may contain) are described in
-    /// [`DistributedCache`]'s section *Redis Cluster*.
+    /// [`DistributedCache`](crate::DistributedCache)'s section *Redis Cluster*.
     ///
     /// ```no_run
     /// use ormcache::DistributedConfig;

@@ -20,11 +20,7 @@ use tokio::sync::Notify;
 use super::Inner;
 use crate::coherence::Ack;
 use crate::distributed::Notice;
-
-/// The channel on which the instances on `channel` acknowledge `sender`'s messages.
-pub(super) fn ack_channel(channel: &str, sender: u64) -> String {
-    format!("{channel}:ack:{sender}")
-}
+pub(super) use crate::inspect::ack_channel;
 
 impl Inner {
     /// How long after its last message or acknowledgement a peer still counts as

@@ -12,7 +12,6 @@ use super::{Counters, HybridCache, Inner};
 use crate::coherence::{Backlog, Peers, Sequences};
 use crate::distributed::DistributedCache;
 use crate::error::{Error, ErrorKind, Result};
-use crate::key;
 use crate::local::QueryCache;
 use crate::memo::random_token;
 
@@ -69,7 +68,7 @@ impl HybridBuilder {
     ///
     /// A peer is live if it was heard within three heartbeat intervals plus the
     /// command timeout. A peer that lets the timeout pass is counted
-    /// ([`CoherenceStats::unconfirmed`]), logged, and not waited for again until it
+    /// ([`CoherenceStats::unconfirmed`](crate::CoherenceStats::unconfirmed)), logged, and not waited for again until it
     /// acknowledges something: a frozen peer costs one timeout, not one per write.
     /// The write still returns `Ok` (Redis took it). An instance alone on the
     /// channel, or whose own stream is down, never waits. What this costs is in
@@ -115,7 +114,7 @@ impl HybridBuilder {
                 "called outside a tokio runtime: the invalidation tasks cannot start, so the cache could never be coherent",
             ));
         };
-        let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
+        let channel = crate::inspect::channel(self.l2.prefix());
         let id = random_token();
         let inner = Arc::new(Inner {
             id,

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::stats::{DistributedStats, LocalStats};
 
-/// Statistics of a [`HybridCache`], in the seed's shape:
+/// Statistics of a [`HybridCache`](crate::HybridCache), in the seed's shape:
 /// `{"l1": {...}, "l2": {...}, "combined_hit_rate": ...}` plus coherence figures.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,7 +19,7 @@ pub struct HybridStats {
     pub coherence: CoherenceStats,
 }
 
-/// Coherence and failure figures of one [`HybridCache`] instance.
+/// Coherence and failure figures of one [`HybridCache`](crate::HybridCache) instance.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CoherenceStats {
@@ -44,7 +44,7 @@ pub struct CoherenceStats {
     /// Times the invalidation stream was (re)established.
     pub resubscriptions: u64,
     /// Writes wait for the other instances to apply their invalidations
-    /// ([`HybridBuilder::confirm_invalidations`]).
+    /// ([`HybridBuilder::confirm_invalidations`](crate::HybridBuilder::confirm_invalidations)).
     pub confirm_invalidations: bool,
     /// Other instances on the channel heard within the liveness window.
     pub peers: usize,
