@@ -21,7 +21,7 @@ pub(crate) const RESERVED_NAMESPACE: &str = "__oc";
 /// The field layout of the stats hash is the Python package's.
 pub(crate) const STATS_KEY: &str = "stats";
 
-/// The longest TTL accepted: about 34 years, far below what Redis and moka accept.
+/// The longest TTL accepted: about 34 years, far below what Redis accepts.
 pub const MAX_TTL: Duration = Duration::from_millis(1 << 40);
 
 /// Whether `key` (without the prefix) is reserved for ormcache's own use.

@@ -10,7 +10,9 @@ mod hybrid_invalidation;
 mod hybrid_l1_get;
 mod l1_get;
 mod l1_get_under_invalidation;
+mod l1_maps;
 mod l2_get;
+mod l2_many;
 mod l2_set;
 mod outage;
 mod stampede;
@@ -80,12 +82,36 @@ pub(crate) const ALL: &[Scenario] = &[
         run: l2_set::l2_set,
     },
     Scenario {
+        name: "l2_get_many_100",
+        baseline: "DistributedCache::get, one key a call",
+        needs_redis: true,
+        goal_ratio: Some(l2_many::GOAL),
+        goal_p99_us: None,
+        run: l2_many::l2_get_many_100,
+    },
+    Scenario {
+        name: "l2_set_many_100",
+        baseline: "DistributedCache::set, one key a call",
+        needs_redis: true,
+        goal_ratio: Some(l2_many::GOAL),
+        goal_p99_us: None,
+        run: l2_many::l2_set_many_100,
+    },
+    Scenario {
         name: "l1_get",
         baseline: "moka::sync::Cache get",
         needs_redis: false,
-        goal_ratio: Some(0.8),
+        goal_ratio: Some(1.5),
         goal_p99_us: None,
         run: l1_get::l1_get,
+    },
+    Scenario {
+        name: "l1_maps",
+        baseline: "moka::sync::Cache get (1 thread)",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: l1_maps::l1_maps,
     },
     Scenario {
         name: "l1_get_under_invalidation",
@@ -99,7 +125,7 @@ pub(crate) const ALL: &[Scenario] = &[
         name: "hybrid_l1_get",
         baseline: "QueryCache get (same async loop)",
         needs_redis: true,
-        goal_ratio: Some(0.667),
+        goal_ratio: Some(0.9),
         goal_p99_us: None,
         run: hybrid_l1_get::hybrid_l1_get,
     },

@@ -305,7 +305,14 @@ fn tag_phase(
 
 pub(super) fn tag_vs_pattern(env: &Env) -> Result<Measured> {
     let (cache, mut conn) = env.rt.block_on(async {
-        Ok::<_, Error>((env.distributed().await?, env.raw_connection().await?))
+        // The populating connection waits as long as its 5,000-`SET` pipelines take:
+        // redis-rs' default 500 ms reply timeout failed them on a loaded machine.
+        let populate = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let conn = env
+            .raw_client()?
+            .get_connection_manager_with_config(populate)
+            .await?;
+        Ok::<_, Error>((env.distributed().await?, conn))
     })?;
     let phases = tag_phase(env, &cache, &conn, 0..UNRELATED_SMALL).and_then(|small| {
         let large = tag_phase(env, &cache, &conn, UNRELATED_SMALL..UNRELATED_LARGE)?;

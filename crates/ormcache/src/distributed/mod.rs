@@ -22,6 +22,8 @@ const TENANT_NAMESPACE: &str = "__oc:t:";
 
 /// Extra time a batch gets per command or argument past the first few.
 const BATCH_ALLOWANCE: Duration = Duration::from_micros(50);
+/// Arguments of the largest single-key command a pipeline holds (`SET k v PX ms`).
+const PLAIN_ARGS: usize = 4;
 
 /// SCAN batch size for pattern clears and key counting.
 const SCAN_COUNT: usize = 1000;
@@ -443,7 +445,12 @@ impl DistributedCache {
         // work of thousands of commands in one.
         let size = match req {
             Request::Cmd(c) | Request::On(_, c) => c.args_iter().len(),
-            Request::Pipe(p) => p.len(),
+            // A command each, and the keys of a multi-key one (`UNLINK` of every
+            // lease of a `set_many`) beyond the few arguments of a plain command.
+            Request::Pipe(p) => p
+                .cmd_iter()
+                .map(|c| c.args_iter().len().saturating_sub(PLAIN_ARGS).max(1))
+                .sum(),
         };
         let extra = u32::try_from(size.saturating_sub(8)).unwrap_or(u32::MAX);
         let timeout = self
@@ -714,6 +721,14 @@ impl DistributedCache {
             key::validate_ttl("set_many", k.as_ref(), ttl)?;
         }
         let stamps = self.stamps("set_many", &[]).await?;
+        // Every lease in one `UNLINK` ahead of the writes (on a cluster it is split
+        // by slot, each part ahead of its slot's writes): half the commands of an
+        // `UNLINK` per key, for Redis to run.
+        let mut leases = redis::cmd("UNLINK");
+        for (k, _) in &entries {
+            leases.arg(self.lease_key(k.as_ref()));
+        }
+        pipe.add_command(leases).ignore();
         for (k, v) in &entries {
             let k = k.as_ref();
             let bytes = self.inner.encoding.encode_for("set_many", Some(k), v)?;
@@ -721,7 +736,6 @@ impl DistributedCache {
                 Some((names, tokens)) => crate::codec::wrap_tagged(names, tokens, &bytes),
                 None => bytes,
             };
-            pipe.add_command(self.unlink_lease(k)).ignore();
             pipe.cmd("SET")
                 .arg(full_key(&self.inner.prefix, k))
                 .arg(bytes)

@@ -1,15 +1,14 @@
-//! [`QueryCacheBuilder`]: bounds, default TTL, and the moka map they configure.
+//! [`QueryCacheBuilder`]: bounds, default TTL, and the quick_cache map they configure.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use moka::notification::RemovalCause;
 use quanta::Instant;
 
 use super::epochs::Epochs;
 use super::stats::LocalCounters;
-use super::{Entry, Hasher, Inner, QueryCache};
+use super::{Entry, Hasher, Inner, KeyLocks, QueryCache};
 use crate::error::{Error, Result};
 use crate::key;
 use crate::memo::Flights;
@@ -43,28 +42,78 @@ impl Default for QueryCacheBuilder {
     }
 }
 
-/// Expiry of each entry at its own deadline.
-struct PerEntryExpiry;
+/// The L1's map: quick_cache (CLOCK-Pro-like admission and eviction, sharded
+/// read-write locks), weighed by [`Weigh`], counting evictions through
+/// [`Evictions`]. Expiry is not the map's business: every read checks the entry's
+/// own deadline, and an expired entry goes when read or when evicted.
+pub(super) type Map = quick_cache::sync::Cache<String, Entry, Weigh, Hasher, Evictions>;
 
-impl moka::Expiry<String, Entry> for PerEntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Entry,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(Instant::now()))
-    }
+/// An entry's weight: 1 (an entry bound), or its charged bytes (a byte budget).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Weigh {
+    by_bytes: bool,
+}
 
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &Entry,
-        _updated_at: std::time::Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(Instant::now()))
+impl quick_cache::Weighter<String, Entry> for Weigh {
+    #[inline]
+    fn weight(&self, _key: &String, e: &Entry) -> u64 {
+        if self.by_bytes {
+            u64::from(e.meta.weight)
+        } else {
+            1
+        }
     }
+}
+
+/// Counts the entries evicted for room (not those that had expired anyway).
+#[derive(Clone)]
+pub(super) struct Evictions(Arc<LocalCounters>);
+
+impl quick_cache::Lifecycle<String, Entry> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: String, e: Entry) {
+        if e.expires_at > Instant::now() {
+            self.0.evictions.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Shards of the map: a few per core (quick_cache's default), fewer for a small
+/// cache so that each holds at least [`MIN_SHARD_ITEMS`] entries.
+fn shards(max_size: u64) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let mut shards = cores.saturating_mul(4).next_power_of_two();
+    while shards > 1 && max_size / shards < MIN_SHARD_ITEMS {
+        shards /= 2;
+    }
+    shards
+}
+
+const MIN_SHARD_ITEMS: u64 = 32;
+/// The most entries the map allocates room for up front.
+const MAX_PREALLOCATED: u64 = 1 << 16;
+
+/// The map for `capacity` (entries, or bytes with a byte budget) over `shards`
+/// shards. Each shard holds an equal share, so the capacity is rounded down to a
+/// multiple of the shards: the bound is never exceeded.
+fn map(max_size: u64, capacity: u64, by_bytes: bool, counters: &Arc<LocalCounters>) -> Result<Map> {
+    let mut shards = shards(max_size);
+    while shards > 1 && capacity / shards == 0 {
+        shards /= 2;
+    }
+    let options = quick_cache::OptionsBuilder::new()
+        .shards(shards as usize)
+        .estimated_items_capacity(max_size.min(MAX_PREALLOCATED) as usize)
+        .weight_capacity(capacity - capacity % shards)
+        .build()
+        .map_err(|e| Error::invalid("build", format!("the L1 map: {e}")))?;
+    Ok(Map::with_options(
+        options,
+        Weigh { by_bytes },
+        Hasher::default(),
+        Evictions(Arc::clone(counters)),
+    ))
 }
 
 impl QueryCacheBuilder {
@@ -131,39 +180,24 @@ impl QueryCacheBuilder {
             return Err(Error::invalid("build", "max_size must be at least 1"));
         }
         let counters = Arc::new(LocalCounters::default());
-        let listener_counters = Arc::clone(&counters);
-        let builder = moka::sync::Cache::builder()
-            .expire_after(PerEntryExpiry)
-            .eviction_listener(move |_k, _v, cause| {
-                if cause == RemovalCause::Size {
-                    listener_counters.evictions.fetch_add(1, Relaxed);
-                }
-            });
         let (map, min_weight) = match self.max_bytes {
-            None => (
-                builder
-                    .max_capacity(self.max_size)
-                    .build_with_hasher(Hasher::default()),
-                1,
-            ),
+            None => (map(self.max_size, self.max_size, false, &counters)?, 1),
             Some(0) => return Err(Error::invalid("build", "max_bytes must be at least 1")),
             Some(bytes) => {
                 let min_weight = (bytes.div_ceil(self.max_size)).clamp(1, u32::MAX as u64) as u32;
-                let map = builder
-                    .max_capacity(bytes)
-                    .weigher(|_k, e: &Entry| e.meta.weight)
-                    .build_with_hasher(Hasher::default());
-                (map, min_weight)
+                (map(self.max_size, bytes, true, &counters)?, min_weight)
             }
         };
         Ok(QueryCache {
             inner: Arc::new(Inner {
                 map,
+                locks: KeyLocks::default(),
                 max_size: self.max_size,
                 max_bytes: self.max_bytes,
                 min_weight,
                 default_ttl: self.default_ttl,
                 counters,
+                next_id: Default::default(),
                 epochs: Epochs::default(),
                 flights: Flights::default(),
             }),
@@ -174,22 +208,30 @@ impl QueryCacheBuilder {
 impl Default for QueryCache {
     fn default() -> Self {
         // The default builder is valid by construction; fall back to the smallest
-        // valid cache rather than panic should that ever change.
-        QueryCacheBuilder::default()
-            .build()
-            .unwrap_or_else(|_| QueryCache {
+        // map rather than panic should that ever change.
+        QueryCacheBuilder::default().build().unwrap_or_else(|_| {
+            let counters = Arc::new(LocalCounters::default());
+            let map = Map::with(
+                1,
+                1,
+                Weigh { by_bytes: false },
+                Hasher::default(),
+                Evictions(Arc::clone(&counters)),
+            );
+            QueryCache {
                 inner: Arc::new(Inner {
-                    map: moka::sync::Cache::builder()
-                        .max_capacity(1)
-                        .build_with_hasher(Hasher::default()),
+                    map,
+                    locks: KeyLocks::default(),
                     max_size: 1,
                     max_bytes: None,
                     min_weight: 1,
                     default_ttl: Duration::from_secs(60),
-                    counters: Arc::default(),
+                    counters,
+                    next_id: Default::default(),
                     epochs: Epochs::default(),
                     flights: Flights::default(),
                 }),
-            })
+            }
+        })
     }
 }

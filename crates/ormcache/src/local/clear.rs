@@ -2,8 +2,6 @@
 //! Each voids what it clears at once through the epochs; a walk of the map frees
 //! the memory (and counts, for the synchronous forms).
 
-use std::sync::Arc;
-
 use quanta::Instant;
 
 use super::epochs::in_scope;
@@ -92,7 +90,7 @@ impl QueryCache {
     }
 
     /// The stored keys and entries for which `pred` holds, and whether each was live.
-    fn collect(&self, pred: impl Fn(&str, &Entry) -> bool) -> Vec<(Arc<String>, Entry, bool)> {
+    fn collect(&self, pred: impl Fn(&str, &Entry) -> bool) -> Vec<(String, Entry, bool)> {
         let now = Instant::now();
         self.inner
             .map
@@ -107,13 +105,11 @@ impl QueryCache {
 
     /// Removes what [`collect`](Self::collect) found, each entry only if it is still
     /// the one found; how many of those were live.
-    fn remove_collected(&self, found: Vec<(Arc<String>, Entry, bool)>) -> u64 {
+    fn remove_collected(&self, found: Vec<(String, Entry, bool)>) -> u64 {
         found
             .into_iter()
             .filter(|(k, e, live)| {
-                self.remove_if(k, |cur| Arc::ptr_eq(&cur.meta, &e.meta))
-                    .is_some()
-                    && *live
+                self.remove_if(k, |cur| cur.meta.id == e.meta.id).is_some() && *live
             })
             .count() as u64
     }
@@ -167,7 +163,7 @@ impl PatternClear {
             return 0;
         }
         let cache = &self.cache;
-        let keys: Vec<Arc<String>> = cache
+        let keys: Vec<String> = cache
             .inner
             .map
             .iter()

@@ -19,7 +19,8 @@
 //!
 //! A fill that started before an invalidation never stores a value it voids: the
 //! store checks the per-key stripe (writes and deletes of the key), the global epoch,
-//! the entry's cells and the pattern log under the key's lock in moka.
+//! the entry's cells and the pattern log under the key's lock (`QueryCache`'s
+//! key lock stripes).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -70,19 +71,24 @@ impl Generation {
     }
 }
 
-/// What an entry was stored under.
-#[derive(Debug)]
+/// What an entry was stored under. Cloned on every hit: an unscoped, untagged
+/// entry's stamp holds no `Arc`, so that clone costs no atomic operation.
+#[derive(Debug, Clone)]
 pub(crate) struct Stamp {
     pub(crate) ticket: LocalTicket,
     /// The tenant's scope; `None` for an unscoped key.
     scope: Option<Arc<Generation>>,
-    tags: Box<[Arc<Generation>]>,
+    /// `None` for an untagged entry.
+    tags: Option<Arc<[Arc<Generation>]>>,
 }
 
 impl Stamp {
     /// Whether the entry carries the stored tag `tag`.
     pub(crate) fn has_tag(&self, tag: &str) -> bool {
-        self.tags.iter().any(|t| t.name() == tag)
+        self.tags
+            .iter()
+            .flat_map(|t| t.iter())
+            .any(|t| t.name() == tag)
     }
 }
 
@@ -298,7 +304,7 @@ impl Epochs {
         Stamp {
             ticket,
             scope: ns.map(|ns| self.tenants.cell(ns)),
-            tags: tags.iter().map(|t| self.tags.cell(t)).collect(),
+            tags: (!tags.is_empty()).then(|| tags.iter().map(|t| self.tags.cell(t)).collect()),
         }
     }
 
@@ -308,7 +314,10 @@ impl Epochs {
         let clock = s.ticket.clock;
         s.ticket.global == self.global()
             && s.scope.as_deref().unwrap_or(&self.root).allows(clock)
-            && s.tags.iter().all(|t| t.allows(clock))
+            && s.tags
+                .iter()
+                .flat_map(|t| t.iter())
+                .all(|t| t.allows(clock))
     }
 
     /// Whether an entry stamped `s` may be stored at the stored key `key` (under the

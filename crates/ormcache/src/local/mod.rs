@@ -1,10 +1,10 @@
-//! [`QueryCache`]: the in-process L1, on moka's sync cache.
+//! [`QueryCache`]: the in-process L1, on quick_cache's sync cache.
 //!
 //! | file | holds |
 //! | --- | --- |
 //! | `mod.rs` | the cache, its synchronous API (`*_sync`), fills |
 //! | `future.rs` | the async API: the [`Cache`] methods, also inherent |
-//! | `builder.rs` | [`QueryCacheBuilder`] and the moka map it configures |
+//! | `builder.rs` | [`QueryCacheBuilder`] and the quick_cache map it configures |
 //! | `clear.rs` | clears of a scope, a pattern, a tag |
 //! | `stats.rs` | counters and `get_stats_sync` |
 //! | `epochs.rs` | invalidation bookkeeping: what a clear, a tag or a write voids |
@@ -17,14 +17,14 @@ mod stats;
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// A TSC-based clock where the CPU has a stable one (about half the cost of
 /// `std::time::Instant::now` on an L1 hit), the OS clock elsewhere.
 use quanta::Instant;
 
-use moka::ops::compute::{CompResult, Op};
 use serde::Serialize;
 
 use crate::cache::{CacheValue, Ttl};
@@ -33,6 +33,7 @@ use crate::key;
 use crate::memo::{Fill, FillTicket, Flights, Lookup};
 use crate::tenant;
 
+use builder::Map;
 pub use builder::QueryCacheBuilder;
 use epochs::Stamp;
 pub(crate) use epochs::{Epochs, LocalTicket};
@@ -41,15 +42,20 @@ use stats::LocalCounters;
 type Value = Arc<dyn Any + Send + Sync>;
 type Hasher = foldhash::fast::RandomState;
 
-/// What moka holds: cloned on every hit, so two `Arc`s of this key and a deadline.
+/// What the map holds: cloned on every hit, so one `Arc` (the value) and plain
+/// data (an unscoped, untagged entry's stamp holds no `Arc`).
 #[derive(Clone)]
 struct Entry {
     value: Value,
     expires_at: Instant,
-    meta: Arc<Meta>,
+    meta: Meta,
 }
 
+#[derive(Clone)]
 struct Meta {
+    /// Which store this is (unique in the cache): a removal that must take only the
+    /// entry it found compares it.
+    id: u64,
     /// When the value was stored: a degraded `HybridCache` serves only young entries.
     inserted_at: Instant,
     /// The epochs, scope and tags it was stored under: a hit checks them.
@@ -61,7 +67,11 @@ struct Meta {
 }
 
 struct Inner {
-    map: moka::sync::Cache<String, Entry, Hasher>,
+    map: Map,
+    /// The keys' locks, in stripes: a store checks what it must under the key's
+    /// lock and a removal takes the same lock, so a fill that lost a race with an
+    /// invalidation never lands after it. A hit takes none.
+    locks: KeyLocks,
     max_size: u64,
     max_bytes: Option<u64>,
     /// With a byte budget, the least weight an entry is charged, so that the entry
@@ -69,6 +79,8 @@ struct Inner {
     min_weight: u32,
     default_ttl: Duration,
     counters: Arc<LocalCounters>,
+    /// The next [`Meta::id`].
+    next_id: std::sync::atomic::AtomicU64,
     /// What invalidations voided; orders fills against them.
     epochs: Epochs,
     flights: Flights,
@@ -79,11 +91,13 @@ struct Inner {
 ///
 /// Values are stored as `Arc<T>`; a hit hands out a clone of that `Arc` (no decoding,
 /// no deep clone). Reading a key with another type than it was written with is a
-/// miss, counted in `type_mismatches`. Eviction is moka's TinyLFU; expiry is checked
-/// against each entry's own deadline on every read, so an expired entry is never
-/// returned. A hit takes no lock shared with other keys, whatever was invalidated
-/// before: tag invalidations and clears void entries through per-tag and per-scope
-/// generations that only the entries carrying them read.
+/// miss, counted in `type_mismatches`. The map is quick_cache's (sharded, CLOCK-Pro
+/// style eviction that keeps hot entries against a scan); expiry is checked against
+/// each entry's own deadline on every read, so an expired entry is never returned.
+/// A hit takes only the read side of its shard's lock (readers never wait for each
+/// other), whatever was invalidated before: tag invalidations and clears void
+/// entries through per-tag and per-scope generations that only the entries carrying
+/// them read.
 ///
 /// Two APIs, the same operations: the async methods (`get`, `set`, …) are those of
 /// the [`Cache`](crate::Cache) trait, so code moves to
@@ -113,8 +127,38 @@ impl fmt::Debug for QueryCache {
             .field("max_size", &self.inner.max_size)
             .field("max_bytes", &self.inner.max_bytes)
             .field("default_ttl", &self.inner.default_ttl)
-            .field("entries", &self.inner.map.entry_count())
+            .field("entries", &self.inner.map.len())
             .finish()
+    }
+}
+
+/// Stripes of key locks (see [`Inner::locks`]).
+struct KeyLocks {
+    stripes: Box<[Mutex<()>]>,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// Key lock stripes: a few times the cores, so that two writers rarely share one.
+const KEY_LOCKS: usize = 256;
+
+impl Default for KeyLocks {
+    fn default() -> Self {
+        Self {
+            stripes: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+            hasher: foldhash::fast::FixedState::with_seed(0x10c5),
+        }
+    }
+}
+
+impl KeyLocks {
+    /// The lock of the stored `key`; nothing may be called on the cache under it
+    /// but the map itself.
+    fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
+        let i = (self.hasher.hash_one(key) as usize) % self.stripes.len();
+        // The lock guards no data: a panic under it leaves nothing to repair.
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -190,7 +234,23 @@ impl QueryCache {
     fn live(&self, key: &str) -> Option<Entry> {
         let key = tenant::physical(key);
         let entry = self.inner.map.get(&*key)?;
-        self.is_live(&key, &entry, Instant::now()).then_some(entry)
+        let now = Instant::now();
+        if self.is_live(&key, &entry, now) {
+            return Some(entry);
+        }
+        self.drop_expired(&key, &entry, now);
+        None
+    }
+
+    /// Frees `entry`, found expired at the stored `key`, if it is still there (the
+    /// map evicts by size only; an expired entry goes when read, or when evicted).
+    #[cold]
+    fn drop_expired(&self, key: &str, entry: &Entry, now: Instant) {
+        if entry.expires_at <= now {
+            self.inner
+                .map
+                .remove_if(key, |cur| cur.meta.id == entry.meta.id);
+        }
     }
 
     /// Whether `e`, stored at `key`, is unexpired and void by no invalidation.
@@ -234,10 +294,12 @@ impl QueryCache {
             return None;
         };
         let now = Instant::now();
-        let fresh = self.is_live(&key, &entry, now)
-            && max_age
-                .is_none_or(|age| now.saturating_duration_since(entry.meta.inserted_at) < age);
-        if !fresh {
+        if !self.is_live(&key, &entry, now) {
+            c.miss();
+            self.drop_expired(&key, &entry, now);
+            return None;
+        }
+        if max_age.is_some_and(|age| now.saturating_duration_since(entry.meta.inserted_at) >= age) {
             c.miss();
             return None;
         }
@@ -333,12 +395,16 @@ impl QueryCache {
         Entry {
             value,
             expires_at: now + ttl,
-            meta: Arc::new(Meta {
+            meta: Meta {
+                id: self
+                    .inner
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 inserted_at: now,
                 stamp: self.inner.epochs.stamp(ticket, ns.as_deref(), &tags),
                 weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
                 origin_expires_at: origin_ttl.map(|t| now + t),
-            }),
+            },
         }
     }
 
@@ -367,28 +433,18 @@ impl QueryCache {
     fn put_entry(&self, key: &str, entry: Entry, guard: impl FnOnce() -> bool) -> bool {
         let stored_key = tenant::physical(key).into_owned();
         let epochs = &self.inner.epochs;
-        let meta = Arc::clone(&entry.meta);
-        let result = self
-            .inner
-            .map
-            .entry(stored_key.clone())
-            .and_compute_with(|_| {
-                if guard() && epochs.admits(&stored_key, &meta.stamp) {
-                    Op::Put(entry)
-                } else {
-                    Op::Nop
-                }
-            });
-        if !matches!(
-            result,
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        ) {
-            return false;
+        let (id, patterns) = (entry.meta.id, entry.meta.stamp.ticket.patterns);
+        {
+            let _locked = self.inner.locks.lock(&stored_key);
+            if !(guard() && epochs.admits(&stored_key, &entry.meta.stamp)) {
+                return false;
+            }
+            self.inner.map.insert(stored_key.clone(), entry);
         }
         // A pattern clear announced just after the check may have walked past the
         // key before the value landed: it removes the value itself then.
-        if epochs.pattern_cleared_since(&stored_key, meta.stamp.ticket.patterns) {
-            self.remove_if(&stored_key, |e| Arc::ptr_eq(&e.meta, &meta));
+        if epochs.pattern_cleared_since(&stored_key, patterns) {
+            self.remove_if(&stored_key, |e| e.meta.id == id);
             return false;
         }
         self.inner
@@ -427,24 +483,8 @@ impl QueryCache {
     /// Removes the entry at the stored `key` if `pred` holds for it, under its lock;
     /// the entry removed.
     fn remove_if(&self, key: &str, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
-        let result =
-            self.inner
-                .map
-                .entry(key.to_owned())
-                .and_compute_with(|current| match current {
-                    Some(e) => {
-                        if pred(e.value()) {
-                            Op::Remove
-                        } else {
-                            Op::Nop
-                        }
-                    }
-                    None => Op::Nop,
-                });
-        match result {
-            CompResult::Removed(e) => Some(e.into_value()),
-            _ => None,
-        }
+        let _locked = self.inner.locks.lock(key);
+        self.inner.map.remove_if(key, pred).map(|(_, e)| e)
     }
 
     /// Stores `value` with tags: [`invalidate_tag_sync`](Self::invalidate_tag_sync)
@@ -473,9 +513,9 @@ impl QueryCache {
         self.insert("set_with_tags", key, Arc::new(value), ttl, Some(&tags))
     }
 
-    /// Drops every entry at once (moka invalidates lazily).
+    /// Drops every entry at once.
     pub(crate) fn invalidate_all(&self) {
-        self.inner.map.invalidate_all();
+        self.inner.map.clear();
     }
 
     /// Removes `key`; whether a live entry was there ([`delete`](Self::delete) is
@@ -537,18 +577,19 @@ impl QueryCache {
     pub fn expire_sync(&self, key: &str, ttl: Duration) -> Result<bool> {
         key::validate_ttl("expire", key, ttl)?;
         let now = Instant::now();
-        let result = self
-            .inner
-            .map
-            .entry(tenant::physical(key).into_owned())
-            .and_compute_with(|current| match current {
-                Some(e) if self.is_live(e.key(), e.value(), now) => Op::Put(Entry {
+        let stored = tenant::physical(key);
+        let _locked = self.inner.locks.lock(&stored);
+        match self.inner.map.peek(&*stored) {
+            Some(e) if self.is_live(&stored, &e, now) => {
+                let entry = Entry {
                     expires_at: now + ttl,
-                    ..e.into_value()
-                }),
-                _ => Op::Nop,
-            });
-        Ok(matches!(result, CompResult::ReplacedWith(_)))
+                    ..e
+                };
+                self.inner.map.insert(stored.into_owned(), entry);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The values at `keys`, in order ([`get_many`](Self::get_many) is the
@@ -577,12 +618,10 @@ impl QueryCache {
         keys.iter().filter(|k| self.delete_sync(k.as_ref())).count() as u64
     }
 
-    /// Runs moka's pending maintenance (evictions) now. Private: `get_stats_sync`
-    /// runs it, and nothing a caller sees depends on it otherwise.
+    /// Nothing to run: the map evicts on insert. Kept for the tests written
+    /// against a map that evicted later.
     #[cfg(test)]
-    fn run_pending_tasks(&self) {
-        self.inner.map.run_pending_tasks();
-    }
+    fn run_pending_tasks(&self) {}
 }
 
 impl Fill for QueryCache {

@@ -50,11 +50,10 @@ impl QueryCache {
     /// ```
     pub fn get_stats_sync(&self) -> LocalStats {
         let map = &self.inner.map;
-        map.run_pending_tasks();
         let c = &self.inner.counters;
         let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
         LocalStats {
-            size: map.entry_count(),
+            size: map.len() as u64,
             max_size: self.inner.max_size,
             hits,
             misses,
@@ -63,7 +62,7 @@ impl QueryCache {
             sets: c.sets.load(Relaxed),
             evictions: c.evictions.load(Relaxed),
             type_mismatches: c.type_mismatches.load(Relaxed),
-            weighted_bytes: self.inner.max_bytes.map(|_| map.weighted_size()),
+            weighted_bytes: self.inner.max_bytes.map(|_| map.weight()),
             max_bytes: self.inner.max_bytes,
         }
     }

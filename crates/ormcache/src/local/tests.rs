@@ -92,7 +92,25 @@ fn entry_bound_holds() {
         c.set_sync(&format!("k{i}"), i, None).unwrap();
     }
     c.run_pending_tasks();
-    assert!(c.get_stats_sync().size <= 10, "{:?}", c.get_stats_sync());
+    let s = c.get_stats_sync();
+    assert!(s.size <= 10, "{s:?}");
+    // Every key written is either held or counted as evicted.
+    assert_eq!(s.size + s.evictions, 1000, "{s:?}");
+}
+
+#[test]
+fn expired_entries_are_freed_and_not_counted_as_evictions() {
+    let c = QueryCache::new(64, Duration::from_secs(60)).unwrap();
+    for i in 0..10 {
+        c.set_sync(&format!("k{i}"), i, Some(Duration::from_millis(5)))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    for i in 0..10 {
+        assert_eq!(c.get_sync::<i32>(&format!("k{i}")), None);
+    }
+    let s = c.get_stats_sync();
+    assert_eq!((s.size, s.evictions, s.misses), (0, 0, 10), "{s:?}");
 }
 
 #[test]
