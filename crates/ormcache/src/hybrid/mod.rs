@@ -22,6 +22,7 @@ mod fill;
 mod inner;
 mod pending;
 mod stats;
+mod sync;
 mod tasks;
 
 pub use builder::HybridBuilder;
