@@ -39,9 +39,7 @@ where
     F: Future<Output = ormcache::Result<Out>> + Send + 'static,
 {
     let tenant = current_tenant(py)?;
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        scoped(tenant, fut).await.map_err(|e| to_py_err(&e))
-    })
+    crate::complete::spawn(py, scoped(tenant, fut))
 }
 
 /// The async operations of any cache, Python values in and out.

@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+mod complete;
 mod distributed;
 mod entry;
 mod hybrid;
@@ -185,6 +186,7 @@ fn _ormcache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hybrid::PyHybrid>()?;
     m.add_class::<local::PyLocal>()?;
     m.add_class::<ready::Ready>()?;
+    m.add_class::<complete::Completer>()?;
     m.add(
         "__version__",
         PyString::new(m.py(), env!("CARGO_PKG_VERSION")),
