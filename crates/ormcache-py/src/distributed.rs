@@ -286,8 +286,7 @@ impl PyDistributed {
     }
 }
 
-#[pymethods]
-impl PyDistributed {
+crate::methods::cache_methods!(PyDistributed, keep = false, {
     #[new]
     fn new() -> Self {
         Self::default()
@@ -349,102 +348,6 @@ impl PyDistributed {
         self.ops()?.get(py, key)
     }
 
-    /// Stores `value` at `key` for `ttl` seconds (`None`: the default).
-    #[pyo3(signature = (key, value, ttl=None))]
-    fn set<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        value: &Bound<'py, PyAny>,
-        ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.set(py, key, value, ttl, false)
-    }
-
-    /// Removes `key`; whether it existed.
-    fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.delete(py, key)
-    }
-
-    /// Whether `key` exists.
-    fn exists<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.exists(py, key)
-    }
-
-    /// Remaining seconds; -1 without expiry; -2 missing.
-    fn ttl<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.ttl(py, key)
-    }
-
-    /// A new TTL for an existing key; whether it existed.
-    fn expire<'py>(&self, py: Python<'py>, key: String, ttl: f64) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.expire(py, key, ttl)
-    }
-
-    /// Removes every entry under the prefix; the count.
-    fn clear<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.clear(py)
-    }
-
-    /// Removes the entries matching the Redis glob; the count.
-    fn clear_pattern<'py>(&self, py: Python<'py>, pattern: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.clear_pattern(py, pattern)
-    }
-
-    /// The values at `keys`, in order (one round trip).
-    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.get_many(py, keys)
-    }
-
-    /// Stores `(key, value)` pairs with one TTL (one round trip); the count.
-    #[pyo3(signature = (entries, ttl=None))]
-    fn _set_many<'py>(
-        &self,
-        py: Python<'py>,
-        entries: Vec<(String, Bound<'py, PyAny>)>,
-        ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.set_many(py, entries, ttl, false)
-    }
-
-    /// Removes `keys`; how many existed (one round trip).
-    fn delete_many<'py>(&self, py: Python<'py>, keys: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.delete_many(py, keys)
-    }
-
-    /// Stores `value` with tags.
-    #[pyo3(signature = (key, value, tags, ttl=None))]
-    fn set_with_tags<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        value: &Bound<'py, PyAny>,
-        tags: Vec<String>,
-        ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.set_with_tags(py, key, value, tags, ttl, false)
-    }
-
-    /// Drops every entry tagged `tag`.
-    fn invalidate_tag<'py>(&self, py: Python<'py>, tag: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.invalidate_tag(py, tag)
-    }
-
-    /// Whether Redis answers (never raises).
-    fn ping<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.ping(py)
-    }
-
-    /// Flushes the stats and releases the connections; never raises.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.close(py)
-    }
-
-    /// The Rust stats, as a dict.
-    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops()?.stats(py)
-    }
-
     /// Read-through with single flight.
     #[pyo3(signature = (key, loader, ttl=None, lock=false))]
     fn get_or_compute<'py>(
@@ -480,4 +383,4 @@ impl PyDistributed {
     fn breaker_state(&self) -> PyResult<String> {
         Ok(format!("{:?}", self.cache()?.0.breaker_state()))
     }
-}
+});

@@ -21,8 +21,8 @@ pub(crate) struct PyHybrid {
 }
 
 impl PyHybrid {
-    fn ops(&self) -> Ops<HybridCache> {
-        Ops(self.cache.clone(), self.mode)
+    fn ops(&self) -> PyResult<Ops<HybridCache>> {
+        Ok(Ops(self.cache.clone(), self.mode))
     }
 
     /// The L1 answer as a completed awaitable, if L1 holds `key` now.
@@ -37,8 +37,7 @@ impl PyHybrid {
     }
 }
 
-#[pymethods]
-impl PyHybrid {
+crate::methods::cache_methods!(PyHybrid, keep = true, {
     /// Combines an L1 and a connected L2. `degraded_max_age` (seconds) bounds the
     /// age of L1 answers while Redis is unreachable; `l1_max_ttl` caps L1 copies.
     #[new]
@@ -72,103 +71,7 @@ impl PyHybrid {
         if let Some(hit) = self.l1_hit(py, key)? {
             return Ok(hit);
         }
-        self.ops().get(py, key.to_owned())
-    }
-
-    /// Stores `value` in L2 and L1; every other instance drops its copy first.
-    #[pyo3(signature = (key, value, ttl=None))]
-    fn set<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        value: &Bound<'py, PyAny>,
-        ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().set(py, key, value, ttl, true)
-    }
-
-    /// Removes `key` everywhere; whether it existed in L2.
-    fn delete<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().delete(py, key)
-    }
-
-    /// Whether `key` exists.
-    fn exists<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().exists(py, key)
-    }
-
-    /// Remaining seconds; -1 without expiry; -2 missing.
-    fn ttl<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().ttl(py, key)
-    }
-
-    /// A new TTL for an existing key.
-    fn expire<'py>(&self, py: Python<'py>, key: String, ttl: f64) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().expire(py, key, ttl)
-    }
-
-    /// Clears both levels, in every instance.
-    fn clear<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().clear(py)
-    }
-
-    /// Clears a Redis glob from both levels, in every instance; the count in L2.
-    fn clear_pattern<'py>(&self, py: Python<'py>, pattern: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().clear_pattern(py, pattern)
-    }
-
-    /// The values at `keys` (L1 first, the rest in one round trip).
-    fn get_many<'py>(&self, py: Python<'py>, keys: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().get_many(py, keys)
-    }
-
-    /// Stores `(key, value)` pairs; the count.
-    #[pyo3(signature = (entries, ttl=None))]
-    fn _set_many<'py>(
-        &self,
-        py: Python<'py>,
-        entries: Vec<(String, Bound<'py, PyAny>)>,
-        ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().set_many(py, entries, ttl, true)
-    }
-
-    /// Removes `keys`; how many existed in L2.
-    fn delete_many<'py>(&self, py: Python<'py>, keys: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().delete_many(py, keys)
-    }
-
-    /// Stores `value` with tags.
-    #[pyo3(signature = (key, value, tags, ttl=None))]
-    fn set_with_tags<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        value: &Bound<'py, PyAny>,
-        tags: Vec<String>,
-        ttl: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().set_with_tags(py, key, value, tags, ttl, true)
-    }
-
-    /// Drops every entry tagged `tag`, in every instance.
-    fn invalidate_tag<'py>(&self, py: Python<'py>, tag: String) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().invalidate_tag(py, tag)
-    }
-
-    /// Whether Redis answers (never raises).
-    fn ping<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().ping(py)
-    }
-
-    /// Stops the background tasks and closes L2.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().close(py)
-    }
-
-    /// The Rust stats, as a dict.
-    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.ops().stats(py)
+        self.ops()?.get(py, key.to_owned())
     }
 
     /// Read-through with single flight; an L1 hit completes inside the `await`.
@@ -184,7 +87,7 @@ impl PyHybrid {
         if let Some(hit) = self.l1_hit(py, key)? {
             return Ok(hit);
         }
-        self.ops()
+        self.ops()?
             .get_or_compute(py, key.to_owned(), loader, ttl, lock)
     }
 
@@ -207,4 +110,4 @@ impl PyHybrid {
     fn default_ttl(&self) -> f64 {
         self.cache.default_ttl().as_secs_f64()
     }
-}
+});

@@ -18,6 +18,7 @@ mod distributed;
 mod entry;
 mod hybrid;
 mod local;
+mod methods;
 mod ready;
 
 /// Python callables and classes the Rust side uses, given once by the package.

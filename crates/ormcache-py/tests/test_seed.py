@@ -478,6 +478,8 @@ def test_hybrid_usage_and_stats(redis_url):
         assert set(stats["l1"]) >= {"hits", "misses", "hit_rate", "size"}
         assert set(stats["l2"]) >= {"hits", "misses", "hit_rate", "keys_count"}
         assert stats["l1"]["hits"] == 2
+        # An L1 miss is counted once (not by the synchronous try and again by the async get).
+        assert stats["l1"]["misses"] == 2
         assert stats["l2"]["keys_count"] == 2
         assert 0 < stats["combined_hit_rate"] <= 100
         await cache.close()
