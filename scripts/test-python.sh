@@ -20,8 +20,8 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "==> creating $venv"
   "$python" -m venv "$venv"
 fi
-echo "==> pip install maturin pytest fastapi httpx msgpack"
-"$venv/bin/pip" install -q --upgrade pip maturin pytest fastapi httpx msgpack
+echo "==> pip install maturin pytest fastapi httpx msgpack uvloop"
+"$venv/bin/pip" install -q --upgrade pip maturin pytest fastapi httpx msgpack uvloop
 echo "==> pip install ./crates/ormcache-py"
 "$venv/bin/pip" install -q --force-reinstall --no-deps ./crates/ormcache-py
 

@@ -93,12 +93,16 @@ impl Completer {
 
 const ATTR: &str = "_ormcache_completer";
 
-/// The completer of `event_loop`, created and registered on first use.
-fn completer(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Shared>> {
+/// The completer of `event_loop`, created and registered on first use; `None` for
+/// a loop that cannot carry it (no instance `__dict__`, e.g. uvloop's).
+fn completer(event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Shared>>> {
     if let Ok(c) = event_loop.getattr(ATTR)
         && let Ok(c) = c.cast::<Completer>()
     {
-        return Ok(Arc::clone(&c.borrow().shared));
+        return Ok(Some(Arc::clone(&c.borrow().shared)));
+    }
+    if !event_loop.hasattr("__dict__")? {
+        return Ok(None);
     }
     let (read, wake) = UnixStream::pair()?;
     read.set_nonblocking(true)?;
@@ -118,17 +122,22 @@ fn completer(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Shared>> {
     )?;
     event_loop.call_method1("add_reader", (fd, c.getattr("_drain")?))?;
     event_loop.setattr(ATTR, c)?;
-    Ok(shared)
+    Ok(Some(shared))
 }
 
 /// `fut` as an asyncio future of the running loop, run on the module's runtime and
-/// completed through the loop's queue.
+/// completed through the loop's queue (through pyo3-async-runtimes on a loop that
+/// cannot hold a queue).
 pub(crate) fn spawn<'py, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = ormcache::Result<Out>> + Send + 'static,
 {
     let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
-    let shared = completer(&event_loop)?;
+    let Some(shared) = completer(&event_loop)? else {
+        return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            fut.await.map_err(|e| to_py_err(&e))
+        });
+    };
     let py_fut = event_loop.call_method0("create_future")?;
     let handle = py_fut.clone().unbind();
     pyo3_async_runtimes::tokio::get_runtime().spawn(async move {

@@ -989,3 +989,48 @@ def test_json_is_byte_compatible_with_the_original_package(redis_server):
         await cache.close()
 
     run(main())
+
+
+def test_unix_socket_url(tmp_path):
+    import subprocess
+    import time
+
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):
+            if sock.exists():
+                break
+            time.sleep(0.01)
+
+        async def main():
+            cache = await DistributedCache.create(redis_url=f"redis+unix://{sock}?db=2", key_prefix="u")
+            await cache.set("k", {"over": "unix"})
+            assert await cache.get("k") == {"over": "unix"}
+            await cache.close()
+
+        run(main())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_under_uvloop(redis_url):
+    """A loop without an instance __dict__ (uvloop) completes calls through
+    pyo3-async-runtimes instead of the per-loop queue."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main():
+        cache = await DistributedCache.create(redis_url=redis_url)
+        await cache.set("k", [1, 2])
+        assert await cache.get("k") == [1, 2]
+        hybrid = HybridCache(QueryCache(max_size=10, default_ttl=60), cache)
+        assert await hybrid.wait_coherent(10)
+        assert await hybrid.get("k") == [1, 2]
+        await hybrid.close()
+
+    uvloop.run(main())
