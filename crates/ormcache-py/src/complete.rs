@@ -74,21 +74,28 @@ impl Completer {
             std::mem::take(&mut *q)
         };
         for (fut, result) in done {
-            let fut = fut.bind(py);
-            if fut.call_method0("done")?.is_truthy()? {
-                continue; // cancelled by its caller
-            }
-            let outcome = match result {
-                Ok(out) => out.into_pyobject(py),
-                Err(e) => Err(to_py_err(&e)),
-            };
-            match outcome {
-                Ok(v) => fut.call_method1("set_result", (v,))?,
-                Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
-            };
+            // One failure (a future cancelled meanwhile, an exception from a
+            // decoder) must not leave the others of the batch pending.
+            let _ = settle(py, fut.bind(py), result);
         }
         Ok(())
     }
+}
+
+/// Sets the outcome of one call on its future, unless its caller cancelled it.
+fn settle(py: Python<'_>, fut: &Bound<'_, PyAny>, result: ormcache::Result<Out>) -> PyResult<()> {
+    if fut.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    let outcome = match result {
+        Ok(out) => out.into_pyobject(py),
+        Err(e) => Err(to_py_err(&e)),
+    };
+    match outcome {
+        Ok(v) => fut.call_method1("set_result", (v,))?,
+        Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
+    };
+    Ok(())
 }
 
 const ATTR: &str = "_ormcache_completer";

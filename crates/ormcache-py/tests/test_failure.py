@@ -102,3 +102,32 @@ def test_recovers_after_restart(redis_server):
         await hybrid.close()
 
     run(main())
+
+
+def test_cancelled_calls_leave_the_others_working(redis_server):
+    async def main():
+        l2, hybrid = await make(redis_server.url)
+        await l2.set("k", 1)
+        redis_server.pause()
+        try:
+            # Cancelled while Redis is silent: the caller's timeout wins.
+            for _ in range(5):
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(l2.get("k"), 0.01)
+        finally:
+            redis_server.resume()
+        # The calls of the same loop still complete (their results were queued
+        # after the cancelled ones).
+        deadline = asyncio.get_running_loop().time() + NOT_A_HANG
+        while True:
+            try:
+                assert await bounded(l2.get("k")) == 1
+                break
+            except CacheError:  # the breaker may be open for a moment
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        results = await bounded(asyncio.gather(*(l2.get("k") for _ in range(100))))
+        assert results == [1] * 100
+        await hybrid.close()
+
+    run(main())
