@@ -123,7 +123,9 @@ async def main(args):
     # ormcache
     import ormcache
 
-    oc = await ormcache.DistributedCache.create(redis_url=url, key_prefix="oc")
+    # socket_timeout as the seed configures it (redis-py has none by default): a
+    # stall of the shared machine must not end the run.
+    oc = await ormcache.DistributedCache.create(redis_url=url, key_prefix="oc", socket_timeout=5)
     await run_l2("ormcache DistributedCache", lambda i: oc.get(f"k{i}"), lambda i: oc.set(f"k{i}", VALUE, ttl=300))
 
     # raw redis-py asyncio + hiredis (json module for values, like the others)
