@@ -52,3 +52,6 @@ for features in "" macros cluster axum sea-orm tls sentinel; do
   echo "==> [$label] cargo test -p ormcache --lib"
   cargo test -p ormcache --no-default-features ${features:+--features "$features"} --lib
 done
+
+echo "==> the Python package (scripts/test-python.sh)"
+bash scripts/test-python.sh

@@ -26,6 +26,7 @@ mod observe;
 pub(crate) use observe::{CoherenceView, HybridReads};
 mod pending;
 mod stats;
+mod sync;
 mod tasks;
 
 pub use builder::HybridBuilder;

@@ -13,6 +13,7 @@ mod builder;
 mod clear;
 mod epochs;
 mod future;
+mod peek;
 mod stats;
 
 use std::any::Any;

@@ -1,0 +1,25 @@
+//! A lookup that counts only hits, for callers that go on to a full lookup on a miss.
+
+use std::sync::Arc;
+
+use quanta::Instant;
+
+use super::QueryCache;
+use crate::cache::CacheValue;
+use crate::tenant;
+
+impl QueryCache {
+    /// The live value at `key` of type `T`, counted as a hit; a miss, an expired
+    /// or voided entry and a foreign type count nothing (the caller's full lookup
+    /// that follows counts them once).
+    pub(crate) fn peek_hit<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+        let key = tenant::physical(key);
+        let entry = self.inner.map.get(&*key)?;
+        if !self.is_live(&key, &entry, Instant::now()) {
+            return None;
+        }
+        let v = entry.value.downcast::<T>().ok()?;
+        self.inner.counters.hit();
+        Some(v)
+    }
+}
