@@ -40,6 +40,7 @@ command -v wrk >/dev/null || apt_install wrk
 command -v redis-server >/dev/null || apt_install redis-server
 command -v taskset >/dev/null || apt_install util-linux
 command -v python3 >/dev/null || apt_install python3 python3-venv
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 
 venv="$here/.venv"
 if ! "$venv/bin/python" -c 'import fastapi_orm, redis, uvicorn, greenlet, aiosqlite' 2>/dev/null; then
