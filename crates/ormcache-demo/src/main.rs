@@ -5,7 +5,9 @@
 //! `HOST`, `PORT`, `DATABASE_URL`, `REDIS_URL` (every form of `ormcache::RedisUrl`:
 //! one server, TLS, unix socket, Cluster, Sentinel), `REDIS_TLS_CA_FILE`,
 //! `REDIS_TLS_CERT_FILE` + `REDIS_TLS_KEY_FILE` (PEM files for `rediss…://`),
-//! `CACHE_PREFIX`, `CACHE_TTL`.
+//! `CACHE_PREFIX`, `CACHE_TTL`, and `RUST_LOG` (a `tracing` filter, default `info`;
+//! the per-request access log is `ormcache_demo::access` at `debug`, off by default:
+//! `RUST_LOG=info,ormcache_demo::access=debug` turns it on).
 //!
 //! | route | |
 //! | --- | --- |

@@ -741,3 +741,49 @@ fn read_response(stream: &mut TcpStream) -> String {
     stream.read_exact(&mut body).unwrap();
     head + &String::from_utf8(body).unwrap()
 }
+
+/// The SQLite file is in WAL mode once the demo has started: bytes 18 and 19 of a
+/// SQLite file's header are its write and read format versions, 1 for a rollback
+/// journal (the library default) and 2 for WAL (<https://www.sqlite.org/fileformat.html>).
+#[tokio::test]
+async fn sqlite_is_opened_in_wal_mode() {
+    let (db, demo) = demo("wal").await;
+    demo.create_ann().await;
+    let path = db
+        .url
+        .strip_prefix("sqlite://")
+        .and_then(|p| p.split('?').next())
+        .unwrap();
+    let header = std::fs::read(path).unwrap();
+    assert_eq!(&header[..16], b"SQLite format 3\0");
+    assert_eq!((header[18], header[19]), (2, 2), "not in WAL mode");
+}
+
+/// One access-log line per request only when `ormcache_demo::access` is at `debug`;
+/// at `info` (the binary's filter when `RUST_LOG` is unset) none. (The other tests
+/// run with `ormcache=debug`, which matches the `ormcache_demo` targets too.)
+#[tokio::test]
+async fn the_access_log_is_off_by_default_and_on_at_debug() {
+    let db = TestDb::sqlite();
+    let quiet = Demo::start("access-off", &DemoEnv::new(&db).rust_log("info")).await;
+    quiet.get("/users/424242").await.expect(404);
+    quiet.get("/health").await.expect(200);
+    let log = quiet.log();
+    assert!(!log.contains("/users/424242"), "{log}");
+    drop(quiet);
+
+    let env = DemoEnv::new(&db).rust_log("info,ormcache_demo::access=debug");
+    let loud = Demo::start("access-on", &env).await;
+    loud.get("/users/424242").await.expect(404);
+    support::eventually("the access line of GET /users/424242", || async {
+        let log = loud.log();
+        log.lines()
+            .any(|l| {
+                l.contains("ormcache_demo::access")
+                    && l.contains("/users/424242")
+                    && l.contains("status=404")
+            })
+            .then_some(())
+    })
+    .await;
+}

@@ -138,6 +138,8 @@ pub struct DemoEnv {
     pub database_url: String,
     pub redis_url: Option<String>,
     pub prefix: Option<String>,
+    /// `RUST_LOG` (default `info,ormcache=debug`).
+    pub rust_log: Option<String>,
 }
 
 impl DemoEnv {
@@ -151,6 +153,11 @@ impl DemoEnv {
     pub fn redis(mut self, url: String, prefix: &str) -> Self {
         self.redis_url = Some(url);
         self.prefix = Some(prefix.to_owned());
+        self
+    }
+
+    pub fn rust_log(mut self, filter: &str) -> Self {
+        self.rust_log = Some(filter.to_owned());
         self
     }
 }
@@ -175,7 +182,10 @@ impl Demo {
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("DATABASE_URL", &env.database_url)
-            .env("RUST_LOG", "info,ormcache=debug")
+            .env(
+                "RUST_LOG",
+                env.rust_log.as_deref().unwrap_or("info,ormcache=debug"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

@@ -704,13 +704,18 @@ where
         Ok(())
     }
 
-    /// Both steps run even if the first fails; the first error is returned.
+    /// Both steps run even if one fails; the row's error is returned first. They run
+    /// concurrently (two writes in flight on the multiplexed connection: a save costs
+    /// one round trip of latency, not two); each is a whole invalidation of its own,
+    /// and both happen after the database write, so their order does not matter.
     async fn evict_here(&self, key: Option<&str>) -> Result<()> {
-        let row = match key {
-            Some(key) => self.cache.delete(key).await.map(drop),
-            None => Ok(()),
+        let row = async {
+            match key {
+                Some(key) => self.cache.delete(key).await.map(drop),
+                None => Ok(()),
+            }
         };
-        let pages = self.invalidate_lists().await;
+        let (row, pages) = tokio::join!(row, self.invalidate_lists());
         row.and(pages)
     }
 }
