@@ -238,6 +238,7 @@ mod hybrid;
 mod key;
 mod local;
 mod memo;
+mod observe;
 #[doc(hidden)]
 pub mod __private {
     //! Used by `#[cached]`'s expansion; not a public API.

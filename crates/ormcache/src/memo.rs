@@ -365,6 +365,8 @@ pub(crate) struct FillTicket {
 /// What a cache provides so that [`run`] can read through it.
 pub(crate) trait Fill: Clone + Send + Sync + 'static {
     fn flights(&self) -> &Flights;
+    /// Loader and lock metrics (feature `metrics`).
+    fn meter(&self) -> &crate::observe::MemoMeter;
     /// The value (and, with `with_ttl`, its remaining TTL). Redis failures are a
     /// miss (counted).
     fn lookup<T: CacheValue>(
@@ -597,18 +599,20 @@ where
             // Near expiry: one caller per process refreshes inline, the rest keep
             // the current value; with `lock`, one per cluster.
             let Some(lead) = cache.flights().try_lead(&format!("\u{0}refresh\u{0}{key}")) else {
+                cache.meter().stale_refresh.increment(1);
                 return Ok(v);
             };
             let mut held = acquire(cache, key, options.lock_ttl, options.lock, &options.tags).await;
             if held.ticket.contended {
                 drop(lead);
+                cache.meter().stale_refresh.increment(1);
                 return Ok(v);
             }
             if let (Some(lease), Some(left)) = (held.ticket.lease.as_mut(), remaining) {
                 let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
                 lease.refresh_of = Some(ms.saturating_add(1));
             }
-            return match loader().await {
+            return match load(cache.meter(), loader).await {
                 Ok(fresh) => {
                     let fresh = Arc::new(fresh);
                     held.store(&fresh, ttl, options).await;
@@ -618,6 +622,7 @@ where
                 Err(_) => {
                     // A failed refresh keeps serving the current value.
                     held.release().await;
+                    cache.meter().stale_refresh.increment(1);
                     Ok(v)
                 }
             };
@@ -676,7 +681,7 @@ where
                 let ready = if held.ticket.contended {
                     // Another process is computing: wait for its value, bounded.
                     drop(held);
-                    wait_for_holder::<C, T>(cache, key, options).await
+                    lock_wait(cache.meter(), wait_for_holder::<C, T>(cache, key, options)).await
                 } else if options.lock {
                     after_lock::<C, T>(key, held).await
                 } else {
@@ -689,7 +694,7 @@ where
                     }
                     Err(own) => own,
                 };
-                return match loader().await {
+                return match load(cache.meter(), loader).await {
                     Ok(v) => {
                         let v = Arc::new(v);
                         held.store(&v, ttl, options).await;
@@ -706,6 +711,57 @@ where
             }
         }
     }
+}
+
+/// Runs the loader in a `debug` span (`ormcache.load`, with its outcome and time),
+/// counting the run, its errors and its duration.
+async fn load<T, E, F, Fut>(meter: &crate::observe::MemoMeter, loader: F) -> Result<T, E>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let span = tracing::debug_span!(
+        "ormcache.load",
+        outcome = tracing::field::Empty,
+        elapsed_us = tracing::field::Empty
+    );
+    meter.loader_runs.increment(1);
+    let start = crate::observe::timed(&span);
+    let result = tracing::Instrument::instrument(loader(), span.clone()).await;
+    if result.is_err() {
+        meter.loader_errors.increment(1);
+    }
+    if let Some(start) = start {
+        let took = start.elapsed();
+        meter.loader_seconds.record(took.as_secs_f64());
+        span.record("outcome", if result.is_ok() { "ok" } else { "error" });
+        span.record("elapsed_us", u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+    result
+}
+
+/// Waits for another process's lock holder in a `debug` span
+/// (`ormcache.lock_wait`, with whether the value came and the time waited).
+async fn lock_wait<V, H, Fut>(meter: &crate::observe::MemoMeter, wait: Fut) -> Result<V, H>
+where
+    Fut: Future<Output = Result<V, H>>,
+{
+    let span = tracing::debug_span!(
+        "ormcache.lock_wait",
+        outcome = tracing::field::Empty,
+        elapsed_us = tracing::field::Empty
+    );
+    meter.lock_waits.increment(1);
+    let start = crate::observe::timed(&span);
+    let result = tracing::Instrument::instrument(wait, span.clone()).await;
+    if let Some(start) = start {
+        let took = start.elapsed();
+        meter.lock_wait_seconds.record(took.as_secs_f64());
+        // `value`: the holder's value arrived; `own_load`: this call loads itself.
+        span.record("outcome", if result.is_ok() { "value" } else { "own_load" });
+        span.record("elapsed_us", u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+    result
 }
 
 /// Right after taking the lock: the value, if a holder in another process stored

@@ -290,7 +290,9 @@ impl DistributedCache {
             next_pubsub: AtomicUsize::new(0),
             slot_tags,
             flights: crate::memo::Flights::default(),
-            breaker: Breaker::new(config.breaker),
+            breaker: Breaker::new(config.breaker).metered(crate::observe::BreakerMeter::new(
+                &std::sync::Arc::from(config.key_prefix.as_str()),
+            )),
             health: health::Health::default(),
             conns,
             next: AtomicUsize::new(0),
@@ -301,7 +303,7 @@ impl DistributedCache {
             default_ttl: config.default_ttl,
             timeout: config.command_timeout,
             return_decode_errors: config.return_decode_errors,
-            counters: Counters::default(),
+            counters: Counters::metered(&std::sync::Arc::from(config.key_prefix.as_str())),
             closed: AtomicBool::new(false),
             address,
             tasks: crate::tasks::Tasks::default(),
@@ -377,6 +379,7 @@ impl DistributedCache {
 
     fn fail(&self, err: Error) -> Error {
         self.inner.counters.add(Stat::Error, 1);
+        self.inner.counters.meter.level.error(err.kind());
         err
     }
 
@@ -442,16 +445,29 @@ impl DistributedCache {
             .inner
             .timeout
             .saturating_add(BATCH_ALLOWANCE.saturating_mul(extra));
-        let reply = tokio::time::timeout(timeout, async {
-            match req {
-                Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
-                Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
-                Request::On(node, c) => conn
-                    .on_node(node, c)
-                    .await
-                    .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
-            }
-        })
+        // One span per round trip (`debug`): the operation and the key prefix,
+        // never a key or a value; the outcome and the time once it is known.
+        let span = tracing::debug_span!(
+            "ormcache.redis",
+            op,
+            prefix = %self.inner.prefix,
+            outcome = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let start = crate::observe::timed(&span);
+        let reply = tracing::Instrument::instrument(
+            tokio::time::timeout(timeout, async {
+                match req {
+                    Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
+                    Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
+                    Request::On(node, c) => conn
+                        .on_node(node, c)
+                        .await
+                        .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
+                }
+            }),
+            span.clone(),
+        )
         .await;
         let result = match reply {
             Ok(Ok(v)) => Ok(v),
@@ -461,6 +477,19 @@ impl DistributedCache {
                     .with_detail(format!("no reply within {timeout:?}")),
             )),
         };
+        if let Some(start) = start {
+            let took = start.elapsed();
+            self.inner.counters.meter.round_trip(op, took);
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => crate::observe::kind_label(e.kind()),
+            };
+            span.record("outcome", outcome);
+            span.record(
+                "elapsed_us",
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            );
+        }
         // (Dropped before this point, the permit gives back a probe slot it holds.)
         match &result {
             Ok(_) => permit.success(),
@@ -491,12 +520,17 @@ impl DistributedCache {
         match self.inner.encoding.decode_for(op, Some(key), bytes) {
             Ok(v) => {
                 c.add(Stat::Hit, 1);
+                if crate::observe::is_null_bytes(bytes) {
+                    c.meter.level.negative_hits.increment(1);
+                }
                 Ok(Some(Arc::new(v)))
             }
             Err(e) => {
                 c.add(Stat::Miss, 1);
                 c.add(Stat::Error, 1);
                 c.decode_errors.fetch_add(1, Relaxed);
+                c.meter.level.error(ErrorKind::Decode);
+                c.meter.decode_errors.increment(1);
                 tracing::warn!(error = %e, "undecodable cache entry counted as a miss");
                 if self.inner.return_decode_errors {
                     Err(e)

@@ -30,6 +30,21 @@ impl Inner {
     /// How long after its last message or acknowledgement a peer still counts as
     /// live: three heartbeat intervals plus the command timeout (a loaded peer's
     /// heartbeats run late; waiting for a dead one costs at most one timeout).
+    /// Sets the gauges that are states rather than events: the stream, the peers
+    /// (from the heartbeat task; nothing without metrics).
+    pub(super) fn observe_gauges(&self, now: Instant) {
+        if !crate::observe::ON {
+            return;
+        }
+        let coherent = self.coherent.load(SeqCst);
+        self.meter.coherent.set(if coherent { 1.0 } else { 0.0 });
+        if let Ok(p) = self.peers.lock() {
+            let (live, unresponsive) = p.count(self.liveness_window(), now);
+            self.meter.peers.set(live as f64);
+            self.meter.peers_unresponsive.set(unresponsive as f64);
+        }
+    }
+
     pub(super) fn liveness_window(&self) -> Duration {
         self.heartbeat_interval
             .saturating_mul(3)
@@ -44,6 +59,7 @@ impl Inner {
         let Some(timeout) = self.confirm_timeout else {
             return;
         };
+        let started = Instant::now();
         if !self.coherent.load(SeqCst) {
             return;
         }
@@ -71,6 +87,7 @@ impl Inner {
             }
             if waiting.is_empty() {
                 self.counters.confirmed.fetch_add(1, Relaxed);
+                self.meter.inv_lag.record(started.elapsed().as_secs_f64());
                 return;
             }
             if !self.coherent.load(SeqCst) {

@@ -117,6 +117,9 @@ impl HybridBuilder {
         };
         let channel = format!("{}:{}:inv", self.l2.prefix(), key::RESERVED_NAMESPACE);
         let id = random_token();
+        let cache: Arc<str> = Arc::from(self.l2.prefix());
+        // The L1 reports under this prefix (unless it was used on its own before).
+        self.l1.name_metrics(&cache);
         let inner = Arc::new(Inner {
             id,
             ack_channel: ack::ack_channel(&channel, id),
@@ -136,7 +139,8 @@ impl HybridBuilder {
             resubscribe: Arc::new(Notify::new()),
             own_heartbeat: Mutex::new(Instant::now()),
             identity: Mutex::new(None),
-            counters: Counters::default(),
+            counters: Counters::metered(&cache),
+            meter: crate::observe::HybridMeter::new(&cache),
             tasks: crate::tasks::Tasks::default(),
             degraded_max_age: self.degraded_max_age,
             l1_max_ttl: self.l1_max_ttl,

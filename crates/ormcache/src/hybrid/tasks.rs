@@ -105,6 +105,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
             .publish("heartbeat", &inner.notice(Op::Heartbeat))
             .await;
         let now = Instant::now();
+        inner.observe_gauges(now);
         if inner.coherent.load(SeqCst) {
             let silent = inner
                 .own_heartbeat
@@ -187,6 +188,7 @@ impl Inner {
         let (hello, _) = self.numbered_notice(Op::Heartbeat, Lifecycle::Joined);
         self.l2.publish("heartbeat", &hello).await?;
         self.coherent.store(true, SeqCst);
+        self.meter.coherent.set(1.0);
         Ok(())
     }
 

@@ -135,6 +135,7 @@ impl QueryCacheBuilder {
         let builder = moka::sync::Cache::builder()
             .expire_after(PerEntryExpiry)
             .eviction_listener(move |_k, _v, cause| {
+                listener_counters.meter.get().evicted(cause);
                 if cause == RemovalCause::Size {
                     listener_counters.evictions.fetch_add(1, Relaxed);
                 }

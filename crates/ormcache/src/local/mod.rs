@@ -391,10 +391,10 @@ impl QueryCache {
             self.remove_if(&stored_key, |e| Arc::ptr_eq(&e.meta, &meta));
             return false;
         }
+        let map = &self.inner.map;
         self.inner
             .counters
-            .sets
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .set(|| (map.entry_count(), map.weighted_size()));
         true
     }
 
@@ -489,7 +489,11 @@ impl QueryCache {
     /// ```
     pub fn delete_sync(&self, key: &str) -> bool {
         self.inner.epochs.bump(key);
-        self.remove_locked(key)
+        let removed = self.remove_locked(key);
+        if removed {
+            self.inner.counters.deleted();
+        }
+        removed
     }
 
     /// Whether `key` holds a live entry (of any type) ([`exists`](Self::exists) is
@@ -588,6 +592,10 @@ impl QueryCache {
 impl Fill for QueryCache {
     fn flights(&self) -> &Flights {
         &self.inner.flights
+    }
+
+    fn meter(&self) -> &crate::observe::MemoMeter {
+        &self.inner.counters.meter.get().memo
     }
 
     async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
