@@ -735,7 +735,10 @@ where
         let took = start.elapsed();
         meter.loader_seconds.record(took.as_secs_f64());
         span.record("outcome", if result.is_ok() { "ok" } else { "error" });
-        span.record("elapsed_us", u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        span.record(
+            "elapsed_us",
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
     }
     result
 }
@@ -759,7 +762,10 @@ where
         meter.lock_wait_seconds.record(took.as_secs_f64());
         // `value`: the holder's value arrived; `own_load`: this call loads itself.
         span.record("outcome", if result.is_ok() { "value" } else { "own_load" });
-        span.record("elapsed_us", u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        span.record(
+            "elapsed_us",
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
     }
     result
 }

@@ -306,7 +306,10 @@ impl LevelMeter {
     #[inline]
     pub(crate) fn error(&self, kind: ErrorKind) {
         let label = kind_label(kind);
-        let i = KINDS.iter().position(|k| *k == label).unwrap_or(KINDS.len() - 1);
+        let i = KINDS
+            .iter()
+            .position(|k| *k == label)
+            .unwrap_or(KINDS.len() - 1);
         self.errors[i].increment(1);
     }
 

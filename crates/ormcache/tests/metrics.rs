@@ -185,7 +185,10 @@ async fn l1_counts_hits_misses_mismatches_sets_deletes_and_evictions_by_cause() 
     }
     let size = l1.get_stats_sync().size;
     assert!(size <= 10, "{size}");
-    assert_eq!(read("ormcache_l1_entries", &[("cache", "local")]), size as f64);
+    assert_eq!(
+        read("ormcache_l1_entries", &[("cache", "local")]),
+        size as f64
+    );
     assert!(
         read(
             "ormcache_l1_evictions_total",
@@ -202,7 +205,11 @@ async fn breaker_transitions_and_connection_errors_on_a_killed_server() {
     let cache = DistributedCache::create(
         config(&server, p)
             .socket_timeout(Duration::from_millis(100))
-            .circuit_breaker(BreakerConfig::new().threshold(2).cooldown(Duration::from_secs(60))),
+            .circuit_breaker(
+                BreakerConfig::new()
+                    .threshold(2)
+                    .cooldown(Duration::from_secs(60)),
+            ),
     )
     .await
     .unwrap();
@@ -279,7 +286,9 @@ async fn loader_runs_errors_and_lock_waits() {
 
 async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
     let l1 = QueryCache::new(1_000, Duration::from_secs(60)).unwrap();
-    let l2 = DistributedCache::create(config(server, prefix)).await.unwrap();
+    let l2 = DistributedCache::create(config(server, prefix))
+        .await
+        .unwrap();
     let c = HybridCache::builder(l1, l2)
         .heartbeat_interval(Duration::from_millis(100))
         .build()
