@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::field::Empty;
 
 use crate::cache::CacheValue;
 use crate::error::{Error, Result};
@@ -720,25 +721,15 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let span = tracing::debug_span!(
-        "ormcache.load",
-        outcome = tracing::field::Empty,
-        elapsed_us = tracing::field::Empty
-    );
     meter.loader_runs.increment(1);
-    let start = crate::observe::timed(&span);
-    let result = tracing::Instrument::instrument(loader(), span.clone()).await;
+    let span = tracing::debug_span!("ormcache.load", outcome = Empty, elapsed_us = Empty);
+    let result = observed(span, &meter.loader_seconds, loader(), |r| match r {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    })
+    .await;
     if result.is_err() {
         meter.loader_errors.increment(1);
-    }
-    if let Some(start) = start {
-        let took = start.elapsed();
-        meter.loader_seconds.record(took.as_secs_f64());
-        span.record("outcome", if result.is_ok() { "ok" } else { "error" });
-        span.record(
-            "elapsed_us",
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-        );
     }
     result
 }
@@ -749,19 +740,30 @@ async fn lock_wait<V, H, Fut>(meter: &crate::observe::MemoMeter, wait: Fut) -> R
 where
     Fut: Future<Output = Result<V, H>>,
 {
-    let span = tracing::debug_span!(
-        "ormcache.lock_wait",
-        outcome = tracing::field::Empty,
-        elapsed_us = tracing::field::Empty
-    );
     meter.lock_waits.increment(1);
+    let span = tracing::debug_span!("ormcache.lock_wait", outcome = Empty, elapsed_us = Empty);
+    // `value`: the holder's value arrived; `own_load`: this call loads itself.
+    observed(span, &meter.lock_wait_seconds, wait, |r| match r {
+        Ok(_) => "value",
+        Err(_) => "own_load",
+    })
+    .await
+}
+
+/// Runs `fut` in `span`, then records its time in `seconds` and on the span with
+/// its `outcome` (no clock read when neither records).
+async fn observed<R>(
+    span: tracing::Span,
+    seconds: &crate::observe::Histogram,
+    fut: impl Future<Output = R>,
+    outcome: impl FnOnce(&R) -> &'static str,
+) -> R {
     let start = crate::observe::timed(&span);
-    let result = tracing::Instrument::instrument(wait, span.clone()).await;
+    let result = tracing::Instrument::instrument(fut, span.clone()).await;
     if let Some(start) = start {
         let took = start.elapsed();
-        meter.lock_wait_seconds.record(took.as_secs_f64());
-        // `value`: the holder's value arrived; `own_load`: this call loads itself.
-        span.record("outcome", if result.is_ok() { "value" } else { "own_load" });
+        seconds.record(took.as_secs_f64());
+        span.record("outcome", outcome(&result));
         span.record(
             "elapsed_us",
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),

@@ -9,10 +9,12 @@ mod hybrid_confirmed_write;
 mod hybrid_invalidation;
 mod hybrid_l1_get;
 mod l1_get;
+mod l1_get_metrics;
 mod l1_get_under_invalidation;
 mod l2_get;
 mod l2_set;
 mod outage;
+mod span_disabled;
 mod stampede;
 mod tag_vs_pattern;
 
@@ -88,12 +90,28 @@ pub(crate) const ALL: &[Scenario] = &[
         run: l1_get::l1_get,
     },
     Scenario {
+        name: "l1_get_metrics",
+        baseline: "the same hit, handles not recording",
+        needs_redis: false,
+        goal_ratio: Some(0.909),
+        goal_p99_us: None,
+        run: l1_get_metrics::l1_get_metrics,
+    },
+    Scenario {
         name: "l1_get_under_invalidation",
         baseline: "the same hits, no invalidation",
         needs_redis: false,
         goal_ratio: Some(0.9),
         goal_p99_us: None,
         run: l1_get_under_invalidation::l1_get_under_invalidation,
+    },
+    Scenario {
+        name: "span_disabled",
+        baseline: "the same ready future, no span",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: span_disabled::span_disabled,
     },
     Scenario {
         name: "hybrid_l1_get",

@@ -23,6 +23,9 @@ const TENANT_NAMESPACE: &str = "__oc:t:";
 /// Extra time a batch gets per command or argument past the first few.
 const BATCH_ALLOWANCE: Duration = Duration::from_micros(50);
 
+/// How often, at most, undecodable entries are logged (with their count).
+const DECODE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// SCAN batch size for pattern clears and key counting.
 const SCAN_COUNT: usize = 1000;
 /// `keys_count` samples at most this many SCAN pages before estimating.
@@ -82,6 +85,9 @@ struct Inner {
     timeout: Duration,
     return_decode_errors: bool,
     counters: Counters,
+    /// Undecodable entries met, for the aggregated warning (one line per
+    /// interval, not one per read).
+    decode_log: crate::coherence::Tally,
     closed: AtomicBool,
     address: String,
     tasks: crate::tasks::Tasks,
@@ -304,6 +310,7 @@ impl DistributedCache {
             timeout: config.command_timeout,
             return_decode_errors: config.return_decode_errors,
             counters: Counters::metered(&std::sync::Arc::from(config.key_prefix.as_str())),
+            decode_log: crate::coherence::Tally::default(),
             closed: AtomicBool::new(false),
             address,
             tasks: crate::tasks::Tasks::default(),
@@ -531,7 +538,19 @@ impl DistributedCache {
                 c.decode_errors.fetch_add(1, Relaxed);
                 c.meter.level.error(ErrorKind::Decode);
                 c.meter.decode_errors.increment(1);
-                tracing::warn!(error = %e, "undecodable cache entry counted as a miss");
+                // Every read of a bad entry meets it again: one line per interval.
+                if let Some(n) = self
+                    .inner
+                    .decode_log
+                    .count(DECODE_LOG_EVERY, std::time::Instant::now())
+                {
+                    tracing::warn!(
+                        count = n,
+                        every = ?DECODE_LOG_EVERY,
+                        error = %e,
+                        "undecodable cache entries counted as misses (count since the previous line)"
+                    );
+                }
                 if self.inner.return_decode_errors {
                     Err(e)
                 } else {

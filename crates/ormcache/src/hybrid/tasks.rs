@@ -85,6 +85,7 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         }
         if let Some(inner) = weak.upgrade() {
             inner.coherent.store(false, SeqCst);
+            inner.meter.coherent.set(0.0);
             tracing::warn!(channel = %inner.channel, "invalidation stream lost: L1 degraded until it is back");
         }
     }
