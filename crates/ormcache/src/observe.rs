@@ -97,12 +97,15 @@ pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::ValueTooLarge => "value_too_large",
         ErrorKind::InvalidInput => "invalid_input",
         ErrorKind::Server => "server",
-        _ => "other",
+        ErrorKind::Closed => "closed",
+        ErrorKind::Auth => "auth",
+        ErrorKind::NoPermission => "no_permission",
     }
 }
 
-/// The kinds with a handle of their own; anything else counts as `other`.
-const KINDS: [&str; 9] = [
+/// The kind labels, one handle each (`kind_label` is exhaustive: a new kind
+/// must be named here too, which a unit test checks).
+const KINDS: [&str; 11] = [
     "connection",
     "timeout",
     "circuit_open",
@@ -111,7 +114,9 @@ const KINDS: [&str; 9] = [
     "value_too_large",
     "invalid_input",
     "server",
-    "other",
+    "closed",
+    "auth",
+    "no_permission",
 ];
 
 #[cfg(feature = "metrics")]
@@ -316,7 +321,7 @@ impl LevelMeter {
     /// A type mismatch on the L1: counted as an error of kind `decode`.
     #[inline]
     pub(crate) fn mismatch(&self) {
-        self.errors[4].increment(1);
+        self.error(ErrorKind::Decode);
     }
 }
 
@@ -547,4 +552,51 @@ pub(crate) fn timed(span: &tracing::Span) -> Option<std::time::Instant> {
 #[inline]
 pub(crate) fn is_null_bytes(bytes: &[u8]) -> bool {
     bytes == b"null" || bytes == [0x01, 0xc0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(not(feature = "metrics"))]
+    fn without_the_feature_the_handles_take_no_space() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<L1Cell>(), 0);
+        assert_eq!(size_of::<L2Meter>(), 0);
+        assert_eq!(size_of::<HybridMeter>(), 0);
+        assert_eq!(size_of::<BreakerMeter>(), 0);
+        assert_eq!(size_of::<Counted>(), size_of::<AtomicU64>());
+    }
+
+    #[test]
+    fn every_kind_label_has_its_own_handle() {
+        for kind in [
+            ErrorKind::Connection,
+            ErrorKind::Timeout,
+            ErrorKind::CircuitOpen,
+            ErrorKind::Encode,
+            ErrorKind::Decode,
+            ErrorKind::ValueTooLarge,
+            ErrorKind::InvalidInput,
+            ErrorKind::Server,
+            ErrorKind::Closed,
+            ErrorKind::Auth,
+            ErrorKind::NoPermission,
+        ] {
+            let label = kind_label(kind);
+            assert_ne!(label, "other", "{kind:?}");
+            assert!(KINDS.contains(&label), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_cached_none_is_recognised_in_both_codecs() {
+        use crate::codec::{Codec, Encoding};
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let e = Encoding::new(codec);
+            assert!(is_null_bytes(&e.encode(&None::<u32>).unwrap()), "{codec:?}");
+            assert!(!is_null_bytes(&e.encode(&Some(0u32)).unwrap()), "{codec:?}");
+        }
+    }
 }

@@ -14,8 +14,8 @@ use std::hint::black_box;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use ormcache::QueryCache;
 
-use super::{Env, L1_OPS, LATENCY_SAMPLES, ROUNDS, Result, Row, TTL, row};
-use crate::stats::{Measured, alternate, sample_each, tight_loop};
+use super::{Env, Result, Row, TTL, row, tight_pair};
+use crate::stats::Measured;
 
 pub(super) fn l1_get_metrics(_env: &Env) -> Result<Measured> {
     const KEY: &str = "row:1";
@@ -28,20 +28,14 @@ pub(super) fn l1_get_metrics(_env: &Env) -> Result<Measured> {
     let silent = QueryCache::new(10_000, TTL)?;
     silent.set_sync(KEY, row(), None)?;
 
-    let mut ours_get = || {
-        black_box(ours.get_sync::<Row>(black_box(KEY)));
-    };
-    let mut silent_get = || {
-        black_box(silent.get_sync::<Row>(black_box(KEY)));
-    };
-    let (ours_rounds, baseline) = alternate(
-        ROUNDS,
-        || tight_loop(L1_OPS, &mut ours_get),
-        || tight_loop(L1_OPS, &mut silent_get),
+    let measured = tight_pair(
+        || {
+            black_box(ours.get_sync::<Row>(black_box(KEY)));
+        },
+        || {
+            black_box(silent.get_sync::<Row>(black_box(KEY)));
+        },
     );
-    let ours_latency = sample_each(LATENCY_SAMPLES, &mut ours_get);
-    let baseline_latency = sample_each(LATENCY_SAMPLES, &mut silent_get);
-
     // The hits were recorded, every one of them.
     let hits = ours.get_stats_sync().hits;
     let recorded = recorded_hits(&handle.render());
@@ -51,13 +45,7 @@ pub(super) fn l1_get_metrics(_env: &Env) -> Result<Measured> {
         )
         .into());
     }
-    Ok(Measured {
-        ours: ours_rounds,
-        baseline,
-        ours_latency: Some(ours_latency),
-        baseline_latency: Some(baseline_latency),
-        ..Measured::default()
-    })
+    Ok(measured)
 }
 
 /// The value of `ormcache_hits_total{…level="l1"…}` in a Prometheus text page.

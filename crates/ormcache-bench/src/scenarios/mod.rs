@@ -333,3 +333,20 @@ fn median_ms(rounds: &[Round]) -> f64 {
         3,
     )
 }
+
+/// A tight-loop scenario measured the way `l1_get` is: alternating rounds of
+/// [`L1_OPS`] operations per side, then a latency pass of each.
+fn tight_pair(mut ours: impl FnMut(), mut baseline: impl FnMut()) -> Measured {
+    let (ours_rounds, baseline_rounds) = crate::stats::alternate(
+        ROUNDS,
+        || crate::stats::tight_loop(L1_OPS, &mut ours),
+        || crate::stats::tight_loop(L1_OPS, &mut baseline),
+    );
+    Measured {
+        ours: ours_rounds,
+        baseline: baseline_rounds,
+        ours_latency: Some(crate::stats::sample_each(LATENCY_SAMPLES, &mut ours)),
+        baseline_latency: Some(crate::stats::sample_each(LATENCY_SAMPLES, &mut baseline)),
+        ..Measured::default()
+    }
+}

@@ -16,8 +16,8 @@ use std::hint::black_box;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use super::{Env, L1_OPS, LATENCY_SAMPLES, ROUNDS, Result};
-use crate::stats::{Measured, alternate, sample_each, tight_loop};
+use super::{Env, Result, tight_pair};
+use crate::stats::Measured;
 
 pub(super) fn span_disabled(_env: &Env) -> Result<Measured> {
     let subscriber = tracing_subscriber::fmt()
@@ -29,7 +29,7 @@ pub(super) fn span_disabled(_env: &Env) -> Result<Measured> {
         if tracing::enabled!(tracing::Level::DEBUG) {
             return Err("span_disabled: debug is enabled".into());
         }
-        let mut ours = || {
+        let ours = || {
             let span = tracing::debug_span!(
                 "ormcache.redis",
                 op = black_box("get"),
@@ -46,22 +46,9 @@ pub(super) fn span_disabled(_env: &Env) -> Result<Measured> {
             }
             black_box(reply);
         };
-        let mut bare = || {
+        let bare = || {
             black_box(ready(black_box(1u64)).now_or_never());
         };
-        let (ours_rounds, baseline) = alternate(
-            ROUNDS,
-            || tight_loop(L1_OPS, &mut ours),
-            || tight_loop(L1_OPS, &mut bare),
-        );
-        let ours_latency = sample_each(LATENCY_SAMPLES, &mut ours);
-        let baseline_latency = sample_each(LATENCY_SAMPLES, &mut bare);
-        Ok(Measured {
-            ours: ours_rounds,
-            baseline,
-            ours_latency: Some(ours_latency),
-            baseline_latency: Some(baseline_latency),
-            ..Measured::default()
-        })
+        Ok(tight_pair(ours, bare))
     })
 }
