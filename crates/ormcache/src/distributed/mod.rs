@@ -290,15 +290,16 @@ impl DistributedCache {
             slot_tags,
         } = link;
 
+        // The `cache` label of this cache's metrics.
+        let metric_label: Arc<str> = Arc::from(config.key_prefix.as_str());
         let inner = Arc::new(Inner {
             namespaced: config.namespaced,
             pubsub,
             next_pubsub: AtomicUsize::new(0),
             slot_tags,
             flights: crate::memo::Flights::default(),
-            breaker: Breaker::new(config.breaker).metered(crate::observe::BreakerMeter::new(
-                &std::sync::Arc::from(config.key_prefix.as_str()),
-            )),
+            breaker: Breaker::new(config.breaker)
+                .metered(crate::observe::BreakerMeter::new(&metric_label)),
             health: health::Health::default(),
             conns,
             next: AtomicUsize::new(0),
@@ -309,7 +310,7 @@ impl DistributedCache {
             default_ttl: config.default_ttl,
             timeout: config.command_timeout,
             return_decode_errors: config.return_decode_errors,
-            counters: Counters::metered(&std::sync::Arc::from(config.key_prefix.as_str())),
+            counters: Counters::metered(&metric_label),
             decode_log: crate::coherence::Tally::default(),
             closed: AtomicBool::new(false),
             address,

@@ -27,9 +27,6 @@ pub(super) fn ack_channel(channel: &str, sender: u64) -> String {
 }
 
 impl Inner {
-    /// How long after its last message or acknowledgement a peer still counts as
-    /// live: three heartbeat intervals plus the command timeout (a loaded peer's
-    /// heartbeats run late; waiting for a dead one costs at most one timeout).
     /// Sets the gauges that are states rather than events: the stream, the peers
     /// (from the heartbeat task; nothing without metrics).
     pub(super) fn observe_gauges(&self, now: Instant) {
@@ -45,6 +42,9 @@ impl Inner {
         }
     }
 
+    /// How long after its last message or acknowledgement a peer still counts as
+    /// live: three heartbeat intervals plus the command timeout (a loaded peer's
+    /// heartbeats run late; waiting for a dead one costs at most one timeout).
     pub(super) fn liveness_window(&self) -> Duration {
         self.heartbeat_interval
             .saturating_mul(3)
@@ -59,7 +59,8 @@ impl Inner {
         let Some(timeout) = self.confirm_timeout else {
             return;
         };
-        let started = Instant::now();
+        // For `ormcache_invalidation_lag_seconds` (no clock read without metrics).
+        let started = crate::observe::ON.then(Instant::now);
         if !self.coherent.load(SeqCst) {
             return;
         }
@@ -87,7 +88,9 @@ impl Inner {
             }
             if waiting.is_empty() {
                 self.counters.confirmed.fetch_add(1, Relaxed);
-                self.meter.inv_lag.record(started.elapsed().as_secs_f64());
+                if let Some(t) = started {
+                    self.meter.inv_lag.record(t.elapsed().as_secs_f64());
+                }
                 return;
             }
             if !self.coherent.load(SeqCst) {
