@@ -547,6 +547,26 @@ pub(crate) fn timed(span: &tracing::Span) -> Option<std::time::Instant> {
     (ON || !span.is_disabled()).then(std::time::Instant::now)
 }
 
+/// Whether `value` serializes as JSON `null` (a cached "not found"): stops at the
+/// fifth byte written, so a large value costs its first write only.
+pub(crate) fn serializes_to_null<T: serde::Serialize + ?Sized>(value: &T) -> bool {
+    struct First(Vec<u8>);
+    impl std::io::Write for First {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + buf.len() > 4 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut first = First(Vec::with_capacity(4));
+    serde_json::to_writer(&mut first, value).is_ok() && first.0 == b"null"
+}
+
 /// Whether `bytes` (an L2 value as stored) is a cached "not found": JSON `null`
 /// or MessagePack nil behind the one-byte header.
 #[inline]
@@ -567,6 +587,20 @@ mod tests {
         assert_eq!(size_of::<HybridMeter>(), 0);
         assert_eq!(size_of::<BreakerMeter>(), 0);
         assert_eq!(size_of::<Counted>(), size_of::<AtomicU64>());
+    }
+
+    #[test]
+    fn none_and_unit_serialize_to_null_and_nothing_else_does() {
+        assert!(serializes_to_null(&None::<String>));
+        assert!(serializes_to_null(&()));
+        for v in [
+            serde_json::json!(0),
+            serde_json::json!("null"),
+            serde_json::json!([null]),
+        ] {
+            assert!(!serializes_to_null(&v), "{v}");
+        }
+        assert!(!serializes_to_null(&Some(vec![1u8; 1000])));
     }
 
     #[test]

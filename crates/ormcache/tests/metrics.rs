@@ -161,9 +161,12 @@ async fn l1_counts_hits_misses_mismatches_sets_deletes_and_evictions_by_cause() 
     assert_eq!(l1.get_sync::<String>("a"), None); // another type
     assert!(l1.delete_sync("a"));
     assert!(!l1.delete_sync("a"));
-    assert_eq!(m("ormcache_hits_total"), 1.0);
+    l1.set_sync("none", None::<u32>, None).unwrap();
+    assert_eq!(l1.get_sync::<Option<u32>>("none").as_deref(), Some(&None));
+    assert_eq!(m("ormcache_hits_total"), 2.0);
+    assert_eq!(m("ormcache_negative_hits_total"), 1.0);
     assert_eq!(m("ormcache_misses_total"), 2.0);
-    assert_eq!(m("ormcache_sets_total"), 1.0);
+    assert_eq!(m("ormcache_sets_total"), 2.0);
     assert_eq!(m("ormcache_deletes_total"), 1.0);
     assert_eq!(
         read(

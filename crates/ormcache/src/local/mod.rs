@@ -58,6 +58,9 @@ struct Meta {
     /// When the value expires where it came from (a `HybridCache` L2 entry): early
     /// refresh decides on that, not on the shorter L1 lifetime.
     origin_expires_at: Option<Instant>,
+    /// A cached "not found" (`None`): its hits are also counted as such (found
+    /// only with the `metrics` feature; `false` without).
+    null: bool,
 }
 
 struct Inner {
@@ -244,6 +247,9 @@ impl QueryCache {
         match entry.value.downcast::<T>() {
             Ok(v) => {
                 c.hit();
+                if entry.meta.null {
+                    c.negative_hit();
+                }
                 Some(v)
             }
             Err(_) => {
@@ -330,6 +336,7 @@ impl QueryCache {
                 .map(|t| format!("{ns}{t}"))
                 .collect(),
         };
+        let null = crate::observe::ON && crate::observe::serializes_to_null(&*value);
         Entry {
             value,
             expires_at: now + ttl,
@@ -338,6 +345,7 @@ impl QueryCache {
                 stamp: self.inner.epochs.stamp(ticket, ns.as_deref(), &tags),
                 weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
                 origin_expires_at: origin_ttl.map(|t| now + t),
+                null,
             }),
         }
     }
@@ -604,6 +612,9 @@ impl Fill for QueryCache {
             Some(e) => match e.value.downcast::<T>() {
                 Ok(v) => {
                     c.hit();
+                    if e.meta.null {
+                        c.negative_hit();
+                    }
                     let left =
                         with_ttl.then(|| e.expires_at.saturating_duration_since(Instant::now()));
                     Lookup::Hit(v, left)

@@ -29,6 +29,11 @@ impl LocalCounters {
         self.meter.get().level.misses.increment(1);
     }
 
+    /// A hit on a cached "not found" (also counted by [`hit`](Self::hit)).
+    pub(super) fn negative_hit(&self) {
+        self.meter.get().level.negative_hits.increment(1);
+    }
+
     /// A value of another type: a miss, counted as such too.
     pub(super) fn mismatch(&self) {
         self.type_mismatches.fetch_add(1, Relaxed);
