@@ -247,7 +247,7 @@ impl QueryCache {
         match entry.value.downcast::<T>() {
             Ok(v) => {
                 c.hit();
-                if entry.meta.null {
+                if crate::observe::ON && entry.meta.null {
                     c.negative_hit();
                 }
                 Some(v)
@@ -612,7 +612,7 @@ impl Fill for QueryCache {
             Some(e) => match e.value.downcast::<T>() {
                 Ok(v) => {
                     c.hit();
-                    if e.meta.null {
+                    if crate::observe::ON && e.meta.null {
                         c.negative_hit();
                     }
                     let left =
