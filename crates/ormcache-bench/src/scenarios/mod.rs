@@ -9,6 +9,7 @@ mod hybrid_confirmed_write;
 mod hybrid_invalidation;
 mod hybrid_l1_get;
 mod l1_get;
+#[cfg(feature = "metrics")]
 mod l1_get_metrics;
 mod l1_get_under_invalidation;
 mod l2_get;
@@ -89,6 +90,7 @@ pub(crate) const ALL: &[Scenario] = &[
         goal_p99_us: None,
         run: l1_get::l1_get,
     },
+    #[cfg(feature = "metrics")]
     Scenario {
         name: "l1_get_metrics",
         baseline: "the same hit, handles not recording",
