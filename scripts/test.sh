@@ -44,8 +44,8 @@ cargo test --workspace --all-features --no-fail-fast
 # feature alone, and none: clippy on every target (the library, its tests, benches
 # and examples must compile and be lint-clean) and the unit tests. The integration
 # tests run once, above, with every feature: running them again per feature would
-# multiply the longest part of the suite by six for code they have already run.
-for features in "" macros cluster axum sea-orm tls sentinel; do
+# multiply the longest part of the suite by seven for code they have already run.
+for features in "" macros cluster axum sea-orm tls sentinel metrics; do
   label="${features:-no features}"
   echo "==> [$label] cargo clippy -p ormcache --all-targets"
   cargo clippy -p ormcache --no-default-features ${features:+--features "$features"} --all-targets -- -D warnings

@@ -14,6 +14,7 @@
 //! | `GET /health` | database and cache status |
 //! | `GET /cache/stats` | the cache's statistics, in the seed's shape |
 //! | `GET /cache/dashboard` | a live page of hit rates, latency, breaker, peers (polls `/cache/dashboard/snapshot`) |
+//! | `GET /metrics` | every `ormcache_…` metric, Prometheus text format |
 //! | `POST /users`, `GET /users?limit=&offset=` | create (201), list (`limit` 1–1000, default 100) |
 //! | `GET`, `PATCH`, `DELETE /users/{id}` | read (`X-Cache: HIT\|MISS`), partial update, delete |
 //! | the same under `/products` | |
@@ -31,6 +32,7 @@ mod db;
 mod entities;
 mod error;
 mod extract;
+mod metrics;
 mod routes;
 
 use std::future::IntoFuture;
@@ -79,6 +81,8 @@ fn context<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StartE
 /// Starts the service and serves until SIGINT or SIGTERM.
 async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(?config, "starting");
+    // Before the cache: its metrics are registered when it is built.
+    let metrics = metrics::install().map_err(context("installing the metrics recorder"))?;
     let db = db::connect(&config.database_url)
         .await
         .map_err(context("connecting to the database"))?;
@@ -118,7 +122,8 @@ async fn run(config: Config) -> Result<(), StartError> {
         .map_err(context("reading the listener's address"))?;
     tracing::info!("listening on http://{address}");
     let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, routes::router(state))
+    let app = routes::router(state).merge(metrics::route(metrics));
+    let serve = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             let _ = stopping.send(());

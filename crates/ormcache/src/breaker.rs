@@ -95,6 +95,8 @@ pub(crate) struct Breaker {
     probing: AtomicBool,
     opened_at: Mutex<Option<Instant>>,
     opened_total: AtomicU32,
+    /// The state gauge and transition counters (feature `metrics`).
+    meter: crate::observe::BreakerMeter,
 }
 
 /// Leave to make one call to Redis, from [`Breaker::allow`].
@@ -138,6 +140,7 @@ impl Drop for Permit<'_> {
             // No verdict: the breaker stays open (its cooldown already ran out),
             // and the next call takes the probe slot.
             self.breaker.probing.store(false, Ordering::Release);
+            self.breaker.meter.state.set(2.0);
         }
     }
 }
@@ -151,7 +154,14 @@ impl Breaker {
             probing: AtomicBool::new(false),
             opened_at: Mutex::new(None),
             opened_total: AtomicU32::new(0),
+            meter: crate::observe::BreakerMeter::default(),
         }
+    }
+
+    /// The same breaker, reporting its state and transitions as metrics.
+    pub(crate) fn metered(mut self, meter: crate::observe::BreakerMeter) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// May a call go to Redis now? `Err` carries the time left before a probe.
@@ -174,6 +184,8 @@ impl Breaker {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            self.meter.half_open();
+            tracing::debug!("circuit breaker half-open: probing Redis");
             Ok(permit(true))
         } else {
             Err(Duration::ZERO)
@@ -194,6 +206,7 @@ impl Breaker {
         if probe || self.state.load(Ordering::Relaxed) != CLOSED {
             self.probing.store(false, Ordering::Release);
             if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
+                self.meter.closed();
                 tracing::info!("Redis answers again: circuit breaker closed");
             }
         }
@@ -216,7 +229,12 @@ impl Breaker {
             }
             if self.state.swap(OPEN, Ordering::AcqRel) == CLOSED {
                 self.opened_total.fetch_add(1, Ordering::Relaxed);
+                self.meter.opened();
                 tracing::warn!(failures, "Redis failing: circuit breaker open");
+            } else if probe {
+                // Half-open back to open: at most once per cooldown, so `debug`.
+                self.meter.opened();
+                tracing::debug!("probe failed: circuit breaker open again");
             }
             if probe {
                 self.probing.store(false, Ordering::Release);

@@ -87,7 +87,35 @@
 //! | `tls` | no | `rediss://` (every form) with rustls on `ring`: system roots, a custom CA, client certificates (`TlsConfig`) |
 //! | `sentinel` | no | `redis+sentinel://`: the master is discovered through Sentinels and followed across failovers |
 //! | `sea-orm` | no | `ormcache::sea_orm`: signals from `ActiveModelBehavior` hooks, transactions that replay them after the commit, cached entity reads |
+//! | `metrics` | no | counters, gauges and histograms named `ormcache_…` on the [`metrics`](https://docs.rs/metrics) facade (any recorder: Prometheus, StatsD, …); without it they compile to nothing |
 //! | `fuzzing` | no | not an API: internals for the fuzz targets (crate `ormcache-fuzz`) in the hidden module `__fuzz` |
+//!
+//! # Metrics and tracing
+//!
+//! With the `metrics` feature every cache reports hits, misses, cached "not found"
+//! hits, sets, deletes and errors by kind per level (`l1`, `l2`), Redis round-trip
+//! latency by operation, breaker state and transitions, L1 size and evictions by
+//! cause, loader runs and lock waits, and the coherence figures of a
+//! [`HybridCache`] (invalidations sent, received and their lag, peers, gaps,
+//! flushes). Labels are the level, the key prefix (`cache`) and a few fixed names,
+//! never a key. A cache registers its metrics when it is built (an L1 at its first
+//! use), so install the recorder before building caches. The README's "Metrics and
+//! tracing" has the table of names.
+//!
+//! Tracing: each Redis round trip runs in a `debug` span `ormcache.redis` (fields
+//! `op`, `prefix`, `outcome`, `elapsed_us`; never a key, a value or a password),
+//! each loader run in `ormcache.load` and each wait for another process's lock in
+//! `ormcache.lock_wait`. Breaker transitions, the invalidation stream going down and
+//! coming back, lost messages and flushes are events at `info`/`warn`; those that
+//! can repeat per request (undecodable entries, writes queued during an outage) are
+//! logged once per 10 s with their count.
+//!
+//! ```
+//! // With `metrics` on, install any recorder first (here: none, so nothing records).
+//! let cache = ormcache::QueryCache::default();
+//! cache.set_sync("k", 1u8, None).unwrap();
+//! assert_eq!(cache.get_sync::<u8>("k").as_deref(), Some(&1)); // ormcache_hits_total{level="l1"} + 1
+//! ```
 //!
 //! # Wire format and compatibility
 //!
@@ -214,13 +242,14 @@
 //! | `tenant` | the task-scoped current tenant that isolates keys ([`tenant::scope`]) |
 //! | `signals` | typed per-model `pre/post_save`/`pre/post_delete` receivers ([`signals::Signals`]) |
 //! | `axum` | the response-cache layer, `TenantLayer`, `stats`/`health` handlers, `axum/dashboard` the live page (its HTML, CSS and script compiled in) and its JSON snapshot (feature `axum`) |
-//! | `observe`, `distributed/observe`, `hybrid/observe` | what the dashboard reads beside the stats: Redis round-trip and invalidation-lag histograms, the ring of recent gaps, flushes and stream changes (always kept, atomics only), and the views of them |
+//! | `telemetry`, `distributed/observe`, `hybrid/observe` | what the dashboard reads beside the stats: Redis round-trip and invalidation-lag histograms, the ring of recent gaps, flushes and stream changes (always kept, atomics only), and the views of them |
 //! | `sea_orm` | `signal_hooks!`, `transaction`, `EntityCache`, `tenant_filter` (feature `sea-orm`) |
 //! | `any` | [`AnyCache`], the run-time choice |
 //! | `codec` | [`Codec`], [`Compression`], [`Encoding`]: bytes on the wire |
 //! | `glob` | Redis glob matching and [`escape_glob`] |
 //! | `key` | key layout, reserved names, TTL rules |
 //! | `stats` | counters and the stats shapes |
+//! | `observe` | metric names and the handles each cache holds (feature `metrics`; no-ops without it) |
 //! | `error` | [`Error`], [`ErrorKind`] |
 //! | [`inspect`], `distributed/inspect` | reading entries, the stats hash and the invalidation channel from the outside (the operator CLI's base) |
 //! | `fuzz` | what the fuzz targets reach (feature `fuzzing`, hidden) |
@@ -263,6 +292,7 @@ pub mod sea_orm;
 pub mod signals;
 mod stats;
 mod tasks;
+mod telemetry;
 pub mod tenant;
 
 pub use any::{AnyCache, AnyStats};

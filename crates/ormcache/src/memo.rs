@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::field::Empty;
 
 use crate::cache::CacheValue;
 use crate::error::{Error, Result};
@@ -365,6 +366,8 @@ pub(crate) struct FillTicket {
 /// What a cache provides so that [`run`] can read through it.
 pub(crate) trait Fill: Clone + Send + Sync + 'static {
     fn flights(&self) -> &Flights;
+    /// Loader and lock metrics (feature `metrics`).
+    fn meter(&self) -> &crate::observe::MemoMeter;
     /// The value (and, with `with_ttl`, its remaining TTL). Redis failures are a
     /// miss (counted).
     fn lookup<T: CacheValue>(
@@ -597,18 +600,20 @@ where
             // Near expiry: one caller per process refreshes inline, the rest keep
             // the current value; with `lock`, one per cluster.
             let Some(lead) = cache.flights().try_lead(&format!("\u{0}refresh\u{0}{key}")) else {
+                cache.meter().stale_refresh.increment(1);
                 return Ok(v);
             };
             let mut held = acquire(cache, key, options.lock_ttl, options.lock, &options.tags).await;
             if held.ticket.contended {
                 drop(lead);
+                cache.meter().stale_refresh.increment(1);
                 return Ok(v);
             }
             if let (Some(lease), Some(left)) = (held.ticket.lease.as_mut(), remaining) {
                 let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
                 lease.refresh_of = Some(ms.saturating_add(1));
             }
-            return match loader().await {
+            return match load(cache.meter(), loader).await {
                 Ok(fresh) => {
                     let fresh = Arc::new(fresh);
                     held.store(&fresh, ttl, options).await;
@@ -618,6 +623,7 @@ where
                 Err(_) => {
                     // A failed refresh keeps serving the current value.
                     held.release().await;
+                    cache.meter().stale_refresh.increment(1);
                     Ok(v)
                 }
             };
@@ -676,7 +682,7 @@ where
                 let ready = if held.ticket.contended {
                     // Another process is computing: wait for its value, bounded.
                     drop(held);
-                    wait_for_holder::<C, T>(cache, key, options).await
+                    lock_wait(cache.meter(), wait_for_holder::<C, T>(cache, key, options)).await
                 } else if options.lock {
                     after_lock::<C, T>(key, held).await
                 } else {
@@ -689,7 +695,7 @@ where
                     }
                     Err(own) => own,
                 };
-                return match loader().await {
+                return match load(cache.meter(), loader).await {
                     Ok(v) => {
                         let v = Arc::new(v);
                         held.store(&v, ttl, options).await;
@@ -706,6 +712,64 @@ where
             }
         }
     }
+}
+
+/// Runs the loader in a `debug` span (`ormcache.load`, with its outcome and time),
+/// counting the run, its errors and its duration.
+async fn load<T, E, F, Fut>(meter: &crate::observe::MemoMeter, loader: F) -> Result<T, E>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    meter.loader_runs.increment(1);
+    let span = tracing::debug_span!("ormcache.load", outcome = Empty, elapsed_us = Empty);
+    let result = observed(span, &meter.loader_seconds, loader(), |r| match r {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    })
+    .await;
+    if result.is_err() {
+        meter.loader_errors.increment(1);
+    }
+    result
+}
+
+/// Waits for another process's lock holder in a `debug` span
+/// (`ormcache.lock_wait`, with whether the value came and the time waited).
+async fn lock_wait<V, H, Fut>(meter: &crate::observe::MemoMeter, wait: Fut) -> Result<V, H>
+where
+    Fut: Future<Output = Result<V, H>>,
+{
+    meter.lock_waits.increment(1);
+    let span = tracing::debug_span!("ormcache.lock_wait", outcome = Empty, elapsed_us = Empty);
+    // `value`: the holder's value arrived; `own_load`: this call loads itself.
+    observed(span, &meter.lock_wait_seconds, wait, |r| match r {
+        Ok(_) => "value",
+        Err(_) => "own_load",
+    })
+    .await
+}
+
+/// Runs `fut` in `span`, then records its time in `seconds` and on the span with
+/// its `outcome` (no clock read when neither records).
+async fn observed<R>(
+    span: tracing::Span,
+    seconds: &crate::observe::Histogram,
+    fut: impl Future<Output = R>,
+    outcome: impl FnOnce(&R) -> &'static str,
+) -> R {
+    let start = crate::observe::timed(&span);
+    let result = tracing::Instrument::instrument(fut, span.clone()).await;
+    if let Some(start) = start {
+        let took = start.elapsed();
+        seconds.record(took.as_secs_f64());
+        span.record("outcome", outcome(&result));
+        span.record(
+            "elapsed_us",
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+    result
 }
 
 /// Right after taking the lock: the value, if a holder in another process stored

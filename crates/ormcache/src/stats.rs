@@ -125,6 +125,8 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pending: [AtomicU64; 4],
+    /// The metrics handles (feature `metrics`; nothing without it).
+    pub(crate) meter: crate::observe::L2Meter,
 }
 
 /// Index into the pending counters, in the order of [`STAT_FIELDS`].
@@ -140,11 +142,30 @@ pub(crate) enum Stat {
 pub(crate) const STAT_FIELDS: [&str; 4] = ["hits", "misses", "sets", "errors"];
 
 impl Counters {
+    /// Counters whose metrics carry the label `cache`.
+    pub(crate) fn metered(cache: &std::sync::Arc<str>) -> Self {
+        Self {
+            meter: crate::observe::L2Meter::new(cache),
+            ..Self::default()
+        }
+    }
+
+    /// Counts `n` of `stat` (errors reach the metrics by kind, from the caller).
     pub(crate) fn add(&self, stat: Stat, n: u64) {
+        let m = &self.meter.level;
         let total = match stat {
-            Stat::Hit => &self.hits,
-            Stat::Miss => &self.misses,
-            Stat::Set => &self.sets,
+            Stat::Hit => {
+                m.hits.increment(n);
+                &self.hits
+            }
+            Stat::Miss => {
+                m.misses.increment(n);
+                &self.misses
+            }
+            Stat::Set => {
+                m.sets.increment(n);
+                &self.sets
+            }
             Stat::Error => &self.errors,
         };
         total.fetch_add(n, Relaxed);

@@ -9,12 +9,15 @@ mod hybrid_confirmed_write;
 mod hybrid_invalidation;
 mod hybrid_l1_get;
 mod l1_get;
+#[cfg(feature = "metrics")]
+mod l1_get_metrics;
 mod l1_get_under_invalidation;
 mod l1_maps;
 mod l2_get;
 mod l2_many;
 mod l2_set;
 mod outage;
+mod span_disabled;
 mod stampede;
 mod tag_vs_pattern;
 
@@ -105,6 +108,15 @@ pub(crate) const ALL: &[Scenario] = &[
         goal_p99_us: None,
         run: l1_get::l1_get,
     },
+    #[cfg(feature = "metrics")]
+    Scenario {
+        name: "l1_get_metrics",
+        baseline: "the same hit, handles not recording",
+        needs_redis: false,
+        goal_ratio: Some(0.909),
+        goal_p99_us: None,
+        run: l1_get_metrics::l1_get_metrics,
+    },
     Scenario {
         name: "l1_maps",
         baseline: "moka::sync::Cache get (1 thread)",
@@ -120,6 +132,14 @@ pub(crate) const ALL: &[Scenario] = &[
         goal_ratio: Some(0.9),
         goal_p99_us: None,
         run: l1_get_under_invalidation::l1_get_under_invalidation,
+    },
+    Scenario {
+        name: "span_disabled",
+        baseline: "the same ready future, no span",
+        needs_redis: false,
+        goal_ratio: None,
+        goal_p99_us: None,
+        run: span_disabled::span_disabled,
     },
     Scenario {
         name: "hybrid_l1_get",
@@ -340,4 +360,21 @@ fn median_ms(rounds: &[Round]) -> f64 {
         ),
         3,
     )
+}
+
+/// A tight-loop scenario measured the way `l1_get` is: alternating rounds of
+/// [`L1_OPS`] operations per side, then a latency pass of each.
+fn tight_pair(mut ours: impl FnMut(), mut baseline: impl FnMut()) -> Measured {
+    let (ours_rounds, baseline_rounds) = crate::stats::alternate(
+        ROUNDS,
+        || crate::stats::tight_loop(L1_OPS, &mut ours),
+        || crate::stats::tight_loop(L1_OPS, &mut baseline),
+    );
+    Measured {
+        ours: ours_rounds,
+        baseline: baseline_rounds,
+        ours_latency: Some(crate::stats::sample_each(LATENCY_SAMPLES, &mut ours)),
+        baseline_latency: Some(crate::stats::sample_each(LATENCY_SAMPLES, &mut baseline)),
+        ..Measured::default()
+    }
 }

@@ -162,6 +162,7 @@ impl DistributedCache {
                 notice,
             )
             .await?;
+        self.inner.counters.meter.level.deletes.increment(n);
         Ok(n > 0)
     }
 
@@ -186,6 +187,7 @@ impl DistributedCache {
                 notice,
             )
             .await?;
+        self.inner.counters.meter.level.deletes.increment(n);
         Ok(n > 0)
     }
 
@@ -348,8 +350,11 @@ impl DistributedCache {
             cmd.arg(full_key(&self.inner.prefix, k.as_ref()));
             leases.arg(self.lease_key(k.as_ref()));
         }
-        self.exec_with("delete_many", None, cmd, Some(leases), notice)
-            .await
+        let n: u64 = self
+            .exec_with("delete_many", None, cmd, Some(leases), notice)
+            .await?;
+        self.inner.counters.meter.level.deletes.increment(n);
+        Ok(n)
     }
 }
 

@@ -627,7 +627,11 @@ impl DistributedCache {
                 self.inner.counters.add(Stat::Set, 1);
                 true
             }
-            Ok(_) => false,
+            Ok(_) => {
+                // The lease was lost (an invalidation, a write, a clear since).
+                self.inner.counters.meter.memo.lease_lost.increment(1);
+                false
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "read-through store failed; value returned uncached");
                 false
@@ -686,6 +690,10 @@ impl Drop for LeaseInFlight<'_> {
 impl Fill for DistributedCache {
     fn flights(&self) -> &Flights {
         &self.inner.flights
+    }
+
+    fn meter(&self) -> &crate::observe::MemoMeter {
+        &self.inner.counters.meter.memo
     }
 
     fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {

@@ -25,6 +25,9 @@ const BATCH_ALLOWANCE: Duration = Duration::from_micros(50);
 /// Arguments of the largest single-key command a pipeline holds (`SET k v PX ms`).
 const PLAIN_ARGS: usize = 4;
 
+/// How often, at most, undecodable entries are logged (with their count).
+const DECODE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// SCAN batch size for pattern clears and key counting.
 const SCAN_COUNT: usize = 1000;
 /// `keys_count` samples at most this many SCAN pages before estimating.
@@ -90,7 +93,10 @@ struct Inner {
     return_decode_errors: bool,
     counters: Counters,
     /// Round-trip times of `call` (the dashboard's Redis latency).
-    latency: crate::observe::Histogram,
+    latency: crate::telemetry::Histogram,
+    /// Undecodable entries met, for the aggregated warning (one line per
+    /// interval, not one per read).
+    decode_log: crate::coherence::Tally,
     closed: AtomicBool,
     address: String,
     tasks: crate::tasks::Tasks,
@@ -293,13 +299,16 @@ impl DistributedCache {
             slot_tags,
         } = link;
 
+        // The `cache` label of this cache's metrics.
+        let metric_label: Arc<str> = Arc::from(config.key_prefix.as_str());
         let inner = Arc::new(Inner {
             namespaced: config.namespaced,
             pubsub,
             next_pubsub: AtomicUsize::new(0),
             slot_tags,
             flights: crate::memo::Flights::default(),
-            breaker: Breaker::new(config.breaker),
+            breaker: Breaker::new(config.breaker)
+                .metered(crate::observe::BreakerMeter::new(&metric_label)),
             health: health::Health::default(),
             conns,
             next: AtomicUsize::new(0),
@@ -310,8 +319,9 @@ impl DistributedCache {
             default_ttl: config.default_ttl,
             timeout: config.command_timeout,
             return_decode_errors: config.return_decode_errors,
-            counters: Counters::default(),
-            latency: crate::observe::Histogram::default(),
+            latency: crate::telemetry::Histogram::default(),
+            counters: Counters::metered(&metric_label),
+            decode_log: crate::coherence::Tally::default(),
             closed: AtomicBool::new(false),
             address,
             tasks: crate::tasks::Tasks::default(),
@@ -387,6 +397,7 @@ impl DistributedCache {
 
     fn fail(&self, err: Error) -> Error {
         self.inner.counters.add(Stat::Error, 1);
+        self.inner.counters.meter.level.error(err.kind());
         err
     }
 
@@ -458,16 +469,29 @@ impl DistributedCache {
             .timeout
             .saturating_add(BATCH_ALLOWANCE.saturating_mul(extra));
         let started = std::time::Instant::now();
-        let reply = tokio::time::timeout(timeout, async {
-            match req {
-                Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
-                Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
-                Request::On(node, c) => conn
-                    .on_node(node, c)
-                    .await
-                    .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
-            }
-        })
+        // One span per round trip (`debug`): the operation and the key prefix,
+        // never a key or a value; the outcome and the time once it is known.
+        let span = tracing::debug_span!(
+            "ormcache.redis",
+            op,
+            prefix = %self.inner.prefix,
+            outcome = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let start = crate::observe::timed(&span);
+        let reply = tracing::Instrument::instrument(
+            tokio::time::timeout(timeout, async {
+                match req {
+                    Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
+                    Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
+                    Request::On(node, c) => conn
+                        .on_node(node, c)
+                        .await
+                        .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
+                }
+            }),
+            span.clone(),
+        )
         .await;
         self.inner.latency.record(started.elapsed());
         let result = match reply {
@@ -478,6 +502,19 @@ impl DistributedCache {
                     .with_detail(format!("no reply within {timeout:?}")),
             )),
         };
+        if let Some(start) = start {
+            let took = start.elapsed();
+            self.inner.counters.meter.round_trip(op, took);
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => crate::observe::kind_label(e.kind()),
+            };
+            span.record("outcome", outcome);
+            span.record(
+                "elapsed_us",
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            );
+        }
         // (Dropped before this point, the permit gives back a probe slot it holds.)
         match &result {
             Ok(_) => permit.success(),
@@ -508,13 +545,30 @@ impl DistributedCache {
         match self.inner.encoding.decode_for(op, Some(key), bytes) {
             Ok(v) => {
                 c.add(Stat::Hit, 1);
+                if crate::observe::is_null_bytes(bytes) {
+                    c.meter.level.negative_hits.increment(1);
+                }
                 Ok(Some(Arc::new(v)))
             }
             Err(e) => {
                 c.add(Stat::Miss, 1);
                 c.add(Stat::Error, 1);
                 c.decode_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "undecodable cache entry counted as a miss");
+                c.meter.level.error(ErrorKind::Decode);
+                c.meter.decode_errors.increment(1);
+                // Every read of a bad entry meets it again: one line per interval.
+                if let Some(n) = self
+                    .inner
+                    .decode_log
+                    .count(DECODE_LOG_EVERY, std::time::Instant::now())
+                {
+                    tracing::warn!(
+                        count = n,
+                        every = ?DECODE_LOG_EVERY,
+                        error = %e,
+                        "undecodable cache entries counted as misses (count since the previous line)"
+                    );
+                }
                 if self.inner.return_decode_errors {
                     Err(e)
                 } else {

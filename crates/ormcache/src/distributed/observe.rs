@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::DistributedCache;
 use crate::BreakerState;
-use crate::observe::Summary;
+use crate::telemetry::Summary;
 
 /// This process's view of the L2.
 #[derive(Debug, Clone, Serialize)]

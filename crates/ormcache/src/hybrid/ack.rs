@@ -23,6 +23,21 @@ use crate::distributed::Notice;
 pub(super) use crate::inspect::ack_channel;
 
 impl Inner {
+    /// Sets the gauges that are states rather than events: the stream, the peers
+    /// (from the heartbeat task; nothing without metrics).
+    pub(super) fn observe_gauges(&self, now: Instant) {
+        if !crate::observe::ON {
+            return;
+        }
+        let coherent = self.coherent.load(SeqCst);
+        self.meter.coherent.set(if coherent { 1.0 } else { 0.0 });
+        if let Ok(p) = self.peers.lock() {
+            let (live, unresponsive) = p.count(self.liveness_window(), now);
+            self.meter.peers.set(live as f64);
+            self.meter.peers_unresponsive.set(unresponsive as f64);
+        }
+    }
+
     /// How long after its last message or acknowledgement a peer still counts as
     /// live: three heartbeat intervals plus the command timeout (a loaded peer's
     /// heartbeats run late; waiting for a dead one costs at most one timeout).
@@ -68,7 +83,10 @@ impl Inner {
             }
             if waiting.is_empty() {
                 self.counters.confirmed.fetch_add(1, Relaxed);
-                self.lag.record(started.elapsed());
+                // The dashboard's histogram and `ormcache_invalidation_lag_seconds`.
+                let lag = started.elapsed();
+                self.lag.record(lag);
+                self.meter.inv_lag.record(lag.as_secs_f64());
                 return;
             }
             if !self.coherent.load(SeqCst) {

@@ -116,6 +116,9 @@ impl HybridBuilder {
         };
         let channel = crate::inspect::channel(self.l2.prefix());
         let id = random_token();
+        let cache: Arc<str> = Arc::from(self.l2.prefix());
+        // The L1 reports under this prefix (unless it was used on its own before).
+        self.l1.name_metrics(&cache);
         let inner = Arc::new(Inner {
             id,
             ack_channel: ack::ack_channel(&channel, id),
@@ -135,9 +138,10 @@ impl HybridBuilder {
             resubscribe: Arc::new(Notify::new()),
             own_heartbeat: Mutex::new(Instant::now()),
             identity: Mutex::new(None),
-            counters: Counters::default(),
-            events: crate::observe::Events::default(),
-            lag: crate::observe::Histogram::default(),
+            counters: Counters::metered(&cache),
+            meter: crate::observe::HybridMeter::new(&cache),
+            events: crate::telemetry::Events::default(),
+            lag: crate::telemetry::Histogram::default(),
             tasks: crate::tasks::Tasks::default(),
             degraded_max_age: self.degraded_max_age,
             l1_max_ttl: self.l1_max_ttl,

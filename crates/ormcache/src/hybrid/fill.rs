@@ -15,6 +15,10 @@ impl Fill for HybridCache {
         &self.inner.flights
     }
 
+    fn meter(&self) -> &crate::observe::MemoMeter {
+        &self.inner.meter.memo
+    }
+
     fn cleanup_tasks(&self) -> Option<&crate::tasks::Tasks> {
         Some(&self.inner.tasks)
     }

@@ -142,7 +142,10 @@ impl Inner {
         self.l1.epochs().bump_global();
         self.l1.invalidate_all();
         self.counters.flushes.fetch_add(1, Relaxed);
-        self.events.record(crate::observe::EventKind::Flush);
+        self.events.record(crate::telemetry::EventKind::Flush);
+        // The cause is logged where it is known (at `info`/`warn`); a clear by
+        // another instance flushes too, as often as they clear: `debug`.
+        tracing::debug!(channel = %self.channel, "L1 flushed");
     }
 
     /// After a write went (or failed to go) to L2: updates this process's L1.

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::key;
 use crate::local::LocalTicket;
 use crate::local::QueryCache;
+use crate::observe::{Counted, HybridMeter};
 use crate::stats::hit_rate;
 
 mod ack;
@@ -33,21 +34,49 @@ pub use builder::HybridBuilder;
 use inner::Lifecycle;
 pub use stats::{CoherenceStats, HybridStats};
 
+/// The instance's counters; those that are also metrics are [`Counted`].
 #[derive(Debug, Default)]
 struct Counters {
     gets: AtomicU64,
     l1_hits: AtomicU64,
     l2_hits: AtomicU64,
-    fallbacks: AtomicU64,
-    fills_discarded: AtomicU64,
-    sent: AtomicU64,
-    received: AtomicU64,
-    flushes: AtomicU64,
-    gaps: AtomicU64,
-    backlog_overflows: AtomicU64,
-    resubscriptions: AtomicU64,
-    confirmed: AtomicU64,
-    unconfirmed: AtomicU64,
+    fallbacks: Counted,
+    fills_discarded: Counted,
+    sent: Counted,
+    received: Counted,
+    flushes: Counted,
+    gaps: Counted,
+    backlog_overflows: Counted,
+    resubscriptions: Counted,
+    confirmed: Counted,
+    unconfirmed: Counted,
+}
+
+impl Counters {
+    /// Counters whose metrics carry the label `cache`.
+    fn metered(cache: &Arc<str>) -> Self {
+        use crate::observe::names as n;
+        let m = |name| Counted::new(HybridMeter::counter(name, cache, &[]));
+        Self {
+            gets: AtomicU64::new(0),
+            l1_hits: AtomicU64::new(0),
+            l2_hits: AtomicU64::new(0),
+            fallbacks: m(n::FALLBACKS),
+            fills_discarded: Counted::new(HybridMeter::counter(
+                n::FILLS_DISCARDED,
+                cache,
+                &[("reason", "invalidated")],
+            )),
+            sent: m(n::INV_SENT),
+            received: m(n::INV_RECEIVED),
+            flushes: m(n::L1_FLUSHES),
+            gaps: m(n::GAPS),
+            backlog_overflows: m(n::BACKLOG_OVERFLOWS),
+            resubscriptions: m(n::RESUBSCRIPTIONS),
+            confirmed: m(n::INV_CONFIRMED),
+            unconfirmed: m(n::INV_UNCONFIRMED),
+        }
+    }
 }
 
 struct Inner {
@@ -79,9 +108,11 @@ struct Inner {
     identity: Mutex<Option<String>>,
     counters: Counters,
     /// Recent gaps, flushes and stream changes (the dashboard's event list).
-    events: crate::observe::Events,
+    events: crate::telemetry::Events,
     /// Write → every peer acknowledged, per confirmed write (invalidation lag).
-    lag: crate::observe::Histogram,
+    lag: crate::telemetry::Histogram,
+    /// Metrics beyond the counters (feature `metrics`).
+    meter: HybridMeter,
     tasks: crate::tasks::Tasks,
     degraded_max_age: Duration,
     l1_max_ttl: Duration,
@@ -288,6 +319,7 @@ impl HybridCache {
         let v = inner.l1.get_checked::<T>(key, Some(inner.degraded_max_age));
         if v.is_some() {
             inner.counters.l1_hits.fetch_add(1, Relaxed);
+            inner.meter.stale_degraded.increment(1);
         }
         v
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::HybridCache;
-use crate::observe::{Event, Summary};
+use crate::telemetry::{Event, Summary};
 
 /// Reads and writes through a [`HybridCache`], cumulative.
 #[derive(Debug, Clone, Serialize)]

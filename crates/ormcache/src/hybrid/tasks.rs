@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::{Inner, Lifecycle};
 use crate::coherence::{Message, Op, Part, SeqVerdict};
 use crate::error::{Error, Result};
-use crate::observe::EventKind;
+use crate::telemetry::EventKind;
 
 /// Subscribes to the invalidation channel, recovers (replay, flush) on every
 /// (re)subscription, applies messages; resubscribes whenever the stream ends or the
@@ -88,6 +88,7 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         if let Some(inner) = weak.upgrade() {
             inner.coherent.store(false, SeqCst);
             inner.events.record(EventKind::StreamLost);
+            inner.meter.coherent.set(0.0);
             tracing::warn!(channel = %inner.channel, "invalidation stream lost: L1 degraded until it is back");
         }
     }
@@ -108,6 +109,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
             .publish("heartbeat", &inner.notice(Op::Heartbeat))
             .await;
         let now = Instant::now();
+        inner.observe_gauges(now);
         if inner.coherent.load(SeqCst) {
             let silent = inner
                 .own_heartbeat
@@ -191,6 +193,7 @@ impl Inner {
         let (hello, _) = self.numbered_notice(Op::Heartbeat, Lifecycle::Joined);
         self.l2.publish("heartbeat", &hello).await?;
         self.coherent.store(true, SeqCst);
+        self.meter.coherent.set(1.0);
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use super::{Entry, Hasher, Inner, KeyLocks, QueryCache};
 use crate::error::{Error, Result};
 use crate::key;
 use crate::memo::Flights;
+use crate::observe::Removal;
 
 /// Builds a [`QueryCache`]; see [`QueryCache::builder`].
 ///
@@ -75,6 +76,9 @@ impl quick_cache::Lifecycle<String, Entry> for Evictions {
     fn on_evict(&self, _state: &mut (), _key: String, e: Entry) {
         if e.expires_at > Instant::now() {
             self.0.evictions.fetch_add(1, Relaxed);
+            self.0.meter.get().evicted(Removal::Size);
+        } else {
+            self.0.meter.get().evicted(Removal::Expired);
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::cache::{CacheValue, Ttl};
 use crate::error::Result;
 use crate::key;
 use crate::memo::{Fill, FillTicket, Flights, Lookup};
+use crate::observe::Removal;
 use crate::tenant;
 
 use builder::Map;
@@ -65,6 +66,9 @@ struct Meta {
     /// When the value expires where it came from (a `HybridCache` L2 entry): early
     /// refresh decides on that, not on the shorter L1 lifetime.
     origin_expires_at: Option<Instant>,
+    /// A cached "not found" (`None`): its hits are also counted as such (found
+    /// only with the `metrics` feature; `false` without).
+    null: bool,
 }
 
 struct Inner {
@@ -247,10 +251,14 @@ impl QueryCache {
     /// map evicts by size only; an expired entry goes when read, or when evicted).
     #[cold]
     fn drop_expired(&self, key: &str, entry: &Entry, now: Instant) {
-        if entry.expires_at <= now {
-            self.inner
+        if entry.expires_at <= now
+            && self
+                .inner
                 .map
-                .remove_if(key, |cur| cur.meta.id == entry.meta.id);
+                .remove_if(key, |cur| cur.meta.id == entry.meta.id)
+                .is_some()
+        {
+            self.inner.counters.meter.get().evicted(Removal::Expired);
         }
     }
 
@@ -307,6 +315,9 @@ impl QueryCache {
         match entry.value.downcast::<T>() {
             Ok(v) => {
                 c.hit();
+                if crate::observe::ON && entry.meta.null {
+                    c.negative_hit();
+                }
                 Some(v)
             }
             Err(_) => {
@@ -393,6 +404,7 @@ impl QueryCache {
                 .map(|t| format!("{ns}{t}"))
                 .collect(),
         };
+        let null = crate::observe::ON && crate::observe::serializes_to_null(&*value);
         Entry {
             value,
             expires_at: now + ttl,
@@ -405,6 +417,7 @@ impl QueryCache {
                 stamp: self.inner.epochs.stamp(ticket, ns.as_deref(), &tags),
                 weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
                 origin_expires_at: origin_ttl.map(|t| now + t),
+                null,
             },
         }
     }
@@ -448,10 +461,8 @@ impl QueryCache {
             self.remove_if(&stored_key, |e| e.meta.id == id);
             return false;
         }
-        self.inner
-            .counters
-            .sets
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let map = &self.inner.map;
+        self.inner.counters.set(|| (map.len() as u64, map.weight()));
         true
     }
 
@@ -476,7 +487,10 @@ impl QueryCache {
     fn remove_physical(&self, key: &str) -> bool {
         let now = Instant::now();
         match self.remove_if(key, |_| true) {
-            Some(e) => self.is_live(key, &e, now),
+            Some(e) => {
+                self.inner.counters.meter.get().evicted(Removal::Explicit);
+                self.is_live(key, &e, now)
+            }
             None => false,
         }
     }
@@ -530,7 +544,11 @@ impl QueryCache {
     /// ```
     pub fn delete_sync(&self, key: &str) -> bool {
         self.inner.epochs.bump(key);
-        self.remove_locked(key)
+        let removed = self.remove_locked(key);
+        if removed {
+            self.inner.counters.deleted();
+        }
+        removed
     }
 
     /// Whether `key` holds a live entry (of any type) ([`exists`](Self::exists) is
@@ -630,12 +648,19 @@ impl Fill for QueryCache {
         &self.inner.flights
     }
 
+    fn meter(&self) -> &crate::observe::MemoMeter {
+        &self.inner.counters.meter.get().memo
+    }
+
     async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
         let c = &self.inner.counters;
         match self.live(key) {
             Some(e) => match e.value.downcast::<T>() {
                 Ok(v) => {
                     c.hit();
+                    if crate::observe::ON && e.meta.null {
+                        c.negative_hit();
+                    }
                     let left =
                         with_ttl.then(|| e.expires_at.saturating_duration_since(Instant::now()));
                     Lookup::Hit(v, left)

@@ -12,27 +12,64 @@ pub(super) struct LocalCounters {
     pub(super) sets: AtomicU64,
     pub(super) evictions: AtomicU64,
     pub(super) type_mismatches: AtomicU64,
+    /// The metrics handles (feature `metrics`; nothing without it).
+    pub(super) meter: crate::observe::L1Cell,
 }
 
 impl LocalCounters {
     #[inline]
     pub(super) fn hit(&self) {
         self.hits.fetch_add(1, Relaxed);
+        self.meter.get().level.hits.increment(1);
     }
 
     #[inline]
     pub(super) fn miss(&self) {
         self.misses.fetch_add(1, Relaxed);
+        self.meter.get().level.misses.increment(1);
+    }
+
+    /// A hit on a cached "not found" (also counted by [`hit`](Self::hit)).
+    pub(super) fn negative_hit(&self) {
+        self.meter.get().level.negative_hits.increment(1);
     }
 
     /// A value of another type: a miss, counted as such too.
     pub(super) fn mismatch(&self) {
         self.type_mismatches.fetch_add(1, Relaxed);
         self.misses.fetch_add(1, Relaxed);
+        let m = &self.meter.get().level;
+        m.misses.increment(1);
+        m.mismatch();
+    }
+
+    /// A write stored; `entries` and `weight` are the map's sizes after it (read
+    /// only with metrics on).
+    #[inline]
+    pub(super) fn set(&self, sizes: impl FnOnce() -> (u64, u64)) {
+        self.sets.fetch_add(1, Relaxed);
+        if crate::observe::ON {
+            let m = self.meter.get();
+            m.level.sets.increment(1);
+            let (entries, weight) = sizes();
+            m.entries.set(entries as f64);
+            m.weight.set(weight as f64);
+        }
+    }
+
+    /// A delete that removed a live entry.
+    pub(super) fn deleted(&self) {
+        self.meter.get().level.deletes.increment(1);
     }
 }
 
 impl QueryCache {
+    /// Labels this L1's metrics `cache` (a `HybridCache`'s prefix) unless it was
+    /// used before (its handles are registered at first use).
+    pub(crate) fn name_metrics(&self, cache: &std::sync::Arc<str>) {
+        self.inner.counters.meter.name(cache);
+    }
+
     /// Counters and sizes, synchronously ([`get_stats`](Self::get_stats) is the
     /// [`Cache`](crate::Cache) form).
     ///
@@ -51,6 +88,11 @@ impl QueryCache {
     pub fn get_stats_sync(&self) -> LocalStats {
         let map = &self.inner.map;
         let c = &self.inner.counters;
+        if crate::observe::ON {
+            let m = c.meter.get();
+            m.entries.set(map.len() as f64);
+            m.weight.set(map.weight() as f64);
+        }
         let (hits, misses) = (c.hits.load(Relaxed), c.misses.load(Relaxed));
         LocalStats {
             size: map.len() as u64,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::AnyCache;
 use crate::distributed::L2View;
 use crate::hybrid::{CoherenceView, HybridReads};
-use crate::observe::{Event, unix_ms};
+use crate::telemetry::{Event, unix_ms};
 
 /// The page: HTML with its CSS and script inlined (nothing else to fetch but the
 /// snapshots).
