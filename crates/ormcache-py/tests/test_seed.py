@@ -513,6 +513,24 @@ def test_hybrid_l1_hit_completes_inside_the_await(redis_url):
         await l2.set("only-in-redis", [1])
         assert await cache.get("only-in-redis") == [1]
         assert answered_at_once(cache.get("only-in-redis")) == (True, [1])
+        # get_or_compute and @cached hits too; the loader is not called again.
+        calls = []
+
+        async def load():
+            calls.append(1)
+            return {"loaded": True}
+
+        assert await cache.get_or_compute("computed", load, 60) == {"loaded": True}
+        assert answered_at_once(cache.get_or_compute("computed", load, 60)) == (True, {"loaded": True})
+
+        @cache.cached(ttl=60, key_builder=lambda n: f"deco:{n}")
+        async def deco(n):
+            calls.append(n)
+            return n * 2
+
+        assert await deco(21) == 42
+        assert answered_at_once(deco(21)) == (True, 42)
+        assert calls == [1, 21]
         await cache.close()
 
     run(main())

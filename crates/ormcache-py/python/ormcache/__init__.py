@@ -476,6 +476,17 @@ class HybridCache(_Shared, _ormcache.HybridCache):
             return await _rust_hybrid_get(self, key)
         return value
 
+    async def get_or_compute(
+        self, key: str, loader: Callable, ttl: Optional[float] = None, lock: bool = False
+    ) -> Any:
+        """Read-through with single flight (``lock=True``: once in the cluster): an L1
+        hit returns at once, as in :meth:`get`; else Redis, else ``await loader()``
+        once, stored with ``ttl``. Redis failures fall back to the loader."""
+        value = self._get_l1(key)
+        if value is _MISS:
+            return await _rust_hybrid_get_or_compute(self, key, loader, ttl, lock)
+        return value
+
     async def get_stats(self) -> Dict[str, Any]:
         """The seed's ``{"l1": {...}, "l2": {...}, "combined_hit_rate": ...}``; ``l2``
         holds zeros (and ``"error"``) while Redis cannot be asked."""
@@ -489,6 +500,7 @@ class HybridCache(_Shared, _ormcache.HybridCache):
 
 
 _rust_hybrid_get = _ormcache.HybridCache.get
+_rust_hybrid_get_or_compute = _ormcache.HybridCache.get_or_compute
 
 
 def _num(secs: float):
