@@ -293,7 +293,7 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
     }
 
     /// Connects (the body of `DistributedCache.create`).
-    #[pyo3(signature = (redis_url, default_ttl, key_prefix, serializer, max_connections=None, socket_timeout=None, socket_connect_timeout=None, socket_keepalive=None, health_check_interval=None))]
+    #[pyo3(signature = (redis_url, default_ttl, key_prefix, serializer, max_connections=None, socket_timeout=None, socket_connect_timeout=None, socket_keepalive=None, health_check_interval=None, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None))]
     #[allow(clippy::too_many_arguments)]
     fn _connect<'py>(
         slf: Bound<'py, Self>,
@@ -306,6 +306,9 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
         socket_connect_timeout: Option<f64>,
         socket_keepalive: Option<bool>,
         health_check_interval: Option<f64>,
+        ssl_ca_certs: Option<String>,
+        ssl_certfile: Option<String>,
+        ssl_keyfile: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let mode = Mode::parse(serializer)?;
@@ -329,6 +332,7 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
         if let Some(t) = health_check_interval.filter(|t| *t > 0.0) {
             config = config.health_check_interval(seconds("health_check_interval", t)?);
         }
+        config = config.tls(tls_config(ssl_ca_certs, ssl_certfile, ssl_keyfile)?);
         let me: Py<Self> = slf.unbind();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let cache = DistributedCache::create(config)
@@ -384,3 +388,26 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
         Ok(format!("{:?}", self.cache()?.0.breaker_state()))
     }
 });
+
+/// The TLS files of a `rediss://` connection: redis-py's `ssl_ca_certs`,
+/// `ssl_certfile` and `ssl_keyfile`; each one not given is read from
+/// `REDIS_TLS_CA_FILE`, `REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE` (as Rust
+/// services read them).
+fn tls_config(
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+) -> PyResult<ormcache::TlsConfig> {
+    let given = |var: &str| match var {
+        "REDIS_TLS_CA_FILE" => ca.clone(),
+        "REDIS_TLS_CERT_FILE" => cert.clone(),
+        "REDIS_TLS_KEY_FILE" => key.clone(),
+        _ => None,
+    };
+    ormcache::TlsConfig::from_lookup(|var| {
+        given(var)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| std::env::var(var).ok())
+    })
+    .map_err(|e| to_py_err(&e))
+}

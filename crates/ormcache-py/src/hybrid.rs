@@ -74,6 +74,19 @@ crate::methods::cache_methods!(PyHybrid, keep = true, {
         self.ops()?.get(py, key.to_owned())
     }
 
+    /// The L1 value at `key` now, counted as a hit, or `ormcache._MISS`: a plain
+    /// call (no awaitable, no Redis), for the package's `async def get`, whose hit
+    /// path is then one Python coroutine and this call.
+    fn _get_l1<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        let tenant = current_tenant(py)?;
+        by_mode!(self.mode, E => {
+            match in_tenant(tenant, || self.cache.get_l1::<E>(key)) {
+                Some(v) => Ok(v.object(py)?.into_bound(py)),
+                None => Ok(crate::hooks()?.miss.bind(py).clone()),
+            }
+        })
+    }
+
     /// Read-through with single flight; an L1 hit completes inside the `await`.
     #[pyo3(signature = (key, loader, ttl=None, lock=false))]
     fn get_or_compute<'py>(

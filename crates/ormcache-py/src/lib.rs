@@ -33,6 +33,8 @@ pub(crate) struct Hooks {
     pub(crate) tenant_var: Py<PyAny>,
     pub(crate) errors: Py<PyDict>,
     pub(crate) base_error: Py<PyAny>,
+    /// The package's "not in L1" sentinel (`ormcache._MISS`).
+    pub(crate) miss: Py<PyAny>,
 }
 
 static HOOKS: OnceLock<Hooks> = OnceLock::new();
@@ -88,10 +90,20 @@ pub(crate) fn current_tenant(py: Python<'_>) -> PyResult<Option<ormcache::tenant
     if !TENANTS_USED.load(Ordering::Relaxed) {
         return Ok(None);
     }
-    let v = hooks()?
-        .tenant_var
-        .bind(py)
-        .call_method1("get", (py.None(),))?;
+    let var = hooks()?.tenant_var.bind(py);
+    let mut out: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: `var` is the package's ContextVar (registered by `_register`), the GIL
+    // is held, and `out` receives a new reference (or NULL when the variable has no
+    // value and no default), owned below.
+    let rc = unsafe { pyo3::ffi::PyContextVar_Get(var.as_ptr(), std::ptr::null_mut(), &mut out) };
+    if rc < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    if out.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: `out` is a new, non-NULL reference.
+    let v = unsafe { Bound::from_owned_ptr(py, out) };
     if v.is_none() {
         return Ok(None);
     }
@@ -146,6 +158,7 @@ fn _register(hooks: &Bound<'_, PyDict>) -> PyResult<()> {
         tenant_var: get("tenant_var")?,
         errors,
         base_error: get("base_error")?,
+        miss: get("miss")?,
     };
     let _ = HOOKS.set(h);
     Ok(())

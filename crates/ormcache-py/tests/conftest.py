@@ -114,6 +114,19 @@ def redis_url(redis_server) -> str:
     return redis_server.url
 
 
+def answered_at_once(awaitable):
+    """``(True, value)`` if awaiting ``awaitable`` completes without suspending (no
+    event-loop turn, no thread hop: what an L1 hit must do); ``(False, None)`` if
+    it suspends (it is then closed, never resumed)."""
+    it = awaitable.__await__()
+    try:
+        it.send(None)
+    except StopIteration as done:
+        return True, done.value
+    it.close()
+    return False, None
+
+
 def run(coro):
     """Runs a coroutine on a fresh event loop (what pytest-asyncio would do)."""
     return asyncio.run(coro)
@@ -122,18 +135,20 @@ def run(coro):
 # ---------------------------------------------------------------- the Rust demo
 
 
-def demo_binary() -> Path:
-    """The ormcache-demo binary: $ORMCACHE_DEMO_BIN, else built with cargo."""
-    env = os.environ.get("ORMCACHE_DEMO_BIN")
+def built(env_var: str, cargo_args: list, path: str) -> Path:
+    """A workspace binary: ``$env_var`` if set, else built with ``cargo build
+    cargo_args`` and found at ``path`` under the target directory."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    subprocess.run(
-        ["cargo", "build", "-p", "ormcache-demo", "--bin", "ormcache-demo"],
-        cwd=REPO,
-        check=True,
-    )
-    return target / "debug" / "ormcache-demo"
+    subprocess.run(["cargo", "build", *cargo_args], cwd=REPO, check=True)
+    return target / path
+
+
+def demo_binary() -> Path:
+    """The ormcache-demo binary: $ORMCACHE_DEMO_BIN, else built with cargo."""
+    return built("ORMCACHE_DEMO_BIN", ["-p", "ormcache-demo", "--bin", "ormcache-demo"], "debug/ormcache-demo")
 
 
 class Demo:
@@ -191,3 +206,87 @@ class Demo:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- other topologies
+
+
+def topology_binary() -> Path:
+    """The harness's topology starter (crates/ormcache-testing/examples/topology.rs):
+    $ORMCACHE_TOPOLOGY_BIN, else built with cargo."""
+    return built(
+        "ORMCACHE_TOPOLOGY_BIN",
+        ["-p", "ormcache-testing", "--example", "topology"],
+        "debug/examples/topology",
+    )
+
+
+class Topology:
+    """A TLS server, a Redis Cluster or a Sentinel setup started by the Rust test
+    harness (real redis-server processes): ``info`` holds its URL and, for the TLS
+    kinds, the certificate files. Stopped (every process killed) when its standard
+    input closes."""
+
+    def __init__(self, kind: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix=f"ormcache-py-{kind}-")
+        self.log_path = os.path.join(self.dir, "topology.log")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(topology_binary()), kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError(f"topology {kind} did not start: {self.read_log()}")
+        self.info = json.loads(line)
+
+    @property
+    def url(self) -> str:
+        return self.info["url"]
+
+    def read_log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def command(self, line: str) -> dict:
+        """A command to the starter (``failover``); its JSON answer."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"topology exited on {line!r}: {self.read_log()}")
+        return json.loads(answer)
+
+    def stop(self) -> None:
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def topology():
+    """``topology(kind)`` starts one; all are stopped at the end of the test."""
+    started = []
+
+    def start(kind: str) -> Topology:
+        t = Topology(kind)
+        started.append(t)
+        return t
+
+    try:
+        yield start
+    finally:
+        for t in started:
+            t.stop()

@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from conftest import run
+from conftest import answered_at_once, run
 
 from ormcache import (  # the only line that differs from the seed
     CacheError,
@@ -487,19 +487,71 @@ def test_hybrid_usage_and_stats(redis_url):
     run(main())
 
 
-def test_hybrid_l1_hit_is_an_already_completed_awaitable(redis_url):
+async def coherent_hybrid(redis_url):
+    """A DistributedCache and a coherent HybridCache on it."""
+    l2 = await DistributedCache.create(redis_url=redis_url)
+    cache = HybridCache(QueryCache(max_size=100, default_ttl=60), l2)
+    assert await cache.wait_coherent(10)
+    return l2, cache
+
+
+def test_hybrid_l1_hit_completes_inside_the_await(redis_url):
     async def main():
-        l2 = await DistributedCache.create(redis_url=redis_url)
-        cache = HybridCache(QueryCache(max_size=100, default_ttl=60), l2)
-        assert await cache.wait_coherent(10)
+        l2, cache = await coherent_hybrid(redis_url)
         await cache.set("k", {"v": 1})
-        hit = cache.get("k")
-        # Not an asyncio future: the value is inside, no thread or loop hop.
-        assert type(hit).__name__ == "Ready"
-        assert await hit == {"v": 1}
-        miss = cache.get("other")
-        assert type(miss).__name__ != "Ready"
-        assert await miss is None
+        # The hit never suspends: the value is there at the first step, no thread
+        # or loop hop; it is counted as an L1 hit.
+        before = (await cache.get_stats())["l1"]["hits"]
+        assert answered_at_once(cache.get("k")) == (True, {"v": 1})
+        assert (await cache.get_stats())["l1"]["hits"] == before + 1
+        # A stored None is a hit too (not taken for a miss).
+        await cache.set("none", None)
+        assert answered_at_once(cache.get("none")) == (True, None)
+        # A miss goes to Redis: it suspends.
+        assert answered_at_once(cache.get("other")) == (False, None)
+        assert await cache.get("other") is None
+        await l2.set("only-in-redis", [1])
+        assert await cache.get("only-in-redis") == [1]
+        assert answered_at_once(cache.get("only-in-redis")) == (True, [1])
+        # get_or_compute and @cached hits too; the loader is not called again.
+        calls = []
+
+        async def load():
+            calls.append(1)
+            return {"loaded": True}
+
+        assert await cache.get_or_compute("computed", load, 60) == {"loaded": True}
+        assert answered_at_once(cache.get_or_compute("computed", load, 60)) == (True, {"loaded": True})
+
+        @cache.cached(ttl=60, key_builder=lambda n: f"deco:{n}")
+        async def deco(n):
+            calls.append(n)
+            return n * 2
+
+        assert await deco(21) == 42
+        assert answered_at_once(deco(21)) == (True, 42)
+        assert calls == [1, 21]
+        await cache.close()
+
+    run(main())
+
+
+def test_hybrid_l1_hits_stay_in_their_tenant(redis_url):
+    async def main():
+        _, cache = await coherent_hybrid(redis_url)
+
+        async def in_tenant(t, value):
+            set_current_tenant(t)
+            if value is not None:
+                await cache.set("k", value)
+            return answered_at_once(cache.get("k")), await cache.get("k")
+
+        # Tenant a's entry is an L1 hit in a, and never answers in b or untenanted.
+        assert await asyncio.create_task(in_tenant("a", "A")) == ((True, "A"), "A")
+        assert await asyncio.create_task(in_tenant("b", None)) == ((False, None), None)
+        assert await asyncio.create_task(in_tenant("b", "B")) == ((True, "B"), "B")
+        assert await asyncio.create_task(in_tenant("a", None)) == ((True, "A"), "A")
+        assert await cache.get("k") is None
         await cache.close()
 
     run(main())

@@ -185,8 +185,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     _packb = None
     _unpackb = None
 
+# What ``HybridCache._get_l1`` answers when L1 does not hold the key (``None`` is a
+# value a cache can hold).
+_MISS = object()
+
 _ormcache._register(
     {
+        "miss": _MISS,
         # The original package's json.dumps(value, default=str), compact.
         "json_dumps": functools.partial(json.dumps, default=str, separators=(",", ":")),
         "json_loads": json.loads,
@@ -401,12 +406,21 @@ class DistributedCache(_Shared, _ormcache.DistributedCache):
         socket_connect_timeout: Optional[float] = None,
         socket_keepalive: Optional[bool] = None,
         health_check_interval: Optional[float] = None,
+        ssl_ca_certs: Optional[str] = None,
+        ssl_certfile: Optional[str] = None,
+        ssl_keyfile: Optional[str] = None,
         **_ignored: Any,
     ) -> "DistributedCache":
         """Connects to Redis. Every URL form the Rust side takes: ``redis://``,
         ``rediss://``, ``redis+unix://``, ``redis+cluster://``, ``redis+sentinel://``
         and their TLS forms. Times are seconds. ``decode_responses`` has no meaning
         here (values are decoded by the serializer) and is accepted for compatibility.
+
+        TLS (``rediss://`` and the ``rediss+…`` forms) trusts the system roots, plus
+        ``ssl_ca_certs`` (a PEM CA file) if given; ``ssl_certfile`` + ``ssl_keyfile``
+        (PEM) are a client certificate for servers that require one (redis-py's
+        names). Each one not given is read from ``REDIS_TLS_CA_FILE``,
+        ``REDIS_TLS_CERT_FILE``, ``REDIS_TLS_KEY_FILE``, as Rust services read them.
 
         Raises :class:`CacheError` (e.g. :class:`CacheConnectionError`) if Redis
         cannot be reached within ``socket_connect_timeout``.
@@ -422,6 +436,9 @@ class DistributedCache(_Shared, _ormcache.DistributedCache):
             None if socket_connect_timeout is None else float(socket_connect_timeout),
             socket_keepalive,
             None if health_check_interval is None else float(health_check_interval),
+            None if ssl_ca_certs is None else str(ssl_ca_certs),
+            None if ssl_certfile is None else str(ssl_certfile),
+            None if ssl_keyfile is None else str(ssl_keyfile),
         )
         self.serializer = serializer
         self.decode_responses = decode_responses
@@ -450,6 +467,26 @@ class HybridCache(_Shared, _ormcache.HybridCache):
         self.l1 = l1_cache
         self.l2 = l2_cache
 
+    async def get(self, key: str) -> Any:
+        """The value at ``key``, or ``None``: L1, then Redis. An L1 hit is answered
+        by one synchronous Rust call inside this coroutine (no thread hop, no event
+        loop turn); a Redis failure never raises (young L1 entries answer)."""
+        value = self._get_l1(key)
+        if value is _MISS:
+            return await _rust_hybrid_get(self, key)
+        return value
+
+    async def get_or_compute(
+        self, key: str, loader: Callable, ttl: Optional[float] = None, lock: bool = False
+    ) -> Any:
+        """Read-through with single flight (``lock=True``: once in the cluster): an L1
+        hit returns at once, as in :meth:`get`; else Redis, else ``await loader()``
+        once, stored with ``ttl``. Redis failures fall back to the loader."""
+        value = self._get_l1(key)
+        if value is _MISS:
+            return await _rust_hybrid_get_or_compute(self, key, loader, ttl, lock)
+        return value
+
     async def get_stats(self) -> Dict[str, Any]:
         """The seed's ``{"l1": {...}, "l2": {...}, "combined_hit_rate": ...}``; ``l2``
         holds zeros (and ``"error"``) while Redis cannot be asked."""
@@ -460,6 +497,10 @@ class HybridCache(_Shared, _ormcache.HybridCache):
         else:
             s["l2"]["default_ttl"] = _num(self.l2.default_ttl)
         return s
+
+
+_rust_hybrid_get = _ormcache.HybridCache.get
+_rust_hybrid_get_or_compute = _ormcache.HybridCache.get_or_compute
 
 
 def _num(secs: float):
