@@ -2,7 +2,7 @@
 vs the original ``fastapi-orm==0.11.0`` caches, raw redis-py (asyncio, hiredis) and
 cashews.
 
-    pip install fastapi-orm==0.11.0 "redis[hiredis]" cashews
+    pip install fastapi-orm==0.11.0 greenlet "redis[hiredis]" cashews
     python crates/ormcache-py/bench/bench.py [--seconds 3] [--tasks 50]
 
 L2: 50 asyncio tasks doing GET (or SET) of ~200-byte dict values for a fixed time:
