@@ -305,7 +305,7 @@ pub use config::{DistributedConfig, RedisUrl, Topology};
 pub use distributed::{DistributedBuilder, DistributedCache};
 pub use error::{Error, ErrorKind, Result};
 pub use glob::escape_glob;
-pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats};
+pub use hybrid::{CoherenceStats, HybridBuilder, HybridCache, HybridStats, Protocol};
 pub use key::MAX_TTL;
 pub use local::{QueryCache, QueryCacheBuilder};
 pub use memo::{ComputeError, ComputeOptions};

@@ -26,6 +26,26 @@ pub struct HybridBuilder {
     pub(super) heartbeat_interval: Duration,
     pub(super) max_backlog: usize,
     pub(super) confirm_timeout: Option<Duration>,
+    pub(super) protocol: Protocol,
+}
+
+/// How the instances of a [`HybridCache`] fleet keep their L1 copies coherent; see
+/// [`HybridBuilder::protocol`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// Every instance hears every write's numbered message and acknowledges it;
+    /// every instance hears every heartbeat. Costs grow with the fleet: about three
+    /// Redis commands per write for each instance, and heartbeat deliveries grow
+    /// with the square of the fleet.
+    Broadcast,
+    /// Writes reach only the instances that hold the key in L1 (each registers
+    /// itself in Redis when it takes a copy), and only they acknowledge; fills
+    /// publish nothing; heartbeats go to their sender only. Redis server-assisted
+    /// client-side caching (`CLIENT TRACKING`) also evicts L1 copies when any other
+    /// Redis client writes, deletes or expires a key, or Redis evicts it.
+    #[default]
+    Fleet,
 }
 
 impl HybridBuilder {
@@ -90,6 +110,21 @@ impl HybridBuilder {
     /// ```
     pub fn confirm_invalidations(mut self, timeout: Option<Duration>) -> Self {
         self.confirm_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The coherence protocol (default [`Protocol::Fleet`]). Every instance on one
+    /// prefix must use the same one.
+    ///
+    /// ```no_run
+    /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
+    /// let cache = ormcache::HybridCache::builder(l1, l2)
+    ///     .protocol(ormcache::Protocol::Broadcast)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 

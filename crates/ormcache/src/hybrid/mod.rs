@@ -30,7 +30,7 @@ mod stats;
 mod sync;
 mod tasks;
 
-pub use builder::HybridBuilder;
+pub use builder::{HybridBuilder, Protocol};
 use inner::Lifecycle;
 pub use stats::{CoherenceStats, HybridStats};
 
@@ -50,6 +50,10 @@ struct Counters {
     resubscriptions: Counted,
     confirmed: Counted,
     unconfirmed: Counted,
+    /// Every pub/sub message and tracking push the subscriber connection read.
+    deliveries: AtomicU64,
+    /// Keys evicted by Redis tracking pushes (writes by any client).
+    tracked_evictions: AtomicU64,
 }
 
 impl Counters {
@@ -75,6 +79,8 @@ impl Counters {
             resubscriptions: m(n::RESUBSCRIPTIONS),
             confirmed: m(n::INV_CONFIRMED),
             unconfirmed: m(n::INV_UNCONFIRMED),
+            deliveries: AtomicU64::new(0),
+            tracked_evictions: AtomicU64::new(0),
         }
     }
 }
@@ -220,6 +226,7 @@ impl HybridCache {
             heartbeat_interval: Duration::from_millis(500),
             max_backlog: 10_000,
             confirm_timeout: Some(Duration::from_secs(1)),
+            protocol: Protocol::default(),
         }
     }
 
@@ -799,6 +806,8 @@ impl HybridCache {
                 peers_unresponsive,
                 confirmed: c.confirmed.load(Relaxed),
                 unconfirmed: c.unconfirmed.load(Relaxed),
+                deliveries: c.deliveries.load(Relaxed),
+                tracked_evictions: c.tracked_evictions.load(Relaxed),
             },
         })
     }

@@ -56,4 +56,11 @@ pub struct CoherenceStats {
     pub confirmed: u64,
     /// Times a peer did not acknowledge an invalidation within the timeout.
     pub unconfirmed: u64,
+    /// Pub/sub messages and Redis tracking pushes this instance's subscriber read
+    /// (what the fleet delivered to it: invalidations, acknowledgements,
+    /// heartbeats).
+    pub deliveries: u64,
+    /// L1 keys evicted because Redis reported a write by any client
+    /// ([`Protocol::Fleet`](crate::Protocol::Fleet)'s `CLIENT TRACKING`).
+    pub tracked_evictions: u64,
 }

@@ -74,6 +74,7 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
                 msg = stream.next() => match msg {
                     Some(msg) => {
                         let Some(inner) = weak.upgrade() else { return };
+                        inner.counters.deliveries.fetch_add(1, Relaxed);
                         if msg.get_channel_name() == inner.ack_channel {
                             inner.on_ack(msg.get_payload_bytes());
                         } else {
