@@ -145,6 +145,21 @@ impl Sequences {
         SeqVerdict::Fine
     }
 
+    /// A message addressed to this instance alone (`Protocol::Fleet`): the
+    /// sender's other messages went elsewhere, so a jump in its numbers is no hole.
+    pub(crate) fn observe_direct(&mut self, sender: u64, seq: u64, now: Instant) {
+        let s = self.senders.entry(sender).or_insert(Sender {
+            max_seen: seq,
+            missing: BTreeMap::new(),
+            last_heard: now,
+            owed: 0,
+            acked: 0,
+        });
+        s.last_heard = now;
+        s.max_seen = s.max_seen.max(seq);
+        s.missing.clear();
+    }
+
     /// Whether any hole has stayed open longer than `grace` (a lost message); the
     /// holes are forgotten either way once reported.
     pub(crate) fn overdue(&mut self, grace: Duration, now: Instant) -> bool {
@@ -259,6 +274,20 @@ impl Peers {
         self.peers.get(&id).is_some_and(|p| {
             !p.unresponsive && p.acked < seq && now.saturating_duration_since(p.last_heard) < window
         })
+    }
+
+    /// Whether a confirmation of `seq` by holder `id` is still awaited
+    /// (`Protocol::Fleet`: `id` was subscribed when the message went out, so it is
+    /// waited for unless it let a confirmation time out before).
+    pub(crate) fn waits_for(&self, id: u64, seq: u64) -> bool {
+        self.peers
+            .get(&id)
+            .is_none_or(|p| !p.unresponsive && p.acked < seq)
+    }
+
+    /// How many peers acknowledged `seq` (or a later message).
+    pub(crate) fn acked_count(&self, seq: u64) -> usize {
+        self.peers.values().filter(|p| p.acked >= seq).count()
     }
 
     /// The peers a confirmation of `seq` waits for.

@@ -616,17 +616,19 @@ async fn probe_peers(
     timeout: Duration,
 ) -> Result<()> {
     let me = crate::memo::random_token();
-    let message = |seq: u64, op: Op, closing: bool| Notice {
-        channel: listener.channel.clone(),
-        payload: serde_json::to_vec(&Message {
-            i: me,
-            s: seq,
-            o: op,
-            t: None,
-            b: closing,
-            j: false,
-        })
-        .unwrap_or_default(),
+    let message = |seq: u64, op: Op, closing: bool| {
+        Notice::broadcast(
+            listener.channel.clone(),
+            serde_json::to_vec(&Message {
+                i: me,
+                s: seq,
+                o: op,
+                t: None,
+                b: closing,
+                j: false,
+            })
+            .unwrap_or_default(),
+        )
     };
     let probe = message(1, Op::Keys(Vec::new()), false);
     let bye = message(2, Op::Heartbeat, true);
@@ -667,10 +669,10 @@ async fn probe_peers(
             {
                 // Nothing cached here: applied at once. Acknowledged, so that a
                 // writer that heard the probe does not wait for us.
-                let ack = Notice {
-                    channel: ack_channel(&listener.channel, m.sender),
-                    payload: serde_json::to_vec(&Ack { i: me, a: m.seq }).unwrap_or_default(),
-                };
+                let ack = Notice::broadcast(
+                    ack_channel(&listener.channel, m.sender),
+                    serde_json::to_vec(&Ack { i: me, a: m.seq }).unwrap_or_default(),
+                );
                 if let Err(e) = cache.publish("probe", &ack).await {
                     result = Err(e);
                     break;

@@ -102,6 +102,12 @@ pub(crate) fn lease_key(prefix: &str, key: &str) -> String {
     format!("{prefix}:{RESERVED_NAMESPACE}:lease:{key}")
 }
 
+/// The registry of the instances holding `key` in L1 (`Protocol::Fleet`).
+pub(crate) fn holders_key(prefix: &str, key: &str) -> String {
+    let key = crate::tenant::physical(key);
+    format!("{prefix}:{RESERVED_NAMESPACE}:h:{key}")
+}
+
 pub(crate) fn tag_key(prefix: &str, tag: &str) -> String {
     let tag = crate::tenant::physical(tag);
     format!("{prefix}:{RESERVED_NAMESPACE}:tag:{tag}")

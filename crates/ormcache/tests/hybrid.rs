@@ -11,11 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ormcache::{DistributedCache, ErrorKind, HybridCache, QueryCache, Ttl};
+use ormcache::{DistributedCache, ErrorKind, HybridCache, Protocol, QueryCache, Ttl};
 use redis::AsyncCommands;
 use support::{RedisServer, config};
 
 async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
+    hybrid_with(server, prefix, Protocol::default()).await
+}
+
+async fn hybrid_with(server: &RedisServer, prefix: &str, protocol: Protocol) -> HybridCache {
     let l1 = QueryCache::new(10_000, Duration::from_secs(60)).unwrap();
     let l2 =
         DistributedCache::create(config(server, prefix).socket_timeout(Duration::from_millis(200)))
@@ -23,6 +27,7 @@ async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
             .unwrap();
     let c = HybridCache::builder(l1, l2)
         .heartbeat_interval(Duration::from_millis(100))
+        .protocol(protocol)
         .build()
         .unwrap();
     assert!(
@@ -58,7 +63,21 @@ async fn read_through_levels_and_ttl_bound() {
     assert_eq!(c.get::<u32>("only_l2").await.unwrap(), None);
 
     c.set("k", "v".to_string(), None).await.unwrap();
+    // Under the fleet protocol a write evicts the writer's copy (its next read
+    // registers it as a holder); under the broadcast one it replaces it.
+    assert!(!c.l1().exists_sync("k"));
+    assert_eq!(
+        c.get::<String>("k")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("v")
+    );
     assert!(c.l1().exists_sync("k"));
+    let b = hybrid_with(&server, "bcast", Protocol::Broadcast).await;
+    b.set("k", "v".to_string(), None).await.unwrap();
+    assert!(b.l1().exists_sync("k"));
     assert!(matches!(c.ttl("k").await.unwrap(), Ttl::Remaining(_)));
     assert!(c.exists("k").await.unwrap());
     assert!(c.delete("k").await.unwrap());
@@ -146,7 +165,7 @@ async fn three_instances_stay_coherent() {
         a.set(&format!("post:{i}"), i, None).await.unwrap();
         a.set(&format!("keep:{i}"), i, None).await.unwrap();
     }
-    for o in others {
+    for o in [&a, &b, &c] {
         for i in 0..5 {
             o.get::<u32>(&format!("post:{i}")).await.unwrap();
             o.get::<u32>(&format!("keep:{i}")).await.unwrap();
@@ -245,9 +264,12 @@ async fn killed_pubsub_connection_never_serves_stale() {
 
 #[tokio::test]
 async fn lost_message_without_disconnect_is_detected() {
+    // Numbered messages to every instance, and so gaps, are the broadcast
+    // protocol's; under the fleet protocol the raw write below is seen by Redis
+    // tracking (tests/fleet.rs).
     let server = RedisServer::start();
-    let a = hybrid(&server, "app").await;
-    let b = hybrid(&server, "app").await;
+    let a = hybrid_with(&server, "app", Protocol::Broadcast).await;
+    let b = hybrid_with(&server, "app", Protocol::Broadcast).await;
     a.set("k", 1u32, None).await.unwrap();
     assert_eq!(b.get::<u32>("k").await.unwrap().as_deref(), Some(&1));
     // Someone changes L2 behind our back and a's sequence skips a number, as if the

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use redis::FromRedisValue;
 
-use super::{DistributedCache, Notice, Request, full_key, is_wrong_type};
+use super::{
+    DistributedCache, Fleet, Holder, NOTIFY_SCRIPT, Notice, Request, full_key, is_wrong_type,
+};
 use crate::cache::CacheValue;
 use crate::error::Result;
 use crate::key;
@@ -83,11 +85,18 @@ impl DistributedCache {
             pipe.add_command(also).ignore();
         }
         pipe.add_command(cmd);
-        if let Some(n) = notice {
-            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+        match notice.and_then(|n| push_notice(&mut pipe, n)) {
+            Some(fleet) => {
+                let (v, reply): (T, redis::Value) =
+                    self.call(op, key, Request::Pipe(&pipe)).await?;
+                fleet.record(&reply);
+                Ok(v)
+            }
+            None => {
+                let (v,): (T,) = self.call(op, key, Request::Pipe(&pipe)).await?;
+                Ok(v)
+            }
         }
-        let (v,): (T,) = self.call(op, key, Request::Pipe(&pipe)).await?;
-        Ok(v)
     }
 
     /// `UNLINK` of `key`'s lease: what every write runs before it writes, so that
@@ -106,17 +115,35 @@ impl DistributedCache {
     /// Publishes every notice in one round trip (acknowledgements).
     pub(crate) async fn publish_all(&self, op: &'static str, notices: &[Notice]) -> Result<()> {
         let mut pipe = redis::pipe();
-        for n in notices {
-            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+        let read: Vec<&Fleet> = notices
+            .iter()
+            .filter_map(|n| push_notice(&mut pipe, n))
+            .collect();
+        let replies: Vec<redis::Value> = self.query_pipe(op, &pipe).await?;
+        for (fleet, reply) in read.iter().zip(&replies) {
+            fleet.record(reply);
         }
-        self.query_pipe::<()>(op, &pipe).await
+        Ok(())
     }
 
     /// `GET` and `PTTL` in one round trip: the value, its stored size and its
     /// remaining lifetime (`None`: no expiry).
     pub(crate) async fn get_with_ttl<T: CacheValue>(&self, key: &str) -> Result<Option<Found<T>>> {
+        self.get_holding::<T>(key, None).await
+    }
+
+    /// [`get_with_ttl`](Self::get_with_ttl) by a reader that may copy the value
+    /// into its L1 (`Protocol::Fleet`): registered and tracked first.
+    pub(crate) async fn get_holding<T: CacheValue>(
+        &self,
+        key: &str,
+        holder: Option<&Holder>,
+    ) -> Result<Option<Found<T>>> {
         let full = full_key(&self.inner.prefix, key);
         let mut pipe = redis::pipe();
+        if let Some(h) = holder {
+            self.push_holder(&mut pipe, key, h);
+        }
         pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
         let reply = self
             .call::<(Option<Vec<u8>>, i64)>("get", Some(key), Request::Pipe(&pipe))
@@ -191,6 +218,69 @@ impl DistributedCache {
         Ok(n > 0)
     }
 
+    /// Registers `h` as a holder of `key` and, when it is tracked, has Redis track
+    /// the next command's keys (ignored replies; a connection on which tracking is
+    /// off fails the round trip: see [`is_tracking_off`](super::is_tracking_off)).
+    pub(crate) fn push_holder(&self, pipe: &mut redis::Pipeline, key: &str, h: &Holder) {
+        let registry = key::holders_key(&self.inner.prefix, key);
+        pipe.cmd("SADD").arg(&registry).arg(h.me).ignore();
+        pipe.cmd("PEXPIRE").arg(&registry).arg(h.ttl_ms).ignore();
+        if h.tracking {
+            pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+        }
+    }
+
+    /// Turns on `CLIENT TRACKING` (opt-in, no loop) on every connection of this
+    /// cache, redirected to the subscriber connection `redirect`: a later read
+    /// announced with `CLIENT CACHING YES` makes Redis send that connection an
+    /// invalidation when any client changes the key. Returns the connections' ids,
+    /// which change when a connection is replaced (and its tracking lost).
+    pub(crate) async fn track_all(&self, redirect: i64) -> Result<Vec<i64>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("REDIRECT")
+            .arg(redirect)
+            .arg("OPTIN")
+            .arg("NOLOOP")
+            .ignore()
+            .cmd("CLIENT")
+            .arg("ID");
+        self.on_every_connection("track", &pipe).await
+    }
+
+    /// The ids of this cache's connections (see [`track_all`](Self::track_all)).
+    pub(crate) async fn connection_ids(&self) -> Result<Vec<i64>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("ID");
+        self.on_every_connection("track", &pipe).await
+    }
+
+    /// Runs `pipe`, which answers one integer, on each connection in turn.
+    async fn on_every_connection(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(self.inner.conns.len());
+        for conn in &self.inner.conns {
+            let mut conn = conn.clone();
+            let reply =
+                tokio::time::timeout(self.inner.timeout, pipe.query_async::<(i64,)>(&mut conn))
+                    .await;
+            match reply {
+                Ok(Ok((id,))) => ids.push(id),
+                Ok(Err(e)) => return Err(crate::error::from_redis(op, e)),
+                Err(_) => {
+                    return Err(crate::Error::new(crate::ErrorKind::Timeout, op)
+                        .with_detail(format!("no reply within {:?}", self.inner.timeout)));
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     /// `set_many` of encoded values, with `notice` in the same round trip.
     pub(crate) async fn set_many_bytes(
         &self,
@@ -209,10 +299,13 @@ impl DistributedCache {
                 .arg(ms)
                 .ignore();
         }
-        if let Some(n) = notice {
-            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+        match notice.and_then(|n| push_notice(&mut pipe, n)) {
+            Some(fleet) => {
+                let (reply,): (redis::Value,) = self.query_pipe("set_many", &pipe).await?;
+                fleet.record(&reply);
+            }
+            None => self.query_pipe::<()>("set_many", &pipe).await?,
         }
-        self.query_pipe::<()>("set_many", &pipe).await?;
         self.inner.counters.add(Stat::Set, entries.len() as u64);
         Ok(())
     }
@@ -247,6 +340,7 @@ impl DistributedCache {
     pub(crate) async fn get_many_with_ttl<T: CacheValue>(
         &self,
         keys: &[&str],
+        holder: Option<&Holder>,
     ) -> Result<Vec<Option<Found<T>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -254,6 +348,9 @@ impl DistributedCache {
         let mut pipe = redis::pipe();
         for k in keys {
             let full = full_key(&self.inner.prefix, k);
+            if let Some(h) = holder {
+                self.push_holder(&mut pipe, k, h);
+            }
             pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
         }
         let replies: Vec<redis::Value> = self.query_pipe("get_many", &pipe).await?;
@@ -364,4 +461,29 @@ pub(super) fn info_field(text: &str, name: &str) -> String {
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
         .map(|v| v.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Appends the delivery of `n` to `pipe`: a `PUBLISH`, or the script that messages
+/// the holders of its keys. The [`Fleet`] whose reply must be read, if any.
+fn push_notice<'n>(pipe: &mut redis::Pipeline, n: &'n Notice) -> Option<&'n Fleet> {
+    match &n.fleet {
+        None => {
+            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
+            None
+        }
+        Some(f) if f.registries.is_empty() => {
+            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload);
+            Some(f)
+        }
+        Some(f) => {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(NOTIFY_SCRIPT).arg(f.registries.len());
+            for r in &f.registries {
+                eval.arg(r);
+            }
+            eval.arg(f.me).arg(&f.inbox).arg(&n.payload);
+            pipe.add_command(eval);
+            Some(f)
+        }
+    }
 }

@@ -49,6 +49,18 @@ if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 return 1
 ";
 
+/// What a fill's store tells the other instances.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Announce<'a> {
+    /// Nothing (a `DistributedCache` has no L1 to keep coherent).
+    Nothing,
+    /// This message, published if the value is stored (`Protocol::Broadcast`).
+    Publish(&'a Notice),
+    /// That this instance holds the value (`Protocol::Fleet`): registered before
+    /// the store, tracked by the store's read of the entry.
+    Hold(&'a super::Holder),
+}
+
 /// A read-through lookup that starts the fill on a miss, in one round trip: the
 /// entry and its remaining TTL; on a miss, the lease taken with `NX` (a lease
 /// already there, another fill's, is left alone: the caller then takes it the usual
@@ -472,7 +484,7 @@ impl DistributedCache {
         with_ttl: bool,
         options: &crate::memo::ComputeOptions,
     ) -> (Lookup<T>, Option<FillTicket>) {
-        match self.lookup_leasing_found::<T>(key, options).await {
+        match self.lookup_leasing_found::<T>(key, options, None).await {
             None => (self.lookup(key, with_ttl).await, None),
             Some(Ok((Some(found), _))) => (
                 Lookup::Hit(found.value, found.remaining.filter(|_| with_ttl)),
@@ -495,6 +507,7 @@ impl DistributedCache {
         &self,
         key: &str,
         options: &crate::memo::ComputeOptions,
+        holder: Option<&super::Holder>,
     ) -> Option<Result<(Option<super::coherent::Found<T>>, Option<FillTicket>)>> {
         if options.lock || !self.stamp_names(&options.tags).is_empty() {
             return None;
@@ -521,13 +534,21 @@ impl DistributedCache {
             token: &token,
             armed: true,
         };
-        let reply = self
-            .query::<(Option<Vec<u8>>, i64, Option<i64>, Option<String>)>(
-                "get_or_compute",
-                Some(key),
-                &eval,
-            )
-            .await;
+        type Reply = (Option<Vec<u8>>, i64, Option<i64>, Option<String>);
+        let reply = match holder {
+            Some(h) => {
+                let mut pipe = redis::pipe();
+                self.push_holder(&mut pipe, key, h);
+                pipe.add_command(eval);
+                self.call::<(Reply,)>("get_or_compute", Some(key), Request::Pipe(&pipe))
+                    .await
+                    .map(|(r,)| r)
+            }
+            None => {
+                self.query::<Reply>("get_or_compute", Some(key), &eval)
+                    .await
+            }
+        };
         let (bytes, pttl, leased, generation) = match reply {
             Ok(r) => {
                 in_flight.disarm();
@@ -536,7 +557,7 @@ impl DistributedCache {
             Err(e) if super::is_wrong_type(&e) => {
                 // The script stopped at its first `GET`: no lease was taken.
                 in_flight.disarm();
-                return Some(self.get_with_ttl::<T>(key).await.map(|f| (f, None)));
+                return Some(self.get_holding::<T>(key, holder).await.map(|f| (f, None)));
             }
             Err(e) => return Some(Err(e)),
         };
@@ -580,8 +601,13 @@ impl DistributedCache {
         ttl: Duration,
         tags: &[String],
         lease: &Lease,
-        notice: Option<&Notice>,
+        announce: Announce<'_>,
     ) -> bool {
+        let (notice, holder) = match announce {
+            Announce::Nothing => (None, None),
+            Announce::Publish(n) => (Some(n), None),
+            Announce::Hold(h) => (None, Some(h)),
+        };
         let Ok(inner) = self
             .inner
             .encoding
@@ -622,7 +648,20 @@ impl DistributedCache {
             Some(n) => eval.arg(&n.channel).arg(&n.payload),
             None => eval.arg("").arg(""),
         };
-        match self.query::<i64>("get_or_compute", Some(key), &eval).await {
+        let stored = match holder {
+            Some(h) => {
+                // Registered before it stores (a write after the store messages
+                // it) and tracked by the script's read of the entry.
+                let mut pipe = redis::pipe();
+                self.push_holder(&mut pipe, key, h);
+                pipe.add_command(eval);
+                self.call::<(i64,)>("get_or_compute", Some(key), Request::Pipe(&pipe))
+                    .await
+                    .map(|(n,)| n)
+            }
+            None => self.query::<i64>("get_or_compute", Some(key), &eval).await,
+        };
+        match stored {
             Ok(1) => {
                 self.inner.counters.add(Stat::Set, 1);
                 true
@@ -740,7 +779,8 @@ impl Fill for DistributedCache {
         ticket: FillTicket,
     ) {
         if let Some(lease) = &ticket.lease {
-            self.store_fill(key, &**value, ttl, tags, lease, None).await;
+            self.store_fill(key, &**value, ttl, tags, lease, Announce::Nothing)
+                .await;
         }
     }
 

@@ -155,12 +155,15 @@ impl DistributedCache {
     }
 
     /// Whether this cache talks to a Redis Cluster.
-    #[cfg(feature = "cluster")]
     pub(crate) fn is_cluster(&self) -> bool {
-        self.inner
+        #[cfg(feature = "cluster")]
+        return self
+            .inner
             .conns
             .first()
-            .is_some_and(super::Conn::is_cluster)
+            .is_some_and(super::Conn::is_cluster);
+        #[cfg(not(feature = "cluster"))]
+        false
     }
 
     /// One `SCAN` page on `node`.

@@ -42,6 +42,7 @@ pub use builder::DistributedBuilder;
 mod conn;
 use conn::{Conn, Link, Node};
 mod fill;
+pub(crate) use fill::Announce;
 mod health;
 mod inspect;
 mod keyspace;
@@ -65,6 +66,96 @@ enum Request<'a> {
 pub(crate) struct Notice {
     pub(crate) channel: String,
     pub(crate) payload: Vec<u8>,
+    /// `Protocol::Fleet`: who the message goes to, and who it reached.
+    pub(crate) fleet: Option<Fleet>,
+}
+
+impl Notice {
+    /// A message for every subscriber of `channel`, of the protocol that broadcasts.
+    pub(crate) fn broadcast(channel: String, payload: Vec<u8>) -> Self {
+        Self {
+            channel,
+            payload,
+            fleet: None,
+        }
+    }
+}
+
+/// How a [`Notice`] of `Protocol::Fleet` is delivered.
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    /// The holder registries of the keys the message names (their holders'
+    /// inboxes get it), or empty: every subscriber of the channel gets it.
+    pub(crate) registries: Vec<String>,
+    /// The sender (never messaged).
+    pub(crate) me: u64,
+    /// The inbox channel of holder `h` is this followed by `h`.
+    pub(crate) inbox: String,
+    /// Filled by the round trip that delivered the message; shared with the
+    /// writer, which waits for the acknowledgements of those it reached.
+    pub(crate) reached: Arc<std::sync::Mutex<Reached>>,
+}
+
+/// Who a [`Fleet`] message reached.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum Reached {
+    /// Not delivered (yet).
+    #[default]
+    Unknown,
+    /// These registered holders, each subscribed when it was sent.
+    Holders(Vec<u64>),
+    /// This many subscribers of the channel, the sender included.
+    Subscribers(u64),
+}
+
+impl Fleet {
+    /// Records what the delivering command answered.
+    pub(crate) fn record(&self, reply: &redis::Value) {
+        let reached = if self.registries.is_empty() {
+            Reached::Subscribers(redis::from_redis_value_ref::<u64>(reply).unwrap_or(0))
+        } else {
+            let ids: Vec<String> = redis::from_redis_value_ref(reply).unwrap_or_default();
+            Reached::Holders(ids.iter().filter_map(|id| id.parse().ok()).collect())
+        };
+        if let Ok(mut r) = self.reached.lock() {
+            *r = reached;
+        }
+    }
+}
+
+/// Delivers a `Protocol::Fleet` message of a write to the registered holders of
+/// its keys: each key's registry (KEYS) is read and emptied, and every holder but
+/// the sender (`ARGV[1]`) that is still subscribed to its inbox (`ARGV[2]`..id)
+/// gets the message (`ARGV[3]`). Returns the holders it reached. It runs after the
+/// write in the same round trip: a reader registers itself before it reads, so a
+/// reader that could have read the old value is in the registry by now, and one
+/// that registers later reads the new value.
+pub(crate) const NOTIFY_SCRIPT: &str = r"
+local reached, seen = {}, {}
+for _, reg in ipairs(KEYS) do
+  for _, h in ipairs(redis.call('SMEMBERS', reg)) do
+    if h ~= ARGV[1] and not seen[h] then
+      seen[h] = true
+      if redis.call('PUBLISH', ARGV[2] .. h, ARGV[3]) > 0 then
+        reached[#reached + 1] = h
+      end
+    end
+  end
+  redis.call('DEL', reg)
+end
+return reached
+";
+
+/// A reader of `Protocol::Fleet` that is about to copy keys into its L1: it
+/// registers as their holder (before it reads: see [`NOTIFY_SCRIPT`]) and, with
+/// `tracking`, has Redis track what it reads (`CLIENT CACHING YES`), so that a
+/// write by any client evicts the copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holder {
+    pub(crate) me: u64,
+    /// How long a registration lasts: longer than the L1 copy.
+    pub(crate) ttl_ms: u64,
+    pub(crate) tracking: bool,
 }
 
 struct Inner {
@@ -880,6 +971,17 @@ impl DistributedCache {
 
 pub(super) fn is_reserved_bytes(rest: &[u8]) -> bool {
     rest == key::STATS_KEY.as_bytes() || rest.starts_with(key::RESERVED_NAMESPACE.as_bytes())
+}
+
+/// The round trip failed because `CLIENT CACHING` found tracking off on its
+/// connection: the connection was replaced since tracking was turned on.
+pub(crate) fn is_tracking_off(e: &Error) -> bool {
+    use std::error::Error as _;
+    e.kind() == ErrorKind::Server
+        && e.source()
+            .and_then(|s| s.downcast_ref::<redis::RedisError>())
+            .and_then(|r| r.detail())
+            .is_some_and(|d| d.contains("CACHING"))
 }
 
 fn is_wrong_type(e: &Error) -> bool {

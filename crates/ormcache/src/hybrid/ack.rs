@@ -51,7 +51,7 @@ impl Inner {
     /// the confirmation timeout passes. Returns at once when confirmation is off,
     /// when this instance's own stream is down (it could not hear the
     /// acknowledgements), or when it is alone on the channel.
-    pub(super) async fn confirm(&self, seq: u64) {
+    pub(super) async fn confirm_all(&self, seq: u64) {
         let Some(timeout) = self.confirm_timeout else {
             return;
         };
@@ -141,9 +141,11 @@ impl Inner {
         }
         let notices: Vec<Notice> = due
             .into_iter()
-            .map(|(sender, seq)| Notice {
-                channel: ack_channel(&self.channel, sender),
-                payload: serde_json::to_vec(&Ack { i: self.id, a: seq }).unwrap_or_default(),
+            .map(|(sender, seq)| {
+                Notice::broadcast(
+                    ack_channel(&self.channel, sender),
+                    serde_json::to_vec(&Ack { i: self.id, a: seq }).unwrap_or_default(),
+                )
             })
             .collect();
         if let Err(e) = self.l2.publish_all("ack", &notices).await {

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use super::ack::{self, ack_loop};
 use super::tasks::{heartbeat_loop, recovery_loop, subscriber_loop};
-use super::{Counters, HybridCache, Inner};
+use super::{Counters, FleetState, HybridCache, Inner};
 use crate::coherence::{Backlog, Peers, Sequences};
 use crate::distributed::DistributedCache;
 use crate::error::{Error, ErrorKind, Result};
@@ -154,7 +154,18 @@ impl HybridBuilder {
         let cache: Arc<str> = Arc::from(self.l2.prefix());
         // The L1 reports under this prefix (unless it was used on its own before).
         self.l1.name_metrics(&cache);
+        let fleet = (self.protocol == Protocol::Fleet && !self.l2.is_cluster()).then(|| {
+            let inboxes = format!("{channel}:to:");
+            FleetState {
+                inbox: format!("{inboxes}{id}"),
+                inboxes,
+                tracking: AtomicBool::new(false),
+                tracked: Mutex::new(Vec::new()),
+                subscriber: std::sync::atomic::AtomicI64::new(0),
+            }
+        });
         let inner = Arc::new(Inner {
+            fleet,
             id,
             ack_channel: ack::ack_channel(&channel, id),
             channel,
@@ -187,7 +198,11 @@ impl HybridBuilder {
             l2: self.l2,
         });
         let tasks = vec![
-            rt.spawn(subscriber_loop(Arc::downgrade(&inner))),
+            if inner.fleet.is_some() {
+                rt.spawn(super::fleet::subscriber_loop(Arc::downgrade(&inner)))
+            } else {
+                rt.spawn(subscriber_loop(Arc::downgrade(&inner)))
+            },
             rt.spawn(heartbeat_loop(Arc::downgrade(&inner))),
             rt.spawn(recovery_loop(
                 Arc::downgrade(&inner),

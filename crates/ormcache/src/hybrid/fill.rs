@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::HybridCache;
 use crate::cache::CacheValue;
 use crate::coherence::Op;
+use crate::distributed::{Announce, Holder};
 use crate::memo::{ComputeOptions, Fill, FillTicket, Flights, Lookup};
 
 impl Fill for HybridCache {
@@ -65,13 +66,29 @@ impl Fill for HybridCache {
         let (Some(lease), Some(local)) = (&ticket.lease, ticket.local) else {
             return;
         };
+        if inner.fleet.is_some() {
+            // Nobody else can hold what was missing: no message. This instance
+            // registers (and is tracked) in the round trip that stores.
+            let stored = inner
+                .read_holding(|holder| async move {
+                    Ok(inner
+                        .l2
+                        .store_fill(key, &**value, ttl, tags, lease, announce(holder.as_ref()))
+                        .await)
+                })
+                .await;
+            if stored.unwrap_or(false) {
+                inner.put_fill(key, value, ttl, tags, local);
+            }
+            return;
+        }
         let (pending, _) = inner.write(Op::Keys(vec![key.to_owned()]));
         let Some(notice) = pending.message() else {
             return;
         };
         if !inner
             .l2
-            .store_fill(key, &**value, ttl, tags, lease, Some(notice))
+            .store_fill(key, &**value, ttl, tags, lease, Announce::Publish(notice))
             .await
         {
             // Not stored, so not published: send the message anyway (an eviction is
@@ -84,23 +101,43 @@ impl Fill for HybridCache {
         }
         pending.done();
         inner.counters.sent.fetch_add(1, Relaxed);
-        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
-        inner.l1.put_origin(
-            key,
-            Arc::clone(value),
-            ttl.min(inner.l1_max_ttl),
-            Some(ttl),
-            local,
-            1,
-            tags,
-            || inner.still_valid(key, local),
-        );
+        inner.put_fill(key, value, ttl, tags, local);
     }
 
     async fn abort_fill(&self, key: &str, ticket: FillTicket) {
         if let Some(lease) = &ticket.lease {
             self.inner.l2.release(key, lease).await;
         }
+    }
+}
+
+/// A fleet fill's store: registered as this instance's, when it can be.
+fn announce(holder: Option<&Holder>) -> Announce<'_> {
+    holder.map_or(Announce::Nothing, Announce::Hold)
+}
+
+impl super::Inner {
+    /// A computed value this instance stored in L2, into L1 unless an
+    /// invalidation raced it.
+    fn put_fill<T: CacheValue>(
+        &self,
+        key: &str,
+        value: &Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        local: crate::local::LocalTicket,
+    ) {
+        let tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect::<Arc<[String]>>());
+        self.l1.put_origin(
+            key,
+            Arc::clone(value),
+            ttl.min(self.l1_max_ttl),
+            Some(ttl),
+            local,
+            1,
+            tags,
+            || self.still_valid(key, local),
+        );
     }
 }
 
@@ -140,14 +177,27 @@ impl HybridCache {
         // Taken before L2 is asked: it both guards the L1 copy of a hit and is the
         // local half of a fill's ticket.
         let ticket = inner.ticket(key);
-        let leased = match leasing {
-            Some(options) => inner.l2.lookup_leasing_found::<T>(key, options).await,
-            None => None,
-        };
-        let reply = match leased {
-            Some(reply) => reply,
-            None => inner.l2.get_with_ttl::<T>(key).await.map(|f| (f, None)),
-        };
+        let reply = inner
+            .read_holding(|holder| async move {
+                let leased = match leasing {
+                    Some(options) => {
+                        inner
+                            .l2
+                            .lookup_leasing_found::<T>(key, options, holder.as_ref())
+                            .await
+                    }
+                    None => None,
+                };
+                match leased {
+                    Some(reply) => reply,
+                    None => inner
+                        .l2
+                        .get_holding::<T>(key, holder.as_ref())
+                        .await
+                        .map(|f| (f, None)),
+                }
+            })
+            .await;
         match reply {
             Ok((Some(found), _)) => {
                 inner.counters.l2_hits.fetch_add(1, Relaxed);

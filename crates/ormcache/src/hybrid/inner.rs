@@ -9,13 +9,21 @@ use super::pending::Pending;
 use super::{HybridCache, HybridStats, Inner};
 use crate::cache::CacheValue;
 use crate::coherence::{Backlog, Message, Op};
-use crate::distributed::{Found, Notice};
+use crate::distributed::{Fleet, Found, Notice, Reached};
 use crate::error::{Error, Result};
 use crate::local::LocalTicket;
 
 /// How often, at most, an outage's queued invalidations are logged (with their
 /// count).
 const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A numbered message handed to Redis: what its confirmation waits for.
+#[derive(Debug)]
+pub(super) struct Sent {
+    pub(super) seq: u64,
+    /// `Protocol::Fleet`: who the message reached, once it was delivered.
+    reached: Option<Arc<std::sync::Mutex<Reached>>>,
+}
 
 /// What a heartbeat tells the other instances besides "alive".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +74,37 @@ impl Inner {
         self.numbered_notice(op, Lifecycle::Running).0
     }
 
-    /// A message for the channel and its sequence number (what a confirmation
-    /// waits for).
-    pub(super) fn numbered_notice(&self, op: Op, stage: Lifecycle) -> (Notice, u64) {
+    /// A message and what a confirmation of it waits for. Under the broadcast
+    /// protocol it goes to the channel; under the fleet protocol a write's message
+    /// goes to the holders of its keys, a heartbeat to this instance's own inbox,
+    /// anything else (and a goodbye) to the channel.
+    pub(super) fn numbered_notice(&self, op: Op, stage: Lifecycle) -> (Notice, Sent) {
         let seq = self.seq.fetch_add(1, SeqCst) + 1;
+        let mut channel = &self.channel;
+        let fleet = match (&self.fleet, &op) {
+            (None, _) => None,
+            (Some(f), Op::Heartbeat) => {
+                if stage != Lifecycle::Closing {
+                    channel = &f.inbox;
+                }
+                None
+            }
+            (Some(f), op) => {
+                let registries = match op {
+                    Op::Keys(keys) => keys
+                        .iter()
+                        .map(|k| crate::key::holders_key(self.l2.prefix(), k))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Some(Fleet {
+                    registries,
+                    me: self.id,
+                    inbox: f.inboxes.clone(),
+                    reached: Arc::default(),
+                })
+            }
+        };
         let msg = Message {
             i: self.id,
             s: seq,
@@ -78,11 +113,16 @@ impl Inner {
             b: stage == Lifecycle::Closing,
             j: stage == Lifecycle::Joined,
         };
-        let notice = Notice {
-            channel: self.channel.clone(),
-            payload: serde_json::to_vec(&msg).unwrap_or_default(),
+        let sent = Sent {
+            seq,
+            reached: fleet.as_ref().map(|f| Arc::clone(&f.reached)),
         };
-        (notice, seq)
+        let notice = Notice {
+            channel: channel.clone(),
+            payload: serde_json::to_vec(&msg).unwrap_or_default(),
+            fleet,
+        };
+        (notice, sent)
     }
 
     /// Publishes the message of `pending` alone (after an L2 call that answered
@@ -93,17 +133,33 @@ impl Inner {
         what: &'static str,
         pending: &mut Pending<'_>,
         n: N,
-    ) -> Result<(N, u64)> {
-        let (notice, seq) = pending.number();
-        self.l2.publish(what, notice).await.map(|()| (n, seq))
+    ) -> Result<(N, Sent)> {
+        let (notice, sent) = pending.number();
+        self.l2.publish(what, notice).await.map(|()| (n, sent))
     }
 
-    /// `result`, once every live peer applied message `seq` if it is `Ok`.
-    pub(super) async fn confirmed<R>(&self, seq: u64, result: Result<R>) -> Result<R> {
+    /// `result`, once every instance that must has applied message `sent`, if it
+    /// is `Ok`.
+    pub(super) async fn confirmed<R>(&self, sent: Sent, result: Result<R>) -> Result<R> {
         if result.is_ok() {
-            self.confirm(seq).await;
+            self.confirm(sent).await;
         }
         result
+    }
+
+    /// Waits for the acknowledgements of message `sent` (see [`confirmed`](Self::confirmed)).
+    pub(super) async fn confirm(&self, sent: Sent) {
+        match sent.reached {
+            None => self.confirm_all(sent.seq).await,
+            Some(reached) => {
+                let (Some(timeout), true) = (self.confirm_timeout, self.coherent.load(SeqCst))
+                else {
+                    return;
+                };
+                let reached = reached.lock().map(|r| r.clone()).unwrap_or_default();
+                self.confirm_reached(sent.seq, reached, timeout).await;
+            }
+        }
     }
 
     /// Evicts this process's copy of `key` (ordered after any fill in flight).
@@ -156,6 +212,13 @@ impl Inner {
         tags: Option<Arc<[String]>>,
     ) -> Result<()> {
         match result {
+            Ok(_) if self.fleet.is_some() => {
+                // The writer's copy would be neither registered nor tracked: its
+                // next read fetches it (registered and tracked).
+                self.counters.sent.fetch_add(1, Relaxed);
+                self.evict_local(key);
+                Ok(())
+            }
             Ok((value, bytes, ttl)) => {
                 self.counters.sent.fetch_add(1, Relaxed);
                 // Bump after the L2 write: a fill that read the old value loses.

@@ -20,6 +20,7 @@ use crate::stats::hit_rate;
 mod ack;
 mod builder;
 mod fill;
+mod fleet;
 mod inner;
 #[cfg(feature = "axum")]
 mod observe;
@@ -33,6 +34,25 @@ mod tasks;
 pub use builder::{HybridBuilder, Protocol};
 use inner::Lifecycle;
 pub use stats::{CoherenceStats, HybridStats};
+
+/// What [`Protocol::Fleet`] adds to an instance.
+#[derive(Debug)]
+struct FleetState {
+    /// The inboxes of all instances: this followed by an instance id.
+    inboxes: String,
+    /// This instance's inbox: the messages of writes to keys it holds, and its own
+    /// heartbeats.
+    inbox: String,
+    /// `CLIENT TRACKING` is on for the L2's connections, redirected to the
+    /// subscriber connection: reads are tracked (`CLIENT CACHING YES`).
+    tracking: AtomicBool,
+    /// The L2 connections' ids when tracking was turned on: a different id later
+    /// means a replaced connection, whose tracking (and the copies read through
+    /// it) is lost.
+    tracked: Mutex<Vec<i64>>,
+    /// The subscriber connection's id (the tracking redirect).
+    subscriber: std::sync::atomic::AtomicI64,
+}
 
 /// The instance's counters; those that are also metrics are [`Counted`].
 #[derive(Debug, Default)]
@@ -125,6 +145,8 @@ struct Inner {
     heartbeat_interval: Duration,
     max_backlog: usize,
     flights: crate::memo::Flights,
+    /// `Some` under [`Protocol::Fleet`] (on a single server or Sentinel).
+    fleet: Option<FleetState>,
 }
 
 /// L1 + L2, coherent across processes: the seed's `HybridCache(l1, l2)` without its
@@ -298,7 +320,12 @@ impl HybridCache {
             return Ok(self.degraded_l1(key, coherent));
         }
         let ticket = inner.ticket(key);
-        match inner.l2.get_with_ttl::<T>(key).await {
+        let reply = inner
+            .read_holding(
+                |holder| async move { inner.l2.get_holding::<T>(key, holder.as_ref()).await },
+            )
+            .await;
+        match reply {
             Ok(Some(found)) => {
                 inner.counters.l2_hits.fetch_add(1, Relaxed);
                 if coherent {
@@ -572,7 +599,18 @@ impl HybridCache {
             return Ok(degraded(out, &missing));
         }
         let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
-        match inner.l2.get_many_with_ttl::<T>(&names).await {
+        let reply = inner
+            .read_holding(|holder| {
+                let names = &names;
+                async move {
+                    inner
+                        .l2
+                        .get_many_with_ttl::<T>(names, holder.as_ref())
+                        .await
+                }
+            })
+            .await;
+        match reply {
             Ok(found) => {
                 for ((i, k, ticket), hit) in missing.into_iter().zip(found) {
                     if let Some(found) = hit {

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use super::inner::Sent;
 use super::{Inner, Lifecycle};
 use crate::coherence::{Backlog, Op};
 use crate::distributed::Notice;
@@ -45,11 +46,11 @@ impl Inner {
 
     /// Numbers the message of the invalidating write `op`: the guard, which carries
     /// the message, and its sequence number.
-    pub(super) fn write<'a>(self: &'a Arc<Self>, op: Op) -> (Pending<'a>, u64) {
-        let (notice, seq) = self.numbered_notice(op.clone(), Lifecycle::Running);
+    pub(super) fn write<'a>(self: &'a Arc<Self>, op: Op) -> (Pending<'a>, Sent) {
+        let (notice, sent) = self.numbered_notice(op.clone(), Lifecycle::Running);
         let mut pending = self.pending(op);
         pending.notice = Some(notice);
-        (pending, seq)
+        (pending, sent)
     }
 
     /// Applies `op` to this process's L1 (in the current tenant scope).
@@ -78,11 +79,11 @@ impl Pending<'_> {
 
     /// Numbers the message now (after the L2 work of a clear): the message and its
     /// sequence number.
-    pub(super) fn number(&mut self) -> (&Notice, u64) {
-        let (notice, seq) = self
+    pub(super) fn number(&mut self) -> (&Notice, Sent) {
+        let (notice, sent) = self
             .inner
             .numbered_notice(self.op.clone(), Lifecycle::Running);
-        (self.notice.insert(notice), seq)
+        (self.notice.insert(notice), sent)
     }
 
     /// The L2 call returned: the caller handles the outcome itself.

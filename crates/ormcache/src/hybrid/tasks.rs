@@ -109,6 +109,7 @@ pub(super) async fn heartbeat_loop(weak: Weak<Inner>) {
             .l2
             .publish("heartbeat", &inner.notice(Op::Heartbeat))
             .await;
+        inner.check_tracking().await;
         let now = Instant::now();
         inner.observe_gauges(now);
         if inner.coherent.load(SeqCst) {
@@ -171,7 +172,7 @@ pub(super) async fn recovery_loop(weak: Weak<Inner>, wake: Arc<Notify>) {
 impl Inner {
     /// Runs on every (re)subscription, before L2 is trusted: replays invalidations
     /// that could not be delivered, learns the server's identity, flushes L1.
-    async fn recover(&self) -> Result<()> {
+    pub(super) async fn recover(&self) -> Result<()> {
         // The subscription just succeeded: Redis answers, whatever the breaker says.
         self.l2.reset_breaker();
         self.replay_backlog().await?;
@@ -190,7 +191,8 @@ impl Inner {
         }
         self.flush_l1();
         // Announce this instance before its L1 takes fills, so that writers wait
-        // for it from now on.
+        // for it from now on (under the fleet protocol it registers as a holder of
+        // what it reads instead, and this goes to its own inbox).
         let (hello, _) = self.numbered_notice(Op::Heartbeat, Lifecycle::Joined);
         self.l2.publish("heartbeat", &hello).await?;
         self.coherent.store(true, SeqCst);
@@ -256,7 +258,7 @@ impl Inner {
         Ok::<(), Error>(())
     }
 
-    fn on_message(&self, payload: &[u8]) {
+    pub(super) fn on_message(&self, payload: &[u8]) {
         let Ok(msg) = serde_json::from_slice::<Message>(payload) else {
             // Not ours to read: it may have stood for an invalidation.
             tracing::warn!("unreadable message on the invalidation channel: flushing L1");
@@ -287,7 +289,15 @@ impl Inner {
         let verdict = self
             .sequences
             .lock()
-            .map(|mut s| s.observe(msg.i, msg.s, now))
+            .map(|mut s| {
+                if self.fleet.is_some() {
+                    // Each instance gets only some of a sender's messages.
+                    s.observe_direct(msg.i, msg.s, now);
+                    SeqVerdict::Fine
+                } else {
+                    s.observe(msg.i, msg.s, now)
+                }
+            })
             .unwrap_or(SeqVerdict::Gap);
         if verdict == SeqVerdict::Gap {
             self.counters.gaps.fetch_add(1, Relaxed);
