@@ -628,6 +628,7 @@ async fn probe_peers(
                 j: false,
             })
             .unwrap_or_default(),
+            false,
         )
     };
     let probe = message(1, Op::Keys(Vec::new()), false);
@@ -672,6 +673,7 @@ async fn probe_peers(
                 let ack = Notice::broadcast(
                     ack_channel(&listener.channel, m.sender),
                     serde_json::to_vec(&Ack { i: me, a: m.seq }).unwrap_or_default(),
+                    false,
                 );
                 if let Err(e) = cache.publish("probe", &ack).await {
                     result = Err(e);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ormcache::tenant::{self, TenantId};
 use ormcache::{
-    Cache, CoherenceStats, DistributedCache, DistributedConfig, HybridCache, QueryCache,
+    Cache, CoherenceStats, DistributedCache, DistributedConfig, HybridCache, Protocol, QueryCache,
 };
 use support::{RedisServer, config};
 use tokio::sync::oneshot;
@@ -27,12 +27,14 @@ async fn instance(
     l2: DistributedConfig,
     heartbeat: Duration,
     confirm: Option<Duration>,
+    protocol: Protocol,
 ) -> HybridCache {
     let l1 = QueryCache::new(10_000, Duration::from_secs(60)).unwrap();
     let l2 = DistributedCache::create(l2).await.unwrap();
     HybridCache::builder(l1, l2)
         .heartbeat_interval(heartbeat)
         .confirm_invalidations(confirm)
+        .protocol(protocol)
         .build()
         .unwrap()
 }
@@ -45,8 +47,9 @@ async fn build(
     server: &RedisServer,
     heartbeat: Duration,
     confirm: Option<Duration>,
+    protocol: Protocol,
 ) -> HybridCache {
-    let c = instance(l2_config(server), heartbeat, confirm).await;
+    let c = instance(l2_config(server), heartbeat, confirm, protocol).await;
     assert!(c.wait_coherent(NOT_A_HANG).await, "never became coherent");
     c
 }
@@ -70,6 +73,7 @@ impl Peer {
         heartbeat: Duration,
         confirm: Option<Duration>,
         busy: Duration,
+        protocol: Protocol,
     ) -> Peer {
         let (handle_tx, handle_rx) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -86,7 +90,7 @@ impl Peer {
         let rt = handle_rx.await.unwrap();
         let frozen = Arc::new(AtomicBool::new(false));
         let cache = rt
-            .spawn(instance(l2_config(server), heartbeat, confirm))
+            .spawn(instance(l2_config(server), heartbeat, confirm, protocol))
             .await
             .unwrap();
         let f = Arc::clone(&frozen);
@@ -203,6 +207,38 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs both protocols' variants of a test: `name::broadcast` and `name::fleet`.
+macro_rules! both_protocols {
+    ($($(#[$attr:meta])* async fn $name:ident($p:ident) $body:block)*) => {$(
+        async fn $name($p: Protocol) $body
+        mod $name {
+            use super::*;
+            $(#[$attr])*
+            async fn broadcast() {
+                super::$name(Protocol::Broadcast).await;
+            }
+            $(#[$attr])*
+            async fn fleet() {
+                super::$name(Protocol::Fleet).await;
+            }
+        }
+    )*};
+}
+
+/// Writes `poke` through `a` until `known(stats of a)` holds: the peers read it
+/// first, so that under the fleet protocol they hold it and acknowledge (under
+/// the broadcast one every peer acknowledges every write, and announces itself).
+async fn poke_until<F: Fn(&CoherenceStats) -> bool>(a: &HybridCache, peers: &[&Peer], known: F) {
+    eventually("peers known", async || {
+        for p in peers {
+            p.get("poke", None).await;
+        }
+        a.set("poke", 0u32, None).await.unwrap();
+        known(&coherence(a).await)
+    })
+    .await;
 }
 
 /// A write through `a` that must be seen by the next read everywhere.
@@ -328,15 +364,17 @@ async fn writes_then_reads(
     stale
 }
 
+both_protocols! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_next_read_through_every_other_instance_is_fresh() {
+async fn the_next_read_through_every_other_instance_is_fresh(p) {
     let server = RedisServer::start();
     let hb = Duration::from_millis(200);
     let confirm = Some(Duration::from_secs(10));
-    let a = build(&server, hb, confirm).await;
-    let b = Peer::start("b", &server, hb, confirm, Duration::from_millis(20)).await;
-    let c = Peer::start("c", &server, hb, confirm, Duration::from_millis(7)).await;
-    eventually("a sees both peers", async || coherence(&a).await.peers == 2).await;
+    let a = build(&server, hb, confirm, p).await;
+    let b = Peer::start("b", &server, hb, confirm, Duration::from_millis(20), p).await;
+    let c = Peer::start("c", &server, hb, confirm, Duration::from_millis(7), p).await;
+    poke_until(&a, &[&b, &c], |s| s.peers == 2).await;
+    let before = coherence(&a).await.confirmed;
 
     let stale = writes_then_reads(&a, &[&b, &c], &Write::ALL, 120).await;
     assert_eq!(stale, Vec::<String>::new());
@@ -347,17 +385,24 @@ async fn the_next_read_through_every_other_instance_is_fresh() {
         (stats.unconfirmed, stats.peers, stats.peers_unresponsive),
         (0, 2, 0)
     );
-    // Every write was confirmed by both (the set-up writes too).
-    assert_eq!(stats.confirmed, 240, "{stats:?}");
+    let confirmed = stats.confirmed - before;
+    if p == Protocol::Broadcast {
+        // Every write was confirmed by both (the set-up writes too).
+        assert_eq!(confirmed, 240, "{stats:?}");
+    } else {
+        // Every write of a key they held (each round's write; a set-up write
+        // only once they had read the key in an earlier round).
+        assert!(confirmed >= 120, "{stats:?}");
+    }
 }
 
 /// The same test fails without confirmation: this is what the acknowledgements buy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_confirmation_a_busy_instance_serves_stale_reads() {
+async fn without_confirmation_a_busy_instance_serves_stale_reads(p) {
     let server = RedisServer::start();
     let hb = Duration::from_millis(200);
-    let a = build(&server, hb, None).await;
-    let b = Peer::start("b", &server, hb, None, Duration::from_millis(20)).await;
+    let a = build(&server, hb, None, p).await;
+    let b = Peer::start("b", &server, hb, None, Duration::from_millis(20), p).await;
     let stale = writes_then_reads(&a, &[&b], &[Write::Set], 40).await;
     println!("{} stale reads of 40: {stale:?}", stale.len());
     assert!(!stale.is_empty(), "no stale read without confirmation");
@@ -373,19 +418,22 @@ async fn without_confirmation_a_busy_instance_serves_stale_reads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped() {
+async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped(p) {
     let server = RedisServer::start();
     let hb = Duration::from_millis(100);
     // The liveness window (3 heartbeats + the 2 s command timeout) is far longer
     // than the confirmation timeout: a frozen peer is seen to time out.
     let confirm = Some(Duration::from_millis(500));
-    let a = build(&server, hb, confirm).await;
-    let b = Peer::start("b", &server, hb, confirm, Duration::ZERO).await;
-    let c = Peer::start("c", &server, hb, confirm, Duration::ZERO).await;
-    eventually("a sees both peers", async || coherence(&a).await.peers == 2).await;
+    let a = build(&server, hb, confirm, p).await;
+    let b = Peer::start("b", &server, hb, confirm, Duration::ZERO, p).await;
+    let c = Peer::start("c", &server, hb, confirm, Duration::ZERO, p).await;
+    poke_until(&a, &[&b, &c], |s| s.peers == 2).await;
 
-    // c freezes: the first write waits for it until the timeout, the next ones
-    // do not; b stays confirmed throughout.
+    // c freezes holding the keys written next: the first write waits for it
+    // until the timeout, the next ones do not; b stays confirmed throughout.
+    for k in ["k0", "k1", "k2"] {
+        c.get(k, None).await;
+    }
     c.freeze();
     let stale = writes_then_reads(&a, &[&b], &[Write::Set, Write::Delete], 20).await;
     assert_eq!(stale, Vec::<String>::new());
@@ -396,22 +444,15 @@ async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped() {
         stats.peers_unresponsive == 1 || stats.peers == 1,
         "{stats:?}"
     );
-    eventually("c leaves the liveness window", async || {
-        coherence(&a).await.peers == 1
-    })
-    .await;
+    // (b is kept heard: under the fleet protocol only acknowledgements are.)
+    poke_until(&a, &[&b], |s| s.peers == 1).await;
     assert_eq!(coherence(&a).await.peers_unresponsive, 0);
 
     // c thaws: it is waited for again and reads fresh at once.
     c.thaw();
     // It is waited for again once it acknowledges something (or announces that
     // its stream restarted): keep writing.
-    eventually("c is back", async || {
-        a.set("poke", 0u32, None).await.unwrap();
-        let s = coherence(&a).await;
-        s.peers == 2 && s.peers_unresponsive == 0
-    })
-    .await;
+    poke_until(&a, &[&b, &c], |s| s.peers == 2 && s.peers_unresponsive == 0).await;
     let stale = writes_then_reads(&a, &[&b, &c], &Write::ALL, 20).await;
     assert_eq!(stale, Vec::<String>::new());
     assert_eq!(coherence(&a).await.unconfirmed, 1);
@@ -421,7 +462,7 @@ async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped() {
     drop(c);
     let stale = writes_then_reads(&a, &[&b], &[Write::Set], 10).await;
     assert_eq!(stale, Vec::<String>::new());
-    eventually("c leaves", async || coherence(&a).await.peers == 1).await;
+    poke_until(&a, &[&b], |s| s.peers == 1).await;
     let unconfirmed = coherence(&a).await.unconfirmed;
     assert!(
         (1..=2).contains(&unconfirmed),
@@ -439,13 +480,14 @@ async fn a_frozen_or_dead_peer_is_waited_for_once_then_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_streams_never_hang_writes_and_peers_come_back() {
+async fn killed_streams_never_hang_writes_and_peers_come_back(p) {
     let server = RedisServer::start();
     let hb = Duration::from_millis(100);
     let confirm = Some(Duration::from_millis(500));
-    let a = build(&server, hb, confirm).await;
-    let b = Peer::start("b", &server, hb, confirm, Duration::from_millis(3)).await;
-    eventually("a sees b", async || coherence(&a).await.peers == 1).await;
+    let a = build(&server, hb, confirm, p).await;
+    let b = Peer::start("b", &server, hb, confirm, Duration::from_millis(3), p).await;
+    poke_until(&a, &[&b], |s| s.peers == 1).await;
+    b.get("hot", None).await;
     let mut raw = server.connection().await;
     for i in 0..60u32 {
         if i % 10 == 3 {
@@ -460,24 +502,20 @@ async fn killed_streams_never_hang_writes_and_peers_come_back() {
     assert!(a.wait_coherent(NOT_A_HANG).await);
     // b is waited for again once it acknowledges something (its announcement
     // may have been sent while a's own stream was down): keep writing.
-    eventually("b is back", async || {
-        a.set("poke", 0u32, None).await.unwrap();
-        let s = coherence(&a).await;
-        s.peers == 1 && s.peers_unresponsive == 0
-    })
-    .await;
+    poke_until(&a, &[&b], |s| s.peers == 1 && s.peers_unresponsive == 0).await;
     let stale = writes_then_reads(&a, &[&b], &Write::ALL, 20).await;
     assert_eq!(stale, Vec::<String>::new());
 }
 
 #[tokio::test]
-async fn an_instance_alone_never_waits() {
+async fn an_instance_alone_never_waits(p) {
     let server = RedisServer::start();
     // A confirmation that would time out after a minute: any wait hangs the test.
     let a = build(
         &server,
         Duration::from_millis(100),
         Some(Duration::from_secs(60)),
+        p,
     )
     .await;
     // Another prefix is another channel: not a peer.
@@ -485,6 +523,7 @@ async fn an_instance_alone_never_waits() {
         QueryCache::new(100, Duration::from_secs(60)).unwrap(),
         support::cache(&server, "other").await,
     )
+    .protocol(p)
     .build()
     .unwrap();
     assert!(other.wait_coherent(NOT_A_HANG).await);
@@ -514,13 +553,15 @@ async fn an_instance_alone_never_waits() {
 /// sent anyway, so its sequence number is no hole: no instance takes it for a
 /// lost message (which would flush its L1 and hold its acknowledgements back).
 #[tokio::test]
-async fn a_fill_that_lost_its_lease_leaves_no_hole() {
+async fn a_fill_that_lost_its_lease_leaves_no_hole(p) {
     let server = RedisServer::start();
     let hb = Duration::from_millis(100);
     let confirm = Some(Duration::from_secs(10));
-    let a = build(&server, hb, confirm).await;
-    let b = build(&server, hb, confirm).await;
-    eventually("a sees b", async || coherence(&a).await.peers == 1).await;
+    let a = build(&server, hb, confirm, p).await;
+    let b = build(&server, hb, confirm, p).await;
+    if p == Protocol::Broadcast {
+        eventually("a sees b", async || coherence(&a).await.peers == 1).await;
+    }
     for round in 0..5u32 {
         let (loaded, ()) = tokio::join!(
             a.get_or_compute("k", None, || async move {
@@ -547,6 +588,8 @@ async fn a_fill_that_lost_its_lease_leaves_no_hole() {
     );
 }
 
+}
+
 /// Makes `recover` fail (it asks `INFO`): the instances on `server` lose their
 /// stream and stay incoherent while Redis serves every other command.
 async fn block_recovery(raw: &mut redis::aio::MultiplexedConnection, blocked: bool) {
@@ -560,8 +603,9 @@ async fn block_recovery(raw: &mut redis::aio::MultiplexedConnection, blocked: bo
         .unwrap();
 }
 
+both_protocols! {
 #[tokio::test]
-async fn get_many_goes_to_l2_while_the_stream_is_down() {
+async fn get_many_goes_to_l2_while_the_stream_is_down(p) {
     let server = RedisServer::start();
     let l2 =
         DistributedCache::create(config(&server, "app").socket_timeout(Duration::from_millis(200)))
@@ -571,6 +615,7 @@ async fn get_many_goes_to_l2_while_the_stream_is_down() {
         .heartbeat_interval(Duration::from_millis(100))
         // L1 would answer for a minute if asked: it must not be while L2 answers.
         .degraded_max_age(Duration::from_secs(60))
+        .protocol(p)
         .build()
         .unwrap();
     assert!(reader.wait_coherent(Duration::from_secs(5)).await);
@@ -609,12 +654,13 @@ async fn get_many_goes_to_l2_while_the_stream_is_down() {
 }
 
 #[tokio::test]
-async fn extreme_settings_never_panic() {
+async fn extreme_settings_never_panic(p) {
     let server = RedisServer::start();
     let peer = build(
         &server,
         Duration::from_millis(100),
         Some(Duration::from_secs(1)),
+        p,
     )
     .await;
     let l2 =
@@ -627,16 +673,22 @@ async fn extreme_settings_never_panic() {
         .confirm_invalidations(Some(Duration::MAX))
         .degraded_max_age(Duration::MAX)
         .l1_max_ttl(Duration::MAX)
+        .protocol(p)
         .build()
         .unwrap();
     assert!(c.wait_coherent(Duration::MAX).await);
     assert!(peer.wait_coherent(Duration::MAX).await);
-    // The peer has heard the instance's announcement: the write waits for its
-    // acknowledgement, with no deadline.
-    eventually("peer heard", async || {
-        peer.get_stats().await.unwrap().coherence.peers >= 1
-    })
-    .await;
+    // The write waits for the peer's acknowledgement, with no deadline: under the
+    // broadcast protocol once the peer has heard the instance's announcement,
+    // under the fleet one because the peer holds the key.
+    if p == Protocol::Broadcast {
+        eventually("peer heard", async || {
+            peer.get_stats().await.unwrap().coherence.peers >= 1
+        })
+        .await;
+    } else {
+        assert_eq!(peer.get::<u8>("k").await.unwrap(), None);
+    }
     c.set("k", 1u8, None).await.unwrap();
     assert_eq!(peer.get::<u8>("k").await.unwrap().as_deref(), Some(&1));
     let stats = c.get_stats().await.unwrap().coherence;
@@ -685,6 +737,7 @@ async fn extreme_settings_never_panic() {
     assert_eq!(waiter.await.unwrap().as_str(), "holder");
 }
 
+}
 #[test]
 fn build_outside_a_runtime_is_an_error() {
     let server = RedisServer::start();

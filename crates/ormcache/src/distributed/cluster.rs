@@ -75,6 +75,21 @@ pub(super) fn lease_key(prefix: &str, key: &str) -> String {
     )
 }
 
+/// The holder registry of `key` (`Protocol::Fleet`) in the slot-tagged layout: in
+/// the entry's slot, like its lease.
+pub(super) fn holders_key(prefix: &str, key: &str) -> String {
+    let entry = crate::key::full_key(prefix, key);
+    let physical = crate::tenant::physical(key);
+    let tag = SLOT_TAGS
+        .get(&Slot::for_key(&entry))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .unwrap_or("");
+    format!(
+        "{prefix}:{}:h:{{{tag}}}:{physical}",
+        crate::key::RESERVED_NAMESPACE
+    )
+}
+
 /// The `{ns}{key}` part of a slot-tagged lease key, given the bytes after
 /// `{prefix}:__oc:lease:`.
 pub(super) fn lease_target(rest: &[u8]) -> Option<&[u8]> {

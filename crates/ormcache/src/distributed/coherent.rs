@@ -8,7 +8,8 @@ use std::time::Duration;
 use redis::FromRedisValue;
 
 use super::{
-    DistributedCache, Fleet, Holder, NOTIFY_SCRIPT, Notice, Request, full_key, is_wrong_type,
+    DistributedCache, HOLDERS_SCRIPT, Holder, NOTIFY_SCRIPT, Notice, Reached, Request, full_key,
+    is_wrong_type,
 };
 use crate::cache::CacheValue;
 use crate::error::Result;
@@ -85,11 +86,18 @@ impl DistributedCache {
             pipe.add_command(also).ignore();
         }
         pipe.add_command(cmd);
-        match notice.and_then(|n| push_notice(&mut pipe, n)) {
-            Some(fleet) => {
-                let (v, reply): (T, redis::Value) =
+        match notice.filter(|n| push_notice(&mut pipe, n)) {
+            Some(n) => {
+                let mut replies: Vec<redis::Value> =
                     self.call(op, key, Request::Pipe(&pipe)).await?;
-                fleet.record(&reply);
+                if replies.is_empty() {
+                    return Err(crate::Error::new(crate::ErrorKind::Server, op)
+                        .with_detail("a pipeline reply is missing"));
+                }
+                let first = replies.remove(0);
+                let v = redis::from_redis_value::<T>(first)
+                    .map_err(|e| crate::error::from_redis(op, e.into()))?;
+                self.deliver(n, &replies).await;
                 Ok(v)
             }
             None => {
@@ -97,6 +105,51 @@ impl DistributedCache {
                 Ok(v)
             }
         }
+    }
+
+    /// Completes the delivery of a `Protocol::Fleet` message from the replies of
+    /// what [`push_notice`] added: records who it reached, and on a cluster sends
+    /// it to each holder the registries named (`SPUBLISH` to its inbox, whose
+    /// shard is its own). A holder that cannot be sent the message is logged and
+    /// not waited for; its inbox's node is out of reach, and when that node comes
+    /// back the holder's subscription will have been lost with it (which flushes
+    /// its L1).
+    pub(crate) async fn deliver(&self, n: &Notice, replies: &[redis::Value]) {
+        let Some(fleet) = &n.fleet else { return };
+        if fleet.keys.is_empty() {
+            let count = replies
+                .first()
+                .and_then(|r| redis::from_redis_value_ref::<u64>(r).ok())
+                .unwrap_or(0);
+            fleet.set(Reached::Subscribers(count));
+            return;
+        }
+        let mut holders: Vec<u64> = replies.iter().flat_map(super::holder_ids).collect();
+        holders.sort_unstable();
+        holders.dedup();
+        holders.retain(|h| *h != fleet.me);
+        if !n.sharded {
+            // Already published by the script, to those still subscribed.
+            fleet.set(Reached::Holders(holders));
+            return;
+        }
+        let sends = holders.iter().map(|h| async move {
+            let mut cmd = redis::cmd("SPUBLISH");
+            cmd.arg(format!("{}{h}", fleet.inbox)).arg(&n.payload);
+            match self.query::<u64>("publish", None, &cmd).await {
+                Ok(receivers) => (receivers > 0).then_some(*h),
+                Err(e) => {
+                    tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
+                    None
+                }
+            }
+        });
+        let reached = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        fleet.set(Reached::Holders(reached));
     }
 
     /// `UNLINK` of `key`'s lease: what every write runs before it writes, so that
@@ -115,15 +168,34 @@ impl DistributedCache {
     /// Publishes every notice in one round trip (acknowledgements).
     pub(crate) async fn publish_all(&self, op: &'static str, notices: &[Notice]) -> Result<()> {
         let mut pipe = redis::pipe();
-        let read: Vec<&Fleet> = notices
+        let read: Vec<(&Notice, usize)> = notices
             .iter()
-            .filter_map(|n| push_notice(&mut pipe, n))
+            .filter(|n| push_notice(&mut pipe, n))
+            .map(|n| (n, replies_of(n)))
             .collect();
         let replies: Vec<redis::Value> = self.query_pipe(op, &pipe).await?;
-        for (fleet, reply) in read.iter().zip(&replies) {
-            fleet.record(reply);
+        let mut rest = replies.as_slice();
+        for (n, count) in read {
+            let (mine, after) = rest.split_at(count.min(rest.len()));
+            self.deliver(n, mine).await;
+            rest = after;
         }
         Ok(())
+    }
+
+    /// The Redis key of the entry `key` (in the current tenant scope).
+    pub(crate) fn entry_key(&self, key: &str) -> String {
+        full_key(&self.inner.prefix, key)
+    }
+
+    /// The registry of the instances holding `key` in L1 (`Protocol::Fleet`), in
+    /// the entry's slot on a cluster.
+    pub(crate) fn holders_key(&self, key: &str) -> String {
+        #[cfg(feature = "cluster")]
+        if self.inner.slot_tags {
+            return super::cluster::holders_key(&self.inner.prefix, key);
+        }
+        key::holders_key(&self.inner.prefix, key)
     }
 
     /// `GET` and `PTTL` in one round trip: the value, its stored size and its
@@ -218,43 +290,140 @@ impl DistributedCache {
         Ok(n > 0)
     }
 
-    /// Registers `h` as a holder of `key` and, when it is tracked, has Redis track
-    /// the next command's keys (ignored replies; a connection on which tracking is
-    /// off fails the round trip: see [`is_tracking_off`](super::is_tracking_off)).
+    /// Registers `h` as a holder of `key` (ignored replies), before the read that
+    /// follows.
     pub(crate) fn push_holder(&self, pipe: &mut redis::Pipeline, key: &str, h: &Holder) {
-        let registry = key::holders_key(&self.inner.prefix, key);
+        let registry = self.holders_key(key);
         pipe.cmd("SADD").arg(&registry).arg(h.me).ignore();
         pipe.cmd("PEXPIRE").arg(&registry).arg(h.ttl_ms).ignore();
-        if h.tracking {
-            pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+    }
+
+    /// The subscriber connection of `Protocol::Fleet`: RESP3, so that pub/sub
+    /// messages and tracking invalidations arrive as pushes (to `pushes`, which
+    /// also hears of its disconnection), subscribed to `channels` (sharded on a
+    /// cluster). Its id on each server is where tracking is redirected.
+    pub(crate) async fn fleet_subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+        channels: &[&str],
+    ) -> Result<Subscriber> {
+        let failed = |e: redis::RedisError| crate::error::from_redis("subscribe", e);
+        #[cfg(feature = "cluster")]
+        if let Some(seeds) = &self.inner.seeds {
+            let mut conn = seeds.subscriber(pushes).await?;
+            let mut redirects = Vec::new();
+            for node in self.primaries("subscribe").await? {
+                let id: i64 = super::Conn::Cluster(conn.clone())
+                    .on_node(&node, redis::cmd("CLIENT").arg("ID"))
+                    .await
+                    .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
+                    .map_err(failed)?;
+                redirects.push((node, id));
+            }
+            conn.ssubscribe(channels).await.map_err(failed)?;
+            return Ok(Subscriber {
+                _conn: Box::new(conn),
+                redirect: Redirect::Nodes(redirects),
+            });
+        }
+        let client = self.pubsub_client().await?;
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let resp3 = redis::Client::open(info.set_redis_settings(settings)).map_err(failed)?;
+        let timeout = Some(self.inner.timeout.max(Duration::from_millis(500)));
+        let config = redis::AsyncConnectionConfig::new()
+            .set_push_sender(pushes)
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let mut conn = resp3
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(failed)?;
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .map_err(failed)?;
+        conn.subscribe(channels).await.map_err(failed)?;
+        Ok(Subscriber {
+            _conn: Box::new(conn),
+            redirect: Redirect::Server(id),
+        })
+    }
+
+    /// Turns on `CLIENT TRACKING` on every connection of this cache, redirected to
+    /// the subscriber connection (on a cluster each primary tracks its own keys,
+    /// redirected to the subscriber's connection to that primary; `NOLOOP`: a
+    /// connection's own writes are not reported to it). Redis then sends the
+    /// subscriber an invalidation when any client changes a key read through
+    /// these connections. Returns the connections' ids (per primary on a
+    /// cluster), which change when a connection is replaced and its tracking lost.
+    pub(crate) async fn track_all(&self, redirect: &Redirect) -> Result<Vec<i64>> {
+        let turn_on = |id: i64| {
+            let mut cmd = redis::cmd("CLIENT");
+            cmd.arg("TRACKING")
+                .arg("ON")
+                .arg("REDIRECT")
+                .arg(id)
+                .arg("NOLOOP");
+            cmd
+        };
+        match redirect {
+            Redirect::Server(id) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(turn_on(*id))
+                    .ignore()
+                    .cmd("CLIENT")
+                    .arg("ID");
+                self.on_every_connection("track", &pipe).await
+            }
+            #[cfg(feature = "cluster")]
+            Redirect::Nodes(nodes) => {
+                let mut ids = Vec::new();
+                for (node, id) in nodes {
+                    self.on_every_node("track", node, &turn_on(*id)).await?;
+                }
+                for (node, _) in nodes {
+                    ids.extend(
+                        self.on_every_node("track", node, redis::cmd("CLIENT").arg("ID"))
+                            .await?,
+                    );
+                }
+                Ok(ids)
+            }
         }
     }
 
-    /// Turns on `CLIENT TRACKING` (opt-in, no loop) on every connection of this
-    /// cache, redirected to the subscriber connection `redirect`: a later read
-    /// announced with `CLIENT CACHING YES` makes Redis send that connection an
-    /// invalidation when any client changes the key. Returns the connections' ids,
-    /// which change when a connection is replaced (and its tracking lost).
-    pub(crate) async fn track_all(&self, redirect: i64) -> Result<Vec<i64>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("REDIRECT")
-            .arg(redirect)
-            .arg("OPTIN")
-            .arg("NOLOOP")
-            .ignore()
-            .cmd("CLIENT")
-            .arg("ID");
-        self.on_every_connection("track", &pipe).await
-    }
-
     /// The ids of this cache's connections (see [`track_all`](Self::track_all)).
-    pub(crate) async fn connection_ids(&self) -> Result<Vec<i64>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("CLIENT").arg("ID");
-        self.on_every_connection("track", &pipe).await
+    pub(crate) async fn connection_ids(&self, redirect: &Redirect) -> Result<Vec<i64>> {
+        match redirect {
+            Redirect::Server(_) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("CLIENT").arg("ID");
+                self.on_every_connection("track", &pipe).await
+            }
+            #[cfg(feature = "cluster")]
+            Redirect::Nodes(nodes) => {
+                let mut ids = Vec::new();
+                let now = self.primaries("track").await?;
+                if now.len() != nodes.len()
+                    || now.iter().any(|n| !nodes.iter().any(|(m, _)| m == n))
+                {
+                    // A failover or a new primary: not what tracking was set up on.
+                    return Ok(Vec::new());
+                }
+                for (node, _) in nodes {
+                    ids.extend(
+                        self.on_every_node("track", node, redis::cmd("CLIENT").arg("ID"))
+                            .await?,
+                    );
+                }
+                Ok(ids)
+            }
+        }
     }
 
     /// Runs `pipe`, which answers one integer, on each connection in turn.
@@ -272,13 +441,37 @@ impl DistributedCache {
             match reply {
                 Ok(Ok((id,))) => ids.push(id),
                 Ok(Err(e)) => return Err(crate::error::from_redis(op, e)),
-                Err(_) => {
-                    return Err(crate::Error::new(crate::ErrorKind::Timeout, op)
-                        .with_detail(format!("no reply within {:?}", self.inner.timeout)));
-                }
+                Err(_) => return Err(self.timed_out(op)),
             }
         }
         Ok(ids)
+    }
+
+    /// Runs `cmd` on `node` through each connection; its integer replies (0 for
+    /// others).
+    #[cfg(feature = "cluster")]
+    async fn on_every_node(
+        &self,
+        op: &'static str,
+        node: &super::conn::Node,
+        cmd: &redis::Cmd,
+    ) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(self.inner.conns.len());
+        for conn in &self.inner.conns {
+            let mut conn = conn.clone();
+            let reply = tokio::time::timeout(self.inner.timeout, conn.on_node(node, cmd)).await;
+            match reply {
+                Ok(Ok(v)) => out.push(redis::from_redis_value_ref::<i64>(&v).unwrap_or(0)),
+                Ok(Err(e)) => return Err(crate::error::from_redis(op, e)),
+                Err(_) => return Err(self.timed_out(op)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn timed_out(&self, op: &'static str) -> crate::Error {
+        crate::Error::new(crate::ErrorKind::Timeout, op)
+            .with_detail(format!("no reply within {:?}", self.inner.timeout))
     }
 
     /// `set_many` of encoded values, with `notice` in the same round trip.
@@ -299,10 +492,10 @@ impl DistributedCache {
                 .arg(ms)
                 .ignore();
         }
-        match notice.and_then(|n| push_notice(&mut pipe, n)) {
-            Some(fleet) => {
-                let (reply,): (redis::Value,) = self.query_pipe("set_many", &pipe).await?;
-                fleet.record(&reply);
+        match notice.filter(|n| push_notice(&mut pipe, n)) {
+            Some(n) => {
+                let replies: Vec<redis::Value> = self.query_pipe("set_many", &pipe).await?;
+                self.deliver(n, &replies).await;
             }
             None => self.query_pipe::<()>("set_many", &pipe).await?,
         }
@@ -463,27 +656,69 @@ pub(super) fn info_field(text: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Appends the delivery of `n` to `pipe`: a `PUBLISH`, or the script that messages
-/// the holders of its keys. The [`Fleet`] whose reply must be read, if any.
-fn push_notice<'n>(pipe: &mut redis::Pipeline, n: &'n Notice) -> Option<&'n Fleet> {
+/// Appends the delivery of `n` to `pipe`: a `PUBLISH`, or what messages the
+/// holders of its keys. Whether its replies must be read ([`replies_of`] of
+/// them, for [`DistributedCache::deliver`]).
+fn push_notice(pipe: &mut redis::Pipeline, n: &Notice) -> bool {
+    let publish = n.publish_command();
+    let keep = |f: &super::Fleet| f.keep_ms.map(|ms| ms.to_string()).unwrap_or_default();
     match &n.fleet {
         None => {
-            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload).ignore();
-            None
+            pipe.cmd(publish).arg(&n.channel).arg(&n.payload).ignore();
+            false
         }
-        Some(f) if f.registries.is_empty() => {
-            pipe.cmd("PUBLISH").arg(&n.channel).arg(&n.payload);
-            Some(f)
+        Some(f) if f.keys.is_empty() => {
+            pipe.cmd(publish).arg(&n.channel).arg(&n.payload);
+            true
+        }
+        Some(f) if n.sharded => {
+            for (registry, entry) in &f.keys {
+                pipe.cmd("EVAL")
+                    .arg(HOLDERS_SCRIPT)
+                    .arg(2)
+                    .arg(registry)
+                    .arg(entry)
+                    .arg(f.me)
+                    .arg(keep(f));
+            }
+            true
         }
         Some(f) => {
             let mut eval = redis::cmd("EVAL");
-            eval.arg(NOTIFY_SCRIPT).arg(f.registries.len());
-            for r in &f.registries {
-                eval.arg(r);
+            eval.arg(NOTIFY_SCRIPT).arg(f.keys.len() * 2);
+            for (registry, _) in &f.keys {
+                eval.arg(registry);
             }
-            eval.arg(f.me).arg(&f.inbox).arg(&n.payload);
+            for (_, entry) in &f.keys {
+                eval.arg(entry);
+            }
+            eval.arg(f.me).arg(&f.inbox).arg(&n.payload).arg(keep(f));
             pipe.add_command(eval);
-            Some(f)
+            true
         }
     }
+}
+
+/// How many replies [`push_notice`] asked for.
+fn replies_of(n: &Notice) -> usize {
+    match &n.fleet {
+        Some(f) if n.sharded && !f.keys.is_empty() => f.keys.len(),
+        _ => 1,
+    }
+}
+
+/// The subscriber connection of `Protocol::Fleet` (see
+/// [`DistributedCache::fleet_subscriber`]): open while this lives.
+pub(crate) struct Subscriber {
+    _conn: Box<dyn std::any::Any + Send + Sync>,
+    pub(crate) redirect: Redirect,
+}
+
+/// Where tracking invalidations are redirected: the subscriber connection's id,
+/// per primary on a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Redirect {
+    Server(i64),
+    #[cfg(feature = "cluster")]
+    Nodes(Vec<(super::conn::Node, i64)>),
 }

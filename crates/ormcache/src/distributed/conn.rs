@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result, from_redis};
 
 /// A server that a `SCAN` (or another per-server command) runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Node {
+pub(crate) enum Node {
     /// The single server.
     Only,
     /// One primary of a cluster, by address.
@@ -153,6 +153,9 @@ pub(super) struct Link {
     pub(super) pubsub: Vec<redis::Client>,
     pub(super) address: String,
     pub(super) slot_tags: bool,
+    /// A cluster's seeds, for a subscriber connection.
+    #[cfg(feature = "cluster")]
+    pub(super) seeds: Option<ClusterSeeds>,
 }
 
 /// Connects to whatever the URL names: one server, a cluster, a Sentinel service.
@@ -211,6 +214,8 @@ async fn connect_single(config: &DistributedConfig, transport: &Transport) -> Re
         pubsub: vec![client],
         address,
         slot_tags: false,
+        #[cfg(feature = "cluster")]
+        seeds: None,
     })
 }
 
@@ -225,25 +230,20 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
         .map(|h| transport.info(Some(h)))
         .collect::<Result<Vec<_>>>()?;
     let pubsub = transport.clients()?;
-    let builder = redis::cluster::ClusterClientBuilder::new(infos);
-    #[cfg(feature = "tls")]
-    let builder = match transport.certs() {
-        Some(certs) if transport.url().is_insecure() => {
-            builder.tls(redis::TlsMode::Insecure).certs(certs.clone())
-        }
-        Some(certs) => builder.certs(certs.clone()),
-        None => builder,
+    let seeds = ClusterSeeds {
+        infos,
+        #[cfg(feature = "tls")]
+        certs: transport.certs().cloned(),
+        insecure: transport.url().is_insecure(),
+        tcp: transport.tcp().clone(),
+        connect_timeout: config.connect_timeout,
+        response_timeout: config.command_timeout,
     };
-    let client = builder
-        .tcp_settings(transport.tcp().clone())
-        .retries(2)
-        .min_retry_wait(10)
-        .max_retry_wait(100)
+    let client = seeds
+        .builder()
         .build()
         .map_err(|e| Error::invalid("create", format!("bad cluster_nodes {address}: {e}")))?;
-    let cluster_config = redis::cluster::ClusterConfig::new()
-        .set_connection_timeout(config.connect_timeout)
-        .set_response_timeout(config.command_timeout);
+    let cluster_config = seeds.config();
     let mut conns = Vec::with_capacity(config.max_connections);
     for _ in 0..config.max_connections {
         let conn = if config.connect_lazily {
@@ -259,7 +259,68 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
         pubsub,
         address,
         slot_tags,
+        seeds: Some(seeds),
     })
+}
+
+/// What the cluster connections are built from, kept to build a subscriber
+/// connection of its own (`Protocol::Fleet`: RESP3, sharded pub/sub, tracking
+/// redirected to it on every primary).
+#[cfg(feature = "cluster")]
+#[derive(Clone)]
+pub(super) struct ClusterSeeds {
+    infos: Vec<redis::ConnectionInfo>,
+    #[cfg(feature = "tls")]
+    certs: Option<redis::TlsCertificates>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    insecure: bool,
+    tcp: TcpSettings,
+    connect_timeout: std::time::Duration,
+    response_timeout: std::time::Duration,
+}
+
+#[cfg(feature = "cluster")]
+impl ClusterSeeds {
+    fn builder(&self) -> redis::cluster::ClusterClientBuilder {
+        let builder = redis::cluster::ClusterClientBuilder::new(self.infos.clone());
+        #[cfg(feature = "tls")]
+        let builder = match &self.certs {
+            Some(certs) if self.insecure => {
+                builder.tls(redis::TlsMode::Insecure).certs(certs.clone())
+            }
+            Some(certs) => builder.certs(certs.clone()),
+            None => builder,
+        };
+        builder
+            .tcp_settings(self.tcp.clone())
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+    }
+
+    fn config(&self) -> redis::cluster::ClusterConfig {
+        redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.response_timeout)
+    }
+
+    /// A RESP3 connection whose pushes (messages, tracking invalidations,
+    /// disconnections) go to `pushes`.
+    pub(super) async fn subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<redis::cluster_async::ClusterConnection> {
+        let client = self
+            .builder()
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()
+            .map_err(|e| crate::error::from_redis("subscribe", e))?;
+        client
+            .get_async_connection_with_config(self.config())
+            .await
+            .map_err(|e| crate::error::from_redis("subscribe", e))
+    }
 }
 
 #[cfg(feature = "cluster")]

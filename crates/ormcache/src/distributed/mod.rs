@@ -36,7 +36,7 @@ const KEYS_COUNT_PAGES: usize = 8;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod coherent;
-pub(crate) use coherent::Found;
+pub(crate) use coherent::{Found, Redirect, Subscriber};
 mod builder;
 pub use builder::DistributedBuilder;
 mod conn;
@@ -66,29 +66,40 @@ enum Request<'a> {
 pub(crate) struct Notice {
     pub(crate) channel: String,
     pub(crate) payload: Vec<u8>,
+    /// Sharded pub/sub (`SPUBLISH`: `Protocol::Fleet` on a cluster).
+    pub(crate) sharded: bool,
     /// `Protocol::Fleet`: who the message goes to, and who it reached.
     pub(crate) fleet: Option<Fleet>,
 }
 
 impl Notice {
-    /// A message for every subscriber of `channel`, of the protocol that broadcasts.
-    pub(crate) fn broadcast(channel: String, payload: Vec<u8>) -> Self {
+    /// A message for every subscriber of `channel`.
+    pub(crate) fn broadcast(channel: String, payload: Vec<u8>, sharded: bool) -> Self {
         Self {
             channel,
             payload,
+            sharded,
             fleet: None,
         }
+    }
+
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
     }
 }
 
 /// How a [`Notice`] of `Protocol::Fleet` is delivered.
 #[derive(Debug)]
 pub(crate) struct Fleet {
-    /// The holder registries of the keys the message names (their holders'
-    /// inboxes get it), or empty: every subscriber of the channel gets it.
-    pub(crate) registries: Vec<String>,
+    /// For each key the message names, its holder registry and the entry itself
+    /// (the holders' inboxes get the message), or empty: every subscriber of the
+    /// channel gets it.
+    pub(crate) keys: Vec<(String, String)>,
     /// The sender (never messaged).
     pub(crate) me: u64,
+    /// The sender keeps a copy of what it wrote: it registers as a holder for
+    /// this long (milliseconds), and reads the entry so that Redis tracks it.
+    pub(crate) keep_ms: Option<u64>,
     /// The inbox channel of holder `h` is this followed by `h`.
     pub(crate) inbox: String,
     /// Filled by the round trip that delivered the message; shared with the
@@ -109,30 +120,34 @@ pub(crate) enum Reached {
 }
 
 impl Fleet {
-    /// Records what the delivering command answered.
-    pub(crate) fn record(&self, reply: &redis::Value) {
-        let reached = if self.registries.is_empty() {
-            Reached::Subscribers(redis::from_redis_value_ref::<u64>(reply).unwrap_or(0))
-        } else {
-            let ids: Vec<String> = redis::from_redis_value_ref(reply).unwrap_or_default();
-            Reached::Holders(ids.iter().filter_map(|id| id.parse().ok()).collect())
-        };
+    pub(crate) fn set(&self, reached: Reached) {
         if let Ok(mut r) = self.reached.lock() {
             *r = reached;
         }
     }
 }
 
+/// The holder ids in a reply of [`NOTIFY_SCRIPT`] or [`HOLDERS_SCRIPT`].
+pub(crate) fn holder_ids(reply: &redis::Value) -> Vec<u64> {
+    let ids: Vec<String> = redis::from_redis_value_ref(reply).unwrap_or_default();
+    ids.iter().filter_map(|id| id.parse().ok()).collect()
+}
+
 /// Delivers a `Protocol::Fleet` message of a write to the registered holders of
-/// its keys: each key's registry (KEYS) is read and emptied, and every holder but
-/// the sender (`ARGV[1]`) that is still subscribed to its inbox (`ARGV[2]`..id)
-/// gets the message (`ARGV[3]`). Returns the holders it reached. It runs after the
-/// write in the same round trip: a reader registers itself before it reads, so a
-/// reader that could have read the old value is in the registry by now, and one
-/// that registers later reads the new value.
+/// its keys. `KEYS` are the registries, then the entries, in the same order;
+/// `ARGV`: the sender, the inbox prefix, the message, and how long the sender's
+/// own registration lasts (empty: the sender keeps no copy). Each registry is read
+/// and emptied, and every holder but the sender still subscribed to its inbox
+/// gets the message; the sender registers and reads the entry (so that Redis
+/// tracks its copy). Returns the holders it reached. It runs after the write in
+/// the same round trip: a reader registers before it reads, so a reader that
+/// could have read the old value is in the registry by now, and one that
+/// registers later reads the new value.
 pub(crate) const NOTIFY_SCRIPT: &str = r"
+local n = #KEYS / 2
 local reached, seen = {}, {}
-for _, reg in ipairs(KEYS) do
+for i = 1, n do
+  local reg = KEYS[i]
   for _, h in ipairs(redis.call('SMEMBERS', reg)) do
     if h ~= ARGV[1] and not seen[h] then
       seen[h] = true
@@ -142,20 +157,39 @@ for _, reg in ipairs(KEYS) do
     end
   end
   redis.call('DEL', reg)
+  if ARGV[4] ~= '' then
+    redis.call('SADD', reg, ARGV[1])
+    redis.call('PEXPIRE', reg, ARGV[4])
+    redis.call('PTTL', KEYS[n + i])
+  end
 end
 return reached
 ";
 
+/// [`NOTIFY_SCRIPT`] on a cluster, for one key (`KEYS`: its registry and its
+/// entry; `ARGV`: the sender and its registration's lifetime): the holders'
+/// inboxes are sharded channels in other slots, so it only reads and empties
+/// the registry and returns the holders; the writer sends each one the message
+/// with `SPUBLISH` in a second round trip.
+pub(crate) const HOLDERS_SCRIPT: &str = r"
+local holders = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PTTL', KEYS[2])
+end
+return holders
+";
+
 /// A reader of `Protocol::Fleet` that is about to copy keys into its L1: it
-/// registers as their holder (before it reads: see [`NOTIFY_SCRIPT`]) and, with
-/// `tracking`, has Redis track what it reads (`CLIENT CACHING YES`), so that a
-/// write by any client evicts the copy.
+/// registers as their holder before it reads (see [`NOTIFY_SCRIPT`]); Redis
+/// tracks what its connections read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Holder {
     pub(crate) me: u64,
     /// How long a registration lasts: longer than the L1 copy.
     pub(crate) ttl_ms: u64,
-    pub(crate) tracking: bool,
 }
 
 struct Inner {
@@ -165,6 +199,9 @@ struct Inner {
     /// (used in turn).
     pubsub: Vec<redis::Client>,
     next_pubsub: AtomicUsize,
+    /// A cluster's seeds, for a subscriber connection of its own.
+    #[cfg(feature = "cluster")]
+    seeds: Option<conn::ClusterSeeds>,
     /// Cluster layout of internal keys: slot-tagged leases, no clear generation
     /// (see `cluster.rs`).
     slot_tags: bool,
@@ -388,6 +425,8 @@ impl DistributedCache {
             pubsub,
             address,
             slot_tags,
+            #[cfg(feature = "cluster")]
+            seeds,
         } = link;
 
         // The `cache` label of this cache's metrics.
@@ -396,6 +435,8 @@ impl DistributedCache {
             namespaced: config.namespaced,
             pubsub,
             next_pubsub: AtomicUsize::new(0),
+            #[cfg(feature = "cluster")]
+            seeds,
             slot_tags,
             flights: crate::memo::Flights::default(),
             breaker: Breaker::new(config.breaker)
@@ -971,17 +1012,6 @@ impl DistributedCache {
 
 pub(super) fn is_reserved_bytes(rest: &[u8]) -> bool {
     rest == key::STATS_KEY.as_bytes() || rest.starts_with(key::RESERVED_NAMESPACE.as_bytes())
-}
-
-/// The round trip failed because `CLIENT CACHING` found tracking off on its
-/// connection: the connection was replaced since tracking was turned on.
-pub(crate) fn is_tracking_off(e: &Error) -> bool {
-    use std::error::Error as _;
-    e.kind() == ErrorKind::Server
-        && e.source()
-            .and_then(|s| s.downcast_ref::<redis::RedisError>())
-            .and_then(|r| r.detail())
-            .is_some_and(|d| d.contains("CACHING"))
 }
 
 fn is_wrong_type(e: &Error) -> bool {

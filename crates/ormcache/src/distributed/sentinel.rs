@@ -390,5 +390,7 @@ pub(super) async fn connect(config: &DistributedConfig, transport: &Transport) -
         pubsub: Vec::new(),
         address,
         slot_tags: false,
+        #[cfg(feature = "cluster")]
+        seeds: None,
     })
 }

@@ -145,6 +145,7 @@ impl Inner {
                 Notice::broadcast(
                     ack_channel(&self.channel, sender),
                     serde_json::to_vec(&Ack { i: self.id, a: seq }).unwrap_or_default(),
+                    self.sharded(),
                 )
             })
             .collect();

@@ -154,14 +154,15 @@ impl HybridBuilder {
         let cache: Arc<str> = Arc::from(self.l2.prefix());
         // The L1 reports under this prefix (unless it was used on its own before).
         self.l1.name_metrics(&cache);
-        let fleet = (self.protocol == Protocol::Fleet && !self.l2.is_cluster()).then(|| {
+        let fleet = (self.protocol == Protocol::Fleet).then(|| {
             let inboxes = format!("{channel}:to:");
             FleetState {
                 inbox: format!("{inboxes}{id}"),
                 inboxes,
                 tracking: AtomicBool::new(false),
                 tracked: Mutex::new(Vec::new()),
-                subscriber: std::sync::atomic::AtomicI64::new(0),
+                redirect: Mutex::new(None),
+                sharded: self.l2.is_cluster(),
             }
         });
         let inner = Arc::new(Inner {

@@ -30,7 +30,6 @@
 //! A writer never messages itself: under this protocol a write evicts the writer's
 //! own copy instead of replacing it (its next read registers and is tracked).
 
-use std::future::Future;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -39,60 +38,37 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{FleetState, Inner};
-use crate::distributed::{Holder, Reached};
+use crate::distributed::{Holder, Reached, Subscriber};
 use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry::EventKind;
 
-/// A subscriber connection of the fleet protocol: RESP3, so that tracking
-/// invalidations and pub/sub messages arrive on it as pushes.
+/// A subscriber connection of the fleet protocol and the pushes it receives.
 struct Subscription {
     /// Kept open for as long as the stream runs (dropping it closes it).
-    _conn: redis::aio::MultiplexedConnection,
+    _conn: Subscriber,
     pushes: UnboundedReceiver<PushInfo>,
 }
 
-/// Opens the subscriber connection, learns its id (the tracking redirect) and
-/// subscribes to the broadcast channel, this instance's inbox and its
-/// acknowledgement channel.
+/// Opens the subscriber connection and subscribes to the broadcast channel, this
+/// instance's inbox and its acknowledgement channel; records where tracking is
+/// to be redirected.
 async fn subscribe(inner: &Inner, fleet: &FleetState) -> Result<Subscription> {
-    let client = inner.l2.pubsub_client().await?;
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    let resp3 = redis::Client::open(info.set_redis_settings(settings))
-        .map_err(|e| crate::error::from_redis("subscribe", e))?;
     let (tx, pushes) = tokio::sync::mpsc::unbounded_channel();
-    let config = redis::AsyncConnectionConfig::new()
-        .set_push_sender(tx)
-        .set_connection_timeout(Some(
-            inner.l2.command_timeout().max(Duration::from_millis(500)),
-        ))
-        .set_response_timeout(Some(
-            inner.l2.command_timeout().max(Duration::from_millis(500)),
-        ));
-    let mut conn = resp3
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| crate::error::from_redis("subscribe", e))?;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| crate::error::from_redis("subscribe", e))?;
-    conn.subscribe(&[
-        inner.channel.as_str(),
-        fleet.inbox.as_str(),
-        inner.ack_channel.as_str(),
-    ])
-    .await
-    .map_err(|e| crate::error::from_redis("subscribe", e))?;
-    fleet.subscriber.store(id, SeqCst);
-    Ok(Subscription {
-        _conn: conn,
-        pushes,
-    })
+    let sub = inner
+        .l2
+        .fleet_subscriber(
+            tx,
+            &[
+                inner.channel.as_str(),
+                fleet.inbox.as_str(),
+                inner.ack_channel.as_str(),
+            ],
+        )
+        .await?;
+    if let Ok(mut r) = fleet.redirect.lock() {
+        *r = Some(sub.redirect.clone());
+    }
+    Ok(Subscription { _conn: sub, pushes })
 }
 
 /// The subscriber task of the fleet protocol: subscribes, points tracking at the
@@ -164,7 +140,10 @@ impl Inner {
     fn on_push(&self, push: &PushInfo) -> bool {
         match push.kind {
             PushKind::Disconnection => return false,
-            PushKind::Message => {
+            // A sharded subscription the cluster dropped (its slot moved): what
+            // was published meanwhile is lost.
+            PushKind::SUnsubscribe => return false,
+            PushKind::Message | PushKind::SMessage => {
                 self.counters.deliveries.fetch_add(1, Relaxed);
                 let (Some(channel), Some(payload)) = (push.data.first(), push.data.get(1)) else {
                     return true;
@@ -241,11 +220,10 @@ impl Inner {
     /// when they expire.
     pub(super) async fn retrack(&self) {
         let Some(fleet) = &self.fleet else { return };
-        let redirect = fleet.subscriber.load(SeqCst);
-        if redirect == 0 {
+        let Some(redirect) = fleet.redirect.lock().ok().and_then(|r| r.clone()) else {
             return;
-        }
-        match self.l2.track_all(redirect).await {
+        };
+        match self.l2.track_all(&redirect).await {
             Ok(ids) => {
                 let changed = fleet
                     .tracked
@@ -279,11 +257,14 @@ impl Inner {
     /// turned on (its id changed) is tracked again, and L1 flushed.
     pub(super) async fn check_tracking(&self) {
         let Some(fleet) = &self.fleet else { return };
+        let Some(redirect) = fleet.redirect.lock().ok().and_then(|r| r.clone()) else {
+            return;
+        };
         if !fleet.tracking.load(SeqCst) {
             self.retrack().await;
             return;
         }
-        let Ok(ids) = self.l2.connection_ids().await else {
+        let Ok(ids) = self.l2.connection_ids(&redirect).await else {
             return;
         };
         let same = fleet.tracked.lock().map(|t| *t == ids).unwrap_or(false);
@@ -295,7 +276,7 @@ impl Inner {
     /// How this instance registers and tracks a read that may fill L1 (`None`
     /// under the broadcast protocol).
     pub(super) fn holder(&self) -> Option<Holder> {
-        let fleet = self.fleet.as_ref()?;
+        self.fleet.as_ref()?;
         Some(Holder {
             me: self.id,
             // The registration must outlive the copy, whose lifetime starts once
@@ -305,31 +286,7 @@ impl Inner {
                     .saturating_add(self.l2.command_timeout())
                     .saturating_add(Duration::from_secs(1)),
             ),
-            tracking: fleet.tracking.load(SeqCst),
         })
-    }
-
-    /// Runs `read` (an L2 read that may fill L1) as this instance's holder. When
-    /// it finds tracking off on its connection (replaced since tracking was turned
-    /// on), tracking is turned on again, L1 flushed, and the read runs once more.
-    pub(super) async fn read_holding<R, Fut>(
-        &self,
-        read: impl Fn(Option<Holder>) -> Fut,
-    ) -> Result<R>
-    where
-        Fut: Future<Output = Result<R>>,
-    {
-        let holder = self.holder();
-        match read(holder).await {
-            Err(e)
-                if holder.is_some_and(|h| h.tracking)
-                    && crate::distributed::is_tracking_off(&e) =>
-            {
-                self.retrack().await;
-                read(self.holder()).await
-            }
-            other => other,
-        }
     }
 
     /// Waits until every holder the message reached has applied it, or the

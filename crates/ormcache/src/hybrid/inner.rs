@@ -29,6 +29,9 @@ pub(super) struct Sent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lifecycle {
     Running,
+    /// A write whose writer keeps a copy of what it wrote (`Protocol::Fleet`
+    /// registers it as a holder).
+    Keeping,
     /// The stream just came up, L1 flushed.
     Joined,
     /// Closing: stop waiting for this instance.
@@ -36,6 +39,11 @@ pub(super) enum Lifecycle {
 }
 
 impl Inner {
+    /// Messages go by sharded pub/sub (`Protocol::Fleet` on a cluster).
+    pub(super) fn sharded(&self) -> bool {
+        self.fleet.as_ref().is_some_and(|f| f.sharded)
+    }
+
     pub(super) fn ticket(&self, key: &str) -> LocalTicket {
         self.l1.epochs().ticket(key)
     }
@@ -90,16 +98,19 @@ impl Inner {
                 None
             }
             (Some(f), op) => {
-                let registries = match op {
+                let keys = match op {
                     Op::Keys(keys) => keys
                         .iter()
-                        .map(|k| crate::key::holders_key(self.l2.prefix(), k))
+                        .map(|k| (self.l2.holders_key(k), self.l2.entry_key(k)))
                         .collect(),
                     _ => Vec::new(),
                 };
                 Some(Fleet {
-                    registries,
+                    keys,
                     me: self.id,
+                    keep_ms: (stage == Lifecycle::Keeping)
+                        .then(|| self.holder().map(|h| h.ttl_ms))
+                        .flatten(),
                     inbox: f.inboxes.clone(),
                     reached: Arc::default(),
                 })
@@ -120,6 +131,7 @@ impl Inner {
         let notice = Notice {
             channel: channel.clone(),
             payload: serde_json::to_vec(&msg).unwrap_or_default(),
+            sharded: self.sharded(),
             fleet,
         };
         (notice, sent)
@@ -212,13 +224,6 @@ impl Inner {
         tags: Option<Arc<[String]>>,
     ) -> Result<()> {
         match result {
-            Ok(_) if self.fleet.is_some() => {
-                // The writer's copy would be neither registered nor tracked: its
-                // next read fetches it (registered and tracked).
-                self.counters.sent.fetch_add(1, Relaxed);
-                self.evict_local(key);
-                Ok(())
-            }
             Ok((value, bytes, ttl)) => {
                 self.counters.sent.fetch_add(1, Relaxed);
                 // Bump after the L2 write: a fill that read the old value loses.

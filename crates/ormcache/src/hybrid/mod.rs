@@ -50,8 +50,10 @@ struct FleetState {
     /// means a replaced connection, whose tracking (and the copies read through
     /// it) is lost.
     tracked: Mutex<Vec<i64>>,
-    /// The subscriber connection's id (the tracking redirect).
-    subscriber: std::sync::atomic::AtomicI64,
+    /// Where tracking is redirected: the subscriber connection.
+    redirect: Mutex<Option<crate::distributed::Redirect>>,
+    /// On a cluster: sharded pub/sub, and every read tracked.
+    sharded: bool,
 }
 
 /// The instance's counters; those that are also metrics are [`Counted`].
@@ -320,12 +322,8 @@ impl HybridCache {
             return Ok(self.degraded_l1(key, coherent));
         }
         let ticket = inner.ticket(key);
-        let reply = inner
-            .read_holding(
-                |holder| async move { inner.l2.get_holding::<T>(key, holder.as_ref()).await },
-            )
-            .await;
-        match reply {
+        let holder = inner.holder();
+        match inner.l2.get_holding::<T>(key, holder.as_ref()).await {
             Ok(Some(found)) => {
                 inner.counters.l2_hits.fetch_add(1, Relaxed);
                 if coherent {
@@ -388,7 +386,7 @@ impl HybridCache {
             .encode_tagged::<T, &str>("set", key, &value, Some(ttl), &[])
             .await?;
         let value = Arc::new(value);
-        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let (pending, seq) = inner.write_kept(Op::Keys(vec![key.to_owned()]));
         let result = inner
             .l2
             .set_bytes(key, &bytes, ttl, pending.message())
@@ -599,18 +597,12 @@ impl HybridCache {
             return Ok(degraded(out, &missing));
         }
         let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
-        let reply = inner
-            .read_holding(|holder| {
-                let names = &names;
-                async move {
-                    inner
-                        .l2
-                        .get_many_with_ttl::<T>(names, holder.as_ref())
-                        .await
-                }
-            })
-            .await;
-        match reply {
+        let holder = inner.holder();
+        match inner
+            .l2
+            .get_many_with_ttl::<T>(&names, holder.as_ref())
+            .await
+        {
             Ok(found) => {
                 for ((i, k, ticket), hit) in missing.into_iter().zip(found) {
                     if let Some(found) = hit {
@@ -664,7 +656,7 @@ impl HybridCache {
                 *bytes = crate::codec::wrap_tagged(&names, &tokens, bytes);
             }
         }
-        let (pending, seq) = inner.write(Op::Keys(
+        let (pending, seq) = inner.write_kept(Op::Keys(
             encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),
         ));
         let result = inner
@@ -750,7 +742,7 @@ impl HybridCache {
             .l2
             .encode_tagged("set_with_tags", key, &value, ttl, tags)
             .await?;
-        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
+        let (pending, seq) = inner.write_kept(Op::Keys(vec![key.to_owned()]));
         let result = inner
             .l2
             .set_bytes(key, &bytes, ttl, pending.message())
