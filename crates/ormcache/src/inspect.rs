@@ -404,9 +404,11 @@ impl std::fmt::Debug for Listener {
 }
 
 /// Subscribes to the invalidation channel of `cache`'s prefix (and, by pattern, to
-/// its acknowledgement channels), through the server (or a cluster node, or the
-/// Sentinel's master) the cache's own subscriber would use. Changes nothing: a
-/// listener is not an instance, nobody waits for it.
+/// its acknowledgement channels and the instances' inboxes of
+/// [`Protocol::Fleet`](crate::Protocol::Fleet)), through the server (or a cluster
+/// node, or the Sentinel's master) the cache's own subscriber would use. Changes
+/// nothing: a listener is not an instance, nobody waits for it. (On a Redis
+/// Cluster, fleet instances use sharded channels, which this does not hear.)
 ///
 /// # Errors
 /// A connection error or timeout (bounded by the command timeout, at least 1 s).
@@ -426,11 +428,14 @@ pub async fn listen(cache: &DistributedCache) -> Result<Listener> {
     let channel = channel(cache.prefix());
     let client = cache.pubsub_client().await?;
     let acks = format!("{}:ack:*", escape_glob(&channel));
+    // `Protocol::Fleet`: each instance's inbox (its heartbeats, and the writes to
+    // keys it holds).
+    let inboxes = format!("{}:to:*", escape_glob(&channel));
     let within = cache.command_timeout().max(Duration::from_secs(1));
     let subscribed = tokio::time::timeout(within, async {
         let mut ps = client.get_async_pubsub().await?;
         ps.subscribe(&channel).await?;
-        ps.psubscribe(&acks).await?;
+        ps.psubscribe(&[acks.as_str(), inboxes.as_str()]).await?;
         Ok::<_, redis::RedisError>(ps)
     })
     .await;
@@ -468,7 +473,8 @@ impl Listener {
         let name = msg.get_channel_name().to_owned();
         let payload = msg.get_payload_bytes();
         let ack_head = format!("{}:ack:", self.channel);
-        Some(if name == self.channel {
+        let inbox_head = format!("{}:to:", self.channel);
+        Some(if name == self.channel || name.starts_with(&inbox_head) {
             match decode_invalidation(payload) {
                 Ok(m) => ChannelEvent::Invalidation(m),
                 Err(_) => ChannelEvent::Unreadable { channel: name },

@@ -135,33 +135,70 @@
 //! - **`QueryCache`** alone: process-local; only this process writes it.
 //! - **`HybridCache`, normal operation.** Every write, delete, expire, clear,
 //!   pattern clear, `set_many`, `delete_many`, `set_with_tags` and `invalidate_tag`
-//!   is sent to Redis *with* an invalidation message on the channel
-//!   `{prefix}:__oc:inv` in the same round trip (a pipeline of the command and
-//!   `PUBLISH`). Every other instance evicts its L1 copies when the message arrives,
-//!   then acknowledges it on `{prefix}:__oc:inv:ack:{writer}`, and the call returns
-//!   only once every other *live* instance has acknowledged (confirmed invalidation,
+//!   is sent to Redis *with* its invalidation message in the same round trip. Each
+//!   instance that gets the message evicts its L1 copies, then acknowledges it on
+//!   `{prefix}:__oc:inv:ack:{writer}`, and the call returns only once every
+//!   instance it waits for has acknowledged (confirmed invalidation,
 //!   [`HybridBuilder::confirm_invalidations`], on by default). So: **once a write
 //!   has returned `Ok`, the next read through any live instance is fresh**, not
-//!   merely "within milliseconds". A process reads its own writes at once. The cost
-//!   is one more pub/sub hop per write, nothing on reads (see the
-//!   `hybrid_invalidation` bench).
-//! - **What confirmation does not cover.** Live means heard (a message, heartbeat or
-//!   acknowledgement) within three heartbeat intervals plus the command timeout
-//!   (default 1.75 s; instances sharing a prefix should share the heartbeat
-//!   interval). An acknowledgement covers a message only when nothing before it from
-//!   that writer is missing. (1) An instance whose stream came up so recently that
-//!   its announcement had not reached the writer yet: it announces itself before its
-//!   L1 takes any fill, so its possible staleness is bounded by the pub/sub delivery
-//!   time. (2) A peer that let a confirmation time out (default 1 s; counted in
-//!   `coherence.unconfirmed` and logged): until it acknowledges again (or either
-//!   one's stream restarts), writes do not wait for it, and its copies are stale for
-//!   the delivery time plus however long it stays stuck (at most `l1_max_ttl`; a peer
-//!   silent for three heartbeat intervals notices its dead stream and flushes). (3) A
+//!   merely "within milliseconds". A process reads its own writes at once. Who gets
+//!   the message and who is waited for is the [`Protocol`]'s choice:
+//!   - [`Protocol::Fleet`] (the default on a single server and behind Sentinel):
+//!     a write of keys goes to the instances
+//!     that hold them. An instance adds itself to a key's holder registry in Redis
+//!     (`{prefix}:__oc:h:{key}`) *before* it reads the key, in the same round trip;
+//!     the writer's script runs *after* its write, reads and empties the registry
+//!     and publishes the message to each holder's inbox
+//!     (`{prefix}:__oc:inv:to:{id}`). A reader whose read could return the old
+//!     value registered before the write, so it is messaged; one that registers
+//!     after it reads the new value. The writer waits for the holders `PUBLISH`
+//!     reached (subscribed at that moment), and drops its own copy (it reads its
+//!     writes from L2; its next read fills L1 again). Clears, pattern clears and tag
+//!     invalidations go to every instance on `{prefix}:__oc:inv` and wait for as
+//!     many acknowledgements as there were other subscribers.
+//!   - [`Protocol::Broadcast`]: every message goes to every instance on
+//!     `{prefix}:__oc:inv`, and the writer waits for every *live* peer.
+//! - **What confirmation does not cover.** Under the broadcast protocol, live means
+//!   heard (a message, heartbeat or acknowledgement) within three heartbeat
+//!   intervals plus the command timeout (default 1.75 s; instances sharing a prefix
+//!   should share the heartbeat interval), and an acknowledgement covers a message
+//!   only when nothing before it from that writer is missing. (1) Broadcast: an
+//!   instance whose stream came up so recently that its announcement had not
+//!   reached the writer yet: it announces itself before its L1 takes any fill, so
+//!   its possible staleness is bounded by the pub/sub delivery time. (Fleet has no
+//!   such window: registration is part of the read.) (2) A peer that let a
+//!   confirmation time out (default 1 s; counted in `coherence.unconfirmed` and
+//!   logged): until it acknowledges again (or either one's stream restarts), writes
+//!   do not wait for it, and its copies are stale for the delivery time plus however
+//!   long it stays stuck (at most `l1_max_ttl`; a peer that hears nothing of its own
+//!   heartbeats for three intervals notices its dead stream and flushes). (3) A
 //!   writer whose own stream is down does not wait (it cannot hear the
 //!   acknowledgements): the bound is the delivery time. (4) With confirmation off,
 //!   the bound is the delivery time (milliseconds on a LAN; over 100 ms was seen on a
-//!   saturated machine). A write that returns an error is not confirmed; see "Writes
-//!   during an outage". An instance alone on its channel never waits.
+//!   saturated machine). (5) Fleet: a holder registry evicted by Redis
+//!   (`maxmemory`) while its holders keep their copies; Redis tracking (below) then
+//!   evicts them within the delivery time, unconfirmed. On a cluster, a holder
+//!   whose inbox's shard cannot be reached is not waited for (logged); that shard's
+//!   failure ends its subscription, which flushes it. A write that returns an error
+//!   is not confirmed; see "Writes during an outage". An instance alone on its
+//!   channel never waits.
+//! - **Writes by other Redis clients** (another service, `redis-cli`, a script,
+//!   Redis's own eviction and expiry): under the fleet protocol every L2 connection
+//!   runs `CLIENT TRACKING ON REDIRECT <subscriber>` (opt-in on a single server:
+//!   each read that feeds L1 is announced), so Redis reports each change of a key
+//!   that instance read, on its subscriber connection, and the copy is dropped: the
+//!   bound is the delivery time (`foreign_write` bench). A nil report (`FLUSHDB`,
+//!   `FLUSHALL`) flushes L1. Not `NOLOOP`: with it Redis also keeps quiet about an
+//!   eviction that the instance's own command set off. Tracking is lost with a
+//!   connection: a replaced subscriber connection is a resubscription (L1 flushed);
+//!   a replaced L2 connection is found by the first announced read on it (refused:
+//!   tracking is off there) or its new `CLIENT ID` at the next heartbeat, which
+//!   turns tracking on again and flushes L1. On a cluster, where reads are not
+//!   announced, only the heartbeat finds it: for one heartbeat interval at most,
+//!   such writes reach copies read over the old connection only through
+//!   `l1_max_ttl`. Without permission for `CLIENT TRACKING` (a warning is logged),
+//!   and always under the broadcast protocol, the bound for such writes is
+//!   `l1_max_ttl`.
 //! - **Fill races.** An L1 fill from L2 takes a ticket of the invalidation epochs
 //!   (per key, global, the tag-and-scope clock, pattern clears) before reading Redis
 //!   and stores its value only if no invalidation since then touches it, under the
@@ -169,13 +206,17 @@
 //!   fill is in flight always wins. An L1 hit checks only the generations of its own
 //!   scope and tags (atomics, no shared lock): however many other tags are
 //!   invalidated, an untouched entry stays a hit.
-//! - **Lost messages.** Redis pub/sub is at-most-once. Messages carry a per-sender
+//! - **Lost messages.** Redis pub/sub is at-most-once, and loses messages only with
+//!   the connection. Under the broadcast protocol messages carry a per-sender
 //!   sequence number; a hole not filled within two heartbeat intervals (default
-//!   500 ms) is a lost message and the L1 is flushed. An instance that stops
-//!   receiving its own heartbeats (every 500 ms) treats its subscription as dead. A
-//!   change of Redis `run_id` or `master_replid` (restart, failover) triggers the same
-//!   recovery as a disconnect. As a last line, L1 copies live at most `l1_max_ttl`
-//!   (default 30 s) and never longer than the L2 entry.
+//!   500 ms) is a lost message and the L1 is flushed (under the fleet protocol each
+//!   instance gets only some of a sender's messages, so there are no holes to
+//!   see). An instance that stops receiving its own heartbeats (every 500 ms)
+//!   treats its subscription as dead; so does one whose subscriber connection
+//!   reports a disconnection or, on a cluster, a sharded subscription dropped by a
+//!   slot move. A change of Redis `run_id` or `master_replid` (restart, failover)
+//!   triggers the same recovery as a disconnect. As a last line, L1 copies live at
+//!   most `l1_max_ttl` (default 30 s) and never longer than the L2 entry.
 //! - **Stream down** (disconnect, `CLIENT KILL`, Redis restart): L1 is not trusted.
 //!   Reads go to L2; while the stream is down, fills are not stored. When the stream
 //!   returns, the instance replays its backlog, flushes its L1, and only then trusts

@@ -21,8 +21,20 @@ const PLAIN: &[&str] = &[
 ];
 
 /// `HybridCache`, beside [`PLAIN`]: invalidation messages and their
-/// acknowledgements, the server's identity.
-const HYBRID: &[&str] = &["publish", "subscribe", "info"];
+/// acknowledgements, the server's identity; under the default `Protocol::Fleet`
+/// also the holder registries (in its scripts), tracking, and `HELLO` (its
+/// subscriber speaks RESP3).
+const HYBRID: &[&str] = &[
+    "publish",
+    "subscribe",
+    "info",
+    "sadd",
+    "smembers",
+    "client|tracking",
+    "client|caching",
+    "client|id",
+    "hello",
+];
 
 /// `ComputeOptions::lock(true)` (one load per cluster), beside [`PLAIN`]: nothing.
 const LOCKS: &[&str] = &[];

@@ -244,6 +244,11 @@ async fn prepare(a: &HybridCache, b: &HybridCache, name: &str, n: usize) {
     a.set_with_tags(K, format!("old{n}"), None, &["t"])
         .await
         .unwrap();
+    // (Under the fleet protocol the writer's copy comes with its next read.)
+    assert_eq!(
+        a.get::<String>(K).await.unwrap().as_deref(),
+        Some(&format!("old{n}"))
+    );
     assert!(
         a.l1().get_sync::<String>(K).is_some(),
         "the writer's L1 holds it"

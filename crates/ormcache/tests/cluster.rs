@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ormcache::tenant::{self, TenantId};
-use ormcache::{Cache, ComputeOptions, DistributedCache, HybridCache, QueryCache, Ttl};
+use ormcache::{Cache, ComputeOptions, DistributedCache, HybridCache, Protocol, QueryCache, Ttl};
 use support::{ClusterOptions, RedisCluster, cluster_cache, cluster_config};
 
 /// The keys stored on each node (raw, every prefix).
@@ -451,25 +451,37 @@ async fn hybrid(cluster: &RedisCluster, prefix: &str) -> HybridCache {
     hybrid_with(cluster_config(cluster, prefix)).await
 }
 
+/// A `HybridCache` with the cluster's default protocol.
 async fn hybrid_with(config: ormcache::DistributedConfig) -> HybridCache {
-    let c = HybridCache::builder(
+    hybrid_as(config, None).await
+}
+
+async fn hybrid_as(config: ormcache::DistributedConfig, protocol: Option<Protocol>) -> HybridCache {
+    let mut builder = HybridCache::builder(
         QueryCache::new(1000, Duration::from_secs(60)).unwrap(),
         DistributedCache::create(config).await.unwrap(),
     )
-    .heartbeat_interval(Duration::from_millis(100))
-    .build()
-    .unwrap();
+    .heartbeat_interval(Duration::from_millis(100));
+    if let Some(p) = protocol {
+        builder = builder.protocol(p);
+    }
+    let c = builder.build().unwrap();
     assert!(c.wait_coherent(Duration::from_secs(10)).await);
     c
 }
 
-/// The node with a subscriber of `channel` (pub/sub state is per node).
-fn subscribed_node(cluster: &RedisCluster, channel: &str) -> usize {
+/// The node with a subscriber of `channel` (pub/sub state is per node; the fleet
+/// protocol's channels are sharded).
+fn subscribed_node(cluster: &RedisCluster, channel: &str, protocol: Protocol) -> usize {
+    let numsub = match protocol {
+        Protocol::Broadcast => "NUMSUB",
+        _ => "SHARDNUMSUB",
+    };
     let counts: Vec<i64> = (0..cluster.nodes().len())
         .map(|i| {
             let mut conn = cluster.client(i).get_connection().unwrap();
             let (_, count): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
+                .arg(numsub)
                 .arg(channel)
                 .query(&mut conn)
                 .unwrap();
@@ -516,11 +528,21 @@ async fn eventually_reads(b: &HybridCache, key: &str, want: Option<u32>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_caches_stay_coherent_and_recover_from_a_lost_node() {
+    stay_coherent_and_recover_from_a_lost_node(Protocol::Fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_hybrid_caches_stay_coherent_and_recover_from_a_lost_node() {
+    stay_coherent_and_recover_from_a_lost_node(Protocol::Broadcast).await;
+}
+
+async fn stay_coherent_and_recover_from_a_lost_node(protocol: Protocol) {
     let cluster = RedisCluster::start();
-    let b = hybrid(&cluster, "h").await;
-    // Pub/sub state is per node: the one with a subscriber is b's.
-    let listening = subscribed_node(&cluster, "h:__oc:inv");
-    let a = hybrid(&cluster, "h").await;
+    let b = hybrid_as(cluster_config(&cluster, "h"), Some(protocol)).await;
+    // Pub/sub state is per node: the one with b's subscription to the channel
+    // every instance hears.
+    let listening = subscribed_node(&cluster, "h:__oc:inv", protocol);
+    let a = hybrid_as(cluster_config(&cluster, "h"), Some(protocol)).await;
     for i in 0..50u32 {
         a.set(&format!("k:{i}"), i, None).await.unwrap();
     }
@@ -549,9 +571,21 @@ async fn hybrid_caches_stay_coherent_and_recover_from_a_lost_node() {
     // coherent again.
     let before = resubscriptions(&b).await;
     cluster.kill(listening);
-    resubscribed(&b, before).await;
+    if protocol == Protocol::Broadcast {
+        // Any node carries the broadcast channel.
+        resubscribed(&b, before).await;
+    } else {
+        // The fleet protocol's channels are sharded and tracking runs on every
+        // primary: the stream is down until the node (and the cluster) is back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.is_coherent() {
+            assert!(Instant::now() < deadline, "b never noticed its node died");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     cluster.restart(listening);
     cluster.wait_ok();
+    resubscribed(&b, before).await;
     assert!(a.wait_coherent(Duration::from_secs(30)).await);
     assert!(b.wait_coherent(Duration::from_secs(30)).await);
     a.set("after", 1u32, None).await.unwrap();

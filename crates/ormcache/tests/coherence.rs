@@ -620,6 +620,8 @@ async fn get_many_goes_to_l2_while_the_stream_is_down(p) {
         .unwrap();
     assert!(reader.wait_coherent(Duration::from_secs(5)).await);
     reader.set("k", 1u32, None).await.unwrap();
+    // (Under the fleet protocol the writer's own copy comes with its next read.)
+    assert_eq!(reader.get::<u32>("k").await.unwrap().as_deref(), Some(&1));
     assert_eq!(reader.l1().get_sync::<u32>("k").as_deref(), Some(&1));
     let mut raw = server.connection().await;
     block_recovery(&mut raw, true).await;

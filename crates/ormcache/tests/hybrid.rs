@@ -16,7 +16,7 @@ use redis::AsyncCommands;
 use support::{RedisServer, config};
 
 async fn hybrid(server: &RedisServer, prefix: &str) -> HybridCache {
-    hybrid_with(server, prefix, Protocol::default()).await
+    hybrid_with(server, prefix, Protocol::Fleet).await
 }
 
 async fn hybrid_with(server: &RedisServer, prefix: &str, protocol: Protocol) -> HybridCache {
@@ -63,7 +63,17 @@ async fn read_through_levels_and_ttl_bound() {
     assert_eq!(c.get::<u32>("only_l2").await.unwrap(), None);
 
     c.set("k", "v".to_string(), None).await.unwrap();
+    // Under the fleet protocol a write drops the writer's copy (Redis reports the
+    // write back to it); its next read fills L1 again, registered and tracked.
+    assert!(!c.l1().exists_sync("k"));
+    assert_eq!(
+        c.get::<String>("k").await.unwrap().as_deref().map(String::as_str),
+        Some("v")
+    );
     assert!(c.l1().exists_sync("k"));
+    let b = hybrid_with(&server, "bcast", Protocol::Broadcast).await;
+    b.set("k", "v".to_string(), None).await.unwrap();
+    assert!(b.l1().exists_sync("k"), "the broadcast protocol keeps the writer's copy");
     assert!(matches!(c.ttl("k").await.unwrap(), Ttl::Remaining(_)));
     assert!(c.exists("k").await.unwrap());
     assert!(c.delete("k").await.unwrap());

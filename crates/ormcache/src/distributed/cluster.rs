@@ -99,6 +99,12 @@ pub(super) fn lease_target(rest: &[u8]) -> Option<&[u8]> {
 
 /// The primaries in a `CLUSTER SLOTS` reply.
 pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
+    Ok(primary_slots(reply)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The primaries in a `CLUSTER SLOTS` reply, each with one slot it serves (by
+/// which redis-rs routes to it, connecting if it has to).
+pub(super) fn primary_slots(reply: &Value) -> Result<Vec<(Node, u16)>> {
     let bad = || {
         Error::new(crate::ErrorKind::Server, "cluster")
             .with_detail("unexpected CLUSTER SLOTS reply")
@@ -114,6 +120,10 @@ pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
         let Some(Value::Array(primary)) = parts.get(2) else {
             return Err(bad());
         };
+        let slot: u16 = parts
+            .first()
+            .and_then(|v| redis::from_redis_value_ref(v).ok())
+            .ok_or_else(bad)?;
         let host: String = primary
             .first()
             .and_then(|v| redis::from_redis_value_ref(v).ok())
@@ -123,8 +133,8 @@ pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
             .and_then(|v| redis::from_redis_value_ref(v).ok())
             .ok_or_else(bad)?;
         let node = Node::Primary(host, port);
-        if !nodes.contains(&node) {
-            nodes.push(node);
+        if !nodes.iter().any(|(n, _)| *n == node) {
+            nodes.push((node, slot));
         }
     }
     if nodes.is_empty() {

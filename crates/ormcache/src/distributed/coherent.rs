@@ -116,7 +116,7 @@ impl DistributedCache {
     /// its L1).
     pub(crate) async fn deliver(&self, n: &Notice, replies: &[redis::Value]) {
         let Some(fleet) = &n.fleet else { return };
-        if fleet.keys.is_empty() {
+        if fleet.registries.is_empty() {
             let count = replies
                 .first()
                 .and_then(|r| redis::from_redis_value_ref::<u64>(r).ok())
@@ -181,11 +181,6 @@ impl DistributedCache {
             rest = after;
         }
         Ok(())
-    }
-
-    /// The Redis key of the entry `key` (in the current tenant scope).
-    pub(crate) fn entry_key(&self, key: &str) -> String {
-        full_key(&self.inner.prefix, key)
     }
 
     /// The registry of the instances holding `key` in L1 (`Protocol::Fleet`), in
@@ -290,12 +285,15 @@ impl DistributedCache {
         Ok(n > 0)
     }
 
-    /// Registers `h` as a holder of `key` (ignored replies), before the read that
-    /// follows.
+    /// Registers `h` as a holder of `key` before the read that follows, and, when
+    /// it is tracked, has Redis track that read (ignored replies; on a connection
+    /// whose tracking is off the round trip fails: see
+    /// [`is_tracking_off`](super::is_tracking_off)).
     pub(crate) fn push_holder(&self, pipe: &mut redis::Pipeline, key: &str, h: &Holder) {
         let registry = self.holders_key(key);
         pipe.cmd("SADD").arg(&registry).arg(h.me).ignore();
         pipe.cmd("PEXPIRE").arg(&registry).arg(h.ttl_ms).ignore();
+        push_tracked(pipe, h);
     }
 
     /// The subscriber connection of `Protocol::Fleet`: RESP3, so that pub/sub
@@ -310,17 +308,23 @@ impl DistributedCache {
         let failed = |e: redis::RedisError| crate::error::from_redis("subscribe", e);
         #[cfg(feature = "cluster")]
         if let Some(seeds) = &self.inner.seeds {
-            let mut conn = seeds.subscriber(pushes).await?;
+            let primaries = self.primary_slots("subscribe").await?;
+            let nodes: Vec<_> = primaries.iter().map(|(n, _)| n.clone()).collect();
+            let mut conn = seeds.subscriber(pushes, &nodes).await?;
             let mut redirects = Vec::new();
-            for node in self.primaries("subscribe").await? {
-                let id: i64 = super::Conn::Cluster(conn.clone())
-                    .on_node(&node, redis::cmd("CLIENT").arg("ID"))
+            for (node, slot) in primaries {
+                let id: i64 = on_slot(&mut conn, slot, redis::cmd("CLIENT").arg("ID"))
                     .await
                     .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
-                    .map_err(failed)?;
-                redirects.push((node, id));
+                    .map_err(|e| failed(e).with_detail(format!("CLIENT ID at {node}")))?;
+                redirects.push((node, slot, id));
             }
-            conn.ssubscribe(channels).await.map_err(failed)?;
+            // One at a time: each sharded channel lives on its own slot's node.
+            for channel in channels {
+                conn.ssubscribe(*channel)
+                    .await
+                    .map_err(|e| failed(e).with_detail(format!("SSUBSCRIBE {channel}")))?;
+            }
             return Ok(Subscriber {
                 _conn: Box::new(conn),
                 redirect: Redirect::Nodes(redirects),
@@ -355,26 +359,27 @@ impl DistributedCache {
     }
 
     /// Turns on `CLIENT TRACKING` on every connection of this cache, redirected to
-    /// the subscriber connection (on a cluster each primary tracks its own keys,
-    /// redirected to the subscriber's connection to that primary; `NOLOOP`: a
-    /// connection's own writes are not reported to it). Redis then sends the
-    /// subscriber an invalidation when any client changes a key read through
-    /// these connections. Returns the connections' ids (per primary on a
+    /// the subscriber connection: on a single server opt-in (a read announced with
+    /// `CLIENT CACHING YES` is tracked), on a cluster every read (a batch is split
+    /// across nodes, so no announcement can precede its reads; each primary tracks
+    /// its own keys, redirected to the subscriber's connection to that primary).
+    /// Redis then sends the subscriber an invalidation when any client changes a
+    /// tracked key — this instance included: `NOLOOP` would also hide evictions
+    /// that its own commands set off. Returns the connections' ids (per primary on a
     /// cluster), which change when a connection is replaced and its tracking lost.
     pub(crate) async fn track_all(&self, redirect: &Redirect) -> Result<Vec<i64>> {
-        let turn_on = |id: i64| {
+        let turn_on = |id: i64, optin: bool| {
             let mut cmd = redis::cmd("CLIENT");
-            cmd.arg("TRACKING")
-                .arg("ON")
-                .arg("REDIRECT")
-                .arg(id)
-                .arg("NOLOOP");
+            cmd.arg("TRACKING").arg("ON").arg("REDIRECT").arg(id);
+            if optin {
+                cmd.arg("OPTIN");
+            }
             cmd
         };
         match redirect {
             Redirect::Server(id) => {
                 let mut pipe = redis::pipe();
-                pipe.add_command(turn_on(*id))
+                pipe.add_command(turn_on(*id, true))
                     .ignore()
                     .cmd("CLIENT")
                     .arg("ID");
@@ -383,12 +388,13 @@ impl DistributedCache {
             #[cfg(feature = "cluster")]
             Redirect::Nodes(nodes) => {
                 let mut ids = Vec::new();
-                for (node, id) in nodes {
-                    self.on_every_node("track", node, &turn_on(*id)).await?;
+                for (_, slot, id) in nodes {
+                    self.on_every_node("track", *slot, &turn_on(*id, false))
+                        .await?;
                 }
-                for (node, _) in nodes {
+                for (_, slot, _) in nodes {
                     ids.extend(
-                        self.on_every_node("track", node, redis::cmd("CLIENT").arg("ID"))
+                        self.on_every_node("track", *slot, redis::cmd("CLIENT").arg("ID"))
                             .await?,
                     );
                 }
@@ -410,14 +416,14 @@ impl DistributedCache {
                 let mut ids = Vec::new();
                 let now = self.primaries("track").await?;
                 if now.len() != nodes.len()
-                    || now.iter().any(|n| !nodes.iter().any(|(m, _)| m == n))
+                    || now.iter().any(|n| !nodes.iter().any(|(m, _, _)| m == n))
                 {
                     // A failover or a new primary: not what tracking was set up on.
                     return Ok(Vec::new());
                 }
-                for (node, _) in nodes {
+                for (_, slot, _) in nodes {
                     ids.extend(
-                        self.on_every_node("track", node, redis::cmd("CLIENT").arg("ID"))
+                        self.on_every_node("track", *slot, redis::cmd("CLIENT").arg("ID"))
                             .await?,
                     );
                 }
@@ -447,19 +453,22 @@ impl DistributedCache {
         Ok(ids)
     }
 
-    /// Runs `cmd` on `node` through each connection; its integer replies (0 for
-    /// others).
+    /// Runs `cmd` on the primary serving `slot` through each connection; its
+    /// integer replies (0 for others).
     #[cfg(feature = "cluster")]
     async fn on_every_node(
         &self,
         op: &'static str,
-        node: &super::conn::Node,
+        slot: u16,
         cmd: &redis::Cmd,
     ) -> Result<Vec<i64>> {
         let mut out = Vec::with_capacity(self.inner.conns.len());
         for conn in &self.inner.conns {
-            let mut conn = conn.clone();
-            let reply = tokio::time::timeout(self.inner.timeout, conn.on_node(node, cmd)).await;
+            let super::Conn::Cluster(c) = conn else {
+                continue;
+            };
+            let mut c = c.clone();
+            let reply = tokio::time::timeout(self.inner.timeout, on_slot(&mut c, slot, cmd)).await;
             match reply {
                 Ok(Ok(v)) => out.push(redis::from_redis_value_ref::<i64>(&v).unwrap_or(0)),
                 Ok(Err(e)) => return Err(crate::error::from_redis(op, e)),
@@ -661,38 +670,28 @@ pub(super) fn info_field(text: &str, name: &str) -> String {
 /// them, for [`DistributedCache::deliver`]).
 fn push_notice(pipe: &mut redis::Pipeline, n: &Notice) -> bool {
     let publish = n.publish_command();
-    let keep = |f: &super::Fleet| f.keep_ms.map(|ms| ms.to_string()).unwrap_or_default();
     match &n.fleet {
         None => {
             pipe.cmd(publish).arg(&n.channel).arg(&n.payload).ignore();
             false
         }
-        Some(f) if f.keys.is_empty() => {
+        Some(f) if f.registries.is_empty() => {
             pipe.cmd(publish).arg(&n.channel).arg(&n.payload);
             true
         }
         Some(f) if n.sharded => {
-            for (registry, entry) in &f.keys {
-                pipe.cmd("EVAL")
-                    .arg(HOLDERS_SCRIPT)
-                    .arg(2)
-                    .arg(registry)
-                    .arg(entry)
-                    .arg(f.me)
-                    .arg(keep(f));
+            for registry in &f.registries {
+                pipe.cmd("EVAL").arg(HOLDERS_SCRIPT).arg(1).arg(registry);
             }
             true
         }
         Some(f) => {
             let mut eval = redis::cmd("EVAL");
-            eval.arg(NOTIFY_SCRIPT).arg(f.keys.len() * 2);
-            for (registry, _) in &f.keys {
+            eval.arg(NOTIFY_SCRIPT).arg(f.registries.len());
+            for registry in &f.registries {
                 eval.arg(registry);
             }
-            for (_, entry) in &f.keys {
-                eval.arg(entry);
-            }
-            eval.arg(f.me).arg(&f.inbox).arg(&n.payload).arg(keep(f));
+            eval.arg(f.me).arg(&f.inbox).arg(&n.payload);
             pipe.add_command(eval);
             true
         }
@@ -702,7 +701,7 @@ fn push_notice(pipe: &mut redis::Pipeline, n: &Notice) -> bool {
 /// How many replies [`push_notice`] asked for.
 fn replies_of(n: &Notice) -> usize {
     match &n.fleet {
-        Some(f) if n.sharded && !f.keys.is_empty() => f.keys.len(),
+        Some(f) if n.sharded && !f.registries.is_empty() => f.registries.len(),
         _ => 1,
     }
 }
@@ -715,10 +714,36 @@ pub(crate) struct Subscriber {
 }
 
 /// Where tracking invalidations are redirected: the subscriber connection's id,
-/// per primary on a cluster.
+/// per primary on a cluster (with a slot it serves, to route by).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Redirect {
     Server(i64),
     #[cfg(feature = "cluster")]
-    Nodes(Vec<(super::conn::Node, i64)>),
+    Nodes(Vec<(super::conn::Node, u16, i64)>),
+}
+
+/// Runs `cmd` on the primary serving `slot` (redis-rs connects to it if it has
+/// no connection yet).
+#[cfg(feature = "cluster")]
+async fn on_slot(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    slot: u16,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<redis::Value> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    conn.route_command(
+        cmd.clone(),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        ))),
+    )
+    .await
+}
+
+/// `CLIENT CACHING YES` before the next command, when `h` is tracked (opt-in).
+pub(crate) fn push_tracked(pipe: &mut redis::Pipeline, h: &Holder) {
+    if h.tracking {
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+    }
 }

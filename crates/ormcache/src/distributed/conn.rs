@@ -305,12 +305,37 @@ impl ClusterSeeds {
     }
 
     /// A RESP3 connection whose pushes (messages, tracking invalidations,
-    /// disconnections) go to `pushes`.
+    /// disconnections) go to `pushes`. It starts from the seeds and `primaries`
+    /// (the nodes the cluster reports now: the seeds may all be gone after a
+    /// failover).
     pub(super) async fn subscriber(
         &self,
         pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+        primaries: &[Node],
     ) -> Result<redis::cluster_async::ClusterConnection> {
-        let client = self
+        let mut seeds = self.clone();
+        if let Some(first) = self.infos.first() {
+            for node in primaries {
+                let Node::Primary(host, port) = node else {
+                    continue;
+                };
+                let addr = match first.addr() {
+                    redis::ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => redis::ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: *insecure,
+                        tls_params: tls_params.clone(),
+                    },
+                    _ => redis::ConnectionAddr::Tcp(host.clone(), *port),
+                };
+                seeds.infos.push(first.clone().set_addr(addr));
+            }
+        }
+        let client = seeds
             .builder()
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(pushes)

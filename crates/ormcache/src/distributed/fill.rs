@@ -57,7 +57,7 @@ pub(crate) enum Announce<'a> {
     /// This message, published if the value is stored (`Protocol::Broadcast`).
     Publish(&'a Notice),
     /// That this instance holds the value (`Protocol::Fleet`): registered before
-    /// the store, tracked by the store's read of the entry.
+    /// the store, tracked by a read after it.
     Hold(&'a super::Holder),
 }
 
@@ -651,10 +651,18 @@ impl DistributedCache {
         let stored = match holder {
             Some(h) => {
                 // Registered before it stores (a write after the store messages
-                // it) and tracked by the script's read of the entry.
+                // it).
                 let mut pipe = redis::pipe();
-                self.push_holder(&mut pipe, key, h);
+                let registry = self.holders_key(key);
+                pipe.cmd("SADD").arg(&registry).arg(h.me).ignore();
+                pipe.cmd("PEXPIRE").arg(&registry).arg(h.ttl_ms).ignore();
                 pipe.add_command(eval);
+                // Tracked from a read after the store: a read before it would
+                // make the store report the key changed to this instance.
+                super::coherent::push_tracked(&mut pipe, h);
+                pipe.cmd("PTTL")
+                    .arg(full_key(&self.inner.prefix, key))
+                    .ignore();
                 self.call::<(i64,)>("get_or_compute", Some(key), Request::Pipe(&pipe))
                     .await
                     .map(|(n,)| n)

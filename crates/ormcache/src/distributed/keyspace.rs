@@ -154,6 +154,15 @@ impl DistributedCache {
         Ok(vec![Node::Only])
     }
 
+    /// Every cluster primary with one slot it serves.
+    #[cfg(feature = "cluster")]
+    pub(super) async fn primary_slots(&self, op: &'static str) -> Result<Vec<(Node, u16)>> {
+        let reply: redis::Value = self
+            .query(op, None, redis::cmd("CLUSTER").arg("SLOTS"))
+            .await?;
+        cluster::primary_slots(&reply)
+    }
+
     /// Whether this cache talks to a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         #[cfg(feature = "cluster")]

@@ -91,15 +91,11 @@ impl Notice {
 /// How a [`Notice`] of `Protocol::Fleet` is delivered.
 #[derive(Debug)]
 pub(crate) struct Fleet {
-    /// For each key the message names, its holder registry and the entry itself
-    /// (the holders' inboxes get the message), or empty: every subscriber of the
-    /// channel gets it.
-    pub(crate) keys: Vec<(String, String)>,
+    /// The holder registries of the keys the message names (their holders'
+    /// inboxes get it), or empty: every subscriber of the channel gets it.
+    pub(crate) registries: Vec<String>,
     /// The sender (never messaged).
     pub(crate) me: u64,
-    /// The sender keeps a copy of what it wrote: it registers as a holder for
-    /// this long (milliseconds), and reads the entry so that Redis tracks it.
-    pub(crate) keep_ms: Option<u64>,
     /// The inbox channel of holder `h` is this followed by `h`.
     pub(crate) inbox: String,
     /// Filled by the round trip that delivered the message; shared with the
@@ -134,20 +130,15 @@ pub(crate) fn holder_ids(reply: &redis::Value) -> Vec<u64> {
 }
 
 /// Delivers a `Protocol::Fleet` message of a write to the registered holders of
-/// its keys. `KEYS` are the registries, then the entries, in the same order;
-/// `ARGV`: the sender, the inbox prefix, the message, and how long the sender's
-/// own registration lasts (empty: the sender keeps no copy). Each registry is read
-/// and emptied, and every holder but the sender still subscribed to its inbox
-/// gets the message; the sender registers and reads the entry (so that Redis
-/// tracks its copy). Returns the holders it reached. It runs after the write in
-/// the same round trip: a reader registers before it reads, so a reader that
-/// could have read the old value is in the registry by now, and one that
-/// registers later reads the new value.
+/// its keys (`KEYS`: their registries; `ARGV`: the sender, the inbox prefix, the
+/// message): each registry is read and emptied, and every holder but the sender
+/// still subscribed to its inbox gets the message. Returns the holders it reached.
+/// It runs after the write in the same round trip: a reader registers before it
+/// reads, so a reader that could have read the old value is in the registry by
+/// now, and one that registers later reads the new value.
 pub(crate) const NOTIFY_SCRIPT: &str = r"
-local n = #KEYS / 2
 local reached, seen = {}, {}
-for i = 1, n do
-  local reg = KEYS[i]
+for _, reg in ipairs(KEYS) do
   for _, h in ipairs(redis.call('SMEMBERS', reg)) do
     if h ~= ARGV[1] and not seen[h] then
       seen[h] = true
@@ -157,39 +148,41 @@ for i = 1, n do
     end
   end
   redis.call('DEL', reg)
-  if ARGV[4] ~= '' then
-    redis.call('SADD', reg, ARGV[1])
-    redis.call('PEXPIRE', reg, ARGV[4])
-    redis.call('PTTL', KEYS[n + i])
-  end
 end
 return reached
 ";
 
-/// [`NOTIFY_SCRIPT`] on a cluster, for one key (`KEYS`: its registry and its
-/// entry; `ARGV`: the sender and its registration's lifetime): the holders'
-/// inboxes are sharded channels in other slots, so it only reads and empties
-/// the registry and returns the holders; the writer sends each one the message
-/// with `SPUBLISH` in a second round trip.
+/// [`NOTIFY_SCRIPT`] on a cluster, for one registry: the holders' inboxes are
+/// sharded channels in other slots, so it only reads and empties the registry and
+/// returns the holders; the writer then sends each one the message with
+/// `SPUBLISH` in a second round trip.
 pub(crate) const HOLDERS_SCRIPT: &str = r"
 local holders = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
-if ARGV[2] ~= '' then
-  redis.call('SADD', KEYS[1], ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PTTL', KEYS[2])
-end
 return holders
 ";
 
 /// A reader of `Protocol::Fleet` that is about to copy keys into its L1: it
-/// registers as their holder before it reads (see [`NOTIFY_SCRIPT`]); Redis
-/// tracks what its connections read.
+/// registers as their holder before it reads (see [`NOTIFY_SCRIPT`]) and, where
+/// `tracking` (opt-in tracking on a single server), announces the read with
+/// `CLIENT CACHING YES` so that Redis tracks it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Holder {
     pub(crate) me: u64,
     /// How long a registration lasts: longer than the L1 copy.
     pub(crate) ttl_ms: u64,
+    pub(crate) tracking: bool,
+}
+
+/// The round trip failed because `CLIENT CACHING` found tracking off on its
+/// connection: the connection was replaced since tracking was turned on.
+pub(crate) fn is_tracking_off(e: &Error) -> bool {
+    use std::error::Error as _;
+    e.kind() == ErrorKind::Server
+        && e.source()
+            .and_then(|s| s.downcast_ref::<redis::RedisError>())
+            .and_then(|r| r.detail())
+            .is_some_and(|d| d.contains("CACHING"))
 }
 
 struct Inner {

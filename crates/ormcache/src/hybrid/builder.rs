@@ -26,12 +26,17 @@ pub struct HybridBuilder {
     pub(super) heartbeat_interval: Duration,
     pub(super) max_backlog: usize,
     pub(super) confirm_timeout: Option<Duration>,
-    pub(super) protocol: Protocol,
+    /// `None`: the default for the L2's topology.
+    pub(super) protocol: Option<Protocol>,
 }
 
 /// How the instances of a [`HybridCache`] fleet keep their L1 copies coherent; see
-/// [`HybridBuilder::protocol`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// [`HybridBuilder::protocol`]. The two do not interoperate: every instance on one
+/// prefix must use the same one.
+///
+/// What each costs is measured by the `fleet_scaling` and `foreign_write` bench
+/// scenarios (README, "Benchmarks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
     /// Every instance hears every write's numbered message and acknowledges it;
@@ -40,11 +45,20 @@ pub enum Protocol {
     /// with the square of the fleet.
     Broadcast,
     /// Writes reach only the instances that hold the key in L1 (each registers
-    /// itself in Redis when it takes a copy), and only they acknowledge; fills
-    /// publish nothing; heartbeats go to their sender only. Redis server-assisted
-    /// client-side caching (`CLIENT TRACKING`) also evicts L1 copies when any other
-    /// Redis client writes, deletes or expires a key, or Redis evicts it.
-    #[default]
+    /// itself in Redis when it reads a key, in the same round trip), and only they
+    /// acknowledge; a read-through fill publishes nothing; heartbeats go to their
+    /// sender only. Redis server-assisted client-side caching (`CLIENT TRACKING`,
+    /// redirected to the subscriber connection) also evicts L1 copies, within
+    /// milliseconds, when any other Redis client writes, deletes or expires a key,
+    /// when Redis evicts or expires it, and on `FLUSHDB`. Clears, pattern clears and
+    /// tag invalidations still go to, and are acknowledged by, every instance. On a
+    /// Redis Cluster the messages use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+    ///
+    /// Needs `CLIENT` (`TRACKING`, `CACHING`, `ID`), `HELLO` (the subscriber speaks RESP3),
+    /// `SADD`, `SMEMBERS` (in scripts); on a cluster `SPUBLISH` and `SSUBSCRIBE`
+    /// (README, "ACL users"). Without `CLIENT TRACKING` it runs untracked: writes
+    /// through ormcache are still confirmed, writes by other clients reach L1
+    /// copies when they expire (a warning says so).
     Fleet,
 }
 
@@ -63,9 +77,11 @@ impl HybridBuilder {
         self
     }
 
-    /// How often each instance publishes a heartbeat on the invalidation channel
-    /// (default 500 ms). A lost message is detected within about two intervals, a
-    /// dead subscription within about three.
+    /// How often each instance publishes a heartbeat (default 500 ms): on the
+    /// invalidation channel under [`Protocol::Broadcast`], where a lost message is
+    /// detected within about two intervals; to its own inbox under
+    /// [`Protocol::Fleet`], where it also checks that Redis still tracks what the
+    /// L2 connections read. A dead subscription is detected within about three.
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = every;
         self
@@ -86,7 +102,11 @@ impl HybridBuilder {
     /// passed. `None` turns it off: writes return as soon as Redis has them and the
     /// other instances catch up within the pub/sub delivery time.
     ///
-    /// A peer is live if it was heard within three heartbeat intervals plus the
+    /// Under [`Protocol::Fleet`] a write waits for the instances that held the
+    /// key and were subscribed when the message went out; a clear, pattern clear
+    /// or tag invalidation for as many acknowledgements as there were other
+    /// subscribers. Under [`Protocol::Broadcast`] it waits for every live peer: a
+    /// peer is live if it was heard within three heartbeat intervals plus the
     /// command timeout. A peer that lets the timeout pass is counted
     /// ([`CoherenceStats::unconfirmed`](crate::CoherenceStats::unconfirmed)), logged, and not waited for again until it
     /// acknowledges something: a frozen peer costs one timeout, not one per write.
@@ -113,8 +133,15 @@ impl HybridBuilder {
         self
     }
 
-    /// The coherence protocol (default [`Protocol::Fleet`]). Every instance on one
-    /// prefix must use the same one.
+    /// The coherence protocol. Every instance on one prefix must use the same one.
+    ///
+    /// The default is [`Protocol::Fleet`] on a single server and behind Sentinel,
+    /// and [`Protocol::Broadcast`] on a Redis Cluster, where the fleet protocol
+    /// (sharded pub/sub, tracking on every primary) works but does not yet recover
+    /// promptly from a primary's failover: its stream stays down (L1 unused, reads
+    /// from L2) until every slot its channels hash to is served again, which was
+    /// seen to take longer than the failover itself. Choose it explicitly to use it
+    /// there.
     ///
     /// ```no_run
     /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
@@ -124,7 +151,7 @@ impl HybridBuilder {
     /// # Ok(()) }
     /// ```
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
+        self.protocol = Some(protocol);
         self
     }
 
@@ -154,7 +181,12 @@ impl HybridBuilder {
         let cache: Arc<str> = Arc::from(self.l2.prefix());
         // The L1 reports under this prefix (unless it was used on its own before).
         self.l1.name_metrics(&cache);
-        let fleet = (self.protocol == Protocol::Fleet).then(|| {
+        let protocol = self.protocol.unwrap_or(if self.l2.is_cluster() {
+            Protocol::Broadcast
+        } else {
+            Protocol::Fleet
+        });
+        let fleet = (protocol == Protocol::Fleet).then(|| {
             let inboxes = format!("{channel}:to:");
             FleetState {
                 inbox: format!("{inboxes}{id}"),

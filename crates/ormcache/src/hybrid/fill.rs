@@ -69,12 +69,16 @@ impl Fill for HybridCache {
         if inner.fleet.is_some() {
             // Nobody else can hold what was missing: no message. This instance
             // registers (and is tracked) in the round trip that stores.
-            let holder = inner.holder();
             let stored = inner
-                .l2
-                .store_fill(key, &**value, ttl, tags, lease, announce(holder.as_ref()))
+                .read_holding(|holder| async move {
+                    let announce = announce(holder.as_ref());
+                    Ok(inner
+                        .l2
+                        .store_fill(key, &**value, ttl, tags, lease, announce)
+                        .await)
+                })
                 .await;
-            if stored {
+            if stored.unwrap_or(false) {
                 inner.put_fill(key, value, ttl, tags, local);
             }
             return;
@@ -174,24 +178,27 @@ impl HybridCache {
         // Taken before L2 is asked: it both guards the L1 copy of a hit and is the
         // local half of a fill's ticket.
         let ticket = inner.ticket(key);
-        let holder = inner.holder();
-        let leased = match leasing {
-            Some(options) => {
-                inner
-                    .l2
-                    .lookup_leasing_found::<T>(key, options, holder.as_ref())
-                    .await
-            }
-            None => None,
-        };
-        let reply = match leased {
-            Some(reply) => reply,
-            None => inner
-                .l2
-                .get_holding::<T>(key, holder.as_ref())
-                .await
-                .map(|f| (f, None)),
-        };
+        let reply = inner
+            .read_holding(|holder| async move {
+                let leased = match leasing {
+                    Some(options) => {
+                        inner
+                            .l2
+                            .lookup_leasing_found::<T>(key, options, holder.as_ref())
+                            .await
+                    }
+                    None => None,
+                };
+                match leased {
+                    Some(reply) => reply,
+                    None => inner
+                        .l2
+                        .get_holding::<T>(key, holder.as_ref())
+                        .await
+                        .map(|f| (f, None)),
+                }
+            })
+            .await;
         match reply {
             Ok((Some(found), _)) => {
                 inner.counters.l2_hits.fetch_add(1, Relaxed);

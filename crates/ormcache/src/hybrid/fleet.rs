@@ -4,31 +4,43 @@
 //!
 //! - **Holders.** An instance that copies a key into its L1 first adds its id to
 //!   the key's registry in Redis (`{prefix}:__oc:h:{key}`, a set that outlives the
-//!   copy), in the round trip that reads the key. A write runs, after the write
-//!   itself and in the same round trip, a script that empties the registry and
-//!   publishes the write's numbered message on the inbox channel of each holder
-//!   still subscribed. The writer waits for the acknowledgements of exactly those.
-//!   A write of a key nobody else holds costs no message and no acknowledgement; a
-//!   read-through fill publishes nothing.
-//! - **Any client's writes.** The L2's connections run `CLIENT TRACKING ON
-//!   REDIRECT <subscriber> OPTIN NOLOOP`, and every read that feeds L1 is
-//!   announced with `CLIENT CACHING YES`: when any client changes, deletes or
-//!   expires the key, or Redis evicts it, Redis sends the subscriber connection
-//!   an invalidation (RESP3 push) and L1 drops the copy. A nil invalidation
-//!   (`FLUSHDB`, `FLUSHALL`) flushes L1. Tracking lives and dies with a
-//!   connection: when the subscriber's connection is replaced, L1 is flushed (as
-//!   on every resubscription) and tracking is pointed at the new one; when an L2
-//!   connection is replaced, its new id (checked with every heartbeat, and by the
-//!   first read that finds tracking off) flushes L1 too, since the copies read
-//!   through the old one are no longer tracked.
+//!   copy), in the round trip that reads the key, before the read. A write runs,
+//!   after the write itself and in the same round trip, a script that empties the
+//!   registry and publishes the write's numbered message on the inbox channel of
+//!   each holder still subscribed (`PUBLISH` answers how many got it). The writer
+//!   waits for the acknowledgements of exactly the holders reached, and keeps no
+//!   copy of what it wrote (its next read registers it). A write of a key nobody
+//!   else holds costs no message and no acknowledgement; a read-through fill
+//!   publishes nothing.
+//! - **Any client's writes.** Every L2 connection runs `CLIENT TRACKING ON
+//!   REDIRECT <subscriber> OPTIN`, and every read that feeds L1 is announced with
+//!   `CLIENT CACHING YES` (a fill's store is followed by such a read): Redis
+//!   remembers the keys, and when any client changes, deletes or expires one of
+//!   them, or Redis evicts it, it sends the subscriber connection (RESP3) an
+//!   invalidation naming the keys, and L1 drops its copies. (Not `NOLOOP`: Redis
+//!   would then also keep quiet about evictions that this instance's own commands
+//!   set off, under `maxmemory`.) A nil invalidation (`FLUSHDB`, `FLUSHALL`) flushes
+//!   L1. Tracking lives and dies with a connection: when the subscriber's is
+//!   replaced, L1 is flushed (as on every resubscription) and tracking pointed at
+//!   the new one; an L2 connection replaced since tracking was turned on is found
+//!   by its first announced read (which fails: tracking is off on it) or by its new
+//!   id (checked with every heartbeat), tracked again, and L1 flushed, since what
+//!   was read through the old one is no longer tracked.
 //! - **Heartbeats** go to their sender's inbox only: they prove the instance's own
 //!   stream alive, and cost one delivery each, not one per instance.
 //! - Clears, pattern clears and tag invalidations, which name no key, are still
 //!   published to every instance; the writer waits for as many acknowledgements
-//!   as `PUBLISH` reports subscribers.
-//!
-//! A writer never messages itself: under this protocol a write evicts the writer's
-//! own copy instead of replacing it (its next read registers and is tracked).
+//!   as `PUBLISH` reports other subscribers.
+//! - **Redis Cluster.** Registries carry a hash tag that puts them in their
+//!   entry's slot. Inboxes, acknowledgement channels and the channel for clears
+//!   are sharded channels (`SSUBSCRIBE`, `SPUBLISH`): a message travels to the
+//!   one shard that owns the channel instead of over the whole cluster bus. The
+//!   holders script runs per key in the entry's slot and returns the holders; the
+//!   writer then sends each one the message with `SPUBLISH` (a second round
+//!   trip). Each primary tracks every key read from it (a batch is split across
+//!   primaries, so reads cannot be announced), redirected to the subscriber's
+//!   connection to that primary; a slot migration deletes the keys on the old
+//!   primary, which Redis reports as an invalidation.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Weak};
@@ -83,7 +95,13 @@ pub(super) async fn subscriber_loop(weak: Weak<Inner>) {
         };
         inner.coherent.store(false, SeqCst);
         let resubscribe = Arc::clone(&inner.resubscribe);
-        let connect_timeout = inner.l2.command_timeout().max(Duration::from_millis(500));
+        // Connecting (to every primary, on a cluster), subscribing and turning
+        // tracking on take several round trips.
+        let connect_timeout = inner
+            .l2
+            .command_timeout()
+            .saturating_mul(8)
+            .max(Duration::from_secs(2));
         let started = tokio::time::timeout(connect_timeout, async {
             let sub = subscribe(&inner, fleet).await?;
             inner.retrack().await;
@@ -276,7 +294,7 @@ impl Inner {
     /// How this instance registers and tracks a read that may fill L1 (`None`
     /// under the broadcast protocol).
     pub(super) fn holder(&self) -> Option<Holder> {
-        self.fleet.as_ref()?;
+        let fleet = self.fleet.as_ref()?;
         Some(Holder {
             me: self.id,
             // The registration must outlive the copy, whose lifetime starts once
@@ -286,7 +304,31 @@ impl Inner {
                     .saturating_add(self.l2.command_timeout())
                     .saturating_add(Duration::from_secs(1)),
             ),
+            tracking: !fleet.sharded && fleet.tracking.load(SeqCst),
         })
+    }
+
+    /// Runs `read` (an L2 read that may fill L1) as this instance's holder. When
+    /// it finds tracking off on its connection (replaced since tracking was turned
+    /// on), tracking is turned on again, L1 flushed, and the read runs once more.
+    pub(super) async fn read_holding<R, Fut>(
+        &self,
+        read: impl Fn(Option<Holder>) -> Fut,
+    ) -> Result<R>
+    where
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let holder = self.holder();
+        match read(holder).await {
+            Err(e)
+                if holder.is_some_and(|h| h.tracking)
+                    && crate::distributed::is_tracking_off(&e) =>
+            {
+                self.retrack().await;
+                read(self.holder()).await
+            }
+            other => other,
+        }
     }
 
     /// Waits until every holder the message reached has applied it, or the

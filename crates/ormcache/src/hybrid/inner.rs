@@ -29,9 +29,6 @@ pub(super) struct Sent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lifecycle {
     Running,
-    /// A write whose writer keeps a copy of what it wrote (`Protocol::Fleet`
-    /// registers it as a holder).
-    Keeping,
     /// The stream just came up, L1 flushed.
     Joined,
     /// Closing: stop waiting for this instance.
@@ -98,19 +95,13 @@ impl Inner {
                 None
             }
             (Some(f), op) => {
-                let keys = match op {
-                    Op::Keys(keys) => keys
-                        .iter()
-                        .map(|k| (self.l2.holders_key(k), self.l2.entry_key(k)))
-                        .collect(),
+                let registries = match op {
+                    Op::Keys(keys) => keys.iter().map(|k| self.l2.holders_key(k)).collect(),
                     _ => Vec::new(),
                 };
                 Some(Fleet {
-                    keys,
+                    registries,
                     me: self.id,
-                    keep_ms: (stage == Lifecycle::Keeping)
-                        .then(|| self.holder().map(|h| h.ttl_ms))
-                        .flatten(),
                     inbox: f.inboxes.clone(),
                     reached: Arc::default(),
                 })
@@ -217,13 +208,27 @@ impl Inner {
     }
 
     /// After a write went (or failed to go) to L2: updates this process's L1.
+    ///
+    /// `before` was taken before the write was sent: an invalidation of the key
+    /// that arrived since (another instance's write, or Redis reporting any
+    /// client's) may have been ordered after this write in Redis, so the value
+    /// written is not kept.
     pub(super) fn after_write<T: CacheValue>(
         &self,
         key: &str,
         result: Result<(Arc<T>, u64, Duration)>,
         tags: Option<Arc<[String]>>,
+        before: LocalTicket,
     ) -> Result<()> {
         match result {
+            // Under the fleet protocol the writer keeps no copy: it would be
+            // neither registered nor tracked (Redis reports the write back to
+            // this instance, and its next read registers and is tracked).
+            Ok(_) if self.fleet.is_some() || !self.l1.epochs().unchanged(key, before) => {
+                self.counters.sent.fetch_add(1, Relaxed);
+                self.evict_local(key);
+                Ok(())
+            }
             Ok((value, bytes, ttl)) => {
                 self.counters.sent.fetch_add(1, Relaxed);
                 // Bump after the L2 write: a fill that read the old value loses.

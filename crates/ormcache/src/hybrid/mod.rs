@@ -52,7 +52,7 @@ struct FleetState {
     tracked: Mutex<Vec<i64>>,
     /// Where tracking is redirected: the subscriber connection.
     redirect: Mutex<Option<crate::distributed::Redirect>>,
-    /// On a cluster: sharded pub/sub, and every read tracked.
+    /// On a cluster: sharded pub/sub, and every read tracked (not opt-in).
     sharded: bool,
 }
 
@@ -147,7 +147,7 @@ struct Inner {
     heartbeat_interval: Duration,
     max_backlog: usize,
     flights: crate::memo::Flights,
-    /// `Some` under [`Protocol::Fleet`] (on a single server or Sentinel).
+    /// `Some` under [`Protocol::Fleet`].
     fleet: Option<FleetState>,
 }
 
@@ -157,30 +157,38 @@ struct Inner {
 /// Reads go L1 → L2 → miss; an L2 hit fills L1 with a TTL no longer than the entry's
 /// remaining L2 TTL (and [`l1_max_ttl`](HybridBuilder::l1_max_ttl)). Every write,
 /// delete, expire, clear and pattern clear goes to Redis together with an
-/// invalidation message (same round trip), which every other instance sharing the
-/// prefix applies to its L1 and acknowledges; the call returns once every other
-/// live instance has acknowledged (or after
+/// invalidation message (same round trip), which the other instances apply to their
+/// L1 and acknowledge; the call returns once they have (or after
 /// [`confirm_invalidations`](HybridBuilder::confirm_invalidations)' timeout,
 /// 1 s by default). So once a write has returned, the next read through any live
 /// instance is fresh. See the crate docs, "Consistency", for the exact bound, what
 /// it does not cover (an instance that joined a moment ago, a peer that timed out),
 /// and why it holds.
 ///
+/// Which instances get a message is the [`Protocol`]'s choice. Under the default (on a single server or Sentinel),
+/// [`Protocol::Fleet`], a write of a key goes only to the instances that hold it in
+/// L1 (they registered when they read it) and only they acknowledge, fills publish
+/// nothing, and Redis `CLIENT TRACKING` evicts L1 copies when any other Redis
+/// client writes, deletes or expires a key or Redis evicts it; the cost of a write
+/// does not grow with the fleet. Under [`Protocol::Broadcast`] every instance gets
+/// and acknowledges every message.
+///
 /// Reads never fail on Redis: they fall back to L1 (entries younger than
 /// `degraded_max_age`) or miss. Writes and invalidations report Redis failures (the
 /// shared cache did not take them) but are not lost: the affected keys join a
 /// backlog that is replayed, and every L1 copy evicted, before L2 is trusted again.
 ///
-/// On a Redis Cluster (an L2 built with `cluster_nodes`) the same holds: messages
-/// are published through any node and Redis forwards them to every node; the
-/// subscriber listens on one seed node and, when that node goes away, the stream
-/// ends (or the heartbeat watchdog notices the silence), L1 degrades to
-/// `degraded_max_age` and the subscriber moves on to another node (the seeds and
-/// the primaries the cluster reports, in turn). Recovery (replay, L1 flush) runs
-/// once it is subscribed again and the reachable primaries answer `INFO`; the
-/// identity compared afterwards is every primary's run and replication id, so a
-/// primary that comes back restarted, or a replica promoted in its place, triggers
-/// the recovery again. The staleness bound is the single-server one.
+/// On a Redis Cluster (an L2 built with `cluster_nodes`) the same holds. Under the
+/// fleet protocol messages use sharded pub/sub (each channel lives on one shard)
+/// and each primary tracks the keys read from it; under the broadcast protocol
+/// messages are published through any node and Redis forwards them to every node.
+/// When a node the subscriber depends on goes away, the stream ends (or the
+/// heartbeat watchdog notices the silence), L1 degrades to `degraded_max_age`
+/// and the subscriber connects again. Recovery (replay, L1 flush) runs once it is
+/// subscribed again and the reachable primaries answer `INFO`; the identity
+/// compared afterwards is every primary's run and replication id, so a primary
+/// that comes back restarted, or a replica promoted in its place, triggers the
+/// recovery again. The staleness bound is the single-server one.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -250,7 +258,7 @@ impl HybridCache {
             heartbeat_interval: Duration::from_millis(500),
             max_backlog: 10_000,
             confirm_timeout: Some(Duration::from_secs(1)),
-            protocol: Protocol::default(),
+            protocol: None,
         }
     }
 
@@ -322,8 +330,12 @@ impl HybridCache {
             return Ok(self.degraded_l1(key, coherent));
         }
         let ticket = inner.ticket(key);
-        let holder = inner.holder();
-        match inner.l2.get_holding::<T>(key, holder.as_ref()).await {
+        let reply = inner
+            .read_holding(
+                |holder| async move { inner.l2.get_holding::<T>(key, holder.as_ref()).await },
+            )
+            .await;
+        match reply {
             Ok(Some(found)) => {
                 inner.counters.l2_hits.fetch_add(1, Relaxed);
                 if coherent {
@@ -386,14 +398,19 @@ impl HybridCache {
             .encode_tagged::<T, &str>("set", key, &value, Some(ttl), &[])
             .await?;
         let value = Arc::new(value);
-        let (pending, seq) = inner.write_kept(Op::Keys(vec![key.to_owned()]));
+        let before = inner.ticket(key);
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
         let result = inner
             .l2
             .set_bytes(key, &bytes, ttl, pending.message())
             .await;
         pending.done();
-        let result =
-            inner.after_write(key, result.map(|()| (value, bytes.len() as u64, ttl)), None);
+        let result = inner.after_write(
+            key,
+            result.map(|()| (value, bytes.len() as u64, ttl)),
+            None,
+            before,
+        );
         inner.confirmed(seq, result).await
     }
 
@@ -597,12 +614,16 @@ impl HybridCache {
             return Ok(degraded(out, &missing));
         }
         let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
-        let holder = inner.holder();
-        match inner
-            .l2
-            .get_many_with_ttl::<T>(&names, holder.as_ref())
-            .await
-        {
+        let names = &names;
+        let reply = inner
+            .read_holding(|holder| async move {
+                inner
+                    .l2
+                    .get_many_with_ttl::<T>(names, holder.as_ref())
+                    .await
+            })
+            .await;
+        match reply {
             Ok(found) => {
                 for ((i, k, ticket), hit) in missing.into_iter().zip(found) {
                     if let Some(found) = hit {
@@ -656,7 +677,8 @@ impl HybridCache {
                 *bytes = crate::codec::wrap_tagged(&names, &tokens, bytes);
             }
         }
-        let (pending, seq) = inner.write_kept(Op::Keys(
+        let before: Vec<LocalTicket> = encoded.iter().map(|(k, _)| inner.ticket(k)).collect();
+        let (pending, seq) = inner.write(Op::Keys(
             encoded.iter().map(|(k, _)| (*k).to_owned()).collect(),
         ));
         let result = inner
@@ -669,16 +691,16 @@ impl HybridCache {
         match result {
             Ok(()) => {
                 inner.counters.sent.fetch_add(1, Relaxed);
-                for ((k, v), bytes) in entries.into_iter().zip(sizes) {
-                    inner.after_write(k.as_ref(), Ok((Arc::new(v), bytes, ttl)), None)?;
+                for (((k, v), bytes), before) in entries.into_iter().zip(sizes).zip(before) {
+                    inner.after_write(k.as_ref(), Ok((Arc::new(v), bytes, ttl)), None, before)?;
                 }
                 inner.confirm(seq).await;
                 Ok(())
             }
             Err(e) => {
                 let mut first_error = Ok(());
-                for (k, _) in &entries {
-                    let r = inner.after_write::<T>(k.as_ref(), Err(e.clone()), None);
+                for ((k, _), before) in entries.iter().zip(&before) {
+                    let r = inner.after_write::<T>(k.as_ref(), Err(e.clone()), None, *before);
                     if first_error.is_ok() {
                         first_error = r;
                     }
@@ -742,7 +764,8 @@ impl HybridCache {
             .l2
             .encode_tagged("set_with_tags", key, &value, ttl, tags)
             .await?;
-        let (pending, seq) = inner.write_kept(Op::Keys(vec![key.to_owned()]));
+        let before = inner.ticket(key);
+        let (pending, seq) = inner.write(Op::Keys(vec![key.to_owned()]));
         let result = inner
             .l2
             .set_bytes(key, &bytes, ttl, pending.message())
@@ -753,6 +776,7 @@ impl HybridCache {
             key,
             result.map(|()| (Arc::new(value), bytes.len() as u64, ttl)),
             Some(tags),
+            before,
         );
         inner.confirmed(seq, result).await
     }

@@ -47,16 +47,7 @@ impl Inner {
     /// Numbers the message of the invalidating write `op`: the guard, which carries
     /// the message, and its sequence number.
     pub(super) fn write<'a>(self: &'a Arc<Self>, op: Op) -> (Pending<'a>, Sent) {
-        self.write_as(op, Lifecycle::Running)
-    }
-
-    /// [`write`](Self::write) of values that this instance keeps in L1.
-    pub(super) fn write_kept<'a>(self: &'a Arc<Self>, op: Op) -> (Pending<'a>, Sent) {
-        self.write_as(op, Lifecycle::Keeping)
-    }
-
-    fn write_as<'a>(self: &'a Arc<Self>, op: Op, stage: Lifecycle) -> (Pending<'a>, Sent) {
-        let (notice, sent) = self.numbered_notice(op.clone(), stage);
+        let (notice, sent) = self.numbered_notice(op.clone(), Lifecycle::Running);
         let mut pending = self.pending(op);
         pending.notice = Some(notice);
         (pending, sent)

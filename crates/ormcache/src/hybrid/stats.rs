@@ -46,13 +46,15 @@ pub struct CoherenceStats {
     /// Writes wait for the other instances to apply their invalidations
     /// ([`HybridBuilder::confirm_invalidations`](crate::HybridBuilder::confirm_invalidations)).
     pub confirm_invalidations: bool,
-    /// Other instances on the channel heard within the liveness window.
+    /// Other instances on the channel heard within the liveness window (under
+    /// [`Protocol::Fleet`](crate::Protocol::Fleet), where heartbeats are not
+    /// broadcast: those that acknowledged or sent something).
     pub peers: usize,
     /// Of those, the ones not waited for since they let a confirmation time out
     /// (until they acknowledge again).
     pub peers_unresponsive: usize,
-    /// Invalidations that every live peer acknowledged before the write returned
-    /// (writes made while alone on the channel are not counted).
+    /// Invalidations that every instance waited for acknowledged before the write
+    /// returned (writes that waited for nobody are not counted).
     pub confirmed: u64,
     /// Times a peer did not acknowledge an invalidation within the timeout.
     pub unconfirmed: u64,
