@@ -33,6 +33,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Release},
+};
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -41,6 +45,10 @@ use crate::key::RESERVED_NAMESPACE;
 tokio::task_local! {
     static CURRENT: TenantId;
 }
+
+/// Whether any tenant scope was ever entered in this process: until then every
+/// key is unscoped, and the L1 hit path skips the task-local lookup (one load).
+static SCOPED: AtomicBool = AtomicBool::new(false);
 
 /// The longest tenant id accepted.
 pub const MAX_TENANT_ID_LEN: usize = 64;
@@ -111,11 +119,13 @@ impl std::str::FromStr for TenantId {
 
 /// Runs `future` with `tenant` as the current tenant.
 pub fn scope<F: Future>(tenant: TenantId, future: F) -> impl Future<Output = F::Output> {
+    SCOPED.store(true, Release);
     CURRENT.scope(tenant, future)
 }
 
 /// Runs `f` with `tenant` as the current tenant (synchronous code).
 pub fn sync_scope<R>(tenant: TenantId, f: impl FnOnce() -> R) -> R {
+    SCOPED.store(true, Release);
     CURRENT.sync_scope(tenant, f)
 }
 
@@ -162,11 +172,18 @@ pub(crate) fn namespace(tenant: &TenantId) -> String {
 
 /// The current tenant's namespace, if any.
 pub(crate) fn current_namespace() -> Option<String> {
+    if !SCOPED.load(Acquire) {
+        return None;
+    }
     CURRENT.try_with(namespace).ok()
 }
 
 /// `name` as stored: in the current tenant's namespace, if any.
+#[inline]
 pub(crate) fn physical(name: &str) -> Cow<'_, str> {
+    if !SCOPED.load(Acquire) {
+        return Cow::Borrowed(name);
+    }
     match current_namespace() {
         Some(ns) => Cow::Owned(format!("{ns}{name}")),
         None => Cow::Borrowed(name),

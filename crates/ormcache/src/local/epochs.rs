@@ -78,8 +78,9 @@ pub(crate) struct Stamp {
     pub(crate) ticket: LocalTicket,
     /// The tenant's scope; `None` for an unscoped key.
     scope: Option<Arc<Generation>>,
-    /// `None` for an untagged entry.
-    tags: Option<Arc<[Arc<Generation>]>>,
+    /// `None` for an untagged entry. A thin pointer (not `Arc<[_]>`): the stamp is
+    /// copied on every hit.
+    tags: Option<Arc<Vec<Arc<Generation>>>>,
 }
 
 impl Stamp {
@@ -304,7 +305,8 @@ impl Epochs {
         Stamp {
             ticket,
             scope: ns.map(|ns| self.tenants.cell(ns)),
-            tags: (!tags.is_empty()).then(|| tags.iter().map(|t| self.tags.cell(t)).collect()),
+            tags: (!tags.is_empty())
+                .then(|| Arc::new(tags.iter().map(|t| self.tags.cell(t)).collect())),
         }
     }
 

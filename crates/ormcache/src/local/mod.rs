@@ -63,9 +63,13 @@ struct Meta {
     /// The epochs, scope and tags it was stored under: a hit checks them.
     stamp: Stamp,
     weight: u32,
-    /// When the value expires where it came from (a `HybridCache` L2 entry): early
-    /// refresh decides on that, not on the shorter L1 lifetime.
-    origin_expires_at: Option<Instant>,
+    /// When the value expires where it came from (a `HybridCache` L2 entry; the
+    /// entry's own deadline for a value of this process): early refresh decides on
+    /// that, not on the shorter L1 lifetime. No `Option`: the entry is copied on
+    /// every hit, and 8 bytes fewer is a cheaper copy.
+    origin_expires_at: Instant,
+    /// Whether `origin_expires_at` is an origin's (else it follows `expires_at`).
+    has_origin: bool,
     /// A cached "not found" (`None`): its hits are also counted as such (found
     /// only with the `metrics` feature; `false` without).
     null: bool,
@@ -405,9 +409,10 @@ impl QueryCache {
                 .collect(),
         };
         let null = crate::observe::ON && crate::observe::serializes_to_null(&*value);
+        let expires_at = now + ttl;
         Entry {
             value,
-            expires_at: now + ttl,
+            expires_at,
             meta: Meta {
                 id: self
                     .inner
@@ -416,7 +421,8 @@ impl QueryCache {
                 inserted_at: now,
                 stamp: self.inner.epochs.stamp(ticket, ns.as_deref(), &tags),
                 weight: bytes.clamp(self.inner.min_weight as u64, u32::MAX as u64) as u32,
-                origin_expires_at: origin_ttl.map(|t| now + t),
+                origin_expires_at: origin_ttl.map_or(expires_at, |t| now + t),
+                has_origin: origin_ttl.is_some(),
                 null,
             },
         }
@@ -472,9 +478,12 @@ impl QueryCache {
         key: &str,
     ) -> Option<(Arc<T>, Duration)> {
         let e = self.live(key)?;
-        let deadline = e.meta.origin_expires_at.unwrap_or(e.expires_at);
         let v = e.value.downcast::<T>().ok()?;
-        Some((v, deadline.saturating_duration_since(Instant::now())))
+        let left = e
+            .meta
+            .origin_expires_at
+            .saturating_duration_since(Instant::now());
+        Some((v, left))
     }
 
     /// Removes under the key's lock (see [`put_origin`](Self::put_origin)); whether
@@ -599,11 +608,12 @@ impl QueryCache {
         let stored = tenant::physical(key);
         let _locked = self.inner.locks.lock(&stored);
         match self.inner.map.peek(&*stored) {
-            Some(e) if self.is_live(&stored, &e, now) => {
-                let entry = Entry {
-                    expires_at: now + ttl,
-                    ..e
-                };
+            Some(mut e) if self.is_live(&stored, &e, now) => {
+                e.expires_at = now + ttl;
+                if !e.meta.has_origin {
+                    e.meta.origin_expires_at = e.expires_at;
+                }
+                let entry = e;
                 self.inner.map.insert(stored.into_owned(), entry);
                 Ok(true)
             }
