@@ -203,10 +203,12 @@ pub(super) fn foreign_write(env: &Env) -> Result<Measured> {
         goal_also: Some(fleet.not_evicted == 0 && fleet.hold_failures == 0),
         notes: vec![
             format!(
-                "fleet: not evicted within {} ms in {}/{} rounds",
+                "fleet: not evicted within {} ms in {}/{} rounds, old copy still held at the \
+                 start in {}",
                 cap_ms(FLEET_CAP),
                 fleet.not_evicted,
-                fleet.rounds
+                fleet.rounds,
+                fleet.hold_failures
             ),
             format!(
                 "broadcast: not evicted within {} ms in {}/{} rounds (l1_max_ttl {} ms)",
