@@ -458,6 +458,47 @@ fn table(runs: &[FleetRun]) -> String {
     t
 }
 
+/// Fleet ÷ Broadcast per fleet size (lower is better for Fleet), as JSON and as
+/// a markdown table.
+fn versus(runs: &[FleetRun]) -> (Value, String) {
+    let mut t = String::from(
+        "\nFleet ÷ Broadcast, same run (< 1: Fleet costs less)\n\
+         | instances | cmds/write | deliveries/write | write p99 | PUBLISH/fill | idle cmds/s | idle deliveries/s |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let mut rows = Vec::new();
+    for n in SIZES {
+        let pick = |p: Protocol| runs.iter().find(|r| r.n == n && r.protocol == p);
+        let (Some(f), Some(b)) = (pick(Protocol::Fleet), pick(Protocol::Broadcast)) else {
+            continue;
+        };
+        let q = |a: f64, b: f64| round_to(a / b, 3);
+        let figures = [
+            q(f.net_commands_per_write(), b.net_commands_per_write()),
+            q(f.net_deliveries_per_write(), b.net_deliveries_per_write()),
+            q(f.p99_us(), b.p99_us()),
+            q(f.net_publishes_per_fill(), b.net_publishes_per_fill()),
+            q(f.idle.commands, b.idle.commands),
+            q(f.idle.deliveries, b.idle.deliveries),
+        ];
+        let _ = writeln!(
+            t,
+            "| {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            figures[0], figures[1], figures[2], figures[3], figures[4], figures[5]
+        );
+        rows.push(json!({
+            "instances": n,
+            "net_commands_per_write": figures[0],
+            "net_deliveries_per_write": figures[1],
+            "write_p99": figures[2],
+            "net_publishes_per_fill": figures[3],
+            "idle_commands_per_sec": figures[4],
+            "idle_deliveries_per_sec": figures[5],
+        }));
+    }
+    (Value::Array(rows), t)
+}
+
 pub(super) fn fleet_scaling(env: &Env) -> Result<Measured> {
     let mut runs = Vec::with_capacity(SIZES.len() * 2);
     for n in SIZES {
@@ -473,7 +514,8 @@ pub(super) fn fleet_scaling(env: &Env) -> Result<Measured> {
             runs.push(env.rt.block_on(measure(env, n, p))?);
         }
     }
-    eprintln!("{}", table(&runs));
+    let (versus_json, versus_table) = versus(&runs);
+    eprintln!("{}{versus_table}", table(&runs));
 
     let find = |n: usize, p: Protocol| runs.iter().find(|r| r.n == n && r.protocol == p);
     let (small, large) = (SIZES[0], SIZES[SIZES.len() - 1]);
@@ -516,7 +558,7 @@ pub(super) fn fleet_scaling(env: &Env) -> Result<Measured> {
              same run (higher is better; 1.0 = Fleet saves nothing). ops_per_sec, p50_us, \
              p99_us: Fleet's writes at 64 instances (baseline_*: Broadcast's); ops_per_sec \
              counts the write batch's wall time, reads after each write included. Every \
-             size and protocol is in `fleet`",
+             size and protocol is in `fleet`, Fleet ÷ Broadcast per size in `fleet_over_broadcast`",
         ),
         goal_also: Some(goal),
         notes: vec![
@@ -577,6 +619,7 @@ pub(super) fn fleet_scaling(env: &Env) -> Result<Measured> {
                 json!(round_to(fleet_fill_publishes, 3)),
             ),
             ("stale_reads", json!(stale_reads)),
+            ("fleet_over_broadcast", versus_json),
             (
                 "fleet",
                 Value::Array(runs.iter().map(FleetRun::json).collect()),
