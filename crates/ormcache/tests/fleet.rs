@@ -6,7 +6,6 @@
 //!
 //! Every instance uses `l1_max_ttl` = 60 s, so a copy that nothing evicts outlives
 //! each test's bounded polls: the tests fail where Fleet would leave a stale copy.
-#![allow(clippy::print_stdout)]
 
 mod support;
 
