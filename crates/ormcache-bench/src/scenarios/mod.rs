@@ -5,6 +5,8 @@
 mod cached_hit;
 mod codec;
 mod dead_redis;
+mod fleet_scaling;
+mod foreign_write;
 mod hybrid_confirmed_write;
 mod hybrid_invalidation;
 mod hybrid_l1_get;
@@ -172,6 +174,22 @@ pub(crate) const ALL: &[Scenario] = &[
         goal_ratio: None,
         goal_p99_us: None,
         run: hybrid_confirmed_write::hybrid_confirmed_write,
+    },
+    Scenario {
+        name: "fleet_scaling",
+        baseline: "Protocol::Broadcast, same fleet sizes",
+        needs_redis: true,
+        goal_ratio: Some(1.0),
+        goal_p99_us: None,
+        run: fleet_scaling::fleet_scaling,
+    },
+    Scenario {
+        name: "foreign_write",
+        baseline: "Protocol::Broadcast (l1_max_ttl 2 s)",
+        needs_redis: true,
+        goal_ratio: None,
+        goal_p99_us: Some(5_000.0),
+        run: foreign_write::foreign_write,
     },
     Scenario {
         name: "outage",
