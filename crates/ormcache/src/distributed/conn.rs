@@ -4,13 +4,15 @@
 //! operation is written once.
 //!
 //! On a cluster, a pipeline whose keys all hash to one slot goes whole to that
-//! slot's node. Any other pipeline is split: the
-//! commands are grouped by slot and the groups are sent concurrently (each group
-//! in order, as one pipeline, over the node's multiplexed connection). A multi-key
-//! command (`MGET`, `UNLINK`) whose keys span slots becomes one command per slot,
-//! each in its slot's group, and the replies are recombined. Then the commands
-//! without a key (`PUBLISH`, `INFO`) run one after the other, in pipeline order: a
-//! `PUBLISH` that follows a write is sent only once the write has been applied.
+//! slot's node. Any other pipeline is split: the commands are grouped by the
+//! primary that serves their slot (one pipeline per primary, sent concurrently,
+//! each slot's commands in order). A multi-key command (`MGET`, `UNLINK`) whose
+//! keys span slots becomes one command per slot, each in its slot's group, and
+//! the replies are recombined. Then the commands without a key (`PUBLISH`,
+//! `INFO`) run one after the other, in pipeline order: a `PUBLISH` that follows a
+//! write is sent only once the write has been applied. The slot → primary map
+//! comes from `CLUSTER SLOTS` and is read again when a group meets a redirection
+//! (see [`cluster::split`]).
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::io::tcp::TcpSettings;
@@ -34,7 +36,7 @@ pub(super) enum Node {
 pub(super) enum Conn {
     Single(ConnectionManager),
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(cluster::ClusterConn),
     /// The master of a Sentinel service, followed across failovers.
     #[cfg(feature = "sentinel")]
     Sentinel(super::sentinel::SentinelConn),
@@ -93,19 +95,7 @@ impl ConnectionLike for Conn {
             #[cfg(feature = "sentinel")]
             Self::Sentinel(c) => c.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
-            Self::Cluster(c) => {
-                if matches!(cluster::plan(cmd), cluster::Plan::Split(_)) {
-                    let conn = c.clone();
-                    Box::pin(async move {
-                        let mut one = redis::pipe();
-                        one.add_command(cmd.clone());
-                        let mut replies = cluster::split_pipeline(conn, &one).await?;
-                        Ok(replies.pop().unwrap_or(Value::Nil))
-                    })
-                } else {
-                    c.req_packed_command(cmd)
-                }
-            }
+            Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -120,18 +110,7 @@ impl ConnectionLike for Conn {
             #[cfg(feature = "sentinel")]
             Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
-            Self::Cluster(c) => {
-                if pipeline.is_transaction()
-                    || offset != 0
-                    || count != pipeline.len()
-                    || cluster::one_slot(pipeline)
-                {
-                    // redis-rs sends it whole, in order, to the slot's node.
-                    c.req_packed_commands(pipeline, offset, count)
-                } else {
-                    Box::pin(cluster::split_pipeline(c.clone(), pipeline))
-                }
-            }
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -244,6 +223,8 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
     let cluster_config = redis::cluster::ClusterConfig::new()
         .set_connection_timeout(config.connect_timeout)
         .set_response_timeout(config.command_timeout);
+    // One slot map for every connection: they talk to the same cluster.
+    let view = std::sync::Arc::new(cluster::SlotView::default());
     let mut conns = Vec::with_capacity(config.max_connections);
     for _ in 0..config.max_connections {
         let conn = if config.connect_lazily {
@@ -252,10 +233,20 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
             let connecting = client.get_async_connection_with_config(cluster_config.clone());
             connect_within(config, &address, connecting).await?
         };
-        conns.push(Conn::Cluster(conn));
+        conns.push(cluster::ClusterConn::new(
+            conn,
+            std::sync::Arc::clone(&view),
+        ));
+    }
+    if !config.connect_lazily
+        && let Some(first) = conns.first()
+    {
+        // So that the first batch is already grouped by primary (on failure,
+        // the map is read in the background later).
+        first.load_slot_map(config.connect_timeout).await;
     }
     Ok(Link {
-        conns,
+        conns: conns.into_iter().map(Conn::Cluster).collect(),
         pubsub,
         address,
         slot_tags,
@@ -263,20 +254,216 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
 }
 
 #[cfg(feature = "cluster")]
-mod cluster {
+pub(super) mod cluster {
     use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
 
     use futures_util::future::try_join_all;
     use redis::aio::ConnectionLike;
     use redis::cluster_async::ClusterConnection;
-    use redis::cluster_routing::Slot;
-    use redis::{Cmd, Pipeline, RedisResult, Value};
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    use redis::{Arg, Cmd, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value};
+
+    use crate::distributed::cluster::{SlotMap, slot_of};
+
+    /// The least time between two `CLUSTER SLOTS` refreshes of a [`SlotView`].
+    const REFRESH_GAP: Duration = Duration::from_millis(100);
+    /// A map older than this is read again in the background (and used
+    /// meanwhile), so that a resharding is seen even without an error.
+    const MAP_MAX_AGE: Duration = Duration::from_secs(1);
+
+    /// A cluster connection, with the slot map that its split pipelines are
+    /// grouped by (one map shared by every connection of a cache).
+    #[derive(Clone)]
+    pub(in crate::distributed) struct ClusterConn {
+        conn: ClusterConnection,
+        view: Arc<SlotView>,
+    }
+
+    impl ClusterConn {
+        pub(in crate::distributed) fn new(conn: ClusterConnection, view: Arc<SlotView>) -> Self {
+            Self { conn, view }
+        }
+
+        /// Runs `cmd` where `routing` says (redis-rs follows redirections).
+        pub(in crate::distributed) async fn route_command(
+            &self,
+            cmd: Cmd,
+            routing: RoutingInfo,
+        ) -> RedisResult<Value> {
+            self.conn.clone().route_command(cmd, routing).await
+        }
+
+        /// Runs `pipe` on the primary that serves `slot` (redis-rs follows
+        /// redirections: MOVED and ASK redirect the whole pipeline).
+        async fn route_pipeline(&self, pipe: Pipeline, slot: u16) -> RedisResult<Vec<Value>> {
+            let n = pipe.len();
+            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+            self.conn.clone().route_pipeline(pipe, 0, n, route).await
+        }
+
+        /// Loads the slot map now (at connect time), within `within`; a failure
+        /// leaves it to be loaded in the background later.
+        pub(in crate::distributed) async fn load_slot_map(&self, within: Duration) {
+            let Some(refreshing) = self.view.begin_refresh(true) else {
+                return;
+            };
+            let map = tokio::time::timeout(within, fetch_slot_map(self.conn.clone()))
+                .await
+                .ok()
+                .flatten();
+            refreshing.0.store(map);
+        }
+    }
+
+    impl ConnectionLike for ClusterConn {
+        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+            if matches!(plan(cmd), Plan::Split(_)) {
+                Box::pin(async move {
+                    let mut replies = split(self, &[cmd]).await?;
+                    Ok(replies.pop().unwrap_or(Value::Nil))
+                })
+            } else {
+                self.conn.req_packed_command(cmd)
+            }
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            pipeline: &'a Pipeline,
+            offset: usize,
+            count: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            if pipeline.is_transaction()
+                || offset != 0
+                || count != pipeline.len()
+                || one_slot(pipeline)
+            {
+                // redis-rs sends it whole, in order, to the slot's node.
+                self.conn.req_packed_commands(pipeline, offset, count)
+            } else {
+                Box::pin(async move {
+                    let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
+                    split(self, &cmds).await
+                })
+            }
+        }
+
+        fn get_db(&self) -> i64 {
+            self.conn.get_db()
+        }
+    }
+
+    /// The slot map of a cluster as last read, refreshed in the background when a
+    /// grouped request failed (one refresh at a time, at most one per
+    /// [`REFRESH_GAP`]); until then pipelines are split per slot.
+    #[derive(Debug, Default)]
+    pub(in crate::distributed) struct SlotView {
+        state: Mutex<ViewState>,
+    }
+
+    #[derive(Debug, Default)]
+    struct ViewState {
+        map: Option<Arc<SlotMap>>,
+        /// When `map` was read.
+        read_at: Option<Instant>,
+        refreshing: bool,
+        last_refresh: Option<Instant>,
+    }
+
+    /// A refresh in progress; dropped (finished, failed or cancelled), it lets
+    /// the next one start.
+    struct Refreshing(Arc<SlotView>);
+
+    impl Drop for Refreshing {
+        fn drop(&mut self) {
+            self.0.state().refreshing = false;
+        }
+    }
+
+    impl SlotView {
+        fn state(&self) -> MutexGuard<'_, ViewState> {
+            // A poisoned lock still holds a valid map (or none).
+            self.state.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Claims the refresh, unless one runs or (`at_once` aside) the last one
+        /// started less than [`REFRESH_GAP`] ago.
+        fn begin_refresh(self: &Arc<Self>, at_once: bool) -> Option<Refreshing> {
+            let mut state = self.state();
+            let recent = state
+                .last_refresh
+                .is_some_and(|at| at.elapsed() < REFRESH_GAP);
+            if state.refreshing || (recent && !at_once) {
+                return None;
+            }
+            state.refreshing = true;
+            state.last_refresh = Some(Instant::now());
+            Some(Refreshing(Arc::clone(self)))
+        }
+
+        fn store(&self, map: Option<SlotMap>) {
+            let mut state = self.state();
+            state.read_at = map.is_some().then(Instant::now);
+            state.map = map.map(Arc::new);
+        }
+
+        /// Forgets the map (it may be stale): pipelines are split per slot until
+        /// a refresh, which this starts.
+        fn invalidate(self: &Arc<Self>, conn: &ClusterConnection) {
+            self.state().map = None;
+            self.refresh_in_background(conn);
+        }
+
+        /// The current map; without one, or with one older than
+        /// [`MAP_MAX_AGE`], starts a refresh in the background.
+        fn current(self: &Arc<Self>, conn: &ClusterConnection) -> Option<Arc<SlotMap>> {
+            let (map, old) = {
+                let state = self.state();
+                let old = state.read_at.is_none_or(|at| at.elapsed() > MAP_MAX_AGE);
+                (state.map.clone(), old)
+            };
+            if old {
+                self.refresh_in_background(conn);
+            }
+            map
+        }
+
+        fn refresh_in_background(self: &Arc<Self>, conn: &ClusterConnection) {
+            // Outside a Tokio runtime there is no background: pipelines stay
+            // split per slot.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let Some(refreshing) = self.begin_refresh(false) else {
+                return;
+            };
+            let conn = conn.clone();
+            // One `CLUSTER SLOTS`, bounded by the connection's response timeout.
+            runtime.spawn(async move {
+                let map = fetch_slot_map(conn).await;
+                refreshing.0.store(map);
+            });
+        }
+    }
+
+    async fn fetch_slot_map(mut conn: ClusterConnection) -> Option<SlotMap> {
+        let reply = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await
+            .ok()?;
+        SlotMap::from_reply(&reply).ok()
+    }
 
     /// How a command reaches the cluster. Knows the commands ormcache sends.
     #[derive(Debug, PartialEq)]
     pub(super) enum Plan {
         /// Every key in one slot.
-        Slot(Slot),
+        Slot(u16),
         /// A multi-key command whose keys span slots: sent as one command per slot
         /// and recombined (never as a fan-out that could skip a node redis-rs has
         /// no connection to).
@@ -294,42 +481,50 @@ mod cluster {
         Count,
     }
 
-    fn args(cmd: &Cmd) -> Vec<&[u8]> {
-        cmd.args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(bytes) => bytes,
-                _ => b"0",
-            })
-            .collect()
+    #[allow(clippy::needless_pass_by_value)] // `args_iter` yields them by value
+    fn bytes(arg: Arg<&[u8]>) -> &[u8] {
+        match arg {
+            Arg::Simple(bytes) => bytes,
+            _ => b"0",
+        }
     }
 
     pub(super) fn plan(cmd: &Cmd) -> Plan {
-        let args = args(cmd);
-        let Some(name) = args.first().map(|n| n.to_ascii_uppercase()) else {
+        let mut args = cmd.args_iter().map(bytes);
+        let Some(name) = args.next() else {
             return Plan::Later;
         };
-        let (keys, combine) = match name.as_slice() {
-            b"PUBLISH" | b"PING" | b"INFO" | b"DBSIZE" | b"SCAN" | b"CLUSTER" => {
-                return Plan::Later;
-            }
-            b"EVAL" | b"EVALSHA" => {
-                let n = args
-                    .get(2)
-                    .and_then(|n| std::str::from_utf8(n).ok())
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0);
-                (args.get(3..3 + n).unwrap_or_default(), None)
-            }
-            b"MGET" => (args.get(1..).unwrap_or_default(), Some(Combine::Values)),
-            b"UNLINK" | b"DEL" | b"EXISTS" => {
-                (args.get(1..).unwrap_or_default(), Some(Combine::Count))
-            }
-            _ => (args.get(1..2).unwrap_or_default(), None),
+        let is = |names: &[&str]| {
+            names
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
         };
-        match (same_slot(keys), combine) {
-            (Some(slot), _) => Plan::Slot(slot),
-            (None, Some(c)) if !keys.is_empty() => Plan::Split(c),
-            (None, _) => Plan::Later,
+        if is(&["PUBLISH", "PING", "INFO", "DBSIZE", "SCAN", "CLUSTER"]) {
+            return Plan::Later;
+        }
+        let (keys, combine) = if is(&["EVAL", "EVALSHA"]) {
+            let _script = args.next();
+            let n = args
+                .next()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            (args.take(n), None)
+        } else if is(&["MGET"]) {
+            (args.take(usize::MAX), Some(Combine::Values))
+        } else if is(&["UNLINK", "DEL", "EXISTS"]) {
+            (args.take(usize::MAX), Some(Combine::Count))
+        } else {
+            (args.take(1), None)
+        };
+        let mut slots = keys.map(slot_of);
+        let Some(first) = slots.next() else {
+            return Plan::Later;
+        };
+        match (slots.all(|s| s == first), combine) {
+            (true, _) => Plan::Slot(first),
+            (false, Some(c)) => Plan::Split(c),
+            (false, None) => Plan::Later,
         }
     }
 
@@ -344,94 +539,208 @@ mod cluster {
         })
     }
 
-    fn same_slot(keys: &[&[u8]]) -> Option<Slot> {
-        let first = Slot::for_key(keys.first()?);
-        keys.iter()
-            .all(|k| Slot::for_key(k) == first)
-            .then_some(first)
+    /// One command as sent: a command of the pipeline, or (`keys`) the part of a
+    /// split one that carries these keys.
+    struct Piece<'a> {
+        cmd: usize,
+        slot: u16,
+        keys: Option<Vec<&'a [u8]>>,
+    }
+
+    /// Pieces sent as one pipeline: those of one primary (by the slot map) or,
+    /// without a map, of one slot.
+    struct Group<'a> {
+        by_node: bool,
+        pieces: Vec<Piece<'a>>,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum GroupKey {
+        Node(u16),
+        Slot(u16),
     }
 
     /// Where a command's reply comes from.
-    enum Route {
-        /// This position of the slot's pipeline.
-        Whole(Slot, usize),
-        /// Parts (slot, position, indices of the keys they carry) of `keys` keys.
-        Split(Combine, Vec<(Slot, usize, Vec<usize>)>, usize),
+    enum Reply {
+        /// This piece (group, position).
+        Whole(usize, usize),
+        /// Parts (group, position, indices of the keys they carry) of `keys` keys.
+        Split(Combine, Vec<(usize, usize, Vec<usize>)>, usize),
         Later,
     }
 
-    /// Runs a non-transactional pipeline on a cluster (see the module docs); the
-    /// replies are in pipeline order, as if it had been one pipeline.
-    pub(super) async fn split_pipeline(
-        conn: ClusterConnection,
-        pipeline: &Pipeline,
-    ) -> RedisResult<Vec<Value>> {
-        let mut groups: HashMap<Slot, Pipeline> = HashMap::new();
-        let mut push = |slot: Slot, cmd: Cmd| {
-            let pipe = groups.entry(slot).or_insert_with(redis::pipe);
-            pipe.add_command(cmd);
-            pipe.len() - 1
+    /// Runs non-transactional commands on a cluster; the replies are in order, as
+    /// if they had been one pipeline to one server.
+    ///
+    /// Commands are grouped by the primary that serves their slot (by the slot
+    /// map, see [`SlotMap`]): one pipeline per primary, sent concurrently, each
+    /// holding its slots' commands in order. A multi-key command (`MGET`,
+    /// `UNLINK`) whose keys span slots is split into one command per slot, and
+    /// the replies of the parts are recombined. Each group is routed by redis-rs
+    /// to the owner of the slot of its first command. If the map was stale, a
+    /// command of another slot meets a redirection (MOVED, ASK, TRYAGAIN); that
+    /// group is then sent again as one pipeline per slot, which redis-rs routes
+    /// and redirects slot by slot, and the map is refreshed. (A group that was
+    /// redirected may have had some of its commands applied before: they are
+    /// applied again, as after a timeout. Writes are idempotent; an `UNLINK`
+    /// counts only what it removed itself.) Without a map, every group is one
+    /// slot. Then the commands without a key (`PUBLISH`, `INFO`) run one after
+    /// the other, in order: a `PUBLISH` that follows a write is sent only once
+    /// the write has been applied.
+    pub(super) async fn split<'a>(conn: &ClusterConn, cmds: &[&'a Cmd]) -> RedisResult<Vec<Value>> {
+        let map = conn.view.current(&conn.conn);
+        let mut groups: Vec<Group<'a>> = Vec::new();
+        let mut index: HashMap<GroupKey, usize> = HashMap::new();
+        let mut push = |piece: Piece<'a>| {
+            let key = match map.as_deref().and_then(|m| m.owner(piece.slot)) {
+                Some(node) => GroupKey::Node(node),
+                None => GroupKey::Slot(piece.slot),
+            };
+            let g = *index.entry(key).or_insert_with(|| {
+                groups.push(Group {
+                    by_node: matches!(key, GroupKey::Node(_)),
+                    pieces: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            let pieces = &mut groups[g].pieces;
+            pieces.push(piece);
+            (g, pieces.len() - 1)
         };
-        let mut routes = Vec::with_capacity(pipeline.len());
-        for cmd in pipeline.cmd_iter() {
-            routes.push(match plan(cmd) {
-                Plan::Slot(slot) => Route::Whole(slot, push(slot, cmd.clone())),
-                Plan::Later => Route::Later,
+        let mut replies = Vec::with_capacity(cmds.len());
+        for (i, &cmd) in cmds.iter().enumerate() {
+            replies.push(match plan(cmd) {
+                Plan::Slot(slot) => {
+                    let (g, pos) = push(Piece {
+                        cmd: i,
+                        slot,
+                        keys: None,
+                    });
+                    Reply::Whole(g, pos)
+                }
+                Plan::Later => Reply::Later,
                 Plan::Split(combine) => {
-                    let args = args(cmd);
-                    let keys = &args[1..];
-                    let mut by_slot: Vec<(Slot, Vec<usize>)> = Vec::new();
-                    for (i, k) in keys.iter().enumerate() {
-                        let slot = Slot::for_key(k);
-                        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
-                            Some((_, indices)) => indices.push(i),
-                            None => by_slot.push((slot, vec![i])),
-                        }
-                    }
-                    let parts = by_slot
-                        .into_iter()
-                        .map(|(slot, indices)| {
-                            let mut part = Cmd::new();
-                            part.arg(args[0]);
-                            for &i in &indices {
-                                part.arg(keys[i]);
-                            }
-                            (slot, push(slot, part), indices)
+                    let keys: Vec<&[u8]> = cmd.args_iter().skip(1).map(bytes).collect();
+                    let slots: Vec<u16> = keys.iter().map(|k| slot_of(k)).collect();
+                    // Key indices by slot, in key order within a slot.
+                    let mut order: Vec<usize> = (0..keys.len()).collect();
+                    order.sort_by_key(|&k| slots[k]);
+                    let parts = order
+                        .chunk_by(|&a, &b| slots[a] == slots[b])
+                        .map(|indices| {
+                            let (g, pos) = push(Piece {
+                                cmd: i,
+                                slot: slots[indices[0]],
+                                keys: Some(indices.iter().map(|&k| keys[k]).collect()),
+                            });
+                            (g, pos, indices.to_vec())
                         })
                         .collect();
-                    Route::Split(combine, parts, keys.len())
+                    Reply::Split(combine, parts, keys.len())
                 }
             });
         }
-        let sends = groups.into_iter().map(|(slot, pipe)| {
-            let mut conn = conn.clone();
-            async move {
-                let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
-                Ok::<_, redis::RedisError>((slot, replies))
-            }
-        });
-        let mut replies: HashMap<Slot, Vec<Value>> =
-            try_join_all(sends).await?.into_iter().collect();
-        let mut take = |slot: Slot, pos: usize| {
-            replies
-                .get_mut(&slot)
+        let sends = groups.iter().map(|g| send(conn, cmds, g));
+        let mut values: Vec<Vec<Value>> = try_join_all(sends).await?;
+        let mut take = |g: usize, pos: usize| {
+            values
+                .get_mut(g)
                 .and_then(|r| r.get_mut(pos))
                 .map(|v| std::mem::replace(v, Value::Nil))
                 .unwrap_or(Value::Nil)
         };
-        let mut conn = conn;
-        let mut out = Vec::with_capacity(routes.len());
-        for (cmd, route) in pipeline.cmd_iter().zip(routes) {
-            out.push(match route {
-                Route::Whole(slot, pos) => take(slot, pos),
-                Route::Later => conn.req_packed_command(cmd).await?,
-                Route::Split(combine, parts, keys) => {
+        let mut later = conn.conn.clone();
+        let mut out = Vec::with_capacity(replies.len());
+        for (cmd, reply) in cmds.iter().zip(replies) {
+            out.push(match reply {
+                Reply::Whole(g, pos) => take(g, pos),
+                Reply::Later => later.req_packed_command(cmd).await?,
+                Reply::Split(combine, parts, keys) => {
                     let parts = parts
                         .into_iter()
-                        .map(|(slot, pos, indices)| (take(slot, pos), indices));
+                        .map(|(g, pos, indices)| (take(g, pos), indices));
                     recombine(combine, parts, keys)
                 }
             });
+        }
+        Ok(out)
+    }
+
+    /// The pipeline of `pieces`.
+    fn build<'p, 'a: 'p>(cmds: &[&Cmd], pieces: impl Iterator<Item = &'p Piece<'a>>) -> Pipeline {
+        let mut pipe = Pipeline::with_capacity(pieces.size_hint().0);
+        for piece in pieces {
+            let cmd = cmds[piece.cmd];
+            match &piece.keys {
+                None => pipe.add_command(cmd.clone()),
+                Some(keys) => {
+                    let name = cmd.args_iter().next().map(bytes).unwrap_or_default();
+                    let len = name.len() + keys.iter().map(|k| k.len()).sum::<usize>();
+                    let mut part = Cmd::with_capacity(keys.len() + 1, len);
+                    part.arg(name);
+                    for key in keys {
+                        part.arg(*key);
+                    }
+                    pipe.add_command(part)
+                }
+            };
+        }
+        pipe
+    }
+
+    /// Invalidates the slot map when dropped (disarmed once the group is sent).
+    struct Unfinished<'c>(Option<&'c ClusterConn>);
+
+    impl Drop for Unfinished<'_> {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0 {
+                conn.view.invalidate(&conn.conn);
+            }
+        }
+    }
+
+    /// Sends a group; a group by primary that met a redirection is sent again
+    /// one pipeline per slot (see [`split`]).
+    async fn send(conn: &ClusterConn, cmds: &[&Cmd], group: &Group<'_>) -> RedisResult<Vec<Value>> {
+        let first = group.pieces.first().map_or(0, |p| p.slot);
+        // A group by primary that never completes (dropped at the caller's
+        // timeout) may have been redirected back and forth by redis-rs after its
+        // slots moved: the map is then read again.
+        let mut unfinished = Unfinished(group.by_node.then_some(conn));
+        let sent = conn
+            .route_pipeline(build(cmds, group.pieces.iter()), first)
+            .await;
+        unfinished.0 = None;
+        let err = match sent {
+            Err(e) if group.by_node => e,
+            other => return other,
+        };
+        // Grouped by a map that may be stale: read it again.
+        conn.view.invalidate(&conn.conn);
+        let redirected = matches!(
+            err.kind(),
+            redis::ErrorKind::Server(
+                ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
+            )
+        );
+        if !redirected || group.pieces.iter().all(|p| p.slot == first) {
+            return Err(err);
+        }
+        let mut order: Vec<usize> = (0..group.pieces.len()).collect();
+        order.sort_by_key(|&i| group.pieces[i].slot);
+        let slots: Vec<&[usize]> = order
+            .chunk_by(|&a, &b| group.pieces[a].slot == group.pieces[b].slot)
+            .collect();
+        let sends = slots.iter().map(|indices| {
+            let pipe = build(cmds, indices.iter().map(|&i| &group.pieces[i]));
+            conn.route_pipeline(pipe, group.pieces[indices[0]].slot)
+        });
+        let parts = try_join_all(sends).await?;
+        let mut out = vec![Value::Nil; group.pieces.len()];
+        for (indices, replies) in slots.into_iter().zip(parts) {
+            for (&i, v) in indices.iter().zip(replies) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
@@ -449,10 +758,12 @@ mod cluster {
             match (combine, reply) {
                 (Combine::Values, Value::Array(vs)) => {
                     for (i, v) in indices.into_iter().zip(vs) {
-                        values[i] = v;
+                        if let Some(slot) = values.get_mut(i) {
+                            *slot = v;
+                        }
                     }
                 }
-                (Combine::Count, Value::Int(n)) => count += n,
+                (Combine::Count, Value::Int(n)) => count = count.saturating_add(n),
                 (_, other) => return other,
             }
         }
@@ -466,20 +777,24 @@ mod cluster {
     mod tests {
         use super::*;
 
+        fn slot(key: &str) -> Plan {
+            Plan::Slot(slot_of(key.as_bytes()))
+        }
+
         #[test]
         fn commands_are_planned_by_the_slot_of_their_keys() {
-            let slot = |k: &str| Plan::Slot(Slot::for_key(k));
             assert_eq!(plan(redis::cmd("GET").arg("a")), slot("a"));
+            assert_eq!(plan(redis::cmd("get").arg("a")), slot("a"));
             assert_eq!(plan(redis::cmd("PUBLISH").arg("ch").arg("x")), Plan::Later);
             assert_eq!(plan(redis::cmd("MGET").arg("{t}1").arg("{t}2")), slot("t"));
             // "a" and "b" hash to different slots.
-            assert_ne!(Slot::for_key("a"), Slot::for_key("b"));
+            assert_ne!(slot("a"), slot("b"));
             assert_eq!(
                 plan(redis::cmd("MGET").arg("a").arg("b")),
                 Plan::Split(Combine::Values)
             );
             assert_eq!(
-                plan(redis::cmd("UNLINK").arg("a").arg("b")),
+                plan(redis::cmd("unlink").arg("a").arg("b")),
                 Plan::Split(Combine::Count)
             );
             assert_eq!(
@@ -494,6 +809,11 @@ mod cluster {
                 slot("x")
             );
             assert_eq!(plan(redis::cmd("EVAL").arg("return 1").arg(0)), Plan::Later);
+            assert_eq!(
+                plan(redis::cmd("EVAL").arg("return 1").arg(2).arg("a").arg("b")),
+                Plan::Later
+            );
+            assert_eq!(plan(&redis::cmd("MGET")), Plan::Later);
         }
 
         #[test]
@@ -515,6 +835,33 @@ mod cluster {
             let mut m = redis::pipe();
             m.cmd("MGET").arg("a").arg("b");
             assert!(!one_slot(&m));
+        }
+
+        #[test]
+        fn parts_carry_their_keys() {
+            let mget = redis::cmd("MGET").arg("a").arg("b").clone();
+            let pieces = [
+                Piece {
+                    cmd: 0,
+                    slot: slot_of(b"b"),
+                    keys: Some(vec![b"b".as_slice()]),
+                },
+                Piece {
+                    cmd: 1,
+                    slot: slot_of(b"k"),
+                    keys: None,
+                },
+            ];
+            let get = redis::cmd("GET").arg("k").clone();
+            let pipe = build(&[&mget, &get], pieces.iter());
+            let packed: Vec<Vec<u8>> = pipe.cmd_iter().map(Cmd::get_packed_command).collect();
+            assert_eq!(
+                packed,
+                vec![
+                    redis::cmd("MGET").arg("b").get_packed_command(),
+                    get.get_packed_command()
+                ]
+            );
         }
 
         #[test]
