@@ -18,6 +18,9 @@ const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// A map older than this is read again in the background (and used
 /// meanwhile), so that a resharding is seen even without an error.
 const MAP_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long a background `CLUSTER SLOTS` may take before the next refresh may
+/// start (redis-rs can hold a request while it recovers its own slot map).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A cluster connection, with the slot map that its split pipelines are
 /// grouped by (one map shared by every connection of a cache).
@@ -183,9 +186,11 @@ impl SlotView {
             return;
         };
         let conn = conn.clone();
-        // One `CLUSTER SLOTS`, bounded by the connection's response timeout.
         runtime.spawn(async move {
-            let map = fetch_slot_map(conn).await;
+            let map = tokio::time::timeout(FETCH_TIMEOUT, fetch_slot_map(conn))
+                .await
+                .ok()
+                .flatten();
             refreshing.0.store(map);
         });
     }
