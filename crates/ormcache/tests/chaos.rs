@@ -112,12 +112,19 @@ async fn scenario(name: &str, target: &Target, faults: impl AsyncFnOnce(&HybridC
 }
 
 /// The suite can fail: with entry writes that bypass the invalidation (through the
-/// plain L2), L1 copies stay stale and the checker counts them.
+/// plain L2), L1 copies stay stale and the checker counts them. (Under the
+/// broadcast protocol: the fleet protocol hears such writes through Redis
+/// tracking, see `tests/fleet.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_sees_stale_reads_when_invalidation_is_bypassed() {
     let _one_at_a_time = SERIAL.lock().await;
     let server = RedisServer::start();
-    let cache = chaos::instance(&Target::Single(server.url()), "chaos").await;
+    let cache = chaos::instance_with(
+        &Target::Single(server.url()),
+        "chaos",
+        Some(ormcache::Protocol::Broadcast),
+    )
+    .await;
     let load = Load::start_bypassing_invalidation(&cache);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v = chaos::check(&load.stop().await);

@@ -99,6 +99,62 @@ async fn single_key_operations_and_batches_across_slots() {
     );
 }
 
+/// Batches are grouped by the slot map read at connect time; slots that moved
+/// since then are redirected, and the batch still reads and writes every key.
+///
+/// Known issue, hence ignored: in about one run in three, the first batch after
+/// the move times out and so does the next one, as redis-rs redirects the
+/// pipelines that met a MOVED (the same happens with one pipeline per slot, the
+/// splitting before grouping by primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue: a batch after a resharding can time out (also with per-slot pipelines)"]
+async fn batches_follow_slots_that_moved_since_the_map_was_read() {
+    let cluster = RedisCluster::start();
+    let c = cluster_cache(&cluster, "mv").await;
+    let names: Vec<String> = (0..200).map(|i| format!("item:{i}")).collect();
+    let entries = |base: u32| -> Vec<(String, u32)> {
+        names
+            .iter()
+            .zip(base..)
+            .map(|(k, v)| (k.clone(), v))
+            .collect()
+    };
+    c.set_many(entries(0), None).await.unwrap();
+    // Three slots of the batch move to another primary.
+    tokio::task::block_in_place(|| {
+        for key in ["mv:item:0", "mv:item:1", "mv:item:2"] {
+            let slot = cluster.key_slot(key);
+            cluster.migrate_slot(slot, (cluster.slot_owner(slot) + 1) % 3);
+        }
+    });
+    let values = |got: Vec<Option<Arc<u32>>>| -> Vec<Option<u32>> {
+        got.into_iter().map(|v| v.map(|v| *v)).collect()
+    };
+    let want = |base: u32| -> Vec<Option<u32>> { (base..base + 200).map(Some).collect() };
+    // The first batch after the move may fail within the command timeout (see
+    // above); the map is then read again.
+    let first = match c.get_many(&names).await {
+        Ok(got) => got,
+        Err(e) => {
+            println!("first batch after the move: {e}");
+            c.get_many(&names).await.unwrap()
+        }
+    };
+    assert_eq!(values(first), want(0));
+    c.set_many(entries(1000), None).await.unwrap();
+    assert_eq!(values(c.get_many(&names).await.unwrap()), want(1000));
+    for (k, v) in entries(1000).iter().take(3) {
+        assert_eq!(c.get::<u32>(k).await.unwrap().map(|v| *v), Some(*v));
+    }
+    // (A batch redirected while its map was stale may have removed some keys
+    // in an attempt before the one that counts.)
+    let removed = c.delete_many(&names[..100]).await.unwrap();
+    assert!(removed <= 100, "{removed}");
+    let got = values(c.get_many(&names).await.unwrap());
+    assert_eq!(got[..100], vec![None; 100]);
+    assert_eq!(got[100..], want(1000)[100..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clears_reach_every_primary_and_stay_in_the_prefix() {
     let cluster = RedisCluster::start();

@@ -97,14 +97,9 @@ pub(super) fn lease_target(rest: &[u8]) -> Option<&[u8]> {
     (rest.len() > 7 && rest[0] == b'{' && rest[5] == b'}' && rest[6] == b':').then(|| &rest[7..])
 }
 
-/// The primaries in a `CLUSTER SLOTS` reply.
-pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
-    Ok(primary_slots(reply)?.into_iter().map(|(n, _)| n).collect())
-}
-
-/// The primaries in a `CLUSTER SLOTS` reply, each with one slot it serves (by
-/// which redis-rs routes to it, connecting if it has to).
-pub(super) fn primary_slots(reply: &Value) -> Result<Vec<(Node, u16)>> {
+/// The slot ranges of a `CLUSTER SLOTS` reply: first and last slot, and the
+/// primary that serves them.
+fn slot_ranges(reply: &Value) -> Result<Vec<(u16, u16, Node)>> {
     let bad = || {
         Error::new(crate::ErrorKind::Server, "cluster")
             .with_detail("unexpected CLUSTER SLOTS reply")
@@ -112,18 +107,22 @@ pub(super) fn primary_slots(reply: &Value) -> Result<Vec<(Node, u16)>> {
     let Value::Array(ranges) = reply else {
         return Err(bad());
     };
-    let mut nodes = Vec::new();
+    let mut out = Vec::with_capacity(ranges.len());
     for range in ranges {
         let Value::Array(parts) = range else {
             return Err(bad());
         };
+        let slot = |i: usize| {
+            parts
+                .get(i)
+                .and_then(|v| redis::from_redis_value_ref::<u16>(v).ok())
+                .filter(|&s| usize::from(s) < SLOTS)
+                .ok_or_else(bad)
+        };
+        let (first, last) = (slot(0)?, slot(1)?);
         let Some(Value::Array(primary)) = parts.get(2) else {
             return Err(bad());
         };
-        let slot: u16 = parts
-            .first()
-            .and_then(|v| redis::from_redis_value_ref(v).ok())
-            .ok_or_else(bad)?;
         let host: String = primary
             .first()
             .and_then(|v| redis::from_redis_value_ref(v).ok())
@@ -132,15 +131,114 @@ pub(super) fn primary_slots(reply: &Value) -> Result<Vec<(Node, u16)>> {
             .get(1)
             .and_then(|v| redis::from_redis_value_ref(v).ok())
             .ok_or_else(bad)?;
-        let node = Node::Primary(host, port);
-        if !nodes.iter().any(|(n, _)| *n == node) {
-            nodes.push((node, slot));
-        }
+        out.push((first, last, Node::Primary(host, port)));
     }
-    if nodes.is_empty() {
+    if out.is_empty() {
         return Err(bad());
     }
+    Ok(out)
+}
+
+/// The primaries in a `CLUSTER SLOTS` reply.
+pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
+    Ok(primary_slots(reply)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The primaries in a `CLUSTER SLOTS` reply, each with one slot it serves (by
+/// which redis-rs routes to it, connecting if it has to).
+pub(super) fn primary_slots(reply: &Value) -> Result<Vec<(Node, u16)>> {
+    let mut nodes: Vec<(Node, u16)> = Vec::new();
+    for (first, _, node) in slot_ranges(reply)? {
+        if !nodes.iter().any(|(n, _)| *n == node) {
+            nodes.push((node, first));
+        }
+    }
     Ok(nodes)
+}
+
+/// The slot of a key as Redis computes it: CRC16 (XMODEM) of its hash tag (the
+/// first non-empty `{…}`), or of the whole key, modulo 16384. The same as redis-rs'
+/// `Slot::for_key`, as a number.
+pub(super) fn slot_of(key: &[u8]) -> u16 {
+    const TABLE: [u16; 256] = {
+        let mut table = [0u16; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut crc = (i as u16) << 8;
+            let mut bit = 0;
+            while bit < 8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+                bit += 1;
+            }
+            table[i] = crc;
+            i += 1;
+        }
+        table
+    };
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            Some(&rest[..close])
+        })
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    let crc = hashed.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    });
+    crc % SLOTS as u16
+}
+
+/// Which primary serves each slot, from one `CLUSTER SLOTS` reply: what a split
+/// pipeline is grouped by, so that it costs one request per primary. A map gone
+/// stale costs speed, never correctness: every group is still routed by redis-rs
+/// (by the slot of its first command), and a node that no longer serves a slot
+/// answers with a redirection (see the splitter in `conn.rs`).
+#[derive(Debug)]
+pub(super) struct SlotMap {
+    /// `owners[slot]`: the index of the slot's primary, or `NO_OWNER`.
+    owners: Box<[u16]>,
+}
+
+impl SlotMap {
+    const NO_OWNER: u16 = u16::MAX;
+
+    /// The map in a `CLUSTER SLOTS` reply.
+    pub(super) fn from_reply(reply: &Value) -> Result<Self> {
+        let mut owners = vec![Self::NO_OWNER; SLOTS].into_boxed_slice();
+        let mut nodes: Vec<Node> = Vec::new();
+        for (first, last, node) in slot_ranges(reply)? {
+            let index = match nodes.iter().position(|n| *n == node) {
+                Some(i) => i,
+                None => {
+                    nodes.push(node);
+                    nodes.len() - 1
+                }
+            };
+            let index = u16::try_from(index).unwrap_or(Self::NO_OWNER);
+            for owner in owners
+                .get_mut(usize::from(first)..=usize::from(last))
+                .unwrap_or_default()
+            {
+                *owner = index;
+            }
+        }
+        Ok(Self { owners })
+    }
+
+    /// The index of the primary that serves `slot`, if the reply named one.
+    pub(super) fn owner(&self, slot: u16) -> Option<u16> {
+        self.owners
+            .get(usize::from(slot))
+            .copied()
+            .filter(|&o| o != Self::NO_OWNER)
+    }
 }
 
 /// Clients for the `nodes` that are not among `seeds`, with the first seed's
@@ -234,6 +332,75 @@ mod tests {
             );
             let rest = lease.strip_prefix("app:__oc:lease:").unwrap();
             assert_eq!(lease_target(rest.as_bytes()), Some(key.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn slots_are_computed_as_redis_computes_them() {
+        for key in [
+            "", "a", "b", "user:1", "{x}a", "a{x}b", "{}k", "{", "}{", "a{b", "{a}{b}", "ключ",
+        ] {
+            assert_eq!(
+                Slot::new(slot_of(key.as_bytes())),
+                Some(Slot::for_key(key)),
+                "{key:?}"
+            );
+        }
+        // The example of the Redis Cluster specification.
+        assert_eq!(slot_of(b"123456789"), 0x31c3);
+    }
+
+    fn slots_reply(ranges: &[(i64, i64, &str, i64)]) -> Value {
+        Value::Array(
+            ranges
+                .iter()
+                .map(|&(first, last, host, port)| {
+                    Value::Array(vec![
+                        Value::Int(first),
+                        Value::Int(last),
+                        Value::Array(vec![
+                            Value::BulkString(host.as_bytes().to_vec()),
+                            Value::Int(port),
+                            Value::BulkString(b"id".to_vec()),
+                        ]),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn slot_maps_name_the_primary_of_each_slot() {
+        let reply = slots_reply(&[
+            (0, 5460, "10.0.0.1", 7000),
+            (5461, 10922, "10.0.0.2", 7001),
+            (10923, 16000, "10.0.0.3", 7002),
+            (16001, 16383, "10.0.0.1", 7000),
+        ]);
+        let map = SlotMap::from_reply(&reply).unwrap();
+        assert_eq!(
+            [0, 5460, 5461, 10922, 10923, 16000, 16001, 16383].map(|s| map.owner(s)),
+            [0, 0, 1, 1, 2, 2, 0, 0].map(Some)
+        );
+        assert_eq!(map.owner(16384), None);
+        assert_eq!(
+            primaries(&reply).unwrap(),
+            vec![
+                Node::Primary("10.0.0.1".into(), 7000),
+                Node::Primary("10.0.0.2".into(), 7001),
+                Node::Primary("10.0.0.3".into(), 7002),
+            ]
+        );
+        // Slots no range names have no owner.
+        let partial = SlotMap::from_reply(&slots_reply(&[(0, 99, "h", 1)])).unwrap();
+        assert_eq!((partial.owner(99), partial.owner(100)), (Some(0), None));
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![]),
+            slots_reply(&[(0, 16384, "h", 1)]),
+            slots_reply(&[(-1, 5, "h", 1)]),
+        ] {
+            assert!(SlotMap::from_reply(&bad).is_err(), "{bad:?}");
         }
     }
 

@@ -467,8 +467,11 @@ impl DistributedCache {
             let super::Conn::Cluster(c) = conn else {
                 continue;
             };
-            let mut c = c.clone();
-            let reply = tokio::time::timeout(self.inner.timeout, on_slot(&mut c, slot, cmd)).await;
+            let reply = tokio::time::timeout(
+                self.inner.timeout,
+                c.route_command(cmd.clone(), slot_route(slot)),
+            )
+            .await;
             match reply {
                 Ok(Ok(v)) => out.push(redis::from_redis_value_ref::<i64>(&v).unwrap_or(0)),
                 Ok(Err(e)) => return Err(crate::error::from_redis(op, e)),
@@ -730,15 +733,17 @@ async fn on_slot(
     slot: u16,
     cmd: &redis::Cmd,
 ) -> redis::RedisResult<redis::Value> {
+    conn.route_command(cmd.clone(), slot_route(slot)).await
+}
+
+/// To the primary serving `slot`.
+#[cfg(feature = "cluster")]
+fn slot_route(slot: u16) -> redis::cluster_routing::RoutingInfo {
     use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-    conn.route_command(
-        cmd.clone(),
-        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-            slot,
-            SlotAddr::Master,
-        ))),
-    )
-    .await
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+        slot,
+        SlotAddr::Master,
+    )))
 }
 
 /// `CLIENT CACHING YES` before the next command, when `h` is tracked (opt-in).

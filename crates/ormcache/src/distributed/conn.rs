@@ -4,13 +4,15 @@
 //! operation is written once.
 //!
 //! On a cluster, a pipeline whose keys all hash to one slot goes whole to that
-//! slot's node. Any other pipeline is split: the
-//! commands are grouped by slot and the groups are sent concurrently (each group
-//! in order, as one pipeline, over the node's multiplexed connection). A multi-key
-//! command (`MGET`, `UNLINK`) whose keys span slots becomes one command per slot,
-//! each in its slot's group, and the replies are recombined. Then the commands
-//! without a key (`PUBLISH`, `INFO`) run one after the other, in pipeline order: a
-//! `PUBLISH` that follows a write is sent only once the write has been applied.
+//! slot's node. Any other pipeline is split: the commands are grouped by the
+//! primary that serves their slot (one pipeline per primary, sent concurrently,
+//! each slot's commands in order). A multi-key command (`MGET`, `UNLINK`) whose
+//! keys span slots becomes one command per slot, each in its slot's group, and
+//! the replies are recombined. Then the commands without a key (`PUBLISH`,
+//! `INFO`) run one after the other, in pipeline order: a `PUBLISH` that follows a
+//! write is sent only once the write has been applied. The slot → primary map
+//! comes from `CLUSTER SLOTS` and is read again when a group meets a redirection
+//! (see [`cluster::split`]).
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::io::tcp::TcpSettings;
@@ -34,7 +36,7 @@ pub(crate) enum Node {
 pub(super) enum Conn {
     Single(ConnectionManager),
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(cluster::ClusterConn),
     /// The master of a Sentinel service, followed across failovers.
     #[cfg(feature = "sentinel")]
     Sentinel(super::sentinel::SentinelConn),
@@ -93,19 +95,7 @@ impl ConnectionLike for Conn {
             #[cfg(feature = "sentinel")]
             Self::Sentinel(c) => c.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
-            Self::Cluster(c) => {
-                if matches!(cluster::plan(cmd), cluster::Plan::Split(_)) {
-                    let conn = c.clone();
-                    Box::pin(async move {
-                        let mut one = redis::pipe();
-                        one.add_command(cmd.clone());
-                        let mut replies = cluster::split_pipeline(conn, &one).await?;
-                        Ok(replies.pop().unwrap_or(Value::Nil))
-                    })
-                } else {
-                    c.req_packed_command(cmd)
-                }
-            }
+            Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -120,18 +110,7 @@ impl ConnectionLike for Conn {
             #[cfg(feature = "sentinel")]
             Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
-            Self::Cluster(c) => {
-                if pipeline.is_transaction()
-                    || offset != 0
-                    || count != pipeline.len()
-                    || cluster::one_slot(pipeline)
-                {
-                    // redis-rs sends it whole, in order, to the slot's node.
-                    c.req_packed_commands(pipeline, offset, count)
-                } else {
-                    Box::pin(cluster::split_pipeline(c.clone(), pipeline))
-                }
-            }
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -244,6 +223,8 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
         .build()
         .map_err(|e| Error::invalid("create", format!("bad cluster_nodes {address}: {e}")))?;
     let cluster_config = seeds.config();
+    // One slot map for every connection: they talk to the same cluster.
+    let view = std::sync::Arc::new(cluster::SlotView::default());
     let mut conns = Vec::with_capacity(config.max_connections);
     for _ in 0..config.max_connections {
         let conn = if config.connect_lazily {
@@ -252,10 +233,20 @@ async fn connect_cluster(config: &DistributedConfig, transport: &Transport) -> R
             let connecting = client.get_async_connection_with_config(cluster_config.clone());
             connect_within(config, &address, connecting).await?
         };
-        conns.push(Conn::Cluster(conn));
+        conns.push(cluster::ClusterConn::new(
+            conn,
+            std::sync::Arc::clone(&view),
+        ));
+    }
+    if !config.connect_lazily
+        && let Some(first) = conns.first()
+    {
+        // So that the first batch is already grouped by primary (on failure,
+        // the map is read in the background later).
+        first.load_slot_map(config.connect_timeout).await;
     }
     Ok(Link {
-        conns,
+        conns: conns.into_iter().map(Conn::Cluster).collect(),
         pubsub,
         address,
         slot_tags,
@@ -349,275 +340,4 @@ impl ClusterSeeds {
 }
 
 #[cfg(feature = "cluster")]
-mod cluster {
-    use std::collections::HashMap;
-
-    use futures_util::future::try_join_all;
-    use redis::aio::ConnectionLike;
-    use redis::cluster_async::ClusterConnection;
-    use redis::cluster_routing::Slot;
-    use redis::{Cmd, Pipeline, RedisResult, Value};
-
-    /// How a command reaches the cluster. Knows the commands ormcache sends.
-    #[derive(Debug, PartialEq)]
-    pub(super) enum Plan {
-        /// Every key in one slot.
-        Slot(Slot),
-        /// A multi-key command whose keys span slots: sent as one command per slot
-        /// and recombined (never as a fan-out that could skip a node redis-rs has
-        /// no connection to).
-        Split(Combine),
-        /// No key (or an invalid cross-slot script): sent alone, after the rest.
-        Later,
-    }
-
-    /// How the parts of a split command are recombined.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    pub(super) enum Combine {
-        /// `MGET`: the values, in key order.
-        Values,
-        /// `UNLINK`, `DEL`, `EXISTS`: the sum.
-        Count,
-    }
-
-    fn args(cmd: &Cmd) -> Vec<&[u8]> {
-        cmd.args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(bytes) => bytes,
-                _ => b"0",
-            })
-            .collect()
-    }
-
-    pub(super) fn plan(cmd: &Cmd) -> Plan {
-        let args = args(cmd);
-        let Some(name) = args.first().map(|n| n.to_ascii_uppercase()) else {
-            return Plan::Later;
-        };
-        let (keys, combine) = match name.as_slice() {
-            b"PUBLISH" | b"PING" | b"INFO" | b"DBSIZE" | b"SCAN" | b"CLUSTER" => {
-                return Plan::Later;
-            }
-            b"EVAL" | b"EVALSHA" => {
-                let n = args
-                    .get(2)
-                    .and_then(|n| std::str::from_utf8(n).ok())
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0);
-                (args.get(3..3 + n).unwrap_or_default(), None)
-            }
-            b"MGET" => (args.get(1..).unwrap_or_default(), Some(Combine::Values)),
-            b"UNLINK" | b"DEL" | b"EXISTS" => {
-                (args.get(1..).unwrap_or_default(), Some(Combine::Count))
-            }
-            _ => (args.get(1..2).unwrap_or_default(), None),
-        };
-        match (same_slot(keys), combine) {
-            (Some(slot), _) => Plan::Slot(slot),
-            (None, Some(c)) if !keys.is_empty() => Plan::Split(c),
-            (None, _) => Plan::Later,
-        }
-    }
-
-    /// Whether every command of `pipeline` has its keys in one and the same slot.
-    /// (redis-rs would route a keyless `PUBLISH` by its channel name, as if it
-    /// were a key: such pipelines are split.)
-    pub(super) fn one_slot(pipeline: &Pipeline) -> bool {
-        let mut seen = None;
-        pipeline.cmd_iter().all(|cmd| match plan(cmd) {
-            Plan::Later | Plan::Split(_) => false,
-            Plan::Slot(slot) => *seen.get_or_insert(slot) == slot,
-        })
-    }
-
-    fn same_slot(keys: &[&[u8]]) -> Option<Slot> {
-        let first = Slot::for_key(keys.first()?);
-        keys.iter()
-            .all(|k| Slot::for_key(k) == first)
-            .then_some(first)
-    }
-
-    /// Where a command's reply comes from.
-    enum Route {
-        /// This position of the slot's pipeline.
-        Whole(Slot, usize),
-        /// Parts (slot, position, indices of the keys they carry) of `keys` keys.
-        Split(Combine, Vec<(Slot, usize, Vec<usize>)>, usize),
-        Later,
-    }
-
-    /// Runs a non-transactional pipeline on a cluster (see the module docs); the
-    /// replies are in pipeline order, as if it had been one pipeline.
-    pub(super) async fn split_pipeline(
-        conn: ClusterConnection,
-        pipeline: &Pipeline,
-    ) -> RedisResult<Vec<Value>> {
-        let mut groups: HashMap<Slot, Pipeline> = HashMap::new();
-        let mut push = |slot: Slot, cmd: Cmd| {
-            let pipe = groups.entry(slot).or_insert_with(redis::pipe);
-            pipe.add_command(cmd);
-            pipe.len() - 1
-        };
-        let mut routes = Vec::with_capacity(pipeline.len());
-        for cmd in pipeline.cmd_iter() {
-            routes.push(match plan(cmd) {
-                Plan::Slot(slot) => Route::Whole(slot, push(slot, cmd.clone())),
-                Plan::Later => Route::Later,
-                Plan::Split(combine) => {
-                    let args = args(cmd);
-                    let keys = &args[1..];
-                    let mut by_slot: Vec<(Slot, Vec<usize>)> = Vec::new();
-                    for (i, k) in keys.iter().enumerate() {
-                        let slot = Slot::for_key(k);
-                        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
-                            Some((_, indices)) => indices.push(i),
-                            None => by_slot.push((slot, vec![i])),
-                        }
-                    }
-                    let parts = by_slot
-                        .into_iter()
-                        .map(|(slot, indices)| {
-                            let mut part = Cmd::new();
-                            part.arg(args[0]);
-                            for &i in &indices {
-                                part.arg(keys[i]);
-                            }
-                            (slot, push(slot, part), indices)
-                        })
-                        .collect();
-                    Route::Split(combine, parts, keys.len())
-                }
-            });
-        }
-        let sends = groups.into_iter().map(|(slot, pipe)| {
-            let mut conn = conn.clone();
-            async move {
-                let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await?;
-                Ok::<_, redis::RedisError>((slot, replies))
-            }
-        });
-        let mut replies: HashMap<Slot, Vec<Value>> =
-            try_join_all(sends).await?.into_iter().collect();
-        let mut take = |slot: Slot, pos: usize| {
-            replies
-                .get_mut(&slot)
-                .and_then(|r| r.get_mut(pos))
-                .map(|v| std::mem::replace(v, Value::Nil))
-                .unwrap_or(Value::Nil)
-        };
-        let mut conn = conn;
-        let mut out = Vec::with_capacity(routes.len());
-        for (cmd, route) in pipeline.cmd_iter().zip(routes) {
-            out.push(match route {
-                Route::Whole(slot, pos) => take(slot, pos),
-                Route::Later => conn.req_packed_command(cmd).await?,
-                Route::Split(combine, parts, keys) => {
-                    let parts = parts
-                        .into_iter()
-                        .map(|(slot, pos, indices)| (take(slot, pos), indices));
-                    recombine(combine, parts, keys)
-                }
-            });
-        }
-        Ok(out)
-    }
-
-    /// One reply from the parts of a split command (an error reply of a part is
-    /// the reply).
-    fn recombine(
-        combine: Combine,
-        parts: impl Iterator<Item = (Value, Vec<usize>)>,
-        keys: usize,
-    ) -> Value {
-        let mut values = vec![Value::Nil; if combine == Combine::Values { keys } else { 0 }];
-        let mut count = 0i64;
-        for (reply, indices) in parts {
-            match (combine, reply) {
-                (Combine::Values, Value::Array(vs)) => {
-                    for (i, v) in indices.into_iter().zip(vs) {
-                        values[i] = v;
-                    }
-                }
-                (Combine::Count, Value::Int(n)) => count += n,
-                (_, other) => return other,
-            }
-        }
-        match combine {
-            Combine::Values => Value::Array(values),
-            Combine::Count => Value::Int(count),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn commands_are_planned_by_the_slot_of_their_keys() {
-            let slot = |k: &str| Plan::Slot(Slot::for_key(k));
-            assert_eq!(plan(redis::cmd("GET").arg("a")), slot("a"));
-            assert_eq!(plan(redis::cmd("PUBLISH").arg("ch").arg("x")), Plan::Later);
-            assert_eq!(plan(redis::cmd("MGET").arg("{t}1").arg("{t}2")), slot("t"));
-            // "a" and "b" hash to different slots.
-            assert_ne!(Slot::for_key("a"), Slot::for_key("b"));
-            assert_eq!(
-                plan(redis::cmd("MGET").arg("a").arg("b")),
-                Plan::Split(Combine::Values)
-            );
-            assert_eq!(
-                plan(redis::cmd("UNLINK").arg("a").arg("b")),
-                Plan::Split(Combine::Count)
-            );
-            assert_eq!(
-                plan(
-                    redis::cmd("EVAL")
-                        .arg("return 1")
-                        .arg(2)
-                        .arg("{x}a")
-                        .arg("{x}b")
-                        .arg("v")
-                ),
-                slot("x")
-            );
-            assert_eq!(plan(redis::cmd("EVAL").arg("return 1").arg(0)), Plan::Later);
-        }
-
-        #[test]
-        fn pipelines_of_one_slot_are_not_split() {
-            let mut p = redis::pipe();
-            p.cmd("UNLINK")
-                .arg("{k}lease")
-                .cmd("UNLINK")
-                .arg("{k}")
-                .cmd("PUBLISH")
-                .arg("ch")
-                .arg("m");
-            assert!(!one_slot(&p), "PUBLISH is sent after the rest");
-            let mut q = redis::pipe();
-            q.cmd("GET").arg("{k}").cmd("PTTL").arg("{k}");
-            assert!(one_slot(&q));
-            q.cmd("GET").arg("other");
-            assert!(!one_slot(&q));
-            let mut m = redis::pipe();
-            m.cmd("MGET").arg("a").arg("b");
-            assert!(!one_slot(&m));
-        }
-
-        #[test]
-        fn split_replies_are_recombined_in_key_order() {
-            let parts = vec![
-                (Value::Array(vec![Value::Int(1), Value::Int(3)]), vec![0, 2]),
-                (Value::Array(vec![Value::Int(2)]), vec![1]),
-            ];
-            assert_eq!(
-                recombine(Combine::Values, parts.into_iter(), 3),
-                Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
-            );
-            let parts = vec![(Value::Int(2), vec![0, 1]), (Value::Int(1), vec![2])];
-            assert_eq!(
-                recombine(Combine::Count, parts.into_iter(), 3),
-                Value::Int(3)
-            );
-        }
-    }
-}
+pub(super) mod cluster;

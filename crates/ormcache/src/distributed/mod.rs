@@ -262,12 +262,15 @@ struct Inner {
 ///   hash tag (`"{myapp}"`) pins the whole cache to one slot (one node) and keeps
 ///   the single-server layout; a prefix with a `{` that opens no complete,
 ///   non-empty hash tag is refused by `create`.
-/// - **Batches.** `get_many` (one `MGET`) and `delete_many` (one `UNLINK`) are split
-///   by slot by redis-rs; `set_many` and every other pipeline are split by slot by
-///   ormcache. The per-slot parts go out concurrently over each node's multiplexed
-///   connection, so a batch costs about one round trip of latency (its parts to one
-///   node travel pipelined together), but one request per slot touched rather than
-///   one per node. Commands without a key or spanning slots (`PUBLISH`, an `MGET` of
+/// - **Batches.** `get_many` (one `MGET`), `delete_many` (one `UNLINK`),
+///   `set_many` and every other pipeline are split by slot by ormcache (a multi-key
+///   command becomes one command per slot) and grouped by the primary that serves
+///   each slot: one pipeline per primary, sent concurrently, so a batch costs about
+///   one round trip and one request per node. The slot → primary map is read with
+///   `CLUSTER SLOTS` at connect time and again in the background (at least once a
+///   second while batches run, and after a group met an error); a group that meets
+///   a slot that moved is sent again one pipeline per slot, which redis-rs
+///   redirects. Commands without a key or spanning slots (`PUBLISH`, an `MGET` of
 ///   tag tokens) run after the rest, in order: an invalidation message is never
 ///   published before the write it announces.
 /// - **Clears.** `clear`, `clear_pattern`, `get_stats`' `keys_count` and the
@@ -846,7 +849,11 @@ impl DistributedCache {
         self.clear_matching("clear_pattern", pattern).await
     }
 
-    /// The values at `keys`, in order: one `MGET`.
+    /// The values at `keys`, in order: one `MGET` (on a cluster, one pipeline of
+    /// per-slot `MGET`s to each primary). Undecodable or stale entries are counted
+    /// misses, as in [`get`](Self::get).
+    ///
+    /// Cancel-safe.
     ///
     /// # Errors
     /// Invalid key; Redis errors and timeouts.
@@ -857,21 +864,32 @@ impl DistributedCache {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cmd = redis::cmd("MGET");
+        let mut redis_keys = BatchKeys::new(&self.inner.prefix);
+        let mut len = 0usize;
         for k in keys {
             key::validate("get_many", k.as_ref())?;
-            cmd.arg(full_key(&self.inner.prefix, k.as_ref()));
+            len = len.saturating_add(redis_keys.len(k.as_ref()));
+        }
+        // Sized once: no regrowth of a command of hundreds of keys.
+        let mut cmd = redis::Cmd::with_capacity(keys.len() + 1, len.saturating_add(4));
+        cmd.arg("MGET");
+        for k in keys {
+            cmd.arg(redis_keys.full(k.as_ref()));
         }
         let replies: Vec<Option<Vec<u8>>> = self.query("get_many", None, &cmd).await?;
         let mut out = Vec::with_capacity(keys.len());
+        let mut misses = 0;
         for (k, reply) in keys.iter().zip(replies) {
             out.push(match reply {
                 Some(bytes) => self.resolve("get_many", k.as_ref(), &bytes).await?,
                 None => {
-                    self.inner.counters.add(Stat::Miss, 1);
+                    misses += 1;
                     None
                 }
             });
+        }
+        if misses > 0 {
+            self.inner.counters.add(Stat::Miss, misses);
         }
         Ok(out)
     }
@@ -893,8 +911,7 @@ impl DistributedCache {
             return Ok(());
         }
         let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        let ms = key::ttl_millis(ttl);
-        let mut pipe = redis::pipe();
+        let ms = key::ttl_millis(ttl).to_string();
         for (k, _) in &entries {
             key::validate("set_many", k.as_ref())?;
             key::validate_ttl("set_many", k.as_ref(), ttl)?;
@@ -903,11 +920,19 @@ impl DistributedCache {
         // Every lease in one `UNLINK` ahead of the writes (on a cluster it is split
         // by slot, each part ahead of its slot's writes): half the commands of an
         // `UNLINK` per key, for Redis to run.
-        let mut leases = redis::cmd("UNLINK");
-        for (k, _) in &entries {
-            leases.arg(self.lease_key(k.as_ref()));
+        let leases: Vec<String> = entries
+            .iter()
+            .map(|(k, _)| self.lease_key(k.as_ref()))
+            .collect();
+        let len = leases.iter().map(String::len).sum::<usize>();
+        let mut unlink = redis::Cmd::with_capacity(leases.len() + 1, len.saturating_add(6));
+        unlink.arg("UNLINK");
+        for lease in &leases {
+            unlink.arg(lease.as_str());
         }
-        pipe.add_command(leases).ignore();
+        let mut pipe = redis::Pipeline::with_capacity(entries.len() + 1);
+        pipe.add_command(unlink).ignore();
+        let mut redis_keys = BatchKeys::new(&self.inner.prefix);
         for (k, v) in &entries {
             let k = k.as_ref();
             let bytes = self.inner.encoding.encode_for("set_many", Some(k), v)?;
@@ -915,12 +940,15 @@ impl DistributedCache {
                 Some((names, tokens)) => crate::codec::wrap_tagged(names, tokens, &bytes),
                 None => bytes,
             };
-            pipe.cmd("SET")
-                .arg(full_key(&self.inner.prefix, k))
-                .arg(bytes)
+            // Sized once, like the `MGET` of `get_many`.
+            let len = 3 + redis_keys.len(k) + bytes.len() + 2 + ms.len();
+            let mut set = redis::Cmd::with_capacity(5, len);
+            set.arg("SET")
+                .arg(redis_keys.full(k))
+                .arg(bytes.as_slice())
                 .arg("PX")
-                .arg(ms)
-                .ignore();
+                .arg(ms.as_str());
+            pipe.add_command(set).ignore();
         }
         self.query_pipe::<()>("set_many", &pipe).await?;
         self.inner.counters.add(Stat::Set, entries.len() as u64);
@@ -1003,6 +1031,39 @@ impl DistributedCache {
     }
 }
 
+/// The Redis keys of a batch, written into one buffer in turn (the tenant's
+/// namespace read once): [`full_key`] without an allocation per key.
+struct BatchKeys<'a> {
+    prefix: &'a str,
+    namespace: Option<String>,
+    buf: String,
+}
+
+impl<'a> BatchKeys<'a> {
+    fn new(prefix: &'a str) -> Self {
+        Self {
+            prefix,
+            namespace: crate::tenant::current_namespace(),
+            buf: String::new(),
+        }
+    }
+
+    /// The length of `key`'s Redis key.
+    fn len(&self, key: &str) -> usize {
+        self.prefix.len() + 1 + self.namespace.as_ref().map_or(0, String::len) + key.len()
+    }
+
+    /// `key`'s Redis key: `{prefix}:{namespace}{key}`, as [`full_key`] writes it.
+    fn full(&mut self, key: &str) -> &str {
+        self.buf.clear();
+        self.buf.push_str(self.prefix);
+        self.buf.push(':');
+        self.buf.push_str(self.namespace.as_deref().unwrap_or(""));
+        self.buf.push_str(key);
+        &self.buf
+    }
+}
+
 pub(super) fn is_reserved_bytes(rest: &[u8]) -> bool {
     rest == key::STATS_KEY.as_bytes() || rest.starts_with(key::RESERVED_NAMESPACE.as_bytes())
 }
@@ -1033,3 +1094,22 @@ async fn flush_loop(weak: Weak<Inner>, every: Duration) {
 }
 
 crate::cache::impl_cache_via_inherent!(DistributedCache, DistributedStats);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batch_keys_are_full_keys() {
+        let check = || {
+            let mut keys = BatchKeys::new("app");
+            for k in ["user:1", "k", "ключ"] {
+                assert_eq!(keys.len(k), full_key("app", k).len());
+                assert_eq!(keys.full(k), full_key("app", k));
+            }
+        };
+        check();
+        let tenant = crate::tenant::TenantId::new("acme").unwrap();
+        crate::tenant::scope(tenant, async { check() }).await;
+    }
+}

@@ -319,13 +319,15 @@ impl Inner {
         Fut: std::future::Future<Output = Result<R>>,
     {
         let holder = self.holder();
-        match read(holder).await {
+        // Boxed: the read's future sits in every read path's (an allocation
+        // beside a round trip).
+        match Box::pin(read(holder)).await {
             Err(e)
                 if holder.is_some_and(|h| h.tracking)
                     && crate::distributed::is_tracking_off(&e) =>
             {
-                self.retrack().await;
-                read(self.holder()).await
+                Box::pin(self.retrack()).await;
+                Box::pin(read(self.holder())).await
             }
             other => other,
         }

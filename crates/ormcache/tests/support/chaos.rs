@@ -99,19 +99,31 @@ impl Target {
 }
 
 /// An instance as every chaos process builds it: 100 ms heartbeats, the short
-/// [`DEGRADED_MAX_AGE`], the [`COMMAND_TIMEOUT`]; coherent before it returns.
+/// [`DEGRADED_MAX_AGE`], the [`COMMAND_TIMEOUT`], the topology's default
+/// protocol; coherent before it returns.
 pub async fn instance(target: &Target, prefix: &str) -> HybridCache {
+    instance_with(target, prefix, None).await
+}
+
+/// [`instance`] with this coherence protocol.
+pub async fn instance_with(
+    target: &Target,
+    prefix: &str,
+    protocol: Option<ormcache::Protocol>,
+) -> HybridCache {
     let l2 = DistributedCache::create(target.config(prefix))
         .await
         .unwrap();
-    let c = HybridCache::builder(
+    let mut builder = HybridCache::builder(
         QueryCache::new(10_000, Duration::from_secs(60)).unwrap(),
         l2,
     )
     .heartbeat_interval(Duration::from_millis(100))
-    .degraded_max_age(DEGRADED_MAX_AGE)
-    .build()
-    .unwrap();
+    .degraded_max_age(DEGRADED_MAX_AGE);
+    if let Some(p) = protocol {
+        builder = builder.protocol(p);
+    }
+    let c = builder.build().unwrap();
     assert!(
         c.wait_coherent(Duration::from_secs(10)).await,
         "a chaos instance never became coherent"
