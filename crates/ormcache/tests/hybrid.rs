@@ -67,13 +67,20 @@ async fn read_through_levels_and_ttl_bound() {
     // write back to it); its next read fills L1 again, registered and tracked.
     assert!(!c.l1().exists_sync("k"));
     assert_eq!(
-        c.get::<String>("k").await.unwrap().as_deref().map(String::as_str),
+        c.get::<String>("k")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
         Some("v")
     );
     assert!(c.l1().exists_sync("k"));
     let b = hybrid_with(&server, "bcast", Protocol::Broadcast).await;
     b.set("k", "v".to_string(), None).await.unwrap();
-    assert!(b.l1().exists_sync("k"), "the broadcast protocol keeps the writer's copy");
+    assert!(
+        b.l1().exists_sync("k"),
+        "the broadcast protocol keeps the writer's copy"
+    );
     assert!(matches!(c.ttl("k").await.unwrap(), Ttl::Remaining(_)));
     assert!(c.exists("k").await.unwrap());
     assert!(c.delete("k").await.unwrap());
