@@ -1001,12 +1001,15 @@ async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &st
 
 async fn a_not_found_is_one_write_with_its_short_ttl(ctx: Ctx) {
     let server = RedisServer::start();
+    // The broadcast protocol: under the fleet one each read also renews the
+    // reader's holder registration with a PEXPIRE of its own.
     let cache = HybridCache::builder(
         local_cache(),
         DistributedCache::create(config(&server, "nf"))
             .await
             .unwrap(),
     )
+    .protocol(ormcache::Protocol::Broadcast)
     .build()
     .unwrap();
     assert!(cache.wait_coherent(Duration::from_secs(5)).await);
