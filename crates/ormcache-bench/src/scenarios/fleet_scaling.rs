@@ -16,16 +16,21 @@
 //!    not answering the value just written). Deliveries are summed over the whole
 //!    batch of writes.
 //! 3. **Fills**: [`FILLS`] read-through fills (`get_or_compute` of a missing key)
-//!    through the instances in turn: `PUBLISH`es and commands across each, and
-//!    [`FILL_SETTLE`] after it.
+//!    through the instances in turn: commands across each, and [`FILL_SETTLE`]
+//!    after it; `PUBLISH`es counted exactly on a `MONITOR` of the window, leaving
+//!    out heartbeats (whatever a fill publishes, and the acknowledgements it draws,
+//!    counts).
 //!
 //! The heartbeats keep running throughout, so every window also holds some idle
 //! traffic: the `net` figures subtract the idle rate times the window's length
 //! (the raw ones are reported too).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use ormcache::{Cache, DistributedCache, HybridCache, Protocol, QueryCache};
 use redis::aio::ConnectionManager;
@@ -126,6 +131,29 @@ impl ServerCounts {
 }
 
 /// Sum of `coherence.deliveries` over the fleet.
+/// Counts, from now on, the `PUBLISH`es Redis runs (scripts' included) that are
+/// not heartbeats (messages whose op is `"h"`), on a `MONITOR` connection of its
+/// own; the task stops with the next line after the counter is dropped.
+async fn monitor_publishes(env: &Env) -> Result<Arc<AtomicU64>> {
+    let client = redis::Client::open(env.redis_url()?)?;
+    let monitor = client.get_async_monitor().await?;
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = Arc::downgrade(&count);
+    tokio::spawn(async move {
+        let mut lines = monitor.into_on_message::<String>();
+        while let Some(line) = lines.next().await {
+            let Some(count) = counted.upgrade() else {
+                return;
+            };
+            let lower = line.to_ascii_lowercase();
+            if lower.contains("] \"publish\"") && !line.contains(r#"\"o\":\"h\""#) {
+                count.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    Ok(count)
+}
+
 async fn deliveries(fleet: &[HybridCache]) -> Result<u64> {
     let mut sum = 0;
     for stats in join_all(fleet.iter().map(HybridCache::get_stats)).await {
@@ -198,9 +226,10 @@ impl FleetRun {
         self.fill_publishes as f64 / self.fills.max(1) as f64
     }
 
+    /// Exact (heartbeats are left out on the `MONITOR`): the same as
+    /// [`publishes_per_fill`](Self::publishes_per_fill).
     fn net_publishes_per_fill(&self) -> f64 {
-        let noise = self.idle.publishes * self.fill_windows.as_secs_f64();
-        (self.fill_publishes as f64 - noise).max(0.0) / self.fills.max(1) as f64
+        self.publishes_per_fill()
     }
 
     fn net_commands_per_fill(&self) -> f64 {
@@ -393,10 +422,12 @@ async fn measure(env: &Env, n: usize, p: Protocol) -> Result<FleetRun> {
     run.latencies.sort_unstable();
 
     // 3. Read-through fills of missing keys.
+    let published = monitor_publishes(env).await?;
     for f in 0..FILLS {
         let c = &fleet[f % n];
         let key = format!("fill:{f}");
         let before = ServerCounts::read(&mut raw).await?;
+        let published_before = published.load(Relaxed);
         let window = Instant::now();
         let filled = c
             .get_or_compute(&key, None, || async move { row_with_id(f as u64) })
@@ -409,10 +440,11 @@ async fn measure(env: &Env, n: usize, p: Protocol) -> Result<FleetRun> {
             continue;
         }
         let counts = before.until(after);
+        let publishes = published.load(Relaxed).saturating_sub(published_before);
         run.fills += 1;
         run.fill_commands += counts.commands;
-        run.fill_publishes += counts.publishes;
-        run.fills_with_publish += u64::from(counts.publishes > 0);
+        run.fill_publishes += publishes;
+        run.fills_with_publish += u64::from(publishes > 0);
     }
 
     for stats in join_all(fleet.iter().map(HybridCache::get_stats)).await {
