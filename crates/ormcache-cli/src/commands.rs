@@ -268,9 +268,17 @@ struct Writer {
 }
 
 impl Writer {
-    /// Starts the cache, waits for its invalidation stream, then listens for
-    /// `--listen` so that it knows the live instances its writes must wait for.
+    /// Listens for `--listen` to count the live instances, then starts the cache
+    /// and waits for its invalidation stream.
     async fn start(cli: &Cli, l2: &DistributedCache) -> Result<Self, Failure> {
+        // The live instances, heard for `--listen` before ours starts (their
+        // heartbeats: on the channel under the broadcast protocol, in their inboxes
+        // under the fleet one, where a write waits only for those that hold what it
+        // names).
+        let live = match inspect::peers(l2, cli.listen, None).await {
+            Ok(peers) => peers.iter().filter(|p| !p.closing).count(),
+            Err(_) => 0,
+        };
         let l1 = QueryCache::new(16, Duration::from_secs(1))?;
         let cache = HybridCache::builder(l1, l2.clone())
             .confirm_invalidations(Some(cli.confirm_timeout))
@@ -283,12 +291,6 @@ impl Writer {
                 out::human(STREAM_UP)
             )));
         }
-        tokio::time::sleep(cli.listen).await;
-        // The instances the write will wait for.
-        let live = match cache.get_stats().await {
-            Ok(s) => s.coherence.peers,
-            Err(_) => 0,
-        };
         Ok(Self { cache, live })
     }
 

@@ -461,7 +461,10 @@ async fn watch_prints_the_writes_of_a_hybrid_cache() {
     let server = RedisServer::start();
     let url = server.url();
     let a = hybrid(&url, "app").await;
-    let _b = hybrid(&url, "app").await;
+    let b = hybrid(&url, "app").await;
+    // B holds the key: under the fleet protocol a write is sent to its holders.
+    a.set("user:1", 0u32, MINUTE).await.unwrap();
+    assert_eq!(b.get::<u32>("user:1").await.unwrap().as_deref(), Some(&0));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ormcache"))
         .args([
             "--url", &url, "--prefix", "app", "--json", "watch", "--count", "3",

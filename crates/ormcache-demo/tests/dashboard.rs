@@ -112,9 +112,14 @@ async fn snapshot_reports_levels_latency_peers_lag_and_events() {
         "{csp:?}"
     );
 
-    // Both instances are coherent and see each other.
+    // Both instances are coherent and see each other: under the fleet protocol a
+    // hears b once b acknowledges a write of a user that b holds.
     let b_id = coherent_instance(&b).await;
+    let user = a.create_ann().await;
+    let path = format!("/users/{}", user["id"]);
     let s = eventually("a is coherent and hears b", || async {
+        b.get(&path).await.expect(200);
+        a.patch(&path, json!({"name": "Ann"})).await.expect(200);
         let s = snapshot(&a).await;
         let hears_b = s["coherence"]["peers"]
             .as_array()
@@ -152,6 +157,9 @@ async fn snapshot_reports_levels_latency_peers_lag_and_events() {
     let user = a.create_ann().await;
     let path = format!("/users/{}", user["id"]);
     a.get(&path).await.expect_cached(200, "MISS");
+    a.get(&path).await.expect_cached(200, "HIT");
+    // (The fleet protocol: the fill's own store is reported back and drops the
+    // copy it took, so the second read may come from L2 and the third from L1.)
     a.get(&path).await.expect_cached(200, "HIT");
     let cached = snapshot(&a).await;
     assert!(cached["l1"]["size"].as_u64().unwrap() >= 1, "{cached}");
@@ -202,21 +210,21 @@ async fn snapshot_reports_levels_latency_peers_lag_and_events() {
     .await;
     assert!(received > 0);
 
-    // A sender whose sequence jumps past what can be waited for: a gap, and the
-    // L1 flush it causes, are in the event list.
+    // A message nobody can read on the channel (it may have stood for an
+    // invalidation): the L1 flush it causes is in the event list. (Gaps in a
+    // sender's numbers are the broadcast protocol's; the demo runs the fleet one,
+    // where each instance gets only some of a sender's messages.)
+    let flushes_before = n(&snapshot(&a).await, &["coherence", "flushes"]);
     let mut con = server.connection().await;
-    for seq in [1, 5_000] {
-        let msg = json!({"i": 77, "s": seq, "o": "h"}).to_string();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg("dash-json:__oc:inv")
-            .arg(msg)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
-    let s = eventually("a's snapshot shows the gap", || async {
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("dash-json:__oc:inv")
+        .arg("not a message")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let s = eventually("a's snapshot shows the flush", || async {
         let s = snapshot(&a).await;
-        (n(&s, &["coherence", "gaps"]) >= 1).then_some(s)
+        (n(&s, &["coherence", "flushes"]) > flushes_before).then_some(s)
     })
     .await;
     let events: Vec<&str> = s["events"]
@@ -225,11 +233,7 @@ async fn snapshot_reports_levels_latency_peers_lag_and_events() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    let gap = events
-        .iter()
-        .rposition(|k| *k == "gap")
-        .expect("a gap event");
-    assert_eq!(events.get(gap + 1), Some(&"flush"), "{s}");
+    assert_eq!(events.last(), Some(&"flush"), "{s}");
     assert!(n(&s, &["coherence", "flushes"]) >= 2, "{s}");
 
     // Redis dies: the breaker opens and the stream is lost, as the page shows.
