@@ -63,21 +63,17 @@ pub(super) fn needs_slot_tags(prefix: &str) -> Result<bool> {
 
 /// The lease key of `key` in the slot-tagged layout (see the module docs).
 pub(super) fn lease_key(prefix: &str, key: &str) -> String {
-    let entry = crate::key::full_key(prefix, key);
-    let physical = crate::tenant::physical(key);
-    let tag = SLOT_TAGS
-        .get(&Slot::for_key(&entry))
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .unwrap_or("");
-    format!(
-        "{prefix}:{}:lease:{{{tag}}}:{physical}",
-        crate::key::RESERVED_NAMESPACE
-    )
+    slot_tagged(prefix, "lease", key)
 }
 
 /// The holder registry of `key` (`Protocol::Fleet`) in the slot-tagged layout: in
 /// the entry's slot, like its lease.
 pub(super) fn holders_key(prefix: &str, key: &str) -> String {
+    slot_tagged(prefix, "h", key)
+}
+
+/// `{prefix}:__oc:{kind}:{TTTT}:{ns}{key}`, in the slot of `key`'s entry.
+fn slot_tagged(prefix: &str, kind: &str, key: &str) -> String {
     let entry = crate::key::full_key(prefix, key);
     let physical = crate::tenant::physical(key);
     let tag = SLOT_TAGS
@@ -85,7 +81,7 @@ pub(super) fn holders_key(prefix: &str, key: &str) -> String {
         .and_then(|t| std::str::from_utf8(t).ok())
         .unwrap_or("");
     format!(
-        "{prefix}:{}:h:{{{tag}}}:{physical}",
+        "{prefix}:{}:{kind}:{{{tag}}}:{physical}",
         crate::key::RESERVED_NAMESPACE
     )
 }
