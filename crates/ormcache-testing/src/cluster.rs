@@ -90,6 +90,10 @@ impl RedisCluster {
             "nodes.conf",
             "--cluster-node-timeout",
             &NODE_TIMEOUT_MS.to_string(),
+            // A replica's first sync starts at once instead of after 5 s: a
+            // replica that never synced cannot be promoted.
+            "--repl-diskless-sync-delay",
+            "0",
         ]
         .iter()
         .map(ToString::to_string)
@@ -140,7 +144,35 @@ impl RedisCluster {
             Err(e) => panic!("cannot run redis-cli: {e}. {}", crate::INSTALL_HINT),
         }
         cluster.wait_ok();
+        if options.replicas > 0 {
+            cluster.wait_replicas_synced();
+        }
         cluster
+    }
+
+    /// Waits (up to 30 s) until every running replica reports its link to its
+    /// primary up: a replica that never completed a sync is not eligible for
+    /// failover, so a test that kills a primary right after the cluster formed
+    /// would wait for a promotion that never comes.
+    ///
+    /// # Panics
+    /// If that does not happen in time (with every node's log).
+    pub fn wait_replicas_synced(&self) {
+        self.wait_for("every replica synced with its primary", || {
+            let lagging: Vec<u16> = self
+                .running()
+                .filter(|&i| {
+                    let info = self.replication_info(i);
+                    info.contains("role:slave") && !info.contains("master_link_status:up")
+                })
+                .map(|i| self.nodes[i].port())
+                .collect();
+            if lagging.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("replicas {lagging:?} not synced"))
+            }
+        });
     }
 
     /// Waits (up to 30 s) until every running node reports `cluster_state:ok` and
@@ -149,29 +181,56 @@ impl RedisCluster {
     /// # Panics
     /// If that does not happen in time (with every node's log).
     pub fn wait_ok(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        self.wait_for("cluster_state:ok", || {
             let states: Vec<String> = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.is_running())
-                .map(|(i, _)| cluster_info(&self.client(i)))
+                .running()
+                .map(|i| cluster_info(&self.client(i)))
                 .collect();
             if states
                 .iter()
                 .all(|s| s.contains("cluster_state:ok") && s.contains("cluster_size:3"))
             {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{states:?}"))
             }
+        });
+    }
+
+    /// Polls `check` every 50 ms for up to 30 s; panics with its last complaint
+    /// and every node's log.
+    fn wait_for(&self, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let complaint = match check() {
+                Ok(()) => return,
+                Err(c) => c,
+            };
             if Instant::now() > deadline {
                 panic!(
-                    "the cluster did not reach cluster_state:ok within 30 s: {states:?}\n{}",
+                    "the cluster did not reach {what} within 30 s: {complaint}\n{}",
                     self.logs()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The indices of the nodes that run.
+    fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running())
+    }
+
+    /// Node `i`'s `INFO replication` (empty if it does not answer).
+    fn replication_info(&self, i: usize) -> String {
+        self.client(i)
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .and_then(|mut c| {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut c)
+            })
+            .unwrap_or_default()
     }
 
     /// The nodes, in the order they were started.
@@ -204,19 +263,8 @@ impl RedisCluster {
 
     /// The indices of the running nodes that are primaries now.
     pub fn primaries(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&i| {
-                self.nodes[i].is_running()
-                    && self
-                        .client(i)
-                        .get_connection_with_timeout(Duration::from_secs(1))
-                        .and_then(|mut c| {
-                            redis::cmd("INFO")
-                                .arg("replication")
-                                .query::<String>(&mut c)
-                        })
-                        .is_ok_and(|info| info.contains("role:master"))
-            })
+        self.running()
+            .filter(|&i| self.replication_info(i).contains("role:master"))
             .collect()
     }
 

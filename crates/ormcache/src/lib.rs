@@ -143,7 +143,7 @@
 //!   has returned `Ok`, the next read through any live instance is fresh**, not
 //!   merely "within milliseconds". A process reads its own writes at once. Who gets
 //!   the message and who is waited for is the [`Protocol`]'s choice:
-//!   - [`Protocol::Fleet`] (the default on a single server and behind Sentinel):
+//!   - [`Protocol::Fleet`] (the default, on a single server, Sentinel and Cluster):
 //!     a write of keys goes to the instances
 //!     that hold them. An instance adds itself to a key's holder registry in Redis
 //!     (`{prefix}:__oc:h:{key}`) *before* it reads the key, in the same round trip;

@@ -650,11 +650,114 @@ async fn stay_coherent_and_recover_from_a_lost_node(protocol: Protocol) {
     eventually_reads(&b, "after", Some(2)).await;
 }
 
+/// Reads `key` through `c` until c's L1 holds it with `value` (a fill may lose a
+/// race with an invalidation still in flight).
+async fn hold(c: &HybridCache, key: &str, value: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(c.get::<u32>(key).await.unwrap().as_deref() == Some(&value) && c.l1().exists_sync(key))
+    {
+        assert!(Instant::now() < deadline, "L1 never held {key} = {value}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `cmd` on the primary that serves `key`'s slot.
+fn on_owner<T: redis::FromRedisValue>(cluster: &RedisCluster, key: &str, cmd: &redis::Cmd) -> T {
+    let owner = cluster.slot_owner(cluster.key_slot(key));
+    let mut conn = cluster.client(owner).get_connection().unwrap();
+    cmd.query(&mut conn).unwrap()
+}
+
+/// Under the fleet protocol, L1 copies stay coherent while their slots move
+/// between primaries: the move deletes each key on its old primary, which Redis
+/// reports as an invalidation; copies read from the new primary are registered
+/// and tracked there, so a write through another instance is fresh at once and a
+/// write by another Redis client evicts them; an instance whose inbox's slot
+/// moved is unsubscribed by Redis, subscribes again on the new owner and is
+/// reached there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_copies_stay_coherent_while_slots_move() {
+    let cluster = RedisCluster::start();
+    let a = hybrid_as(cluster_config(&cluster, "mv"), Some(Protocol::Fleet)).await;
+    let b = hybrid_as(cluster_config(&cluster, "mv"), Some(Protocol::Fleet)).await;
+    let keys: Vec<String> = (0..12).map(|i| format!("k:{i}")).collect();
+    for (i, k) in (0u32..).zip(&keys) {
+        a.set(k, i, None).await.unwrap();
+        hold(&b, k, i).await;
+    }
+    tokio::task::block_in_place(|| {
+        for k in &keys {
+            let slot = cluster.key_slot(&format!("mv:{k}"));
+            cluster.migrate_slot(slot, (cluster.slot_owner(slot) + 1) % 3);
+        }
+    });
+    for (i, k) in (0u32..).zip(&keys) {
+        hold(&b, k, i).await;
+        a.set(k, i + 100, None).await.unwrap();
+        assert_eq!(
+            b.get::<u32>(k).await.unwrap().as_deref(),
+            Some(&(i + 100)),
+            "{k}: a confirmed write after its slot moved"
+        );
+    }
+
+    // Another Redis client writes on the new owners.
+    a.l2().set("scratch", 7u32, None).await.unwrap();
+    let scratch = a.l2().redis_key("scratch");
+    let seven: Vec<u8> = tokio::task::block_in_place(|| {
+        on_owner(&cluster, &scratch, redis::cmd("GET").arg(&scratch))
+    });
+    for (i, k) in (0u32..).zip(&keys) {
+        hold(&b, k, i + 100).await;
+        let full = b.l2().redis_key(k);
+        let () = tokio::task::block_in_place(|| {
+            on_owner(&cluster, &full, redis::cmd("SET").arg(&full).arg(&seven))
+        });
+        eventually_reads(&b, k, Some(7)).await;
+    }
+
+    // The inboxes' slots move: Redis unsubscribes both instances, which
+    // subscribe again where the channels live now.
+    let before = resubscriptions(&b).await;
+    tokio::task::block_in_place(|| {
+        let inboxes: Vec<String> = (0..3)
+            .flat_map(|i| {
+                let mut conn = cluster.client(i).get_connection().unwrap();
+                redis::cmd("PUBSUB")
+                    .arg("SHARDCHANNELS")
+                    .arg("mv:__oc:inv:to:*")
+                    .query::<Vec<String>>(&mut conn)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(inboxes.len(), 2, "{inboxes:?}");
+        for inbox in &inboxes {
+            let slot = cluster.key_slot(inbox);
+            cluster.migrate_slot(slot, (cluster.slot_owner(slot) + 1) % 3);
+        }
+    });
+    resubscribed(&b, before).await;
+    assert!(a.wait_coherent(Duration::from_secs(30)).await);
+    assert!(b.wait_coherent(Duration::from_secs(30)).await);
+    hold(&b, "k:0", 7).await;
+    a.set("k:0", 8u32, None).await.unwrap();
+    assert_eq!(b.get::<u32>("k:0").await.unwrap().as_deref(), Some(&8));
+}
+
 /// With replicas, a killed primary fails over; caches configured with that node as
 /// their only seed resubscribe through a node the cluster reports and are coherent
 /// again without the node ever coming back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hybrid_caches_recover_from_a_failover_with_a_single_seed() {
+async fn fleet_hybrid_caches_recover_from_a_failover_with_a_single_seed() {
+    recover_from_a_failover_with_a_single_seed(Protocol::Fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_hybrid_caches_recover_from_a_failover_with_a_single_seed() {
+    recover_from_a_failover_with_a_single_seed(Protocol::Broadcast).await;
+}
+
+async fn recover_from_a_failover_with_a_single_seed(protocol: Protocol) {
     let cluster = RedisCluster::start_with(&ClusterOptions::new().replicas(1));
     let seed = cluster.primaries()[0];
     let config = || {
@@ -663,8 +766,8 @@ async fn hybrid_caches_recover_from_a_failover_with_a_single_seed() {
             .key_prefix("fo")
             .socket_timeout(Duration::from_secs(2))
     };
-    let a = hybrid_with(config()).await;
-    let b = hybrid_with(config()).await;
+    let a = hybrid_as(config(), Some(protocol)).await;
+    let b = hybrid_as(config(), Some(protocol)).await;
     a.set("k", 1u32, None).await.unwrap();
     assert_eq!(b.get::<u32>("k").await.unwrap().map(|v| *v), Some(1));
     a.set("k", 2u32, None).await.unwrap();

@@ -140,6 +140,22 @@ pub(super) fn primaries(reply: &Value) -> Result<Vec<Node>> {
     Ok(primary_slots(reply)?.into_iter().map(|(n, _)| n).collect())
 }
 
+/// Whether the primaries in a `CLUSTER SLOTS` reply are exactly `nodes`, each
+/// still serving the slot it was reached by: `false` after a failover, a new or
+/// removed primary, or a slot migration that moved one of those slots.
+pub(super) fn same_primaries(reply: &Value, nodes: &[(Node, u16)]) -> Result<bool> {
+    let ranges = slot_ranges(reply)?;
+    let now = primaries(reply)?;
+    let serves = |node: &Node, slot: u16| {
+        ranges
+            .iter()
+            .any(|(first, last, n)| n == node && (*first..=*last).contains(&slot))
+    };
+    Ok(now.len() == nodes.len()
+        && now.iter().all(|n| nodes.iter().any(|(m, _)| m == n))
+        && nodes.iter().all(|(n, slot)| serves(n, *slot)))
+}
+
 /// The primaries in a `CLUSTER SLOTS` reply, each with one slot it serves (by
 /// which redis-rs routes to it, connecting if it has to).
 pub(super) fn primary_slots(reply: &Value) -> Result<Vec<(Node, u16)>> {

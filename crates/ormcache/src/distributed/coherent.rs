@@ -113,7 +113,8 @@ impl DistributedCache {
     /// shard is its own). A holder that cannot be sent the message is logged and
     /// not waited for; its inbox's node is out of reach, and when that node comes
     /// back the holder's subscription will have been lost with it (which flushes
-    /// its L1).
+    /// its L1). The sends run in a task of their own, which a dropped caller does
+    /// not stop.
     pub(crate) async fn deliver(&self, n: &Notice, replies: &[redis::Value]) {
         let Some(fleet) = &n.fleet else { return };
         if fleet.registries.is_empty() {
@@ -133,22 +134,34 @@ impl DistributedCache {
             fleet.set(Reached::Holders(holders));
             return;
         }
-        let sends = holders.iter().map(|h| async move {
-            let mut cmd = redis::cmd("SPUBLISH");
-            cmd.arg(format!("{}{h}", fleet.inbox)).arg(&n.payload);
-            match self.query::<u64>("publish", None, &cmd).await {
-                Ok(receivers) => (receivers > 0).then_some(*h),
-                Err(e) => {
-                    tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
-                    None
+        // Sent from a task of its own: a writer whose future is dropped after
+        // the registries were emptied (a timeout, a client gone) still has the
+        // holders sent the message, or their copies would stay until they expire.
+        let cache = self.clone();
+        let inbox = fleet.inbox.clone();
+        let payload = n.payload.clone();
+        let sending = tokio::spawn(async move {
+            let sends = holders.iter().map(|h| {
+                let mut cmd = redis::cmd("SPUBLISH");
+                cmd.arg(format!("{inbox}{h}")).arg(&payload);
+                let cache = &cache;
+                async move {
+                    match cache.query::<u64>("publish", None, &cmd).await {
+                        Ok(receivers) => (receivers > 0).then_some(*h),
+                        Err(e) => {
+                            tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
+                            None
+                        }
+                    }
                 }
-            }
+            });
+            futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .flatten()
+                .collect::<Vec<u64>>()
         });
-        let reached = futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let reached = sending.await.unwrap_or_default();
         fleet.set(Reached::Holders(reached));
     }
 
@@ -403,31 +416,37 @@ impl DistributedCache {
         }
     }
 
-    /// The ids of this cache's connections (see [`track_all`](Self::track_all)).
-    pub(crate) async fn connection_ids(&self, redirect: &Redirect) -> Result<Vec<i64>> {
+    /// The ids of this cache's connections (see [`track_all`](Self::track_all));
+    /// `None` on a cluster whose primaries are no longer those tracking was set
+    /// up on (a failover, a primary added or removed, one of their slots moved):
+    /// the subscriber has to start over on the cluster as it is now.
+    pub(crate) async fn connection_ids(&self, redirect: &Redirect) -> Result<Option<Vec<i64>>> {
         match redirect {
             Redirect::Server(_) => {
                 let mut pipe = redis::pipe();
                 pipe.cmd("CLIENT").arg("ID");
-                self.on_every_connection("track", &pipe).await
+                self.on_every_connection("track", &pipe).await.map(Some)
             }
             #[cfg(feature = "cluster")]
             Redirect::Nodes(nodes) => {
-                let mut ids = Vec::new();
-                let now = self.primaries("track").await?;
-                if now.len() != nodes.len()
-                    || now.iter().any(|n| !nodes.iter().any(|(m, _, _)| m == n))
-                {
-                    // A failover or a new primary: not what tracking was set up on.
-                    return Ok(Vec::new());
+                let reply: redis::Value = self
+                    .query("track", None, redis::cmd("CLUSTER").arg("SLOTS"))
+                    .await?;
+                let tracked: Vec<_> = nodes
+                    .iter()
+                    .map(|(n, slot, _)| (n.clone(), *slot))
+                    .collect();
+                if !super::cluster::same_primaries(&reply, &tracked)? {
+                    return Ok(None);
                 }
+                let mut ids = Vec::new();
                 for (_, slot, _) in nodes {
                     ids.extend(
                         self.on_every_node("track", *slot, redis::cmd("CLIENT").arg("ID"))
                             .await?,
                     );
                 }
-                Ok(ids)
+                Ok(Some(ids))
             }
         }
     }

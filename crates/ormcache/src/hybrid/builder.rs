@@ -135,13 +135,10 @@ impl HybridBuilder {
 
     /// The coherence protocol. Every instance on one prefix must use the same one.
     ///
-    /// The default is [`Protocol::Fleet`] on a single server and behind Sentinel,
-    /// and [`Protocol::Broadcast`] on a Redis Cluster, where the fleet protocol
-    /// (sharded pub/sub, tracking on every primary) works but does not yet recover
-    /// promptly from a primary's failover: its stream stays down (L1 unused, reads
-    /// from L2) until every slot its channels hash to is served again, which was
-    /// seen to take longer than the failover itself. Choose it explicitly to use it
-    /// there.
+    /// The default is [`Protocol::Fleet`] everywhere: on a single server, behind
+    /// Sentinel and on a Redis Cluster (sharded pub/sub, tracking on every
+    /// primary). [`Protocol::Broadcast`] sends every message to every instance;
+    /// choose it to interoperate with instances that use it.
     ///
     /// ```no_run
     /// # async fn demo(l1: ormcache::QueryCache, l2: ormcache::DistributedCache) -> ormcache::Result<()> {
@@ -181,11 +178,7 @@ impl HybridBuilder {
         let cache: Arc<str> = Arc::from(self.l2.prefix());
         // The L1 reports under this prefix (unless it was used on its own before).
         self.l1.name_metrics(&cache);
-        let protocol = self.protocol.unwrap_or(if self.l2.is_cluster() {
-            Protocol::Broadcast
-        } else {
-            Protocol::Fleet
-        });
+        let protocol = self.protocol.unwrap_or(Protocol::Fleet);
         let fleet = (protocol == Protocol::Fleet).then(|| {
             let inboxes = format!("{channel}:to:");
             FleetState {

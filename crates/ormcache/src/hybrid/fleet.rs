@@ -272,7 +272,10 @@ impl Inner {
     }
 
     /// From the heartbeat task: an L2 connection replaced since tracking was
-    /// turned on (its id changed) is tracked again, and L1 flushed.
+    /// turned on (its id changed) is tracked again, and L1 flushed. On a cluster
+    /// whose primaries changed (a failover, a primary added, a slot moved), the
+    /// subscriber starts over: its connections, redirections and tracking all
+    /// depend on which node serves what.
     pub(super) async fn check_tracking(&self) {
         let Some(fleet) = &self.fleet else { return };
         let Some(redirect) = fleet.redirect.lock().ok().and_then(|r| r.clone()) else {
@@ -282,8 +285,16 @@ impl Inner {
             self.retrack().await;
             return;
         }
-        let Ok(ids) = self.l2.connection_ids(&redirect).await else {
-            return;
+        let ids = match self.l2.connection_ids(&redirect).await {
+            Ok(Some(ids)) => ids,
+            Ok(None) => {
+                tracing::info!(
+                    "the cluster's primaries changed: subscribing and tracking on them anew"
+                );
+                self.resubscribe.notify_one();
+                return;
+            }
+            Err(_) => return,
         };
         let same = fleet.tracked.lock().map(|t| *t == ids).unwrap_or(false);
         if !same {

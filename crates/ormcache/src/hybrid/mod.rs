@@ -165,7 +165,7 @@ struct Inner {
 /// it does not cover (an instance that joined a moment ago, a peer that timed out),
 /// and why it holds.
 ///
-/// Which instances get a message is the [`Protocol`]'s choice. Under the default (on a single server or Sentinel),
+/// Which instances get a message is the [`Protocol`]'s choice. Under the default,
 /// [`Protocol::Fleet`], a write of a key goes only to the instances that hold it in
 /// L1 (they registered when they read it) and only they acknowledge, fills publish
 /// nothing, and Redis `CLIENT TRACKING` evicts L1 copies when any other Redis
