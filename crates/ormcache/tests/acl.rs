@@ -45,6 +45,10 @@ const LOCKS: &[&str] = &[];
 #[cfg(feature = "cluster")]
 const CLUSTER: &[&str] = &["cluster|slots", "cluster|nodes", "info"];
 
+/// A `HybridCache` on a cluster, beside [`PLAIN`], [`CLUSTER`] and [`HYBRID`]: the
+/// fleet protocol's sharded channels (inboxes, acknowledgements, clears).
+const FLEET_ON_A_CLUSTER: &[&str] = &["spublish", "ssubscribe"];
+
 /// A user `app` with password `apppw` that may run `commands` on the keys and
 /// channels under `prefix:` only.
 async fn restricted_user(server: &RedisServer, prefix: &str, commands: &[&[&str]]) {
@@ -315,5 +319,75 @@ async fn a_cluster_needs_only_its_listed_commands() {
             logs.push_str(&acl_log(node).await);
         }
         assert_eq!(stats.errors, 0, "{prefix}: {logs}");
+    }
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_cache_on_a_cluster_needs_only_its_listed_commands() {
+    let cluster = ormcache_testing::RedisCluster::start();
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let allowed = [PLAIN, CLUSTER, HYBRID, FLEET_ON_A_CLUSTER];
+    for node in cluster.nodes() {
+        restricted_user(node, "acl", &allowed).await;
+        reset_stats(node).await;
+    }
+    let hybrid = async || {
+        let l2 = DistributedCache::builder()
+            .redis_url(format!("redis+cluster://app:apppw@{}", hosts.join(",")))
+            .key_prefix("acl")
+            .build()
+            .await
+            .unwrap();
+        let h = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
+            .heartbeat_interval(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        assert!(h.wait_coherent(Duration::from_secs(10)).await);
+        h
+    };
+    let a = hybrid().await;
+    let b = hybrid().await;
+    for i in 0..10u32 {
+        let k = format!("shared:{i}");
+        a.set(&k, i, None).await.unwrap();
+        assert_eq!(b.get::<u32>(&k).await.unwrap().as_deref(), Some(&i));
+        a.set(&k, i + 1, None).await.unwrap();
+        assert_eq!(b.get::<u32>(&k).await.unwrap().as_deref(), Some(&(i + 1)));
+    }
+    a.clear().await.unwrap();
+    // Heartbeats and the tracking check run a few times.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut logs = String::new();
+    for node in cluster.nodes() {
+        logs.push_str(&acl_log(node).await);
+    }
+    // Nothing was denied (tracking included, which would otherwise be turned
+    // off with a warning).
+    assert!(!logs.contains("reason"), "ACL LOG: {logs}");
+    for h in [&a, &b] {
+        let stats = h.get_stats().await.unwrap();
+        assert!(stats.coherence.coherent, "{stats:?}");
+        assert_eq!(stats.coherence.fallbacks, 0, "{logs}");
+        assert_eq!(stats.coherence.unconfirmed, 0, "{logs}");
+    }
+    let allowed: BTreeSet<String> = allowed
+        .iter()
+        .flat_map(|c| c.iter())
+        .map(|c| (*c).to_owned())
+        .chain(["auth", "acl|log", "info", "config|resetstat", "acl|setuser"].map(str::to_owned))
+        .collect();
+    for node in cluster.nodes() {
+        let ran = commands_run(node).await;
+        let extra: Vec<&String> = ran.difference(&allowed).collect();
+        assert!(
+            extra.is_empty(),
+            "node {} ran {extra:?}\nACL LOG: {logs}",
+            node.port()
+        );
     }
 }
