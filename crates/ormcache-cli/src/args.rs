@@ -41,6 +41,12 @@ pub(crate) struct Cli {
     #[arg(long, global = true, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) confirm_timeout: Duration,
 
+    /// The coherence protocol the services use (`HybridBuilder::protocol`), which
+    /// the writes (`del`, `clear`, `invalidate-tag`, `clear-tenant`) follow:
+    /// `fleet` (the library's default) or `broadcast`.
+    #[arg(long, global = true, default_value = "fleet", value_parser = parse_protocol, value_name = "PROTOCOL")]
+    pub(crate) protocol: ormcache::Protocol,
+
     /// A CA certificate (PEM) to trust beside the system roots (TLS URLs).
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) tls_ca: Option<PathBuf>,
@@ -153,6 +159,15 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}`: the unit must be ms, s or m")),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+}
+
+/// `fleet` or `broadcast`.
+fn parse_protocol(s: &str) -> Result<ormcache::Protocol, String> {
+    match s {
+        "fleet" => Ok(ormcache::Protocol::Fleet),
+        "broadcast" => Ok(ormcache::Protocol::Broadcast),
+        other => Err(format!("`{other}` is not a protocol: fleet or broadcast")),
+    }
 }
 
 #[cfg(test)]

@@ -282,6 +282,7 @@ impl Writer {
         let l1 = QueryCache::new(16, Duration::from_secs(1))?;
         let cache = HybridCache::builder(l1, l2.clone())
             .confirm_invalidations(Some(cli.confirm_timeout))
+            .protocol(cli.protocol)
             .build()?;
         if !cache.wait_coherent(STREAM_UP).await {
             let _ = cache.close().await;

@@ -10,7 +10,9 @@ use ormcache::tenant::{self, TenantId};
 use ormcache::{Codec, Compression, DistributedCache};
 use ormcache_testing::{RedisSentinels, ServerOptions, TestCerts, TlsRedisServer};
 use serde_json::json;
-use support::{RedisCluster, RedisServer, cli, cluster_url, hybrid, hybrid_on, l2, run};
+use support::{
+    RedisCluster, RedisServer, cli, cluster_url, hybrid, hybrid_on, hybrid_speaking, l2, run,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const MINUTE: Option<Duration> = Some(Duration::from_secs(60));
@@ -186,6 +188,40 @@ async fn del_evicts_the_l1_copy_of_every_running_instance() {
     let r = cli(&url, "app", &["del", "user:1"]).await;
     assert_eq!(r.code, 0);
     assert!(r.stdout.starts_with("not found"), "{}", r.stdout);
+}
+
+/// Services on the broadcast protocol: `--protocol broadcast` writes as they do,
+/// and every live instance confirms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_follows_the_services_protocol() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let broadcast = ormcache::Protocol::Broadcast;
+    let a = hybrid_speaking(l2(&url, "app").await, broadcast).await;
+    let b = hybrid_speaking(l2(&url, "app").await, broadcast).await;
+    a.set("user:1", 1u32, MINUTE).await.unwrap();
+    assert_eq!(b.get::<u32>("user:1").await.unwrap().as_deref(), Some(&1));
+    assert!(b.l1().exists_sync("user:1"));
+
+    let r = cli(
+        &url,
+        "app",
+        &["--json", "--protocol", "broadcast", "del", "user:1"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:#?}");
+    let j = r.json();
+    assert_eq!(
+        (j["instances"].clone(), j["unconfirmed"].clone()),
+        (json!(2), json!(0)),
+        "{j}"
+    );
+    assert!(!b.l1().exists_sync("user:1"), "B's copy survived: {j}");
+    assert_eq!(b.get::<u32>("user:1").await.unwrap(), None);
+
+    let r = cli(&url, "app", &["--protocol", "gossip", "del", "user:1"]).await;
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("fleet or broadcast"), "{}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,6 +639,15 @@ async fn the_cluster_form_gets_deletes_and_clears() {
         b.get::<i32>(&k).await.unwrap().unwrap();
     }
     a.set("keep", 1i32, MINUTE).await.unwrap();
+
+    // The fleet instances' inboxes and acknowledgement channels are sharded:
+    // peers hears their heartbeats there, and both acknowledge the probe.
+    let j = cli(&url, "app", &["--json", "peers"]).await.json();
+    assert_eq!(
+        (j["live"].clone(), j["unconfirmed"].clone()),
+        (json!(2), json!(0)),
+        "{j}"
+    );
 
     let j = cli(&url, "app", &["--json", "get", "user:7"]).await.json();
     assert_eq!(

@@ -392,7 +392,11 @@ pub enum ChannelEvent {
 /// channel under it: [`listen`]'s answer.
 pub struct Listener {
     channel: String,
-    stream: Pin<Box<dyn Stream<Item = redis::Msg> + Send>>,
+    /// Every message heard: its channel and payload.
+    stream: Pin<Box<dyn Stream<Item = (String, Vec<u8>)> + Send>>,
+    /// On a Redis Cluster, the connection of the sharded subscriptions (open
+    /// while this lives).
+    _sharded: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -407,8 +411,12 @@ impl std::fmt::Debug for Listener {
 /// its acknowledgement channels and the instances' inboxes of
 /// [`Protocol::Fleet`](crate::Protocol::Fleet)), through the server (or a cluster
 /// node, or the Sentinel's master) the cache's own subscriber would use. Changes
-/// nothing: a listener is not an instance, nobody waits for it. (On a Redis
-/// Cluster, fleet instances use sharded channels, which this does not hear.)
+/// nothing: a listener is not an instance, nobody waits for it. On a Redis
+/// Cluster, where fleet instances use sharded channels (which have no pattern
+/// subscriptions), it also subscribes to the sharded broadcast channel and to
+/// every inbox and acknowledgement channel subscribed to when it starts: an
+/// instance started later is heard only when it publishes to the broadcast
+/// channel.
 ///
 /// # Errors
 /// A connection error or timeout (bounded by the command timeout, at least 1 s).
@@ -425,6 +433,11 @@ impl std::fmt::Debug for Listener {
 /// # Ok(()) }
 /// ```
 pub async fn listen(cache: &DistributedCache) -> Result<Listener> {
+    listen_as(cache, None).await
+}
+
+/// [`listen`]; with `me`, also to the acknowledgements sent to `me` (a probe's).
+async fn listen_as(cache: &DistributedCache, me: Option<u64>) -> Result<Listener> {
     let channel = channel(cache.prefix());
     let client = cache.pubsub_client().await?;
     let acks = format!("{}:ack:*", escape_glob(&channel));
@@ -432,6 +445,12 @@ pub async fn listen(cache: &DistributedCache) -> Result<Listener> {
     // keys it holds).
     let inboxes = format!("{}:to:*", escape_glob(&channel));
     let within = cache.command_timeout().max(Duration::from_secs(1));
+    let timed_out = |what: &str| {
+        Error::new(ErrorKind::Timeout, "listen").with_detail(format!(
+            "{what} at {} took over {within:?}",
+            cache.address()
+        ))
+    };
     let subscribed = tokio::time::timeout(within, async {
         let mut ps = client.get_async_pubsub().await?;
         ps.subscribe(&channel).await?;
@@ -442,18 +461,52 @@ pub async fn listen(cache: &DistributedCache) -> Result<Listener> {
     let ps = match subscribed {
         Ok(Ok(ps)) => ps,
         Ok(Err(e)) => return Err(from_redis("listen", e).with_detail(cache.address().to_owned())),
-        Err(_) => {
-            return Err(
-                Error::new(ErrorKind::Timeout, "listen").with_detail(format!(
-                    "subscribing at {} took over {within:?}",
-                    cache.address()
-                )),
-            );
-        }
+        Err(_) => return Err(timed_out("subscribing")),
     };
+    let plain = ps.into_on_message().map(|m| {
+        (
+            m.get_channel_name().to_owned(),
+            m.get_payload_bytes().to_vec(),
+        )
+    });
+    // On a cluster, fleet instances use sharded channels: the broadcast one, and
+    // the inboxes and acknowledgement channels subscribed to now.
+    #[cfg(feature = "cluster")]
+    if cache.is_cluster() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let fixed: Vec<String> = std::iter::once(channel.clone())
+            .chain(me.map(|me| ack_channel(&channel, me)))
+            .collect();
+        let sharded = tokio::time::timeout(
+            within.saturating_mul(4),
+            cache.sharded_listener(tx, &fixed, &[inboxes, acks]),
+        )
+        .await
+        .map_err(|_| timed_out("subscribing to the sharded channels"))??;
+        let pushes = futures_util::stream::unfold(rx, |mut rx| async move {
+            let push = rx.recv().await?;
+            Some((push, rx))
+        })
+        .filter_map(|push: redis::PushInfo| async move {
+            if push.kind != redis::PushKind::SMessage {
+                return None;
+            }
+            let mut data = push.data.into_iter();
+            let channel: String = redis::from_redis_value(data.next()?).ok()?;
+            let payload: Vec<u8> = redis::from_redis_value(data.next()?).ok()?;
+            Some((channel, payload))
+        });
+        return Ok(Listener {
+            channel,
+            stream: Box::pin(futures_util::stream::select(plain, pushes)),
+            _sharded: sharded,
+        });
+    }
+    let _ = me;
     Ok(Listener {
         channel,
-        stream: Box::pin(ps.into_on_message()),
+        stream: Box::pin(plain),
+        _sharded: None,
     })
 }
 
@@ -469,9 +522,8 @@ impl Listener {
     /// # Cancel safety
     /// Cancel-safe: a message is taken from the stream only when returned.
     pub async fn next(&mut self) -> Option<ChannelEvent> {
-        let msg = self.stream.next().await?;
-        let name = msg.get_channel_name().to_owned();
-        let payload = msg.get_payload_bytes();
+        let (name, payload) = self.stream.next().await?;
+        let payload = payload.as_slice();
         let ack_head = format!("{}:ack:", self.channel);
         let inbox_head = format!("{}:to:", self.channel);
         Some(if name == self.channel || name.starts_with(&inbox_head) {
@@ -555,14 +607,15 @@ pub async fn peers(
     listen_for: Duration,
     probe: Option<Duration>,
 ) -> Result<Vec<Peer>> {
-    let mut listener = listen(cache).await?;
+    let me = crate::memo::random_token();
+    let mut listener = listen_as(cache, Some(me)).await?;
     let mut seen: HashMap<u64, (Instant, Peer)> = HashMap::new();
     let deadline = deadline_after(listen_for);
     while let Some(Some(event)) = listener.next_until(deadline).await {
         note(&mut seen, &event, None);
     }
     if let Some(timeout) = probe {
-        probe_peers(cache, &mut listener, &mut seen, timeout).await?;
+        probe_peers(cache, me, &mut listener, &mut seen, timeout).await?;
     }
     let now = Instant::now();
     let mut out: Vec<Peer> = seen
@@ -617,13 +670,13 @@ fn note(seen: &mut HashMap<u64, (Instant, Peer)>, event: &ChannelEvent, me: Opti
 
 async fn probe_peers(
     cache: &DistributedCache,
+    me: u64,
     listener: &mut Listener,
     seen: &mut HashMap<u64, (Instant, Peer)>,
     timeout: Duration,
 ) -> Result<()> {
-    let me = crate::memo::random_token();
     let message = |seq: u64, op: Op, closing: bool| {
-        Notice::broadcast(
+        (
             listener.channel.clone(),
             serde_json::to_vec(&Message {
                 i: me,
@@ -634,7 +687,6 @@ async fn probe_peers(
                 j: false,
             })
             .unwrap_or_default(),
-            false,
         )
     };
     let probe = message(1, Op::Keys(Vec::new()), false);
@@ -651,7 +703,7 @@ async fn probe_peers(
         bye: Some(bye),
     };
     let sent = Instant::now();
-    cache.publish("probe", &probe).await?;
+    announce(cache, &probe).await?;
     let deadline = deadline_after(timeout);
     let waiting = |seen: &HashMap<u64, (Instant, Peer)>| {
         seen.values()
@@ -676,12 +728,11 @@ async fn probe_peers(
             {
                 // Nothing cached here: applied at once. Acknowledged, so that a
                 // writer that heard the probe does not wait for us.
-                let ack = Notice::broadcast(
+                let ack = (
                     ack_channel(&listener.channel, m.sender),
                     serde_json::to_vec(&Ack { i: me, a: m.seq }).unwrap_or_default(),
-                    false,
                 );
-                if let Err(e) = cache.publish("probe", &ack).await {
+                if let Err(e) = announce(cache, &ack).await {
                     result = Err(e);
                     break;
                 }
@@ -691,7 +742,7 @@ async fn probe_peers(
     }
     // Whatever happened, nobody waits for the probe from now on.
     let goodbye = match goodbye_owed.bye.take() {
-        Some(bye) => cache.publish("probe", &bye).await,
+        Some(bye) => announce(cache, &bye).await,
         None => Ok(()),
     };
     result.and(goodbye)
@@ -702,7 +753,18 @@ async fn probe_peers(
 /// rather than after their liveness window.
 struct Goodbye {
     cache: DistributedCache,
-    bye: Option<Notice>,
+    bye: Option<(String, Vec<u8>)>,
+}
+
+/// Publishes `payload` on `channel`, and on a Redis Cluster also on the sharded
+/// channel of that name: instances of either protocol hear it once.
+async fn announce(cache: &DistributedCache, (channel, payload): &(String, Vec<u8>)) -> Result<()> {
+    let notice = |sharded| Notice::broadcast(channel.clone(), payload.clone(), sharded);
+    cache.publish("probe", &notice(false)).await?;
+    if cache.is_cluster() {
+        cache.publish("probe", &notice(true)).await?;
+    }
+    Ok(())
 }
 
 impl Drop for Goodbye {
@@ -712,7 +774,7 @@ impl Drop for Goodbye {
         {
             let cache = self.cache.clone();
             rt.spawn(async move {
-                let _ = cache.publish("probe", &bye).await;
+                let _ = announce(&cache, &bye).await;
             });
         }
     }

@@ -86,9 +86,15 @@ pub async fn hybrid(url: &str, prefix: &str) -> HybridCache {
 
 /// A coherent HybridCache over `l2`, with fast heartbeats.
 pub async fn hybrid_on(l2: DistributedCache) -> HybridCache {
+    hybrid_speaking(l2, ormcache::Protocol::Fleet).await
+}
+
+/// [`hybrid_on`] under `protocol`.
+pub async fn hybrid_speaking(l2: DistributedCache, protocol: ormcache::Protocol) -> HybridCache {
     let l1 = QueryCache::new(1000, Duration::from_secs(300)).unwrap();
     let cache = HybridCache::builder(l1, l2)
         .heartbeat_interval(HEARTBEAT)
+        .protocol(protocol)
         .build()
         .unwrap();
     assert!(cache.wait_coherent(Duration::from_secs(10)).await);

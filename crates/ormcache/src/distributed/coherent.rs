@@ -371,6 +371,49 @@ impl DistributedCache {
         })
     }
 
+    /// On a Redis Cluster, a RESP3 connection whose pushes go to `pushes`,
+    /// subscribed to the sharded channels `channels` and to every sharded channel
+    /// that matches one of `patterns` and has a subscriber on some primary now
+    /// (sharded pub/sub has no pattern subscriptions): what a listener needs to
+    /// hear the fleet protocol's inboxes and acknowledgements. `None` elsewhere.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn sharded_listener(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+        channels: &[String],
+        patterns: &[String],
+    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
+        let Some(seeds) = &self.inner.seeds else {
+            return Ok(None);
+        };
+        let failed = |e: redis::RedisError| crate::error::from_redis("listen", e);
+        let primaries = self.primary_slots("listen").await?;
+        let nodes: Vec<_> = primaries.iter().map(|(n, _)| n.clone()).collect();
+        let mut conn = seeds.subscriber(pushes, &nodes).await?;
+        let mut all: Vec<String> = channels.to_vec();
+        for (node, slot) in &primaries {
+            for pattern in patterns {
+                let found = on_slot(
+                    &mut conn,
+                    *slot,
+                    redis::cmd("PUBSUB").arg("SHARDCHANNELS").arg(pattern),
+                )
+                .await
+                .and_then(|v| redis::from_redis_value::<Vec<String>>(v).map_err(Into::into))
+                .map_err(|e| failed(e).with_detail(format!("PUBSUB SHARDCHANNELS at {node}")))?;
+                all.extend(found);
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        for channel in &all {
+            conn.ssubscribe(channel)
+                .await
+                .map_err(|e| failed(e).with_detail(format!("SSUBSCRIBE {channel}")))?;
+        }
+        Ok(Some(Box::new(conn)))
+    }
+
     /// Turns on `CLIENT TRACKING` on every connection of this cache, redirected to
     /// the subscriber connection: on a single server opt-in (a read announced with
     /// `CLIENT CACHING YES` is tracked), on a cluster every read (a batch is split
