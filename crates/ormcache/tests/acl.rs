@@ -7,10 +7,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ormcache::{Cache, ComputeOptions, DistributedCache, ErrorKind, HybridCache, QueryCache};
-use support::RedisServer;
+use support::{RedisServer, poll_then_drop};
 
 /// Every cache: reads, writes, batches, TTLs, clears, tags, stats, ping,
 /// `get_or_compute` (the Lua scripts run `GET`, `SET`, `DEL`, `EXISTS`, `PTTL`,
@@ -102,6 +102,42 @@ async fn reset_stats(server: &RedisServer) {
         .query_async(&mut admin)
         .await
         .unwrap();
+}
+
+/// A `HybridCache` over `l2` with fast heartbeats, coherent (or the ACL logs of
+/// `servers` say why not).
+async fn coherent<'a>(
+    l2: DistributedCache,
+    servers: impl IntoIterator<Item = &'a RedisServer>,
+) -> HybridCache {
+    let h = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
+        .heartbeat_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    if !h.wait_coherent(Duration::from_secs(10)).await {
+        let mut logs = String::new();
+        for s in servers {
+            logs.push_str(&acl_log(s).await);
+        }
+        panic!("never coherent: {logs}");
+    }
+    h
+}
+
+/// The cluster's user `app` on prefix `acl`.
+#[cfg(feature = "cluster")]
+async fn cluster_app(cluster: &ormcache_testing::RedisCluster) -> DistributedCache {
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    DistributedCache::builder()
+        .redis_url(format!("redis+cluster://app:apppw@{}", hosts.join(",")))
+        .key_prefix("acl")
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn as_app(server: &RedisServer, prefix: &str) -> DistributedCache {
@@ -209,23 +245,8 @@ async fn locks_need_only_the_plain_commands() {
 #[tokio::test]
 async fn a_hybrid_cache_needs_only_its_listed_commands() {
     check("hybrid", &[PLAIN, HYBRID], async |server| {
-        let hybrid = async || {
-            let h = HybridCache::builder(
-                QueryCache::new(100, Duration::from_secs(60)).unwrap(),
-                as_app(server, "acl").await,
-            )
-            .heartbeat_interval(Duration::from_millis(50))
-            .build()
-            .unwrap();
-            assert!(
-                h.wait_coherent(Duration::from_secs(5)).await,
-                "{}",
-                acl_log(server).await
-            );
-            h
-        };
-        let a = hybrid().await;
-        let b = hybrid().await;
+        let a = coherent(as_app(server, "acl").await, [server]).await;
+        let b = coherent(as_app(server, "acl").await, [server]).await;
         plain_operations(&a).await;
         a.set("shared", 1u32, None).await.unwrap();
         assert_eq!(b.get::<u32>("shared").await.unwrap().as_deref(), Some(&1));
@@ -240,6 +261,31 @@ async fn a_hybrid_cache_needs_only_its_listed_commands() {
         }
     })
     .await;
+}
+
+/// Without `CLIENT` the fleet protocol runs untracked (a warning) rather than not
+/// at all: writes through ormcache are still confirmed on every holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_cache_without_client_runs_untracked() {
+    let untracked: Vec<&str> = HYBRID
+        .iter()
+        .copied()
+        .filter(|c| !c.starts_with("client|"))
+        .collect();
+    let server = &RedisServer::start();
+    restricted_user(server, "acl", &[PLAIN, &untracked]).await;
+    {
+        let a = coherent(as_app(server, "acl").await, [server]).await;
+        let b = coherent(as_app(server, "acl").await, [server]).await;
+        for v in 1..=5u32 {
+            a.set("shared", v, None).await.unwrap();
+            assert_eq!(b.get::<u32>("shared").await.unwrap().as_deref(), Some(&v));
+            assert_eq!(b.get::<u32>("shared").await.unwrap().as_deref(), Some(&v));
+        }
+        let stats = b.get_stats().await.unwrap();
+        assert!(stats.coherence.coherent, "{stats:?}");
+        assert!(stats.l1.hits > 0, "b served from L1: {stats:?}");
+    }
 }
 
 #[tokio::test]
@@ -326,32 +372,13 @@ async fn a_cluster_needs_only_its_listed_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hybrid_cache_on_a_cluster_needs_only_its_listed_commands() {
     let cluster = ormcache_testing::RedisCluster::start();
-    let hosts: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port()))
-        .collect();
     let allowed = [PLAIN, CLUSTER, HYBRID, FLEET_ON_A_CLUSTER];
     for node in cluster.nodes() {
         restricted_user(node, "acl", &allowed).await;
         reset_stats(node).await;
     }
-    let hybrid = async || {
-        let l2 = DistributedCache::builder()
-            .redis_url(format!("redis+cluster://app:apppw@{}", hosts.join(",")))
-            .key_prefix("acl")
-            .build()
-            .await
-            .unwrap();
-        let h = HybridCache::builder(QueryCache::new(100, Duration::from_secs(60)).unwrap(), l2)
-            .heartbeat_interval(Duration::from_millis(50))
-            .build()
-            .unwrap();
-        assert!(h.wait_coherent(Duration::from_secs(10)).await);
-        h
-    };
-    let a = hybrid().await;
-    let b = hybrid().await;
+    let a = coherent(cluster_app(&cluster).await, cluster.nodes()).await;
+    let b = coherent(cluster_app(&cluster).await, cluster.nodes()).await;
     for i in 0..10u32 {
         let k = format!("shared:{i}");
         a.set(&k, i, None).await.unwrap();
@@ -390,4 +417,68 @@ async fn a_hybrid_cache_on_a_cluster_needs_only_its_listed_commands() {
             node.port()
         );
     }
+}
+
+/// On a cluster without `CLIENT` (tracking off: writes reach holders only as
+/// messages), the holders of a key hear of a write through the writer's `SPUBLISH`,
+/// sent in a second round trip after the script that emptied their registry. A
+/// writer dropped at any point after its write still has them sent the message:
+/// the holder never serves the old value once the new one is in Redis (beyond
+/// delivery; its L1 copy would otherwise live 60 s).
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_writer_still_reaches_untracked_holders_on_a_cluster() {
+    let cluster = ormcache_testing::RedisCluster::start();
+    let untracked: Vec<&str> = HYBRID
+        .iter()
+        .copied()
+        .filter(|c| !c.starts_with("client|"))
+        .collect();
+    for node in cluster.nodes() {
+        restricted_user(
+            node,
+            "acl",
+            &[PLAIN, CLUSTER, &untracked, FLEET_ON_A_CLUSTER],
+        )
+        .await;
+    }
+    let a = coherent(cluster_app(&cluster).await, cluster.nodes()).await;
+    let b = coherent(cluster_app(&cluster).await, cluster.nodes()).await;
+    let mut dropped = 0;
+    for polls in 1..=200usize {
+        let old = u32::try_from(polls).unwrap() * 10;
+        a.set("k", old, None).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(b.get::<u32>("k").await.unwrap().as_deref() == Some(&old)
+            && b.l1().exists_sync("k"))
+        {
+            assert!(Instant::now() < deadline, "b never held k = {old}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let done = poll_then_drop(a.set("k", old + 1, None), polls).await;
+        // A dropped write may still be on its way to Redis.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stored = a.l2().get::<u32>("k").await.unwrap().map(|v| *v);
+        if stored == Some(old + 1) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let seen = b.get::<u32>("k").await.unwrap().map(|v| *v);
+                if seen == Some(old + 1) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "after {polls} polls: b still serves {seen:?}, Redis holds {stored:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if done.is_some() {
+            break;
+        }
+        dropped += 1;
+    }
+    assert!(dropped > 1, "the write never stayed pending");
+    let stats = a.get_stats().await.unwrap();
+    println!("dropped writes: {dropped}; {:?}", stats.coherence);
 }

@@ -12,13 +12,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ormcache::{
     BreakerConfig, BreakerState, Cache, ComputeOptions, DistributedCache, HybridCache, QueryCache,
 };
-use support::{RedisServer, config};
+use support::{RedisServer, config, poll_then_drop};
 
 type Op = for<'a> fn(&'a HybridCache, usize) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 type L2Op =
@@ -27,25 +26,6 @@ type L2Op =
 const K: &str = "k";
 /// Beyond this, an op that never completes on its own is a hang.
 const MAX_POLLS: usize = 200;
-
-/// Polls `op` with the caller's task context until it completes or has returned
-/// `Pending` `n` times; then drops it. Its output if it completed.
-async fn poll_then_drop<F: Future>(op: F, n: usize) -> Option<F::Output> {
-    let mut op = std::pin::pin!(op);
-    let mut pending = 0;
-    std::future::poll_fn(|cx| match op.as_mut().poll(cx) {
-        Poll::Ready(v) => Poll::Ready(Some(v)),
-        Poll::Pending => {
-            pending += 1;
-            if pending >= n {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
-            }
-        }
-    })
-    .await
-}
 
 /// Polls until `f` holds, up to `bound` (a stranded lease lives 60 s here, a stale
 /// L1 copy 60 s: far beyond).

@@ -88,8 +88,9 @@ impl DistributedCache {
         pipe.add_command(cmd);
         match notice.filter(|n| push_notice(&mut pipe, n)) {
             Some(n) => {
-                let mut replies: Vec<redis::Value> =
-                    self.call(op, key, Request::Pipe(&pipe)).await?;
+                let mut replies = self
+                    .run_delivering(op, key, &pipe, &[(n, 1, usize::MAX)])
+                    .await?;
                 if replies.is_empty() {
                     return Err(crate::Error::new(crate::ErrorKind::Server, op)
                         .with_detail("a pipeline reply is missing"));
@@ -97,7 +98,6 @@ impl DistributedCache {
                 let first = replies.remove(0);
                 let v = redis::from_redis_value::<T>(first)
                     .map_err(|e| crate::error::from_redis(op, e.into()))?;
-                self.deliver(n, &replies).await;
                 Ok(v)
             }
             None => {
@@ -113,8 +113,8 @@ impl DistributedCache {
     /// shard is its own). A holder that cannot be sent the message is logged and
     /// not waited for; its inbox's node is out of reach, and when that node comes
     /// back the holder's subscription will have been lost with it (which flushes
-    /// its L1). The sends run in a task of their own, which a dropped caller does
-    /// not stop.
+    /// its L1). (Run by [`run_delivering`](Self::run_delivering), from a task a
+    /// dropped caller does not stop.)
     pub(crate) async fn deliver(&self, n: &Notice, replies: &[redis::Value]) {
         let Some(fleet) = &n.fleet else { return };
         if fleet.registries.is_empty() {
@@ -134,34 +134,24 @@ impl DistributedCache {
             fleet.set(Reached::Holders(holders));
             return;
         }
-        // Sent from a task of its own: a writer whose future is dropped after
-        // the registries were emptied (a timeout, a client gone) still has the
-        // holders sent the message, or their copies would stay until they expire.
-        let cache = self.clone();
-        let inbox = fleet.inbox.clone();
-        let payload = n.payload.clone();
-        let sending = tokio::spawn(async move {
-            let sends = holders.iter().map(|h| {
-                let mut cmd = redis::cmd("SPUBLISH");
-                cmd.arg(format!("{inbox}{h}")).arg(&payload);
-                let cache = &cache;
-                async move {
-                    match cache.query::<u64>("publish", None, &cmd).await {
-                        Ok(receivers) => (receivers > 0).then_some(*h),
-                        Err(e) => {
-                            tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
-                            None
-                        }
+        let sends = holders.iter().map(|h| {
+            let mut cmd = redis::cmd("SPUBLISH");
+            cmd.arg(format!("{}{h}", fleet.inbox)).arg(&n.payload);
+            async move {
+                match self.query::<u64>("publish", None, &cmd).await {
+                    Ok(receivers) => (receivers > 0).then_some(*h),
+                    Err(e) => {
+                        tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
+                        None
                     }
                 }
-            });
-            futures_util::future::join_all(sends)
-                .await
-                .into_iter()
-                .flatten()
-                .collect::<Vec<u64>>()
+            }
         });
-        let reached = sending.await.unwrap_or_default();
+        let reached = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         fleet.set(Reached::Holders(reached));
     }
 
@@ -186,14 +176,66 @@ impl DistributedCache {
             .filter(|n| push_notice(&mut pipe, n))
             .map(|n| (n, replies_of(n)))
             .collect();
-        let replies: Vec<redis::Value> = self.query_pipe(op, &pipe).await?;
-        let mut rest = replies.as_slice();
-        for (n, count) in read {
-            let (mine, after) = rest.split_at(count.min(rest.len()));
-            self.deliver(n, mine).await;
-            rest = after;
-        }
+        let mut start = 0;
+        let parts: Vec<(&Notice, usize, usize)> = read
+            .into_iter()
+            .map(|(n, count)| {
+                start += count;
+                (n, start - count, count)
+            })
+            .collect();
+        self.run_delivering(op, None, &pipe, &parts).await?;
         Ok(())
+    }
+
+    /// Runs `pipe`, whose replies from `start` on (`count` of them) belong to each
+    /// notice, then completes each notice's delivery ([`deliver`](Self::deliver)).
+    /// When a delivery takes a second round trip (the fleet protocol on a
+    /// cluster), both round trips run in a task of their own: the first empties
+    /// the holder registries, so a caller dropped between the two would leave
+    /// the holders unmessaged, their copies stale until they expire.
+    async fn run_delivering(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        pipe: &redis::Pipeline,
+        notices: &[(&Notice, usize, usize)],
+    ) -> Result<Vec<redis::Value>> {
+        async fn run(
+            cache: &DistributedCache,
+            op: &'static str,
+            key: Option<&str>,
+            pipe: &redis::Pipeline,
+            notices: &[(&Notice, usize, usize)],
+        ) -> Result<Vec<redis::Value>> {
+            let replies: Vec<redis::Value> = cache.call(op, key, Request::Pipe(pipe)).await?;
+            for (n, start, count) in notices {
+                let start = (*start).min(replies.len());
+                let end = start.saturating_add(*count).min(replies.len());
+                cache.deliver(n, &replies[start..end]).await;
+            }
+            Ok(replies)
+        }
+        if !notices.iter().any(|(n, _, _)| n.delivers_later()) {
+            return run(self, op, key, pipe, notices).await;
+        }
+        let cache = self.clone();
+        let key = key.map(str::to_owned);
+        let pipe = pipe.clone();
+        let owned: Vec<(Notice, usize, usize)> = notices
+            .iter()
+            .map(|(n, start, count)| ((*n).clone(), *start, *count))
+            .collect();
+        tokio::spawn(async move {
+            let notices: Vec<(&Notice, usize, usize)> =
+                owned.iter().map(|(n, s, c)| (n, *s, *c)).collect();
+            run(&cache, op, key.as_deref(), &pipe, &notices).await
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::Error::new(crate::ErrorKind::Connection, op)
+                .with_detail(format!("the round trip's task failed: {e}")))
+        })
     }
 
     /// The registry of the instances holding `key` in L1 (`Protocol::Fleet`), in
@@ -324,13 +366,20 @@ impl DistributedCache {
             let primaries = self.primary_slots("subscribe").await?;
             let nodes: Vec<_> = primaries.iter().map(|(n, _)| n.clone()).collect();
             let mut conn = seeds.subscriber(pushes, &nodes).await?;
-            let mut redirects = Vec::new();
+            let mut redirects = Some(Vec::new());
             for (node, slot) in primaries {
-                let id: i64 = on_slot(&mut conn, slot, redis::cmd("CLIENT").arg("ID"))
+                let id = on_slot(&mut conn, slot, redis::cmd("CLIENT").arg("ID"))
                     .await
-                    .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
-                    .map_err(|e| failed(e).with_detail(format!("CLIENT ID at {node}")))?;
-                redirects.push((node, slot, id));
+                    .and_then(|v| redis::from_redis_value::<i64>(v).map_err(Into::into))
+                    .map_err(|e| failed(e).with_detail(format!("CLIENT ID at {node}")));
+                match untracked_if_denied(id)? {
+                    Some(id) => {
+                        if let Some(r) = &mut redirects {
+                            r.push((node, slot, id));
+                        }
+                    }
+                    None => redirects = None,
+                }
             }
             // One at a time: each sharded channel lives on its own slot's node.
             for channel in channels {
@@ -340,7 +389,7 @@ impl DistributedCache {
             }
             return Ok(Subscriber {
                 _conn: Box::new(conn),
-                redirect: Redirect::Nodes(redirects),
+                redirect: redirects.map(Redirect::Nodes),
             });
         }
         let client = self.pubsub_client().await?;
@@ -359,15 +408,16 @@ impl DistributedCache {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(failed)?;
-        let id: i64 = redis::cmd("CLIENT")
+        let id = redis::cmd("CLIENT")
             .arg("ID")
-            .query_async(&mut conn)
+            .query_async::<i64>(&mut conn)
             .await
-            .map_err(failed)?;
+            .map_err(failed);
+        let id = untracked_if_denied(id)?;
         conn.subscribe(channels).await.map_err(failed)?;
         Ok(Subscriber {
             _conn: Box::new(conn),
-            redirect: Redirect::Server(id),
+            redirect: id.map(Redirect::Server),
         })
     }
 
@@ -568,8 +618,8 @@ impl DistributedCache {
         }
         match notice.filter(|n| push_notice(&mut pipe, n)) {
             Some(n) => {
-                let replies: Vec<redis::Value> = self.query_pipe("set_many", &pipe).await?;
-                self.deliver(n, &replies).await;
+                self.run_delivering("set_many", None, &pipe, &[(n, 0, usize::MAX)])
+                    .await?;
             }
             None => self.query_pipe::<()>("set_many", &pipe).await?,
         }
@@ -775,7 +825,25 @@ fn replies_of(n: &Notice) -> usize {
 /// [`DistributedCache::fleet_subscriber`]): open while this lives.
 pub(crate) struct Subscriber {
     _conn: Box<dyn std::any::Any + Send + Sync>,
-    pub(crate) redirect: Redirect,
+    /// `None` when the user may not run `CLIENT`: the protocol runs untracked.
+    pub(crate) redirect: Option<Redirect>,
+}
+
+/// The subscriber's `CLIENT ID`; `None` if the ACL user may not ask it (then it
+/// may not turn tracking on either: the fleet protocol runs untracked, with a
+/// warning, rather than not at all).
+fn untracked_if_denied(id: Result<i64>) -> Result<Option<i64>> {
+    match id {
+        Ok(id) => Ok(Some(id)),
+        Err(e) if e.kind() == crate::ErrorKind::NoPermission => {
+            tracing::warn!(
+                error = %e,
+                "CLIENT not permitted: writes by other Redis clients reach L1 copies only when they expire"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Where tracking invalidations are redirected: the subscriber connection's id,
@@ -795,7 +863,10 @@ async fn on_slot(
     slot: u16,
     cmd: &redis::Cmd,
 ) -> redis::RedisResult<redis::Value> {
-    conn.route_command(cmd.clone(), slot_route(slot)).await
+    // An error reply (say `NOPERM`) comes back as a value: made an error here.
+    conn.route_command(cmd.clone(), slot_route(slot))
+        .await
+        .and_then(redis::Value::extract_error)
 }
 
 /// To the primary serving `slot`.

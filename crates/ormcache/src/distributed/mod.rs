@@ -62,7 +62,7 @@ enum Request<'a> {
 }
 
 /// A message to publish along with a write (coherence of `HybridCache`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Notice {
     pub(crate) channel: String,
     pub(crate) payload: Vec<u8>,
@@ -83,13 +83,24 @@ impl Notice {
         }
     }
 
+    /// Whether delivery takes a second round trip after the one that carries the
+    /// notice (`Protocol::Fleet` on a cluster: the holders the registries named
+    /// are sent the message with `SPUBLISH`).
+    pub(crate) fn delivers_later(&self) -> bool {
+        self.sharded
+            && self
+                .fleet
+                .as_ref()
+                .is_some_and(|f| !f.registries.is_empty())
+    }
+
     pub(crate) fn publish_command(&self) -> &'static str {
         if self.sharded { "SPUBLISH" } else { "PUBLISH" }
     }
 }
 
 /// How a [`Notice`] of `Protocol::Fleet` is delivered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Fleet {
     /// The holder registries of the keys the message names (their holders'
     /// inboxes get it), or empty: every subscriber of the channel gets it.

@@ -78,7 +78,7 @@ async fn subscribe(inner: &Inner, fleet: &FleetState) -> Result<Subscription> {
         )
         .await?;
     if let Ok(mut r) = fleet.redirect.lock() {
-        *r = Some(sub.redirect.clone());
+        r.clone_from(&sub.redirect);
     }
     Ok(Subscription { _conn: sub, pushes })
 }

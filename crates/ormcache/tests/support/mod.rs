@@ -293,3 +293,22 @@ pub async fn assert_a_load_is_stored<C: Cache>(label: &str, cache: &C) {
         "{label}"
     );
 }
+
+/// Polls `op` with the caller's task context until it completes or has returned
+/// `Pending` `n` times; then drops it. Its output if it completed.
+pub async fn poll_then_drop<F: std::future::Future>(op: F, n: usize) -> Option<F::Output> {
+    let mut op = std::pin::pin!(op);
+    let mut pending = 0;
+    std::future::poll_fn(|cx| match op.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => {
+            pending += 1;
+            if pending >= n {
+                std::task::Poll::Ready(None)
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
