@@ -39,17 +39,29 @@ impl PyHybrid {
 
 crate::methods::cache_methods!(PyHybrid, keep = true, {
     /// Combines an L1 and a connected L2. `degraded_max_age` (seconds) bounds the
-    /// age of L1 answers while Redis is unreachable; `l1_max_ttl` caps L1 copies.
+    /// age of L1 answers while Redis is unreachable; `l1_max_ttl` caps L1 copies;
+    /// `protocol` is the coherence protocol, `"fleet"` (the default) or
+    /// `"broadcast"`: every instance on one prefix must use the same.
     #[new]
-    #[pyo3(signature = (l1, l2, degraded_max_age=None, l1_max_ttl=None))]
+    #[pyo3(signature = (l1, l2, degraded_max_age=None, l1_max_ttl=None, protocol=None))]
     fn new(
         l1: PyRef<'_, PyLocal>,
         l2: PyRef<'_, PyDistributed>,
         degraded_max_age: Option<f64>,
         l1_max_ttl: Option<f64>,
+        protocol: Option<&str>,
     ) -> PyResult<Self> {
         let (l2c, mode) = l2.cache()?;
         let mut b = HybridCache::builder(l1.cache.clone(), l2c.clone());
+        match protocol {
+            None | Some("fleet") => {}
+            Some("broadcast") => b = b.protocol(ormcache::Protocol::Broadcast),
+            Some(other) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "protocol must be \"fleet\" or \"broadcast\", not {other:?}"
+                )));
+            }
+        }
         if let Some(a) = degraded_max_age {
             b = b.degraded_max_age(if a <= 0.0 {
                 Duration::ZERO

@@ -489,6 +489,29 @@ def test_hybrid_usage_and_stats(redis_url):
     run(main())
 
 
+def test_hybrid_protocol_is_chosen_by_name(redis_url):
+    async def main():
+        l1 = QueryCache(max_size=100, default_ttl=60)
+        l2 = await DistributedCache.create(redis_url=redis_url, key_prefix="proto")
+        with pytest.raises(ValueError, match="fleet.*broadcast"):
+            HybridCache(l1, l2, protocol="gossip")
+        # Two instances on the broadcast protocol: a confirmed write through one
+        # is fresh on the other, which held the old value in L1.
+        a = HybridCache(QueryCache(max_size=100, default_ttl=60), l2, protocol="broadcast")
+        b_l2 = await DistributedCache.create(redis_url=redis_url, key_prefix="proto")
+        b = HybridCache(QueryCache(max_size=100, default_ttl=60), b_l2, protocol="broadcast")
+        assert await a.wait_coherent(10) and await b.wait_coherent(10)
+        await a.set("k", 1)
+        assert await b.get("k") == 1
+        assert await b.get("k") == 1
+        await a.set("k", 2)
+        assert await b.get("k") == 2
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
 async def coherent_hybrid(redis_url):
     """A DistributedCache and a coherent HybridCache on it."""
     l2 = await DistributedCache.create(redis_url=redis_url)
