@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::key;
 use crate::local::LocalTicket;
 use crate::local::QueryCache;
+use crate::local::Striped;
 use crate::observe::{Counted, HybridMeter};
 use crate::stats::hit_rate;
 
@@ -59,8 +60,9 @@ struct FleetState {
 /// The instance's counters; those that are also metrics are [`Counted`].
 #[derive(Debug, Default)]
 struct Counters {
-    gets: AtomicU64,
-    l1_hits: AtomicU64,
+    /// Striped (counted on every L1 hit: no shared line, no `lock` prefix).
+    gets: Striped,
+    l1_hits: Striped,
     l2_hits: AtomicU64,
     fallbacks: Counted,
     fills_discarded: Counted,
@@ -84,8 +86,8 @@ impl Counters {
         use crate::observe::names as n;
         let m = |name| Counted::new(HybridMeter::counter(name, cache, &[]));
         Self {
-            gets: AtomicU64::new(0),
-            l1_hits: AtomicU64::new(0),
+            gets: Striped::default(),
+            l1_hits: Striped::default(),
             l2_hits: AtomicU64::new(0),
             fallbacks: m(n::FALLBACKS),
             fills_discarded: Counted::new(HybridMeter::counter(
