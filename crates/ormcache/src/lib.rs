@@ -267,7 +267,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | `cache` | the [`Cache`] trait, [`CacheValue`], [`Ttl`] |
-//! | `local` | [`QueryCache`], the L1 on quick_cache: `local/future` its async API, `local/builder`, `local/stats` its counters, `local/epochs` what tag invalidations, clears and writes void (per-tag and per-scope generations) |
+//! | `local` | [`QueryCache`], the L1 on its own map (`local/map`: sharded, CLOCK eviction): `local/future` its async API, `local/builder`, `local/stats` its counters, `local/epochs` what tag invalidations, clears and writes void (per-tag and per-scope generations) |
 //! | `distributed`, `config` | [`DistributedCache`], its [`DistributedBuilder`] (`distributed/builder`) and [`DistributedConfig`] |
 //! | `config/url`, `config/redact`, `config/tls` | [`RedisUrl`], the one parser of Redis URLs; hiding secrets in any text that may be a URL; `TlsConfig` |
 //! | `distributed/transport`, `distributed/sentinel` | how a URL becomes redis-rs clients (addresses, credentials, TLS); the Sentinel connection that follows failovers |

@@ -154,7 +154,6 @@ impl HybridCache {
         leasing: Option<&ComputeOptions>,
     ) -> (Lookup<T>, Option<FillTicket>) {
         let inner = &self.inner;
-        inner.counters.gets.fetch_add(1, Relaxed);
         let coherent = inner.coherent.load(SeqCst);
         if coherent {
             let hit = if with_ttl {
@@ -170,6 +169,7 @@ impl HybridCache {
                 return (Lookup::Hit(v, left), None);
             }
         }
+        inner.counters.gets_past_l1.fetch_add(1, Relaxed);
         if inner.backlog_pending.load(SeqCst) {
             inner.counters.fallbacks.fetch_add(1, Relaxed);
             inner.wake_recovery.notify_one();

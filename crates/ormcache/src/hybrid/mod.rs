@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::key;
 use crate::local::LocalTicket;
 use crate::local::QueryCache;
+use crate::local::Striped;
 use crate::observe::{Counted, HybridMeter};
 use crate::stats::hit_rate;
 
@@ -59,8 +60,11 @@ struct FleetState {
 /// The instance's counters; those that are also metrics are [`Counted`].
 #[derive(Debug, Default)]
 struct Counters {
-    gets: AtomicU64,
-    l1_hits: AtomicU64,
+    /// Gets not answered by an L1 hit (an L1 hit counts only `l1_hits`: one
+    /// counter on the hit path); [`Counters::gets`] adds them up.
+    gets_past_l1: Striped,
+    /// Striped, as `gets_past_l1`: no shared line, no `lock` prefix on a hit.
+    l1_hits: Striped,
     l2_hits: AtomicU64,
     fallbacks: Counted,
     fills_discarded: Counted,
@@ -79,13 +83,20 @@ struct Counters {
 }
 
 impl Counters {
+    /// Every get, L1 hits included.
+    fn gets(&self) -> u64 {
+        self.gets_past_l1
+            .load(Relaxed)
+            .wrapping_add(self.l1_hits.load(Relaxed))
+    }
+
     /// Counters whose metrics carry the label `cache`.
     fn metered(cache: &Arc<str>) -> Self {
         use crate::observe::names as n;
         let m = |name| Counted::new(HybridMeter::counter(name, cache, &[]));
         Self {
-            gets: AtomicU64::new(0),
-            l1_hits: AtomicU64::new(0),
+            gets_past_l1: Striped::default(),
+            l1_hits: Striped::default(),
             l2_hits: AtomicU64::new(0),
             fallbacks: m(n::FALLBACKS),
             fills_discarded: Counted::new(HybridMeter::counter(
@@ -315,14 +326,31 @@ impl HybridCache {
     /// Cancel-safe; a dropped read changes nothing (L1 is filled
     /// only with a complete L2 answer).
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
-        key::validate("get", key)?;
+        // The key's checks, inline: only an empty key, one starting with `_` (the
+        // reserved `__oc…`) or one as long as the reserved `stats` takes the call.
+        if matches!(key.as_bytes().first(), None | Some(b'_')) || key.len() == key::STATS_KEY.len()
+        {
+            key::validate("get", key)?;
+        }
         let inner = &self.inner;
-        inner.counters.gets.fetch_add(1, Relaxed);
         let coherent = inner.coherent.load(SeqCst);
         if coherent && let Some(v) = inner.l1.get_checked::<T>(key, None) {
             inner.counters.l1_hits.fetch_add(1, Relaxed);
             return Ok(Some(v));
         }
+        // Boxed: inline, the L2 path's state would make every get's future (an L1
+        // hit's too) as large as its own; one allocation beside a round trip.
+        Box::pin(self.get_past_l1(key, coherent)).await
+    }
+
+    /// [`get`](Self::get) after L1 did not answer.
+    async fn get_past_l1<T: CacheValue>(
+        &self,
+        key: &str,
+        coherent: bool,
+    ) -> Result<Option<Arc<T>>> {
+        let inner = &self.inner;
+        inner.counters.gets_past_l1.fetch_add(1, Relaxed);
         if inner.backlog_pending.load(SeqCst) {
             // An invalidation has not reached Redis yet: L2 may hold what it removes.
             inner.counters.fallbacks.fetch_add(1, Relaxed);
@@ -585,7 +613,6 @@ impl HybridCache {
         let mut out: Vec<Option<Arc<T>>> = Vec::with_capacity(keys.len());
         let mut missing: Vec<(usize, &str, LocalTicket)> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            inner.counters.gets.fetch_add(1, Relaxed);
             // As `get`: L1 only while coherent; else L2 first.
             let hit = if coherent {
                 inner.l1.get_checked::<T>(k.as_ref(), None)
@@ -595,6 +622,7 @@ impl HybridCache {
             if hit.is_some() {
                 inner.counters.l1_hits.fetch_add(1, Relaxed);
             } else {
+                inner.counters.gets_past_l1.fetch_add(1, Relaxed);
                 missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
             }
             out.push(hit);
@@ -832,7 +860,7 @@ impl HybridCache {
         let inner = &self.inner;
         let l2 = inner.l2.get_stats().await.ok();
         let c = &inner.counters;
-        let gets = c.gets.load(Relaxed);
+        let gets = c.gets();
         let hits = c.l1_hits.load(Relaxed) + c.l2_hits.load(Relaxed);
         let backlog = inner.backlog.lock().map(|b| b.len()).unwrap_or_default();
         let (peers, peers_unresponsive) = inner

@@ -62,7 +62,7 @@ impl HybridCache {
         let inner = &self.inner;
         let c = &inner.counters;
         let reads = HybridReads {
-            reads: c.gets.load(Relaxed),
+            reads: c.gets(),
             l1_hits: c.l1_hits.load(Relaxed),
             l2_hits: c.l2_hits.load(Relaxed),
             writes: c.sent.load(Relaxed),

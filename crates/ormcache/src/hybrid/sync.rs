@@ -33,7 +33,6 @@ impl HybridCache {
             return None;
         }
         let v = inner.l1.peek_hit::<T>(key)?;
-        inner.counters.gets.fetch_add(1, Relaxed);
         inner.counters.l1_hits.fetch_add(1, Relaxed);
         Some(v)
     }

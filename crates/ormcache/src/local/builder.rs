@@ -1,18 +1,15 @@
-//! [`QueryCacheBuilder`]: bounds, default TTL, and the quick_cache map they configure.
+//! [`QueryCacheBuilder`]: bounds, default TTL, and the map they configure.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use quanta::Instant;
-
 use super::epochs::Epochs;
+use super::map::Map;
 use super::stats::LocalCounters;
-use super::{Entry, Hasher, Inner, KeyLocks, QueryCache};
+use super::{Inner, KeyLocks, QueryCache};
 use crate::error::{Error, Result};
 use crate::key;
 use crate::memo::Flights;
-use crate::observe::Removal;
 
 /// Builds a [`QueryCache`]; see [`QueryCache::builder`].
 ///
@@ -43,47 +40,7 @@ impl Default for QueryCacheBuilder {
     }
 }
 
-/// The L1's map: quick_cache (CLOCK-Pro-like admission and eviction, sharded
-/// read-write locks), weighed by [`Weigh`], counting evictions through
-/// [`Evictions`]. Expiry is not the map's business: every read checks the entry's
-/// own deadline, and an expired entry goes when read or when evicted.
-pub(super) type Map = quick_cache::sync::Cache<String, Entry, Weigh, Hasher, Evictions>;
-
-/// An entry's weight: 1 (an entry bound), or its charged bytes (a byte budget).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Weigh {
-    by_bytes: bool,
-}
-
-impl quick_cache::Weighter<String, Entry> for Weigh {
-    #[inline]
-    fn weight(&self, _key: &String, e: &Entry) -> u64 {
-        if self.by_bytes {
-            u64::from(e.meta.weight)
-        } else {
-            1
-        }
-    }
-}
-
-/// Counts the entries evicted for room (not those that had expired anyway).
-#[derive(Clone)]
-pub(super) struct Evictions(Arc<LocalCounters>);
-
-impl quick_cache::Lifecycle<String, Entry> for Evictions {
-    type RequestState = ();
-
-    fn on_evict(&self, _state: &mut (), _key: String, e: Entry) {
-        if e.expires_at > Instant::now() {
-            self.0.evictions.fetch_add(1, Relaxed);
-            self.0.meter.get().evicted(Removal::Size);
-        } else {
-            self.0.meter.get().evicted(Removal::Expired);
-        }
-    }
-}
-
-/// Shards of the map: a few per core (quick_cache's default), fewer for a small
+/// Shards of the map: a few per core, fewer for a small
 /// cache so that each holds at least [`MIN_SHARD_ITEMS`] entries.
 fn shards(max_size: u64) -> u64 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -95,29 +52,15 @@ fn shards(max_size: u64) -> u64 {
 }
 
 const MIN_SHARD_ITEMS: u64 = 32;
-/// The most entries the map allocates room for up front.
-const MAX_PREALLOCATED: u64 = 1 << 16;
-
 /// The map for `capacity` (entries, or bytes with a byte budget) over `shards`
 /// shards. Each shard holds an equal share, so the capacity is rounded down to a
 /// multiple of the shards: the bound is never exceeded.
-fn map(max_size: u64, capacity: u64, by_bytes: bool, counters: &Arc<LocalCounters>) -> Result<Map> {
+fn map(max_size: u64, capacity: u64, by_bytes: bool) -> Map {
     let mut shards = shards(max_size);
     while shards > 1 && capacity / shards == 0 {
         shards /= 2;
     }
-    let options = quick_cache::OptionsBuilder::new()
-        .shards(shards as usize)
-        .estimated_items_capacity(max_size.min(MAX_PREALLOCATED) as usize)
-        .weight_capacity(capacity - capacity % shards)
-        .build()
-        .map_err(|e| Error::invalid("build", format!("the L1 map: {e}")))?;
-    Ok(Map::with_options(
-        options,
-        Weigh { by_bytes },
-        Hasher::default(),
-        Evictions(Arc::clone(counters)),
-    ))
+    Map::new(shards as usize, capacity, by_bytes)
 }
 
 impl QueryCacheBuilder {
@@ -185,11 +128,11 @@ impl QueryCacheBuilder {
         }
         let counters = Arc::new(LocalCounters::default());
         let (map, min_weight) = match self.max_bytes {
-            None => (map(self.max_size, self.max_size, false, &counters)?, 1),
+            None => (map(self.max_size, self.max_size, false), 1),
             Some(0) => return Err(Error::invalid("build", "max_bytes must be at least 1")),
             Some(bytes) => {
                 let min_weight = (bytes.div_ceil(self.max_size)).clamp(1, u32::MAX as u64) as u32;
-                (map(self.max_size, bytes, true, &counters)?, min_weight)
+                (map(self.max_size, bytes, true), min_weight)
             }
         };
         Ok(QueryCache {
@@ -204,6 +147,7 @@ impl QueryCacheBuilder {
                 next_id: Default::default(),
                 epochs: Epochs::default(),
                 flights: Flights::default(),
+                clock: quanta::Clock::new(),
             }),
         })
     }
@@ -213,29 +157,22 @@ impl Default for QueryCache {
     fn default() -> Self {
         // The default builder is valid by construction; fall back to the smallest
         // map rather than panic should that ever change.
-        QueryCacheBuilder::default().build().unwrap_or_else(|_| {
-            let counters = Arc::new(LocalCounters::default());
-            let map = Map::with(
-                1,
-                1,
-                Weigh { by_bytes: false },
-                Hasher::default(),
-                Evictions(Arc::clone(&counters)),
-            );
-            QueryCache {
+        QueryCacheBuilder::default()
+            .build()
+            .unwrap_or_else(|_| QueryCache {
                 inner: Arc::new(Inner {
-                    map,
+                    map: Map::new(1, 1, false),
                     locks: KeyLocks::default(),
                     max_size: 1,
                     max_bytes: None,
                     min_weight: 1,
                     default_ttl: Duration::from_secs(60),
-                    counters,
+                    counters: Arc::new(LocalCounters::default()),
                     next_id: Default::default(),
                     epochs: Epochs::default(),
                     flights: Flights::default(),
+                    clock: quanta::Clock::new(),
                 }),
-            }
-        })
+            })
     }
 }

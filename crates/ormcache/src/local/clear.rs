@@ -2,8 +2,6 @@
 //! Each voids what it clears at once through the epochs; a walk of the map frees
 //! the memory (and counts, for the synchronous forms).
 
-use quanta::Instant;
-
 use super::epochs::in_scope;
 use super::{Entry, QueryCache};
 use crate::error::Result;
@@ -91,11 +89,11 @@ impl QueryCache {
 
     /// The stored keys and entries for which `pred` holds, and whether each was live.
     fn collect(&self, pred: impl Fn(&str, &Entry) -> bool) -> Vec<(String, Entry, bool)> {
-        let now = Instant::now();
+        let now = self.now();
         self.inner
             .map
-            .iter()
-            .filter(|(k, e)| pred(k.as_str(), e))
+            .collect(pred)
+            .into_iter()
             .map(|(k, e)| {
                 let live = self.is_live(&k, &e, now);
                 (k, e, live)
@@ -166,13 +164,13 @@ impl PatternClear {
         let keys: Vec<String> = cache
             .inner
             .map
-            .iter()
-            .filter(|(k, _)| self.scope.contains(k) && self.glob.matches(k))
+            .collect(|k, _| self.scope.contains(k) && self.glob.matches(k))
+            .into_iter()
             .map(|(k, _)| k)
             .collect();
         // Counted before the clear is marked walked: until then its entries are
         // misses, so `remove_physical` would count none. Count what it matched.
-        let now = Instant::now();
+        let now = cache.now();
         let mut removed = 0;
         for k in &keys {
             if let Some(e) = cache.remove_if(k, |_| true)

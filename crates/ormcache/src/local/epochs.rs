@@ -276,6 +276,7 @@ impl Epochs {
         self.global.fetch_add(1, SeqCst) + 1
     }
 
+    #[inline]
     pub(crate) fn global(&self) -> u64 {
         self.global.load(SeqCst)
     }

@@ -1,10 +1,11 @@
-//! [`QueryCache`]: the in-process L1, on quick_cache's sync cache.
+//! [`QueryCache`]: the in-process L1, on its own sharded map (`map.rs`).
 //!
 //! | file | holds |
 //! | --- | --- |
 //! | `mod.rs` | the cache, its synchronous API (`*_sync`), fills |
 //! | `future.rs` | the async API: the [`Cache`] methods, also inherent |
-//! | `builder.rs` | [`QueryCacheBuilder`] and the quick_cache map it configures |
+//! | `builder.rs` | [`QueryCacheBuilder`] and the map it configures |
+//! | `map.rs` | the map: sharded, read-locked hits, CLOCK eviction on insert |
 //! | `clear.rs` | clears of a scope, a pattern, a tag |
 //! | `stats.rs` | counters and `get_stats_sync` |
 //! | `epochs.rs` | invalidation bookkeeping: what a clear, a tag or a write voids |
@@ -13,6 +14,7 @@ mod builder;
 mod clear;
 mod epochs;
 mod future;
+mod map;
 mod peek;
 mod stats;
 
@@ -35,17 +37,17 @@ use crate::memo::{Fill, FillTicket, Flights, Lookup};
 use crate::observe::Removal;
 use crate::tenant;
 
-use builder::Map;
 pub use builder::QueryCacheBuilder;
 use epochs::Stamp;
 pub(crate) use epochs::{Epochs, LocalTicket};
+use map::{Evicted, Map};
 use stats::LocalCounters;
+pub(crate) use stats::Striped;
 
 type Value = Arc<dyn Any + Send + Sync>;
-type Hasher = foldhash::fast::RandomState;
 
-/// What the map holds: cloned on every hit, so one `Arc` (the value) and plain
-/// data (an unscoped, untagged entry's stamp holds no `Arc`).
+/// What the map holds. A hit reads it under its shard's read lock and clones only
+/// the value's `Arc`.
 #[derive(Clone)]
 struct Entry {
     value: Value,
@@ -65,8 +67,7 @@ struct Meta {
     weight: u32,
     /// When the value expires where it came from (a `HybridCache` L2 entry; the
     /// entry's own deadline for a value of this process): early refresh decides on
-    /// that, not on the shorter L1 lifetime. No `Option`: the entry is copied on
-    /// every hit, and 8 bytes fewer is a cheaper copy.
+    /// that, not on the shorter L1 lifetime.
     origin_expires_at: Instant,
     /// Whether `origin_expires_at` is an origin's (else it follows `expires_at`).
     has_origin: bool,
@@ -93,6 +94,10 @@ struct Inner {
     /// What invalidations voided; orders fills against them.
     epochs: Epochs,
     flights: Flights,
+    /// The clock every deadline is set and checked by: quanta's TSC clock (the
+    /// one `quanta::Instant::now` reads) held here, which spares each read the
+    /// thread-local lookup of a mock clock that `Instant::now` makes first.
+    clock: quanta::Clock,
 }
 
 /// The in-process L1: bounded by entries (and optionally bytes), per-entry TTL exact
@@ -100,13 +105,15 @@ struct Inner {
 ///
 /// Values are stored as `Arc<T>`; a hit hands out a clone of that `Arc` (no decoding,
 /// no deep clone). Reading a key with another type than it was written with is a
-/// miss, counted in `type_mismatches`. The map is quick_cache's (sharded, CLOCK-Pro
-/// style eviction that keeps hot entries against a scan); expiry is checked against
-/// each entry's own deadline on every read, so an expired entry is never returned.
-/// A hit takes only the read side of its shard's lock (readers never wait for each
-/// other), whatever was invalidated before: tag invalidations and clears void
-/// entries through per-tag and per-scope generations that only the entries carrying
-/// them read.
+/// miss, counted in `type_mismatches`. The map is the L1's own: shards of a hash
+/// table, CLOCK eviction on insert (an entry read since the hand last passed
+/// survives it, so hot entries outlast a scan of new keys); expiry is checked
+/// against each entry's own deadline on every read, under the shard's read lock, so
+/// an expired entry is never returned. A hit takes only the read side of its
+/// shard's lock (readers never wait for each other) and copies nothing but the
+/// value's `Arc`, whatever was invalidated before: tag invalidations and clears
+/// void entries through per-tag and per-scope generations that only the entries
+/// carrying them read.
 ///
 /// Two APIs, the same operations: the async methods (`get`, `set`, …) are those of
 /// the [`Cache`](crate::Cache) trait, so code moves to
@@ -139,6 +146,16 @@ impl fmt::Debug for QueryCache {
             .field("entries", &self.inner.map.len())
             .finish()
     }
+}
+
+/// What a read found at a key (see [`QueryCache::probe`]).
+enum Probe<R> {
+    /// A live entry, and what the reader took from it.
+    Live(R),
+    /// No live entry: none, one voided by an invalidation, or one too old.
+    Miss,
+    /// An entry past its deadline (its id): the reader may free it.
+    Expired(u64),
 }
 
 /// Stripes of key locks (see [`Inner::locks`]).
@@ -239,29 +256,61 @@ impl QueryCache {
         self.inner.default_ttl
     }
 
-    /// The entry at `key` if it is unexpired and no invalidation voided it.
-    fn live(&self, key: &str) -> Option<Entry> {
-        let key = tenant::physical(key);
-        let entry = self.inner.map.get(&*key)?;
-        let now = Instant::now();
-        if self.is_live(&key, &entry, now) {
-            return Some(entry);
-        }
-        self.drop_expired(&key, &entry, now);
-        None
+    /// The time by the cache's clock.
+    #[inline]
+    fn now(&self) -> Instant {
+        self.inner.clock.now()
     }
 
-    /// Frees `entry`, found expired at the stored `key`, if it is still there (the
-    /// map evicts by size only; an expired entry goes when read, or when evicted).
+    /// What `take` makes of the live entry at the stored `key` (one that is
+    /// unexpired, voided by no invalidation and, with `max_age`, stored less than
+    /// that long ago), under its shard's read lock.
+    #[inline]
+    fn probe<R>(
+        &self,
+        key: &str,
+        max_age: Option<Duration>,
+        take: impl FnOnce(&Entry, Instant) -> R,
+    ) -> Probe<R> {
+        let now = self.now();
+        let epochs = &self.inner.epochs;
+        let found = self.inner.map.get_with(key, |e| {
+            if e.expires_at <= now {
+                return Probe::Expired(e.meta.id);
+            }
+            if !epochs.valid(&e.meta.stamp)
+                || epochs.pending_clear(key, &e.meta.stamp)
+                || max_age
+                    .is_some_and(|age| now.saturating_duration_since(e.meta.inserted_at) >= age)
+            {
+                return Probe::Miss;
+            }
+            Probe::Live(take(e, now))
+        });
+        found.unwrap_or(Probe::Miss)
+    }
+
+    /// What `take` makes of the live entry at `key` (as the caller names it); an
+    /// expired one is freed.
+    fn live<R>(&self, key: &str, take: impl FnOnce(&Entry, Instant) -> R) -> Option<R> {
+        let key = tenant::physical(key);
+        match self.probe(&key, None, take) {
+            Probe::Live(r) => Some(r),
+            Probe::Miss => None,
+            Probe::Expired(id) => {
+                self.drop_expired(&key, id);
+                None
+            }
+        }
+    }
+
+    /// Frees the entry `id`, found expired at the stored `key`, if it is still
+    /// there and still expired (the map evicts by size only; an expired entry goes
+    /// when read, or when evicted).
     #[cold]
-    fn drop_expired(&self, key: &str, entry: &Entry, now: Instant) {
-        if entry.expires_at <= now
-            && self
-                .inner
-                .map
-                .remove_if(key, |cur| cur.meta.id == entry.meta.id)
-                .is_some()
-        {
+    fn drop_expired(&self, key: &str, id: u64) {
+        let expired = |cur: &Entry| cur.meta.id == id && cur.expires_at <= self.now();
+        if self.remove_if(key, expired).is_some() {
             self.inner.counters.meter.get().evicted(Removal::Expired);
         }
     }
@@ -295,6 +344,7 @@ impl QueryCache {
     }
 
     /// `get`; with `max_age` the entry must have been stored less than that long ago.
+    #[inline]
     pub(crate) fn get_checked<T: CacheValue>(
         &self,
         key: &str,
@@ -302,30 +352,27 @@ impl QueryCache {
     ) -> Option<Arc<T>> {
         let c = &self.inner.counters;
         let key = tenant::physical(key);
-        let Some(entry) = self.inner.map.get(&*key) else {
-            c.miss();
-            return None;
-        };
-        let now = Instant::now();
-        if !self.is_live(&key, &entry, now) {
-            c.miss();
-            self.drop_expired(&key, &entry, now);
-            return None;
-        }
-        if max_age.is_some_and(|age| now.saturating_duration_since(entry.meta.inserted_at) >= age) {
-            c.miss();
-            return None;
-        }
-        match entry.value.downcast::<T>() {
-            Ok(v) => {
+        match self.probe(&key, max_age, |e, _| {
+            (Arc::clone(&e.value).downcast::<T>().ok(), e.meta.null)
+        }) {
+            Probe::Live((Some(v), null)) => {
                 c.hit();
-                if crate::observe::ON && entry.meta.null {
+                if crate::observe::ON && null {
                     c.negative_hit();
                 }
                 Some(v)
             }
-            Err(_) => {
+            Probe::Live((None, _)) => {
                 c.mismatch();
+                None
+            }
+            Probe::Miss => {
+                c.miss();
+                None
+            }
+            Probe::Expired(id) => {
+                c.miss();
+                self.drop_expired(&key, id);
                 None
             }
         }
@@ -398,7 +445,7 @@ impl QueryCache {
         bytes: u64,
         tags: Option<&[String]>,
     ) -> Entry {
-        let now = Instant::now();
+        let now = self.now();
         let ns = tenant::current_namespace();
         let tags: Vec<String> = match &ns {
             None => tags.unwrap_or_default().to_vec(),
@@ -454,12 +501,33 @@ impl QueryCache {
         let stored_key = tenant::physical(key).into_owned();
         let epochs = &self.inner.epochs;
         let (id, patterns) = (entry.meta.id, entry.meta.stamp.ticket.patterns);
-        {
+        let evicted = {
             let _locked = self.inner.locks.lock(&stored_key);
             if !(guard() && epochs.admits(&stored_key, &entry.meta.stamp)) {
                 return false;
             }
-            self.inner.map.insert(stored_key.clone(), entry);
+            self.inner.map.insert(&stored_key, entry, self.now())
+        };
+        // Counted (and dropped) out of the key's lock.
+        let mut refused = false;
+        for e in evicted {
+            let c = &self.inner.counters;
+            match e {
+                Evicted::Size(e) => {
+                    refused |= e.meta.id == id;
+                    c.evictions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.meter.get().evicted(Removal::Size);
+                }
+                Evicted::Expired(e) => {
+                    refused |= e.meta.id == id;
+                    c.meter.get().evicted(Removal::Expired);
+                }
+            }
+        }
+        if refused {
+            // Heavier than a shard holds: counted as evicted at once.
+            return false;
         }
         // A pattern clear announced just after the check may have walked past the
         // key before the value landed: it removes the value itself then.
@@ -468,7 +536,7 @@ impl QueryCache {
             return false;
         }
         let map = &self.inner.map;
-        self.inner.counters.set(|| (map.len() as u64, map.weight()));
+        self.inner.counters.set(|| (map.len(), map.weight()));
         true
     }
 
@@ -477,13 +545,11 @@ impl QueryCache {
         &self,
         key: &str,
     ) -> Option<(Arc<T>, Duration)> {
-        let e = self.live(key)?;
-        let v = e.value.downcast::<T>().ok()?;
-        let left = e
-            .meta
-            .origin_expires_at
-            .saturating_duration_since(Instant::now());
-        Some((v, left))
+        let (v, left) = self.live(key, |e, now| {
+            let left = e.meta.origin_expires_at.saturating_duration_since(now);
+            (Arc::clone(&e.value).downcast::<T>().ok(), left)
+        })?;
+        Some((v?, left))
     }
 
     /// Removes under the key's lock (see [`put_origin`](Self::put_origin)); whether
@@ -494,7 +560,7 @@ impl QueryCache {
 
     /// [`remove_locked`](Self::remove_locked) of a key as stored.
     fn remove_physical(&self, key: &str) -> bool {
-        let now = Instant::now();
+        let now = self.now();
         match self.remove_if(key, |_| true) {
             Some(e) => {
                 self.inner.counters.meter.get().evicted(Removal::Explicit);
@@ -508,7 +574,7 @@ impl QueryCache {
     /// the entry removed.
     fn remove_if(&self, key: &str, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
         let _locked = self.inner.locks.lock(key);
-        self.inner.map.remove_if(key, pred).map(|(_, e)| e)
+        self.inner.map.remove_if(key, pred)
     }
 
     /// Stores `value` with tags: [`invalidate_tag_sync`](Self::invalidate_tag_sync)
@@ -569,7 +635,7 @@ impl QueryCache {
     /// assert!(cache.exists_sync("k") && !cache.exists_sync("other"));
     /// ```
     pub fn exists_sync(&self, key: &str) -> bool {
-        self.live(key).is_some()
+        self.live(key, |_, _| ()).is_some()
     }
 
     /// The remaining lifetime of `key` ([`ttl`](Self::ttl) is the
@@ -583,8 +649,8 @@ impl QueryCache {
     /// assert_eq!(cache.ttl_sync("other"), Ttl::Missing);
     /// ```
     pub fn ttl_sync(&self, key: &str) -> Ttl {
-        match self.live(key) {
-            Some(e) => Ttl::Remaining(e.expires_at.saturating_duration_since(Instant::now())),
+        match self.live(key, |e, now| e.expires_at.saturating_duration_since(now)) {
+            Some(left) => Ttl::Remaining(left),
             None => Ttl::Missing,
         }
     }
@@ -604,21 +670,20 @@ impl QueryCache {
     /// ```
     pub fn expire_sync(&self, key: &str, ttl: Duration) -> Result<bool> {
         key::validate_ttl("expire", key, ttl)?;
-        let now = Instant::now();
+        let now = self.now();
         let stored = tenant::physical(key);
         let _locked = self.inner.locks.lock(&stored);
-        match self.inner.map.peek(&*stored) {
-            Some(mut e) if self.is_live(&stored, &e, now) => {
-                e.expires_at = now + ttl;
-                if !e.meta.has_origin {
-                    e.meta.origin_expires_at = e.expires_at;
-                }
-                let entry = e;
-                self.inner.map.insert(stored.into_owned(), entry);
-                Ok(true)
+        // In place, under the shard's write lock: the entry keeps its id.
+        Ok(self.inner.map.update(&stored, |e| {
+            if !self.is_live(&stored, e, now) {
+                return false;
             }
-            _ => Ok(false),
-        }
+            e.expires_at = now + ttl;
+            if !e.meta.has_origin {
+                e.meta.origin_expires_at = e.expires_at;
+            }
+            true
+        }))
     }
 
     /// The values at `keys`, in order ([`get_many`](Self::get_many) is the
@@ -664,22 +729,22 @@ impl Fill for QueryCache {
 
     async fn lookup<T: CacheValue>(&self, key: &str, with_ttl: bool) -> Lookup<T> {
         let c = &self.inner.counters;
-        match self.live(key) {
-            Some(e) => match e.value.downcast::<T>() {
-                Ok(v) => {
-                    c.hit();
-                    if crate::observe::ON && e.meta.null {
-                        c.negative_hit();
-                    }
-                    let left =
-                        with_ttl.then(|| e.expires_at.saturating_duration_since(Instant::now()));
-                    Lookup::Hit(v, left)
+        let found = self.live(key, |e, now| {
+            let left = with_ttl.then(|| e.expires_at.saturating_duration_since(now));
+            (Arc::clone(&e.value).downcast::<T>().ok(), e.meta.null, left)
+        });
+        match found {
+            Some((Some(v), null, left)) => {
+                c.hit();
+                if crate::observe::ON && null {
+                    c.negative_hit();
                 }
-                Err(_) => {
-                    c.mismatch();
-                    Lookup::Miss
-                }
-            },
+                Lookup::Hit(v, left)
+            }
+            Some((None, ..)) => {
+                c.mismatch();
+                Lookup::Miss
+            }
             None => {
                 c.miss();
                 Lookup::Miss

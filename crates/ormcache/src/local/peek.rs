@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use quanta::Instant;
-
-use super::QueryCache;
+use super::{Probe, QueryCache};
 use crate::cache::CacheValue;
 use crate::tenant;
 
@@ -14,11 +12,11 @@ impl QueryCache {
     /// that follows counts them once).
     pub(crate) fn peek_hit<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
         let key = tenant::physical(key);
-        let entry = self.inner.map.get(&*key)?;
-        if !self.is_live(&key, &entry, Instant::now()) {
+        let Probe::Live(Some(v)) =
+            self.probe(&key, None, |e, _| Arc::clone(&e.value).downcast::<T>().ok())
+        else {
             return None;
-        }
-        let v = entry.value.downcast::<T>().ok()?;
+        };
         self.inner.counters.hit();
         Some(v)
     }

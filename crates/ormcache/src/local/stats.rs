@@ -1,46 +1,85 @@
 //! The L1's counters (atomics on the hot path) and its [`LocalStats`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 
 use super::QueryCache;
 use crate::stats::{LocalStats, hit_rate};
 
-/// A counter in cache-line-sized stripes, one per thread (threads beyond the
-/// stripes share): a hit on two cores never bounces one line between them.
+/// A counter in cache-line-sized stripes: a hit on two cores never bounces one line
+/// between them, and on the threads that own a stripe it is no atomic
+/// read-modify-write either.
+///
+/// The first [`OWNED`] threads of the process (numbered in order of first count)
+/// each own a stripe: only that thread writes it, so an increment is a relaxed
+/// load and store (no `lock` prefix, no lost update). Later threads share the
+/// [`SHARED`] other stripes and add atomically. Its `fetch_add` and `load` take an
+/// (ignored) ordering, as `AtomicU64`'s do, so that it replaces one in place.
 #[derive(Default)]
-pub(super) struct Striped([Padded; STRIPES]);
+pub(crate) struct Striped {
+    owned: [Padded; OWNED],
+    shared: [Padded; SHARED],
+}
 
 /// One stripe, alone on its cache line (two lines: the adjacent-line prefetcher).
 #[derive(Default)]
 #[repr(align(128))]
 struct Padded(AtomicU64);
 
-const STRIPES: usize = 16;
+const OWNED: usize = 16;
+const SHARED: usize = 4;
 
 impl std::fmt::Debug for Striped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.load().fmt(f)
+        self.sum().fmt(f)
     }
 }
 
-/// The stripe of the current thread: threads numbered in order of first use.
-fn stripe() -> usize {
+/// The number of the current thread (in order of first use; never reused).
+#[inline]
+fn thread_number() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    STRIPE.try_with(|s| *s).unwrap_or(0)
+    NUMBER
+        .try_with(|n| {
+            if n.get() == usize::MAX {
+                n.set(NEXT.fetch_add(1, Relaxed));
+            }
+            n.get()
+        })
+        .unwrap_or(usize::MAX)
 }
 
 impl Striped {
+    /// Adds `n` (the ordering is always relaxed).
     #[inline]
-    fn incr(&self) {
-        self.0[stripe()].0.fetch_add(1, Relaxed);
+    pub(crate) fn fetch_add(&self, n: u64, _: Ordering) {
+        let t = thread_number();
+        match self.owned.get(t) {
+            // Only thread `t` writes this stripe.
+            Some(own) => own.0.store(own.0.load(Relaxed).wrapping_add(n), Relaxed),
+            None => {
+                self.shared[t % SHARED].0.fetch_add(n, Relaxed);
+            }
+        }
     }
 
-    pub(super) fn load(&self) -> u64 {
-        self.0
+    /// The sum of the stripes (the ordering is always relaxed).
+    pub(crate) fn load(&self, _: Ordering) -> u64 {
+        self.sum()
+    }
+
+    #[inline]
+    fn incr(&self) {
+        self.fetch_add(1, Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.owned
             .iter()
+            .chain(&self.shared)
             .fold(0u64, |n, p| n.wrapping_add(p.0.load(Relaxed)))
     }
 }
@@ -133,9 +172,9 @@ impl QueryCache {
             m.entries.set(map.len() as f64);
             m.weight.set(map.weight() as f64);
         }
-        let (hits, misses) = (c.hits.load(), c.misses.load());
+        let (hits, misses) = (c.hits.sum(), c.misses.sum());
         LocalStats {
-            size: map.len() as u64,
+            size: map.len(),
             max_size: self.inner.max_size,
             hits,
             misses,

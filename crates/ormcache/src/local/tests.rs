@@ -316,3 +316,102 @@ fn a_pattern_clear_is_a_miss_before_its_walk_and_gone_after() {
     assert_eq!(c.get_stats_sync().size, 1);
     assert!(c.exists_sync("post:1"));
 }
+
+#[test]
+fn an_expired_entry_is_never_returned_while_writes_replace_it() {
+    // A writer stores version after version, each living 1 ms; readers check that
+    // no version is returned by a read that started after its deadline.
+    let c = cache();
+    let deadlines = Mutex::new(Vec::<Instant>::new());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let start = Instant::now();
+                    if let Some(v) = c.get_sync::<usize>("k") {
+                        let d = deadlines.lock().unwrap().get(*v).copied();
+                        assert!(
+                            d.is_none_or(|d| start < d),
+                            "version {v} read after its deadline"
+                        );
+                    }
+                }
+            });
+        }
+        for v in 0..300usize {
+            c.set_sync("k", v, Some(Duration::from_millis(1))).unwrap();
+            // The entry's deadline is at most this.
+            deadlines
+                .lock()
+                .unwrap()
+                .push(Instant::now() + Duration::from_millis(1));
+            if v % 3 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn a_fill_racing_a_delete_never_lands_after_it() {
+    let c = cache();
+    for i in 0..300u32 {
+        let key = format!("k{i}");
+        let ticket = c.epochs().ticket(&key);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                c.put_origin(
+                    &key,
+                    Arc::new(i),
+                    Duration::from_secs(60),
+                    None,
+                    ticket,
+                    1,
+                    None,
+                    || c.epochs().unchanged(&key, ticket),
+                );
+            });
+            s.spawn(|| c.delete_sync(&key));
+        });
+        // Whichever came first, the delete wins.
+        assert_eq!(c.get_sync::<u32>(&key), None, "{key}");
+    }
+}
+
+#[test]
+fn freeing_an_expired_entry_spares_a_new_write_of_the_key() {
+    let c = cache();
+    for i in 0..200u32 {
+        c.set_sync("k", i, Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        std::thread::scope(|s| {
+            s.spawn(|| c.get_sync::<u32>("k"));
+            s.spawn(|| c.set_sync("k", i + 1000, None).unwrap());
+        });
+        assert_eq!(c.get_sync::<u32>("k").as_deref(), Some(&(i + 1000)));
+    }
+}
+
+#[test]
+fn hot_entries_outlast_a_scan() {
+    let c = QueryCache::new(64, Duration::from_secs(60)).unwrap();
+    for i in 0..32u32 {
+        c.set_sync(&format!("hot{i}"), i, None).unwrap();
+    }
+    for round in 0..20u32 {
+        for i in 0..32u32 {
+            assert_eq!(
+                c.get_sync::<u32>(&format!("hot{i}")).as_deref(),
+                Some(&i),
+                "round {round}"
+            );
+        }
+        for j in 0..16u32 {
+            c.set_sync(&format!("scan{round}:{j}"), j, None).unwrap();
+        }
+    }
+    let s = c.get_stats_sync();
+    assert!(s.size <= 64 && s.evictions > 0, "{s:?}");
+}
