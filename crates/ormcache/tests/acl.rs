@@ -7,10 +7,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "cluster")]
+use std::time::Instant;
 
 use ormcache::{Cache, ComputeOptions, DistributedCache, ErrorKind, HybridCache, QueryCache};
-use support::{RedisServer, poll_then_drop};
+use support::RedisServer;
+#[cfg(feature = "cluster")]
+use support::poll_then_drop;
 
 /// Every cache: reads, writes, batches, TTLs, clears, tags, stats, ping,
 /// `get_or_compute` (the Lua scripts run `GET`, `SET`, `DEL`, `EXISTS`, `PTTL`,
@@ -47,6 +51,7 @@ const CLUSTER: &[&str] = &["cluster|slots", "cluster|nodes", "info"];
 
 /// A `HybridCache` on a cluster, beside [`PLAIN`], [`CLUSTER`] and [`HYBRID`]: the
 /// fleet protocol's sharded channels (inboxes, acknowledgements, clears).
+#[cfg(feature = "cluster")]
 const FLEET_ON_A_CLUSTER: &[&str] = &["spublish", "ssubscribe"];
 
 /// A user `app` with password `apppw` that may run `commands` on the keys and
