@@ -134,16 +134,14 @@ impl DistributedCache {
             fleet.set(Reached::Holders(holders));
             return;
         }
-        let sends = holders.iter().map(|h| {
+        let sends = holders.iter().map(|h| async move {
             let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(format!("{}{h}", fleet.inbox)).arg(&n.payload);
-            async move {
-                match self.query::<u64>("publish", None, &cmd).await {
-                    Ok(receivers) => (receivers > 0).then_some(*h),
-                    Err(e) => {
-                        tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
-                        None
-                    }
+            match self.query::<u64>("publish", None, &cmd).await {
+                Ok(receivers) => (receivers > 0).then_some(*h),
+                Err(e) => {
+                    tracing::warn!(error = %e, holder = h, "invalidation not delivered to a holder's inbox");
+                    None
                 }
             }
         });
