@@ -371,19 +371,7 @@ impl RedisCluster {
         if from == to {
             return;
         }
-        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
-        let setslot = |node: usize, state: &str, id: &str| {
-            let () = self.query(
-                node,
-                redis::cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(slot)
-                    .arg(state)
-                    .arg(id),
-            );
-        };
-        setslot(to, "IMPORTING", &from_id);
-        setslot(from, "MIGRATING", &to_id);
+        self.begin_migration(slot, to);
         loop {
             let keys: Vec<Vec<u8>> = self.query(
                 from,
@@ -392,26 +380,69 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
-            let mut migrate = redis::cmd("MIGRATE");
-            migrate
-                .arg("127.0.0.1")
-                .arg(self.nodes[to].port())
-                .arg("")
-                .arg(0)
-                .arg(5000);
-            if let Some(pw) = &self.password {
-                migrate.arg("AUTH").arg(pw);
-            }
-            migrate.arg("KEYS").arg(&keys);
-            let _: redis::Value = self.query(from, &migrate);
+            self.migrate_keys(from, to, &keys);
         }
-        setslot(to, "NODE", &to_id);
-        setslot(from, "NODE", &to_id);
+        self.end_migration(slot, from, to);
+    }
+
+    /// The first step of [`migrate_slot`](Self::migrate_slot): `slot` is marked
+    /// importing on node `to` and migrating on its owner, which it returns. Until
+    /// [`end_migration`](Self::end_migration), the owner answers commands for keys
+    /// it no longer holds with `ASK` redirections to `to`.
+    pub fn begin_migration(&self, slot: u16, to: usize) -> usize {
+        let from = self.slot_owner(slot);
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        self.set_slot(to, slot, "IMPORTING", &from_id);
+        self.set_slot(from, slot, "MIGRATING", &to_id);
+        from
+    }
+
+    /// Moves `keys` (raw names) from node `from` to node `to` (`MIGRATE`).
+    ///
+    /// # Panics
+    /// If `to` already holds one of them (`BUSYKEY`): a key must live on one node.
+    pub fn migrate_keys(&self, from: usize, to: usize, keys: &[impl redis::ToRedisArgs]) {
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate
+            .arg("127.0.0.1")
+            .arg(self.nodes[to].port())
+            .arg("")
+            .arg(0)
+            .arg(5000);
+        if let Some(pw) = &self.password {
+            migrate.arg("AUTH").arg(pw);
+        }
+        migrate.arg("KEYS").arg(keys);
+        let _: redis::Value = self.query(from, &migrate);
+    }
+
+    /// The last step of [`migrate_slot`](Self::migrate_slot): every primary
+    /// assigns `slot` to node `to`.
+    pub fn end_migration(&self, slot: u16, from: usize, to: usize) {
+        let to_id = self.node_id(to);
+        self.set_slot(to, slot, "NODE", &to_id);
+        self.set_slot(from, slot, "NODE", &to_id);
         for i in self.primaries() {
             if i != from && i != to {
-                setslot(i, "NODE", &to_id);
+                self.set_slot(i, slot, "NODE", &to_id);
             }
         }
+    }
+
+    /// The number of keys node `i` holds in `slot` (`CLUSTER COUNTKEYSINSLOT`).
+    pub fn keys_in_slot(&self, i: usize, slot: u16) -> usize {
+        self.query(i, redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot))
+    }
+
+    fn set_slot(&self, node: usize, slot: u16, state: &str, id: &str) {
+        let () = self.query(
+            node,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(id),
+        );
     }
 
     /// The running replica of primary `primary`, if any.

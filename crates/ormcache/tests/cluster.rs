@@ -744,6 +744,67 @@ async fn fleet_copies_stay_coherent_while_slots_move() {
     assert_eq!(b.get::<u32>("k:0").await.unwrap().as_deref(), Some(&8));
 }
 
+/// A pipeline that meets a slot in the middle of its migration never copies a
+/// key to the importing node: there, the registry of an entry's holders (which
+/// the old owner still has) would become a second copy, and moving it would fail
+/// with `BUSYKEY` (`redis-cli --cluster reshard` stops there). The reader's
+/// pipeline registers on the old owner, then its read of the entry (moved
+/// already) is redirected with `ASK`, and redis-rs sends the whole pipeline
+/// again to the new owner, after `ASKING`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_redirected_mid_migration_leaves_no_second_copy() {
+    let cluster = RedisCluster::start();
+    let a = hybrid_as(cluster_config(&cluster, "busy"), Some(Protocol::Fleet)).await;
+    let b = hybrid_as(cluster_config(&cluster, "busy"), Some(Protocol::Fleet)).await;
+    let c = hybrid_as(cluster_config(&cluster, "busy"), Some(Protocol::Fleet)).await;
+    a.set("k", 1u32, None).await.unwrap();
+    hold(&b, "k", 1).await;
+    let entry = a.l2().redis_key("k");
+    let slot = cluster.key_slot(&entry);
+    let to = (cluster.slot_owner(slot) + 1) % 3;
+    let from = tokio::task::block_in_place(|| {
+        let from = cluster.begin_migration(slot, to);
+        assert!(
+            cluster.keys_in_slot(from, slot) >= 2,
+            "the holder registry shares the entry's slot"
+        );
+        cluster.migrate_keys(from, to, &[&entry]);
+        from
+    });
+    // Redirected (the pipeline may fail while the slot is split: its keys are
+    // on two nodes).
+    let read = c.get::<u32>("k").await;
+    println!("read mid-migration: {read:?}");
+    tokio::task::block_in_place(|| {
+        assert_eq!(
+            cluster.keys_in_slot(to, slot),
+            1,
+            "the importing node holds more than the entry moved to it"
+        );
+        loop {
+            let keys: Vec<Vec<u8>> = cluster
+                .client(from)
+                .get_connection()
+                .and_then(|mut conn| {
+                    redis::cmd("CLUSTER")
+                        .arg("GETKEYSINSLOT")
+                        .arg(slot)
+                        .arg(10)
+                        .query(&mut conn)
+                })
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            cluster.migrate_keys(from, to, &keys);
+        }
+        cluster.end_migration(slot, from, to);
+    });
+    a.set("k", 2u32, None).await.unwrap();
+    assert_eq!(b.get::<u32>("k").await.unwrap().as_deref(), Some(&2));
+    assert_eq!(c.get::<u32>("k").await.unwrap().as_deref(), Some(&2));
+}
+
 /// With replicas, a killed primary fails over; caches configured with that node as
 /// their only seed resubscribe through a node the cluster reports and are coherent
 /// again without the node ever coming back.

@@ -45,11 +45,14 @@ impl ClusterConn {
     }
 
     /// Runs `pipe` on the primary that serves `slot` (redis-rs follows
-    /// redirections: MOVED and ASK redirect the whole pipeline).
-    async fn route_pipeline(&self, pipe: Pipeline, slot: u16) -> RedisResult<Vec<Value>> {
-        let n = pipe.len();
+    /// redirections: see [`NodePipeline`]).
+    async fn route_pipeline(&self, pipe: NodePipeline, slot: u16) -> RedisResult<Vec<Value>> {
         let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
-        self.conn.clone().route_pipeline(pipe, 0, n, route).await
+        let count = pipe.pipe.len() - pipe.offset;
+        self.conn
+            .clone()
+            .route_pipeline(pipe.pipe, pipe.offset, count, route)
+            .await
     }
 
     /// Loads the slot map now (at connect time), within `within`; a failure
@@ -84,10 +87,15 @@ impl ConnectionLike for ClusterConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        if pipeline.is_transaction() || offset != 0 || count != pipeline.len() || one_slot(pipeline)
-        {
-            // redis-rs sends it whole, in order, to the slot's node.
+        if pipeline.is_transaction() || offset != 0 || count != pipeline.len() {
+            // redis-rs sends it whole, in order, to the slot's node (a
+            // transaction is applied whole or not at all wherever it lands).
             self.conn.req_packed_commands(pipeline, offset, count)
+        } else if let Some(slot) = one_slot(pipeline) {
+            Box::pin(async move {
+                let pipe = NodePipeline::of(pipeline.len(), pipeline.cmd_iter().cloned());
+                self.route_pipeline(pipe, slot).await
+            })
         } else {
             Box::pin(async move {
                 let cmds: Vec<&Cmd> = pipeline.cmd_iter().collect();
@@ -279,12 +287,49 @@ pub(super) fn plan(cmd: &Cmd) -> Plan {
 /// Whether every command of `pipeline` has its keys in one and the same slot.
 /// (redis-rs would route a keyless `PUBLISH` by its channel name, as if it
 /// were a key: such pipelines are split.)
-pub(super) fn one_slot(pipeline: &Pipeline) -> bool {
+pub(super) fn one_slot(pipeline: &Pipeline) -> Option<u16> {
     let mut seen = None;
-    pipeline.cmd_iter().all(|cmd| match plan(cmd) {
+    let all = pipeline.cmd_iter().all(|cmd| match plan(cmd) {
         Plan::Later | Plan::Split(_) => false,
         Plan::Slot(slot) => *seen.get_or_insert(slot) == slot,
-    })
+    });
+    if all { seen } else { None }
+}
+
+/// Commands for one primary, sent as one pipeline.
+///
+/// redis-rs follows a redirection of any command of a pipeline by sending the
+/// whole pipeline again: after `MOVED`, to the slot's new owner; after `ASK`
+/// (the slot is migrating and the command's key has moved), to the importing
+/// node, preceded by `ASKING`, which lets the next command there use the slot.
+/// The commands that ran on the old owner must not run there again: a write
+/// would make a second copy of its key (the holder registry that the old owner
+/// still has), on which the migration then fails with `BUSYKEY`, and a read
+/// would answer from the half-moved slot. So a pipeline of several commands
+/// starts with a `PING`, which takes the `ASKING`: the importing node sends
+/// the commands after it back (`MOVED`) until the migration is over, and when
+/// redis-rs' retries run out the caller gets the redirection as its error (a
+/// pipeline whose keys are on two nodes cannot run anywhere, as Redis answers
+/// a multi-key command with `TRYAGAIN`). A pipeline of one command goes as it
+/// is: that command is the one redirected, and belongs on the importing node.
+struct NodePipeline {
+    pipe: Pipeline,
+    /// The replies to skip: the `PING`'s.
+    offset: usize,
+}
+
+impl NodePipeline {
+    fn of(n: usize, cmds: impl Iterator<Item = Cmd>) -> Self {
+        let offset = usize::from(n > 1);
+        let mut pipe = Pipeline::with_capacity(n + offset);
+        if offset == 1 {
+            pipe.add_command(redis::cmd("PING"));
+        }
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
+        Self { pipe, offset }
+    }
 }
 
 /// One command as sent: a command of the pipeline, or (`keys`) the part of a
@@ -415,25 +460,29 @@ pub(super) async fn split<'a>(conn: &ClusterConn, cmds: &[&'a Cmd]) -> RedisResu
 }
 
 /// The pipeline of `pieces`.
-fn build<'p, 'a: 'p>(cmds: &[&Cmd], pieces: impl Iterator<Item = &'p Piece<'a>>) -> Pipeline {
-    let mut pipe = Pipeline::with_capacity(pieces.size_hint().0);
-    for piece in pieces {
-        let cmd = cmds[piece.cmd];
-        match &piece.keys {
-            None => pipe.add_command(cmd.clone()),
-            Some(keys) => {
-                let name = cmd.args_iter().next().map(bytes).unwrap_or_default();
-                let len = name.len() + keys.iter().map(|k| k.len()).sum::<usize>();
-                let mut part = Cmd::with_capacity(keys.len() + 1, len);
-                part.arg(name);
-                for key in keys {
-                    part.arg(*key);
+fn build<'p, 'a: 'p>(
+    cmds: &[&Cmd],
+    pieces: impl ExactSizeIterator<Item = &'p Piece<'a>>,
+) -> NodePipeline {
+    NodePipeline::of(
+        pieces.len(),
+        pieces.map(|piece| {
+            let cmd = cmds[piece.cmd];
+            match &piece.keys {
+                None => cmd.clone(),
+                Some(keys) => {
+                    let name = cmd.args_iter().next().map(bytes).unwrap_or_default();
+                    let len = name.len() + keys.iter().map(|k| k.len()).sum::<usize>();
+                    let mut part = Cmd::with_capacity(keys.len() + 1, len);
+                    part.arg(name);
+                    for key in keys {
+                        part.arg(*key);
+                    }
+                    part
                 }
-                pipe.add_command(part)
             }
-        };
-    }
-    pipe
+        }),
+    )
 }
 
 /// Invalidates the slot map when dropped (disarmed once the group is sent).
@@ -574,15 +623,15 @@ mod tests {
             .cmd("PUBLISH")
             .arg("ch")
             .arg("m");
-        assert!(!one_slot(&p), "PUBLISH is sent after the rest");
+        assert_eq!(one_slot(&p), None, "PUBLISH is sent after the rest");
         let mut q = redis::pipe();
         q.cmd("GET").arg("{k}").cmd("PTTL").arg("{k}");
-        assert!(one_slot(&q));
+        assert_eq!(one_slot(&q), Some(slot_of(b"k")));
         q.cmd("GET").arg("other");
-        assert!(!one_slot(&q));
+        assert_eq!(one_slot(&q), None);
         let mut m = redis::pipe();
         m.cmd("MGET").arg("a").arg("b");
-        assert!(!one_slot(&m));
+        assert_eq!(one_slot(&m), None);
     }
 
     #[test]
@@ -602,14 +651,24 @@ mod tests {
         ];
         let get = redis::cmd("GET").arg("k").clone();
         let pipe = build(&[&mget, &get], pieces.iter());
-        let packed: Vec<Vec<u8>> = pipe.cmd_iter().map(Cmd::get_packed_command).collect();
+        let packed: Vec<Vec<u8>> = pipe.pipe.cmd_iter().map(Cmd::get_packed_command).collect();
+        assert_eq!(pipe.offset, 1, "the PING's reply is skipped");
         assert_eq!(
             packed,
             vec![
+                redis::cmd("PING").get_packed_command(),
                 redis::cmd("MGET").arg("b").get_packed_command(),
                 get.get_packed_command()
             ]
         );
+    }
+
+    #[test]
+    fn a_pipeline_of_one_command_has_no_ping() {
+        let get = redis::cmd("GET").arg("k").clone();
+        let pipe = NodePipeline::of(1, std::iter::once(get.clone()));
+        assert_eq!(pipe.offset, 0);
+        assert_eq!(pipe.pipe.len(), 1);
     }
 
     #[test]
