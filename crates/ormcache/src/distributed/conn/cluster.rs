@@ -666,7 +666,7 @@ mod tests {
     #[test]
     fn a_pipeline_of_one_command_has_no_ping() {
         let get = redis::cmd("GET").arg("k").clone();
-        let pipe = NodePipeline::of(1, std::iter::once(get.clone()));
+        let pipe = NodePipeline::of(1, std::iter::once(get));
         assert_eq!(pipe.offset, 0);
         assert_eq!(pipe.pipe.len(), 1);
     }
