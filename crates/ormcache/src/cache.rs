@@ -350,7 +350,9 @@ macro_rules! impl_cache_via_inherent {
                 &self,
                 key: &str,
             ) -> impl ::std::future::Future<Output = $crate::Result<Option<::std::sync::Arc<T>>>> + Send {
-                <$ty>::get(self, key)
+                // An async block: it borrows `self` and `key` for lifetimes of their
+                // own, where an inherent `get` may take one for both.
+                async move { <$ty>::get(self, key).await }
             }
 
             fn set<T: $crate::cache::CacheValue>(

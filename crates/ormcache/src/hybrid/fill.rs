@@ -165,7 +165,10 @@ impl HybridCache {
                 inner.l1.get_checked::<T>(key, None).map(|v| (v, None))
             };
             if let Some((v, left)) = hit {
-                inner.counters.l1_hits.fetch_add(1, Relaxed);
+                if left.is_some() {
+                    // `get_with_origin_ttl` does not count (`get_checked` does).
+                    inner.l1.count_hit();
+                }
                 return (Lookup::Hit(v, left), None);
             }
         }

@@ -1,8 +1,11 @@
 //! [`HybridCache`]: L1 + L2, kept coherent across processes.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -60,11 +63,9 @@ struct FleetState {
 /// The instance's counters; those that are also metrics are [`Counted`].
 #[derive(Debug, Default)]
 struct Counters {
-    /// Gets not answered by an L1 hit (an L1 hit counts only `l1_hits`: one
-    /// counter on the hit path); [`Counters::gets`] adds them up.
+    /// Gets not answered by an L1 hit (striped: no shared line, no `lock`
+    /// prefix). L1 hits are the L1's own count: a hit counts once, in the L1.
     gets_past_l1: Striped,
-    /// Striped, as `gets_past_l1`: no shared line, no `lock` prefix on a hit.
-    l1_hits: Striped,
     l2_hits: AtomicU64,
     fallbacks: Counted,
     fills_discarded: Counted,
@@ -82,21 +83,29 @@ struct Counters {
     tracked_evictions: AtomicU64,
 }
 
-impl Counters {
-    /// Every get, L1 hits included.
-    fn gets(&self) -> u64 {
-        self.gets_past_l1
-            .load(Relaxed)
-            .wrapping_add(self.l1_hits.load(Relaxed))
+impl Inner {
+    /// Hits in L1: the L1's count (reads of it through
+    /// [`HybridCache::l1`] included).
+    fn l1_hits(&self) -> u64 {
+        self.l1.hit_count()
     }
 
+    /// Every get, L1 hits included.
+    fn gets(&self) -> u64 {
+        self.counters
+            .gets_past_l1
+            .load(Relaxed)
+            .wrapping_add(self.l1_hits())
+    }
+}
+
+impl Counters {
     /// Counters whose metrics carry the label `cache`.
     fn metered(cache: &Arc<str>) -> Self {
         use crate::observe::names as n;
         let m = |name| Counted::new(HybridMeter::counter(name, cache, &[]));
         Self {
             gets_past_l1: Striped::default(),
-            l1_hits: Striped::default(),
             l2_hits: AtomicU64::new(0),
             fallbacks: m(n::FALLBACKS),
             fills_discarded: Counted::new(HybridMeter::counter(
@@ -325,22 +334,26 @@ impl HybridCache {
     /// # Cancel safety
     /// Cancel-safe; a dropped read changes nothing (L1 is filled
     /// only with a complete L2 answer).
-    pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
-        // The key's checks, inline: only an empty key, one starting with `_` (the
-        // reserved `__oc…`) or one as long as the reserved `stats` takes the call.
-        if matches!(key.as_bytes().first(), None | Some(b'_')) || key.len() == key::STATS_KEY.len()
-        {
-            key::validate("get", key)?;
+    pub fn get<'a, T: CacheValue>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Option<Arc<T>>>> + Send + 'a {
+        Get {
+            cache: self,
+            key,
+            past_l1: None,
         }
+    }
+
+    /// The L1 hit of [`get`](Self::get), or `Err(coherent)` to go past L1.
+    #[inline]
+    fn get_from_l1<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>, bool> {
         let inner = &self.inner;
         let coherent = inner.coherent.load(SeqCst);
         if coherent && let Some(v) = inner.l1.get_checked::<T>(key, None) {
-            inner.counters.l1_hits.fetch_add(1, Relaxed);
             return Ok(Some(v));
         }
-        // Boxed: inline, the L2 path's state would make every get's future (an L1
-        // hit's too) as large as its own; one allocation beside a round trip.
-        Box::pin(self.get_past_l1(key, coherent)).await
+        Err(coherent)
     }
 
     /// [`get`](Self::get) after L1 did not answer.
@@ -390,7 +403,6 @@ impl HybridCache {
         let inner = &self.inner;
         let v = inner.l1.get_checked::<T>(key, Some(inner.degraded_max_age));
         if v.is_some() {
-            inner.counters.l1_hits.fetch_add(1, Relaxed);
             inner.meter.stale_degraded.increment(1);
         }
         v
@@ -619,9 +631,7 @@ impl HybridCache {
             } else {
                 None
             };
-            if hit.is_some() {
-                inner.counters.l1_hits.fetch_add(1, Relaxed);
-            } else {
+            if hit.is_none() {
                 inner.counters.gets_past_l1.fetch_add(1, Relaxed);
                 missing.push((i, k.as_ref(), inner.ticket(k.as_ref())));
             }
@@ -860,8 +870,8 @@ impl HybridCache {
         let inner = &self.inner;
         let l2 = inner.l2.get_stats().await.ok();
         let c = &inner.counters;
-        let gets = c.gets();
-        let hits = c.l1_hits.load(Relaxed) + c.l2_hits.load(Relaxed);
+        let gets = inner.gets();
+        let hits = inner.l1_hits() + c.l2_hits.load(Relaxed);
         let backlog = inner.backlog.lock().map(|b| b.len()).unwrap_or_default();
         let (peers, peers_unresponsive) = inner
             .peers
@@ -932,6 +942,57 @@ impl HybridCache {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => rt.spawn(finish).await.unwrap_or(Ok(())),
             Err(_) => finish.await,
+        }
+    }
+}
+
+/// The future of [`HybridCache::get`], written by hand so that an L1 hit (its
+/// first poll) inlines into the caller: no state machine of its own, no call.
+/// Lazy like an `async fn`: nothing is read before the first poll.
+struct Get<'a, T> {
+    cache: &'a HybridCache,
+    key: &'a str,
+    /// The rest of the call once L1 did not answer (boxed: inline, the L2 path's
+    /// state would make every get's future, an L1 hit's too, as large as its own).
+    past_l1: Option<Pin<Box<dyn Future<Output = Result<Option<Arc<T>>>> + Send + 'a>>>,
+}
+
+impl<T: CacheValue> Future for Get<'_, T> {
+    type Output = Result<Option<Arc<T>>>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.past_l1.is_none() {
+            let key = self.key;
+            // The key's checks, inline: only an empty key, one starting with `_`
+            // (the reserved `__oc…`) or one as long as the reserved `stats` takes
+            // the call.
+            if matches!(key.as_bytes().first(), None | Some(b'_'))
+                || key.len() == key::STATS_KEY.len()
+            {
+                key::validate("get", key)?;
+            }
+            match self.cache.get_from_l1(key) {
+                Ok(hit) => return Poll::Ready(Ok(hit)),
+                Err(coherent) => self.go_past_l1(coherent),
+            }
+        }
+        self.poll_past_l1(cx)
+    }
+}
+
+impl<T: CacheValue> Get<'_, T> {
+    #[cold]
+    #[inline(never)]
+    fn go_past_l1(&mut self, coherent: bool) {
+        self.past_l1 = Some(Box::pin(self.cache.get_past_l1(self.key, coherent)));
+    }
+
+    #[inline(never)]
+    fn poll_past_l1(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Arc<T>>>> {
+        match &mut self.past_l1 {
+            Some(rest) => rest.as_mut().poll(cx),
+            None => Poll::Pending,
         }
     }
 }

@@ -62,8 +62,8 @@ impl HybridCache {
         let inner = &self.inner;
         let c = &inner.counters;
         let reads = HybridReads {
-            reads: c.gets(),
-            l1_hits: c.l1_hits.load(Relaxed),
+            reads: inner.gets(),
+            l1_hits: inner.l1_hits(),
             l2_hits: c.l2_hits.load(Relaxed),
             writes: c.sent.load(Relaxed),
         };

@@ -13,7 +13,9 @@ pub struct HybridStats {
     pub l1: LocalStats,
     /// The L2's statistics (`None` while Redis cannot be asked).
     pub l2: Option<DistributedStats>,
-    /// Reads answered by L1 or L2, in percent of all reads.
+    /// Reads answered by L1 or L2, in percent of all reads (an L1 hit is counted
+    /// once, by the L1: reads of [`HybridCache::l1`](crate::HybridCache::l1)
+    /// itself count too).
     pub combined_hit_rate: f64,
     /// Coherence and failure figures of this instance.
     pub coherence: CoherenceStats,

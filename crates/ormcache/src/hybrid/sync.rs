@@ -2,7 +2,7 @@
 //! that answer an L1 hit without entering an async runtime.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
 use super::HybridCache;
 use crate::cache::CacheValue;
@@ -32,8 +32,6 @@ impl HybridCache {
         if !inner.coherent.load(SeqCst) {
             return None;
         }
-        let v = inner.l1.peek_hit::<T>(key)?;
-        inner.counters.l1_hits.fetch_add(1, Relaxed);
-        Some(v)
+        inner.l1.peek_hit::<T>(key)
     }
 }

@@ -540,6 +540,20 @@ impl QueryCache {
         true
     }
 
+    /// Every hit so far.
+    pub(crate) fn hit_count(&self) -> u64 {
+        self.inner
+            .counters
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a hit found by a lookup that does not count
+    /// ([`get_with_origin_ttl`](Self::get_with_origin_ttl)).
+    pub(crate) fn count_hit(&self) {
+        self.inner.counters.hit();
+    }
+
     /// The value and the remaining lifetime at its origin (for early refresh).
     pub(crate) fn get_with_origin_ttl<T: CacheValue>(
         &self,

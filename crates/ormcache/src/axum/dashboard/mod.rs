@@ -58,7 +58,7 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
 /// | --- | --- |
 /// | `kind` | `"local"`, `"distributed"` or `"hybrid"` |
 /// | `time_ms` | when it was taken, ms since the Unix epoch |
-/// | `reads` | `{total, l1_hits, l2_hits}` (`null` for a level the cache does not have) |
+/// | `reads` | `{total, l1_hits, l2_hits}` (`null` for a level the cache does not have; a hybrid cache's `l1_hits` is its L1's count) |
 /// | `writes` | writes (for a hybrid cache: writes, deletes and clears that reached Redis) |
 /// | `l1` | `{size, max_size, weighted_bytes, max_bytes, evictions}` or `null` |
 /// | `l2` | `{round_trips, breaker, breaker_opened, hits, misses, sets, errors}` or `null` |
