@@ -954,8 +954,11 @@ struct Get<'a, T> {
     key: &'a str,
     /// The rest of the call once L1 did not answer (boxed: inline, the L2 path's
     /// state would make every get's future, an L1 hit's too, as large as its own).
-    past_l1: Option<Pin<Box<dyn Future<Output = Result<Option<Arc<T>>>> + Send + 'a>>>,
+    past_l1: Option<BoxedGet<'a, T>>,
 }
+
+/// [`HybridCache::get`] past L1.
+type BoxedGet<'a, T> = Pin<Box<dyn Future<Output = Result<Option<Arc<T>>>> + Send + 'a>>;
 
 impl<T: CacheValue> Future for Get<'_, T> {
     type Output = Result<Option<Arc<T>>>;
