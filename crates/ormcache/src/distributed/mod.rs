@@ -618,29 +618,44 @@ impl DistributedCache {
         );
         // One clock for the dashboard's histogram, the metric and the span.
         let started = std::time::Instant::now();
-        let reply = tracing::Instrument::instrument(
-            tokio::time::timeout(timeout, async {
-                match req {
-                    Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
-                    Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
-                    Request::On(node, c) => conn
-                        .on_node(node, c)
-                        .await
-                        .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
-                }
-            }),
-            span.clone(),
-        )
-        .await;
+        let round_trip = async {
+            match req {
+                Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
+                Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
+                Request::On(node, c) => conn
+                    .on_node(node, c)
+                    .await
+                    .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
+            }
+        };
+        // Every connection times a reply out after the command timeout (redis-rs'
+        // response timeout): a timer of our own only for the longer allowance of
+        // a batch, not a second one on every call.
+        let bounded = async {
+            if extra == 0 {
+                Ok(round_trip.await)
+            } else {
+                tokio::time::timeout(timeout, round_trip).await
+            }
+        };
+        let reply = if span.is_disabled() {
+            bounded.await
+        } else {
+            tracing::Instrument::instrument(bounded, span.clone()).await
+        };
         let took = started.elapsed();
         self.inner.latency.record(took);
-        let result = match reply {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(keyed(from_redis(op, e))),
-            Err(_) => Err(keyed(
+        let timed_out = || {
+            keyed(
                 Error::new(ErrorKind::Timeout, op)
                     .with_detail(format!("no reply within {timeout:?}")),
-            )),
+            )
+        };
+        let result = match reply {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_timeout() => Err(timed_out()),
+            Ok(Err(e)) => Err(keyed(from_redis(op, e))),
+            Err(_) => Err(timed_out()),
         };
         if crate::observe::ON || !span.is_disabled() {
             self.inner.counters.meter.round_trip(op, took);
