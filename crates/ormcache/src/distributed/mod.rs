@@ -618,7 +618,11 @@ impl DistributedCache {
         );
         // One clock for the dashboard's histogram, the metric and the span.
         let started = std::time::Instant::now();
-        let round_trip = async {
+        // Every connection times a reply out after the command timeout (redis-rs'
+        // response timeout): a timer of our own only for the longer allowance of
+        // a batch, not a second one on every call. (Futures made in the branch
+        // that awaits them, so that the branches share their space.)
+        let round_trip = move || async move {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
                 Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
@@ -628,20 +632,17 @@ impl DistributedCache {
                     .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
             }
         };
-        // Every connection times a reply out after the command timeout (redis-rs'
-        // response timeout): a timer of our own only for the longer allowance of
-        // a batch, not a second one on every call.
-        let bounded = async {
+        let bounded = move || async move {
             if extra == 0 {
-                Ok(round_trip.await)
+                Ok(round_trip().await)
             } else {
-                tokio::time::timeout(timeout, round_trip).await
+                tokio::time::timeout(timeout, round_trip()).await
             }
         };
         let reply = if span.is_disabled() {
-            bounded.await
+            bounded().await
         } else {
-            tracing::Instrument::instrument(bounded, span.clone()).await
+            tracing::Instrument::instrument(bounded(), span.clone()).await
         };
         let took = started.elapsed();
         self.inner.latency.record(took);
