@@ -968,3 +968,39 @@ async fn exercise(c: &impl Cache) {
     assert_eq!(c.clear().await.unwrap(), 1);
     c.ping().await.unwrap();
 }
+
+/// A batch gets more time than one command: the command timeout bounds a round
+/// trip, and each command of a batch adds an allowance (50 µs). Batches whose
+/// replies take many times the command timeout succeed; before, the connection's
+/// own response timeout (the command timeout) failed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gets_more_than_the_command_timeout() {
+    const COMMAND_TIMEOUT: Duration = Duration::from_millis(20);
+    let server = RedisServer::start();
+    let c = DistributedCache::create(config(&server, "big").command_timeout(COMMAND_TIMEOUT))
+        .await
+        .unwrap();
+    let n = 50_000;
+    let entries: Vec<(String, String)> =
+        (0..n).map(|i| (format!("k{i}"), "x".repeat(200))).collect();
+    let started = std::time::Instant::now();
+    c.set_many(entries, None).await.unwrap();
+    let set_took = started.elapsed();
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let started = std::time::Instant::now();
+    let got = c.get_many::<String, _>(&keys).await.unwrap();
+    let get_took = started.elapsed();
+    println!("{n} keys: set_many {set_took:?}, get_many {get_took:?}");
+    assert_eq!(got.iter().flatten().count(), n);
+    // Each took longer than one command may: the allowance was what let it finish.
+    assert!(
+        set_took > COMMAND_TIMEOUT && get_took > COMMAND_TIMEOUT,
+        "the batches were too quick to need the allowance: {set_took:?}, {get_took:?}"
+    );
+    // One command still gets the command timeout, no allowance.
+    server.pause();
+    let err = c.get::<String>("k1").await.unwrap_err();
+    server.resume();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(err.to_string().contains("20ms"), "{err}");
+}

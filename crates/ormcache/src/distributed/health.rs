@@ -39,12 +39,14 @@ use crate::error::{Error, ErrorKind, Result};
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
-/// The configuration of every single-server `ConnectionManager`: the configured
-/// timeouts, and no retries inside a call (see the module docs).
+/// The configuration of every single-server `ConnectionManager`: the connect
+/// timeout, and no retries inside a call (see the module docs). No response
+/// timeout: every call through it is bounded by `DistributedCache`'s own, which
+/// gives a batch more than the command timeout (one timer a call, not two).
 pub(super) fn manager_config(config: &DistributedConfig) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.command_timeout))
+        .set_response_timeout(None)
         .set_number_of_retries(0)
 }
 

@@ -618,10 +618,12 @@ impl DistributedCache {
         );
         // One clock for the dashboard's histogram, the metric and the span.
         let started = std::time::Instant::now();
-        // Every connection times a reply out after the command timeout (redis-rs'
-        // response timeout): a timer of our own only for the longer allowance of
-        // a batch, not a second one on every call. (Futures made in the branch
-        // that awaits them, so that the branches share their space.)
+        // One timer a call: ours, which gives a batch its allowance; on a cluster,
+        // whose connection times replies out after the command timeout itself,
+        // ours only for a batch (whose allowance that timeout still caps).
+        // (Futures made in the branch that awaits them, so that the branches
+        // share their space.)
+        let own_timer = extra > 0 || !conn.times_out();
         let round_trip = move || async move {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
@@ -633,10 +635,10 @@ impl DistributedCache {
             }
         };
         let bounded = move || async move {
-            if extra == 0 {
-                Ok(round_trip().await)
-            } else {
+            if own_timer {
                 tokio::time::timeout(timeout, round_trip()).await
+            } else {
+                Ok(round_trip().await)
             }
         };
         let reply = if span.is_disabled() {
@@ -646,17 +648,18 @@ impl DistributedCache {
         };
         let took = started.elapsed();
         self.inner.latency.record(took);
-        let timed_out = || {
+        let timed_out = |after: Duration| {
             keyed(
                 Error::new(ErrorKind::Timeout, op)
-                    .with_detail(format!("no reply within {timeout:?}")),
+                    .with_detail(format!("no reply within {after:?}")),
             )
         };
         let result = match reply {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(timed_out()),
+            // A cluster connection's own timeout (the command timeout).
+            Ok(Err(e)) if e.is_timeout() => Err(timed_out(self.inner.timeout)),
             Ok(Err(e)) => Err(keyed(from_redis(op, e))),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(timed_out(timeout)),
         };
         if crate::observe::ON || !span.is_disabled() {
             self.inner.counters.meter.round_trip(op, took);
