@@ -332,10 +332,17 @@ impl RedisCluster {
     /// # Panics
     /// If no node serves it.
     pub fn slot_owner(&self, slot: u16) -> usize {
-        let primaries = self.primaries();
-        let i = primaries[0];
+        let i = self.primaries()[0];
+        match self.owner_seen_by(i, slot) {
+            Some(id) => self.index_of_id(&id),
+            None => panic!("no node serves slot {slot} (as node {i} sees it)"),
+        }
+    }
+
+    /// The id of the node that node `i` says serves `slot` (`CLUSTER NODES`).
+    fn owner_seen_by(&self, i: usize, slot: u16) -> Option<String> {
         let nodes: String = self.query(i, redis::cmd("CLUSTER").arg("NODES"));
-        for line in nodes.lines() {
+        nodes.lines().find_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
             let serves = fields.iter().skip(8).any(|range| {
                 let mut ends = range.splitn(2, '-').map(str::parse::<u16>);
@@ -345,11 +352,8 @@ impl RedisCluster {
                     _ => false,
                 }
             });
-            if serves {
-                return self.index_of_id(fields[0]);
-            }
-        }
-        panic!("no node serves slot {slot}:\n{nodes}");
+            serves.then(|| fields[0].to_owned())
+        })
     }
 
     fn index_of_id(&self, id: &str) -> usize {
@@ -418,12 +422,49 @@ impl RedisCluster {
 
     /// The last step of [`migrate_slot`](Self::migrate_slot): every primary
     /// assigns `slot` to node `to`.
+    ///
+    /// A gossip message that the old owner sent before its own `SETSLOT` can still
+    /// hand the slot back to it on a node that had taken the new assignment (seen
+    /// here: the two nodes each naming the other, every key of the slot answered
+    /// with `MOVED` for good). So the assignment is repeated on every primary that
+    /// disagrees until all of them name `to`, twice in a row 50 ms apart.
+    ///
+    /// # Panics
+    /// If they do not agree within 30 s.
     pub fn end_migration(&self, slot: u16, from: usize, to: usize) {
         let to_id = self.node_id(to);
         self.set_slot(to, slot, "NODE", &to_id);
         self.set_slot(from, slot, "NODE", &to_id);
         for i in self.primaries() {
             if i != from && i != to {
+                self.set_slot(i, slot, "NODE", &to_id);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut agreed = 0;
+        while agreed < 2 {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut others: Vec<usize> = self
+                .primaries()
+                .into_iter()
+                .filter(|&i| self.owner_seen_by(i, slot).as_deref() != Some(to_id.as_str()))
+                .collect();
+            if others.is_empty() {
+                agreed += 1;
+                continue;
+            }
+            agreed = 0;
+            assert!(
+                Instant::now() < deadline,
+                "slot {slot}: nodes {others:?} still do not name node {to} its owner\n{}",
+                self.logs()
+            );
+            eprintln!(
+                "slot {slot}: nodes {others:?} do not name node {to} its owner; assigning again"
+            );
+            // The new owner first, as in the first pass.
+            others.sort_by_key(|&i| i != to);
+            for i in others {
                 self.set_slot(i, slot, "NODE", &to_id);
             }
         }

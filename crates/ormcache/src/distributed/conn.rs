@@ -77,17 +77,6 @@ impl Conn {
         }
     }
 
-    /// Whether the connection times replies out itself, after the command timeout
-    /// (a cluster's: redis-rs' own requests, such as its slot map refreshes, need
-    /// it); the single-server and Sentinel managers leave it to the caller.
-    pub(super) fn times_out(&self) -> bool {
-        match self {
-            #[cfg(feature = "cluster")]
-            Self::Cluster(_) => true,
-            _ => false,
-        }
-    }
-
     /// A client for the server this connection talks to now, when that can change
     /// (the master of a Sentinel service); `None` otherwise.
     pub(super) fn current_client(&self) -> Option<redis::Client> {

@@ -618,12 +618,11 @@ impl DistributedCache {
         );
         // One clock for the dashboard's histogram, the metric and the span.
         let started = std::time::Instant::now();
-        // One timer a call: ours, which gives a batch its allowance; on a cluster,
-        // whose connection times replies out after the command timeout itself,
-        // ours only for a batch (whose allowance that timeout still caps).
-        // (Futures made in the branch that awaits them, so that the branches
-        // share their space.)
-        let own_timer = extra > 0 || !conn.times_out();
+        // Our timer bounds every call and gives a batch its allowance. The
+        // single-server and Sentinel connections have no timeout of their own
+        // (one timer a call); a cluster's connection has one for its nodes, but a
+        // request can also wait inside redis-rs (redirections, slot-map
+        // refreshes) beyond any node's reply: ours bounds that too.
         let round_trip = move || async move {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
@@ -634,13 +633,9 @@ impl DistributedCache {
                     .and_then(|v| T::from_redis_value(v).map_err(Into::into)),
             }
         };
-        let bounded = move || async move {
-            if own_timer {
-                tokio::time::timeout(timeout, round_trip()).await
-            } else {
-                Ok(round_trip().await)
-            }
-        };
+        // (Made in the branch that awaits it, so that the branches share their
+        // space in this future.)
+        let bounded = move || tokio::time::timeout(timeout, round_trip());
         let reply = if span.is_disabled() {
             bounded().await
         } else {
