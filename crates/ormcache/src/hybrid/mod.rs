@@ -965,37 +965,32 @@ impl<T: CacheValue> Future for Get<'_, T> {
 
     #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.past_l1.is_none() {
-            let key = self.key;
-            // The key's checks, inline: only an empty key, one starting with `_`
-            // (the reserved `__oc…`) or one as long as the reserved `stats` takes
-            // the call.
-            if matches!(key.as_bytes().first(), None | Some(b'_'))
-                || key.len() == key::STATS_KEY.len()
-            {
-                key::validate("get", key)?;
-            }
-            match self.cache.get_from_l1(key) {
-                Ok(hit) => return Poll::Ready(Ok(hit)),
-                Err(coherent) => self.go_past_l1(coherent),
-            }
+        if let Some(rest) = &mut self.past_l1 {
+            return rest.as_mut().poll(cx);
         }
-        self.poll_past_l1(cx)
+        let key = self.key;
+        // The key's checks, inline: only an empty key, one starting with `_` (the
+        // reserved `__oc…`) or one as long as the reserved `stats` takes the call.
+        if matches!(key.as_bytes().first(), None | Some(b'_')) || key.len() == key::STATS_KEY.len()
+        {
+            key::validate("get", key)?;
+        }
+        match self.cache.get_from_l1(key) {
+            Ok(hit) => Poll::Ready(Ok(hit)),
+            Err(coherent) => self.go_past_l1(coherent, cx),
+        }
     }
 }
 
 impl<T: CacheValue> Get<'_, T> {
+    /// Starts the rest of the call (out of line: the hit path stays small).
     #[cold]
     #[inline(never)]
-    fn go_past_l1(&mut self, coherent: bool) {
-        self.past_l1 = Some(Box::pin(self.cache.get_past_l1(self.key, coherent)));
-    }
-
-    #[inline(never)]
-    fn poll_past_l1(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Arc<T>>>> {
-        match &mut self.past_l1 {
-            Some(rest) => rest.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+    fn go_past_l1(&mut self, coherent: bool, cx: &mut Context<'_>) -> Poll<Result<Option<Arc<T>>>> {
+        let (cache, key) = (self.cache, self.key);
+        self.past_l1
+            .insert(Box::pin(cache.get_past_l1(key, coherent)))
+            .as_mut()
+            .poll(cx)
     }
 }
