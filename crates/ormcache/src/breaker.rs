@@ -202,7 +202,11 @@ impl Breaker {
         if !self.config.enabled {
             return;
         }
-        self.failures.store(0, Ordering::Relaxed);
+        // Read first: a store on every success would pull the line that `allow`
+        // reads on every call away from the other cores.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
         if probe || self.state.load(Ordering::Relaxed) != CLOSED {
             self.probing.store(false, Ordering::Release);
             if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {

@@ -100,6 +100,16 @@ pub enum Compression {
 /// Default refusal threshold for one value: 8 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Bounds of the first allocation for an encoded value.
+const MIN_ENCODE_HINT: usize = 128;
+const MAX_ENCODE_HINT: usize = 16 * 1024;
+
+thread_local! {
+    /// The capacity the next value encoded on this thread starts with: the
+    /// previous one's length, rounded up to a power of two.
+    static ENCODED_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(MIN_ENCODE_HINT) };
+}
+
 /// The complete recipe for turning values into bytes and back: codec, compression and
 /// the size limit.
 ///
@@ -206,18 +216,25 @@ impl Encoding {
                 None => e,
             }
         };
-        let plain = match self.codec {
-            Codec::Json => {
-                serde_json::to_vec(value).map_err(|e| err(ErrorKind::Encode).with_source(e))?
-            }
+        // Sized like this thread's previous value: rows of one service are alike,
+        // and a buffer that regrows copies the value each time.
+        let mut plain = Vec::with_capacity(ENCODED_LEN.get());
+        match self.codec {
+            Codec::Json => serde_json::to_writer(&mut plain, value)
+                .map_err(|e| err(ErrorKind::Encode).with_source(e))?,
             Codec::MessagePack => {
-                let mut out = Vec::with_capacity(128);
-                out.push(MSGPACK);
-                rmp_serde::encode::write_named(&mut out, value)
+                plain.push(MSGPACK);
+                rmp_serde::encode::write_named(&mut plain, value)
                     .map_err(|e| err(ErrorKind::Encode).with_source(e))?;
-                out
             }
-        };
+        }
+        ENCODED_LEN.set(
+            plain
+                .len()
+                .checked_next_power_of_two()
+                .unwrap_or(MAX_ENCODE_HINT)
+                .clamp(MIN_ENCODE_HINT, MAX_ENCODE_HINT),
+        );
         let stored = match self.compression {
             Compression::Lz4 { min_bytes }
                 if plain.len() >= min_bytes && plain.len() <= u32::MAX as usize =>

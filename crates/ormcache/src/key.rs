@@ -98,14 +98,24 @@ pub(crate) fn validate_tags<S: AsRef<str>>(op: &'static str, tags: &[S]) -> Resu
 /// Where ormcache keeps its own per-key and per-tag state under the prefix.
 /// (Per tenant inside a tenant scope.)
 pub(crate) fn lease_key(prefix: &str, key: &str) -> String {
-    let key = crate::tenant::physical(key);
-    format!("{prefix}:{RESERVED_NAMESPACE}:lease:{key}")
+    reserved(prefix, "lease:", &crate::tenant::physical(key))
 }
 
 /// The registry of the instances holding `key` in L1 (`Protocol::Fleet`).
 pub(crate) fn holders_key(prefix: &str, key: &str) -> String {
-    let key = crate::tenant::physical(key);
-    format!("{prefix}:{RESERVED_NAMESPACE}:h:{key}")
+    reserved(prefix, "h:", &crate::tenant::physical(key))
+}
+
+/// `{prefix}:{RESERVED_NAMESPACE}:{kind}{name}`, sized once (these are built on
+/// every write: `format!` costs several times as much).
+fn reserved(prefix: &str, kind: &str, name: &str) -> String {
+    let mut s = String::with_capacity(
+        prefix.len() + RESERVED_NAMESPACE.len() + kind.len() + name.len() + 2,
+    );
+    for part in [prefix, ":", RESERVED_NAMESPACE, ":", kind, name] {
+        s.push_str(part);
+    }
+    s
 }
 
 pub(crate) fn tag_key(prefix: &str, tag: &str) -> String {
@@ -202,5 +212,11 @@ mod tests {
     #[test]
     fn full_key_layout() {
         assert_eq!(full_key("app", "user:1"), "app:user:1");
+    }
+
+    #[test]
+    fn reserved_key_layout() {
+        assert_eq!(lease_key("app", "user:1"), "app:__oc:lease:user:1");
+        assert_eq!(holders_key("app", "user:1"), "app:__oc:h:user:1");
     }
 }

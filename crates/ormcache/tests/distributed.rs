@@ -1004,3 +1004,51 @@ async fn a_batch_gets_more_than_the_command_timeout() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
     assert!(err.to_string().contains("20ms"), "{err}");
 }
+
+/// `set` sends the lease's `UNLINK` and the `SET` in one round trip and answers
+/// with the `SET`'s reply: an error reply from Redis (here out of memory under
+/// `noeviction`) is the call's error, and nothing is stored.
+#[tokio::test]
+async fn a_write_redis_refuses_is_an_error() {
+    let server = RedisServer::start();
+    let c = cache(&server, "oom").await;
+    c.set("before", 1u32, None).await.unwrap();
+    let mut admin = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = c.set("refused", 2u32, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Server, "{err:?}");
+    assert!(err.to_string().contains("OOM"), "{err}");
+    assert!(
+        err.to_string().contains("refused"),
+        "the key is named: {err}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(c.get::<u32>("refused").await.unwrap(), None);
+    // The breaker counts an answer, even an error, as Redis being up.
+    assert_eq!(c.breaker_state(), BreakerState::Closed);
+    c.set("after", 3u32, None).await.unwrap();
+    assert_eq!(c.get::<u32>("after").await.unwrap().as_deref(), Some(&3));
+}

@@ -80,7 +80,7 @@ impl Worker for SetOne {
         let i = self.next;
         self.next = (i + 1) % BATCH;
         self.cache
-            .set(&self.keys[i], self.rows[i].clone(), None)
+            .set_ref(&self.keys[i], &self.rows[i], None)
             .await
             .is_ok()
     }
@@ -94,11 +94,11 @@ struct SetMany {
 
 impl Worker for SetMany {
     async fn op(&mut self) -> bool {
-        let entries: Vec<(&str, Row)> = self
+        let entries: Vec<(&str, &Row)> = self
             .keys
             .iter()
             .map(String::as_str)
-            .zip(self.rows.iter().cloned())
+            .zip(self.rows.iter())
             .collect();
         self.cache.set_many(entries, None).await.is_ok()
     }

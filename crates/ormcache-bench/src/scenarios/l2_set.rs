@@ -1,5 +1,5 @@
-//! `l2_set`: `DistributedCache::set` against raw redis-rs `SET PX` + serde_json, 50
-//! concurrent tasks.
+//! `l2_set`: `DistributedCache::set_ref` against raw redis-rs `SET PX` + serde_json,
+//! 50 concurrent tasks (both serialize the same row by reference).
 
 use ormcache::DistributedCache;
 use redis::aio::ConnectionManager;
@@ -15,10 +15,7 @@ struct CacheSet {
 
 impl Worker for CacheSet {
     async fn op(&mut self) -> bool {
-        self.cache
-            .set(&self.key, self.row.clone(), None)
-            .await
-            .is_ok()
+        self.cache.set_ref(&self.key, &self.row, None).await.is_ok()
     }
 }
 

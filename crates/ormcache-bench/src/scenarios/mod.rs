@@ -96,7 +96,7 @@ pub(crate) const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "l2_set_many_100",
-        baseline: "DistributedCache::set, one key a call",
+        baseline: "DistributedCache::set_ref, one key a call",
         needs_redis: true,
         goal_ratio: Some(l2_many::GOAL),
         goal_p99_us: None,

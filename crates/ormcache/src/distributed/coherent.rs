@@ -45,8 +45,10 @@ impl DistributedCache {
         notice: Option<&Notice>,
     ) -> Result<()> {
         let full = full_key(&self.inner.prefix, key);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(&full)
+        // Sized once (the value is most of it): no regrowth while it is built.
+        let mut cmd = redis::Cmd::with_capacity(5, 3 + full.len() + bytes.len() + 2 + 20);
+        cmd.arg("SET")
+            .arg(&full)
             .arg(bytes)
             .arg("PX")
             .arg(key::ttl_millis(ttl));
@@ -81,6 +83,16 @@ impl DistributedCache {
         if also.is_none() && notice.is_none() {
             return self.query(op, key, &cmd).await;
         }
+        let also = match (also, notice) {
+            (Some(also), None) => {
+                // The common write (`set`): the lease's `UNLINK` and the write,
+                // whose reply is the answer.
+                let mut pipe = redis::Pipeline::with_capacity(2);
+                pipe.add_command(also).add_command(cmd);
+                return self.call(op, key, Request::Last(&pipe)).await;
+            }
+            (also, _) => also,
+        };
         let mut pipe = redis::pipe();
         if let Some(also) = also {
             pipe.add_command(also).ignore();
@@ -156,8 +168,9 @@ impl DistributedCache {
     /// `UNLINK` of `key`'s lease: what every write runs before it writes, so that
     /// a fill (or refresh) whose lease was taken before the write does not store.
     pub(super) fn unlink_lease(&self, key: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("UNLINK");
-        cmd.arg(self.lease_key(key));
+        let lease = self.lease_key(key);
+        let mut cmd = redis::Cmd::with_capacity(2, 6 + lease.len());
+        cmd.arg("UNLINK").arg(lease);
         cmd
     }
 

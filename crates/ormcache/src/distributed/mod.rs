@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::FromRedisValue;
+use redis::aio::ConnectionLike as _;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 
 use crate::breaker::{Breaker, BreakerState};
@@ -57,6 +58,9 @@ mod transport;
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
     Pipe(&'a redis::Pipeline),
+    /// A pipeline whose last reply is the answer; an error reply to any command
+    /// fails it (as [`Pipe`](Self::Pipe)), but no tuple of replies is built.
+    Last(&'a redis::Pipeline),
     /// A command for one server (a cluster primary).
     On(&'a Node, &'a redis::Cmd),
 }
@@ -383,6 +387,22 @@ fn validate_config(c: &DistributedConfig) -> Result<()> {
     Ok(())
 }
 
+/// The last of a pipeline's replies, converted; the first error reply among them
+/// fails it.
+fn last_reply<T: FromRedisValue>(replies: Vec<redis::Value>) -> redis::RedisResult<T> {
+    let mut last = None;
+    for reply in replies {
+        last = Some(reply.extract_error()?);
+    }
+    let last = last.ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a pipeline reply is missing",
+        ))
+    })?;
+    T::from_redis_value(last).map_err(Into::into)
+}
+
 impl DistributedCache {
     /// A builder with the defaults; `build().await` connects.
     ///
@@ -597,7 +617,7 @@ impl DistributedCache {
             Request::Cmd(c) | Request::On(_, c) => c.args_iter().len(),
             // A command each, and the keys of a multi-key one (`UNLINK` of every
             // lease of a `set_many`) beyond the few arguments of a plain command.
-            Request::Pipe(p) => p
+            Request::Pipe(p) | Request::Last(p) => p
                 .cmd_iter()
                 .map(|c| c.args_iter().len().saturating_sub(PLAIN_ARGS).max(1))
                 .sum(),
@@ -627,6 +647,10 @@ impl DistributedCache {
             match req {
                 Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
                 Request::Pipe(p) => p.query_async::<T>(&mut conn).await,
+                Request::Last(p) => conn
+                    .req_packed_commands(p, 0, p.len())
+                    .await
+                    .and_then(last_reply),
                 Request::On(node, c) => conn
                     .on_node(node, c)
                     .await
@@ -739,9 +763,9 @@ impl DistributedCache {
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         key::validate("get", key)?;
         let full = full_key(&self.inner.prefix, key);
-        let reply = self
-            .query::<Option<Vec<u8>>>("get", Some(key), redis::cmd("GET").arg(&full))
-            .await;
+        let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
+        cmd.arg("GET").arg(full);
+        let reply = self.query::<Option<Vec<u8>>>("get", Some(key), &cmd).await;
         match reply {
             Ok(Some(bytes)) => self.resolve("get", key, &bytes).await,
             Ok(None) => {
@@ -920,14 +944,23 @@ impl DistributedCache {
     }
 
     /// Stores every pair with one TTL: one pipelined round trip (which also removes
-    /// their fill leases, as [`set`](Self::set) does).
+    /// their fill leases, as [`set`](Self::set) does). The values are only encoded:
+    /// borrowed ones (`(&str, &Row)`) need no clone.
     ///
     /// Cancel-safe; dropped after sending, some or all writes may be applied.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: &ormcache::DistributedCache) -> ormcache::Result<()> {
+    /// let rows = vec![("user:1".to_owned(), "ada"), ("user:2".to_owned(), "grace")];
+    /// let entries: Vec<(&str, &&str)> = rows.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    /// cache.set_many(entries, None).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// Invalid key or TTL, encode errors and oversized values (nothing is written);
     /// Redis errors and timeouts.
-    pub async fn set_many<T: CacheValue, K: AsRef<str> + Send>(
+    pub async fn set_many<T: serde::Serialize + Send + Sync, K: AsRef<str> + Send>(
         &self,
         entries: Vec<(K, T)>,
         ttl: Option<Duration>,
