@@ -1013,32 +1013,20 @@ async fn a_write_redis_refuses_is_an_error() {
     let server = RedisServer::start();
     let c = cache(&server, "oom").await;
     c.set("before", 1u32, None).await.unwrap();
-    let mut admin = server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let mut admin = server.client().get_multiplexed_async_connection().await.unwrap();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
     let err = c.set("refused", 2u32, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server, "{err:?}");
     assert!(err.to_string().contains("OOM"), "{err}");
-    assert!(
-        err.to_string().contains("refused"),
-        "the key is named: {err}"
-    );
+    assert!(err.to_string().contains("refused"), "the key is named: {err}");
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
