@@ -1013,7 +1013,11 @@ async fn a_write_redis_refuses_is_an_error() {
     let server = RedisServer::start();
     let c = cache(&server, "oom").await;
     c.set("before", 1u32, None).await.unwrap();
-    let mut admin = server.client().get_multiplexed_async_connection().await.unwrap();
+    let mut admin = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
         let _: () = redis::cmd("CONFIG")
             .arg("SET")
@@ -1026,7 +1030,10 @@ async fn a_write_redis_refuses_is_an_error() {
     let err = c.set("refused", 2u32, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server, "{err:?}");
     assert!(err.to_string().contains("OOM"), "{err}");
-    assert!(err.to_string().contains("refused"), "the key is named: {err}");
+    assert!(
+        err.to_string().contains("refused"),
+        "the key is named: {err}"
+    );
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
