@@ -483,7 +483,11 @@ async fn a_dropped_writer_still_reaches_untracked_holders_on_a_cluster() {
         }
         dropped += 1;
     }
-    assert!(dropped > 1, "the write never stayed pending");
+    // The write is pending after its first poll (both round trips run in a task
+    // of the cache) and usually after its second (the holders' acknowledgement);
+    // when the acknowledgement is in before the second poll, the write is done
+    // there (seen in about one run in ten).
+    assert!(dropped >= 1, "the write never stayed pending");
     let stats = a.get_stats().await.unwrap();
     println!("dropped writes: {dropped}; {:?}", stats.coherence);
 }
