@@ -478,7 +478,12 @@ async fn a_dropped_writer_still_reaches_untracked_holders_on_a_cluster() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        if done.is_some() {
+        if let Some(done) = done {
+            // Finished within `polls` polls: every smaller count dropped it pending.
+            println!("the write finished within {polls} polls");
+            if let Err(e) = done {
+                panic!("the write failed within {polls} polls: {e:?}");
+            }
             break;
         }
         dropped += 1;
