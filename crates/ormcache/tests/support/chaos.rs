@@ -623,16 +623,24 @@ pub async fn recovery(
     ready: impl AsyncFn() -> bool,
 ) -> Duration {
     loop {
-        if probe.is_coherent()
-            && ready().await
-            && probe.set("probe", 1u8, None).await.is_ok()
-            && probe.get::<u8>("probe").await.ok().flatten().is_some()
-        {
-            return since.elapsed();
-        }
+        // What the probe still waits for, for the message if it never recovers.
+        let waiting = if !probe.is_coherent() {
+            "coherence".to_owned()
+        } else if !ready().await {
+            "the scenario's own readiness check".to_owned()
+        } else {
+            match probe.set("probe", 1u8, None).await {
+                Err(e) => format!("a set: {e}"),
+                Ok(()) => match probe.get::<u8>("probe").await {
+                    Ok(Some(_)) => return since.elapsed(),
+                    Ok(None) => "a get that finds the probe's own write".to_owned(),
+                    Err(e) => format!("a get: {e}"),
+                },
+            }
+        };
         assert!(
             since.elapsed() < Duration::from_secs(30),
-            "no recovery within 30 s"
+            "no recovery within 30 s; still waiting for {waiting}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
