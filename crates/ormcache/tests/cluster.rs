@@ -79,6 +79,18 @@ async fn single_key_operations_and_batches_across_slots() {
         got.into_iter().map(|v| v.map(|v| *v)).collect::<Vec<_>>(),
         want
     );
+    // Coalesced reads: the batches' `MGET`s span every primary too.
+    let co = DistributedCache::create(cluster_config(&cluster, "app").coalesce_gets(true))
+        .await
+        .unwrap();
+    let reads = asked.iter().map(|k| co.get::<u32>(k));
+    let got = futures_util::future::join_all(reads).await;
+    assert_eq!(
+        got.into_iter()
+            .map(|v| v.unwrap().map(|v| *v))
+            .collect::<Vec<_>>(),
+        want
+    );
     assert_eq!(c.delete_many(&names[..100]).await.unwrap(), 100);
     let got = c.get_many::<u32, _>(&names).await.unwrap();
     assert_eq!(got.iter().filter(|v| v.is_some()).count(), 100);

@@ -12,7 +12,7 @@ use ormcache::{
 };
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use support::{RedisServer, ServerOptions, cache, config};
+use support::{RedisServer, ServerOptions, cache, command_calls, config};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct User {
@@ -1046,4 +1046,95 @@ async fn a_write_redis_refuses_is_an_error() {
     assert_eq!(c.breaker_state(), BreakerState::Closed);
     c.set("after", 3u32, None).await.unwrap();
     assert_eq!(c.get::<u32>("after").await.unwrap().as_deref(), Some(&3));
+}
+
+/// `coalesce_gets`: of 100 reads at once, the first sends a `GET` and the 99 that
+/// find it out share an `MGET`; each gets its own key's answer, misses and bad entries
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_gets_share_mgets_and_each_gets_its_own_answer() {
+    const READS: u64 = 100;
+    const ROUNDS: u64 = 5;
+    let server = RedisServer::start();
+    let c = DistributedCache::create(config(&server, "co").coalesce_gets(true))
+        .await
+        .unwrap();
+    for i in (0..READS).filter(|i| i % 10 != 0) {
+        c.set(&format!("u:{i}"), user(i), None).await.unwrap();
+    }
+    // Every tenth is missing, but for two: bytes that are not a `User` (planted
+    // again each round: a read evicts them), and a list.
+    let mut raw = server.connection().await;
+    let _: () = raw.rpush("co:u:20", "x").await.unwrap();
+    let gets = command_calls(&mut raw, "get").await;
+    let mgets = command_calls(&mut raw, "mget").await;
+    for round in 0..ROUNDS {
+        let _: () = raw.set("co:u:10", b"\xff not json").await.unwrap();
+        let reads = (0..READS).map(|i| {
+            let c = &c;
+            async move { c.get::<User>(&format!("u:{i}")).await }
+        });
+        let got = futures_util::future::join_all(reads).await;
+        for (i, g) in (0..READS).zip(got) {
+            let g = g.unwrap_or_else(|e| panic!("round {round}, u:{i}: {e}"));
+            let want = (i % 10 != 0).then(|| user(i));
+            assert_eq!(g.as_deref(), want.as_ref(), "round {round}, u:{i}");
+        }
+    }
+    let gets = command_calls(&mut raw, "get").await - gets;
+    let mgets = command_calls(&mut raw, "mget").await - mgets;
+    println!("{} reads: {gets} GET, {mgets} MGET", READS * ROUNDS);
+    // One a round, and the one in the script that evicts the bad entry.
+    assert!(
+        gets <= 2 * ROUNDS,
+        "{gets} GETs: the reads were not coalesced"
+    );
+    assert!(mgets >= ROUNDS, "{mgets} MGETs for {ROUNDS} rounds");
+    // The bad entry was met once a round and counted, never returned.
+    assert!(!raw.exists::<_, bool>("co:u:10").await.unwrap(), "evicted");
+    assert_eq!(c.get_stats().await.unwrap().decode_errors, ROUNDS);
+}
+
+/// `coalesce_gets` on a frozen Redis: every read, alone or batched, fails within
+/// its timeout with an error that names its own key; once Redis answers again,
+/// so do the reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_gets_fail_each_with_its_own_key_and_recover() {
+    let server = RedisServer::start();
+    let c = DistributedCache::create(
+        config(&server, "cf")
+            .coalesce_gets(true)
+            .socket_timeout(Duration::from_millis(200))
+            .circuit_breaker(BreakerConfig::new().threshold(1_000_000)),
+    )
+    .await
+    .unwrap();
+    c.set("k:1", user(1), None).await.unwrap();
+    let read_all = || {
+        futures_util::future::join_all((0..30).map(|i| {
+            let c = &c;
+            async move { (i, c.get::<User>(&format!("k:{i}")).await) }
+        }))
+    };
+    server.pause();
+    let started = Instant::now();
+    let got = read_all().await;
+    let took = started.elapsed();
+    server.resume();
+    for (i, g) in got {
+        let e = g.expect_err("Redis is frozen");
+        assert_eq!(e.kind(), ErrorKind::Timeout, "k:{i}: {e}");
+        assert_eq!(e.key(), Some(format!("k:{i}").as_str()), "{e}");
+    }
+    // Two timeouts in turn at most (the read on the wire, then the batch),
+    // with room for a loaded machine.
+    assert!(took < Duration::from_secs(5), "the reads took {took:?}");
+    // An error counted for each read (the batch's round trip counts its first);
+    // a background stats flush may have failed too.
+    let errors = c.get_stats().await.unwrap().local.errors;
+    assert!(errors >= 30, "{errors} errors counted for 30 failed reads");
+    for (i, g) in read_all().await {
+        let want = (i == 1).then(|| user(1));
+        assert_eq!(g.unwrap().as_deref(), want.as_ref(), "k:{i}");
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ormcache::{Cache, ComputeError, ComputeOptions, DistributedCache, HybridCache, QueryCache};
 use redis::AsyncCommands;
-use support::{RedisServer, config};
+use support::{RedisServer, command_calls, config};
 
 async fn distributed(server: &RedisServer, prefix: &str) -> DistributedCache {
     DistributedCache::create(config(server, prefix).socket_timeout(Duration::from_secs(2)))
@@ -591,20 +591,6 @@ async fn after_a_tag_invalidation_the_next_fill_stores_again() {
         "the fill after the invalidation was not stored"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-}
-
-/// How many times the server ran `command` (lower case), from `INFO commandstats`.
-async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(raw)
-        .await
-        .unwrap();
-    let head = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&head))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// Starts an early refresh of `key` whose loader returns `stale` once released;

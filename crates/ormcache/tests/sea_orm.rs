@@ -22,7 +22,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectOptions, ConnectionTrait, Database,
     DatabaseConnection, DbBackend, DbErr, EntityTrait, ExecResult, QueryResult, Statement,
 };
-use support::{RedisServer, config};
+use support::{RedisServer, command_calls, config};
 use tokio::sync::Notify;
 
 #[allow(unreachable_pub)]
@@ -983,20 +983,6 @@ async fn redis_killed_reads_and_writes_still_work(ctx: Ctx) {
         users.find_by_id(&ctx.db, ann.id).await.unwrap().value,
         Some(anna)
     );
-}
-
-/// How many times the server ran `command` (lower case), from `INFO commandstats`.
-async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(raw)
-        .await
-        .unwrap();
-    let head = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&head))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 async fn a_not_found_is_one_write_with_its_short_ttl(ctx: Ctx) {

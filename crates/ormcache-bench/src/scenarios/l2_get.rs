@@ -1,5 +1,5 @@
 //! `l2_get`: `DistributedCache::get` against raw redis-rs `GET` + serde_json, 50
-//! concurrent tasks.
+//! concurrent tasks; `l2_get_coalesced`: the same with `coalesce_gets` on.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -39,8 +39,16 @@ impl Worker for RawGet {
 }
 
 pub(super) fn l2_get(env: &Env) -> Result<Measured> {
+    against_raw_get(env, false)
+}
+
+pub(super) fn l2_get_coalesced(env: &Env) -> Result<Measured> {
+    against_raw_get(env, true)
+}
+
+fn against_raw_get(env: &Env, coalesce: bool) -> Result<Measured> {
     let (cache, conn, key) = env.rt.block_on(async {
-        let cache = env.distributed().await?;
+        let cache = env.distributed_with(|b| b.coalesce_gets(coalesce)).await?;
         let conn = env.raw_connection().await?;
         cache.set(GET_KEY, row(), None).await?;
         let key = Arc::<str>::from(cache.redis_key(GET_KEY));

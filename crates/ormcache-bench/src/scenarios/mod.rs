@@ -79,6 +79,14 @@ pub(crate) const ALL: &[Scenario] = &[
         run: l2_get::l2_get,
     },
     Scenario {
+        name: "l2_get_coalesced",
+        baseline: "redis-rs GET + serde_json",
+        needs_redis: true,
+        goal_ratio: Some(1.3),
+        goal_p99_us: None,
+        run: l2_get::l2_get_coalesced,
+    },
+    Scenario {
         name: "l2_set",
         baseline: "redis-rs SET PX + serde_json",
         needs_redis: true,
@@ -263,12 +271,19 @@ impl Env {
 
     /// A `DistributedCache` with default settings under the run's prefix.
     async fn distributed(&self) -> Result<DistributedCache> {
-        Ok(DistributedCache::builder()
+        self.distributed_with(|b| b).await
+    }
+
+    /// [`distributed`](Self::distributed) with `settings` applied to its builder.
+    async fn distributed_with(
+        &self,
+        settings: impl FnOnce(ormcache::DistributedBuilder) -> ormcache::DistributedBuilder,
+    ) -> Result<DistributedCache> {
+        let builder = DistributedCache::builder()
             .redis_url(self.redis_url()?)
             .tls(self.tls())
-            .key_prefix(&self.prefix)
-            .build()
-            .await?)
+            .key_prefix(&self.prefix);
+        Ok(settings(builder).build().await?)
     }
 
     /// The baseline's client: TCP_NODELAY, as ormcache sets it.

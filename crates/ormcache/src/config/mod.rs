@@ -41,6 +41,7 @@ pub use url::{RedisUrl, Topology};
 /// | `socket_keepalive` | on | TCP keepalive probes on idle connections |
 /// | `health_check_interval` | off | a background `PING` this often, so a dead connection is found and replaced before a request meets it |
 /// | `max_value_bytes` | 8 MiB | larger values are refused on write and read |
+/// | `coalesce_gets` | off | concurrent `get`s share `MGET`s (see below) |
 /// | `return_decode_errors` | off | `get` returns [`Decode`](crate::ErrorKind::Decode) errors instead of counting a miss |
 /// | `stats_flush_interval` | 1 s | how often counters are added to `{key_prefix}:stats` |
 /// | `connect_lazily` | off | `create` does not wait for Redis; calls fail until it answers |
@@ -52,6 +53,17 @@ pub use url::{RedisUrl, Topology};
 /// suggests for redis-py, is not needed; one connection saturates a Redis core. Values
 /// above 1 open that many multiplexed connections and spread calls over them, which
 /// can help when a single connection's socket becomes the bottleneck.
+///
+/// **`coalesce_gets`.** With it on, a `get` that finds another read already
+/// waiting on Redis does not send its own `GET`: it queues, and when that read
+/// comes back, everything queued goes out as one `MGET`. A lone read still sends
+/// its `GET` at once; under concurrency Redis runs one command for many keys and
+/// the client parses one reply, which raises throughput (see `BENCHMARKS.md`,
+/// `l2_get_coalesced`). The price: a queued read waits for the read ahead of it
+/// (at most one round trip) before its own goes out. Each read still decodes in its caller's task, and each
+/// gets the batch's error if the batch fails. One difference: a key that holds a
+/// list or a hash reads as a miss in a batch (`MGET` answers nil for it), where a
+/// lone `GET` counts an undecodable entry.
 ///
 /// **`decode_responses`** (seed) has no equivalent: values are bytes that the codec
 /// decodes into your type.
@@ -99,6 +111,7 @@ pub struct DistributedConfig {
     pub(crate) health_check_interval: Option<Duration>,
     pub(crate) max_value_bytes: usize,
     pub(crate) return_decode_errors: bool,
+    pub(crate) coalesce_gets: bool,
     pub(crate) stats_flush_interval: Duration,
     pub(crate) connect_lazily: bool,
     pub(crate) breaker: BreakerConfig,
@@ -122,6 +135,7 @@ impl Default for DistributedConfig {
             health_check_interval: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             return_decode_errors: false,
+            coalesce_gets: false,
             stats_flush_interval: Duration::from_secs(1),
             connect_lazily: false,
             breaker: BreakerConfig::default(),
@@ -147,6 +161,7 @@ impl fmt::Debug for DistributedConfig {
             .field("health_check_interval", &self.health_check_interval)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("return_decode_errors", &self.return_decode_errors)
+            .field("coalesce_gets", &self.coalesce_gets)
             .field("stats_flush_interval", &self.stats_flush_interval)
             .field("connect_lazily", &self.connect_lazily)
             .field("breaker", &self.breaker)
@@ -332,6 +347,27 @@ impl DistributedConfig {
     /// Return decode errors from `get` instead of counting a miss.
     pub fn return_decode_errors(mut self, on: bool) -> Self {
         self.return_decode_errors = on;
+        self
+    }
+
+    /// Concurrent `get`s share `MGET`s (see the type's documentation).
+    ///
+    /// ```no_run
+    /// use ormcache::DistributedCache;
+    ///
+    /// # async fn demo() -> ormcache::Result<()> {
+    /// let cache = DistributedCache::builder().coalesce_gets(true).build().await?;
+    /// let reads = (0..64).map(|i| {
+    ///     let cache = cache.clone();
+    ///     tokio::spawn(async move { cache.get::<String>(&format!("user:{i}")).await })
+    /// });
+    /// for read in reads {
+    ///     let _user = read.await.expect("no panic")?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn coalesce_gets(mut self, on: bool) -> Self {
+        self.coalesce_gets = on;
         self
     }
 

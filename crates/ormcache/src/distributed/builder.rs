@@ -69,6 +69,7 @@ forward! {
     health_check_interval(every: Duration);
     max_value_bytes(bytes: usize);
     return_decode_errors(on: bool);
+    coalesce_gets(on: bool);
     stats_flush_interval(every: Duration);
     connect_lazily(on: bool);
     circuit_breaker(breaker: BreakerConfig);

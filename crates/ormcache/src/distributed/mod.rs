@@ -36,6 +36,7 @@ const KEYS_COUNT_PAGES: usize = 8;
 
 #[cfg(feature = "cluster")]
 mod cluster;
+mod coalesce;
 mod coherent;
 pub(crate) use coherent::{Found, Redirect, Subscriber};
 mod builder;
@@ -236,6 +237,8 @@ struct Inner {
     closed: AtomicBool,
     address: String,
     tasks: crate::tasks::Tasks,
+    /// Set with `coalesce_gets`: concurrent `get`s share `MGET`s.
+    coalescer: Option<coalesce::Coalescer>,
 }
 
 /// The Redis L2: shared by every process, container and server that uses the same
@@ -478,6 +481,7 @@ impl DistributedCache {
             default_ttl: config.default_ttl,
             timeout: config.command_timeout,
             return_decode_errors: config.return_decode_errors,
+            coalescer: config.coalesce_gets.then(coalesce::Coalescer::default),
             latency: crate::telemetry::Histogram::default(),
             counters: Counters::metered(&metric_label),
             decode_log: crate::coherence::Tally::default(),
@@ -763,9 +767,10 @@ impl DistributedCache {
     pub async fn get<T: CacheValue>(&self, key: &str) -> Result<Option<Arc<T>>> {
         key::validate("get", key)?;
         let full = full_key(&self.inner.prefix, key);
-        let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
-        cmd.arg("GET").arg(full);
-        let reply = self.query::<Option<Vec<u8>>>("get", Some(key), &cmd).await;
+        let reply = match &self.inner.coalescer {
+            None => self.get_reply(key, &full).await,
+            Some(co) => self.get_coalesced(co, key, full).await,
+        };
         match reply {
             Ok(Some(bytes)) => self.resolve("get", key, &bytes).await,
             Ok(None) => {
@@ -778,6 +783,13 @@ impl DistributedCache {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The bytes at the full key `full` (of `key`): one `GET`.
+    async fn get_reply(&self, key: &str, full: &str) -> Result<Option<Vec<u8>>> {
+        let mut cmd = redis::Cmd::with_capacity(2, 3 + full.len());
+        cmd.arg("GET").arg(full);
+        self.query("get", Some(key), &cmd).await
     }
 
     /// Stores `value` at `key` for `ttl` (`None`: the default TTL). Also removes the

@@ -312,3 +312,17 @@ pub async fn poll_then_drop<F: std::future::Future>(op: F, n: usize) -> Option<F
     })
     .await
 }
+
+/// How many times the server ran `command` (lower case), from `INFO commandstats`.
+pub async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let head = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
