@@ -9,6 +9,9 @@ use serde_json::json;
 use super::{COHERENT_WAIT, CONFIRM_TIMEOUT, Env, Error, ROUNDS, Result, Row, row_with_id};
 use crate::stats::{Measured, Round, alternate, nanos};
 
+/// The key A writes and B reads.
+const KEY: &str = "hybrid:confirm";
+
 /// Sequential writes per round of `hybrid_confirmed_write`.
 const CONFIRM_SAMPLES: usize = 300;
 
@@ -35,17 +38,24 @@ impl ConfirmPair {
         };
         let a = env.hybrid_over(l2().await?, confirm).await?;
         let b = env.hybrid_over(l2().await?, confirm).await?;
+        // Warm up until B reads A's write: under the fleet protocol (the default) A
+        // learns of B when B reads the key and registers as its holder, not from a
+        // heartbeat, so there is no peer count to wait for.
         let deadline = Instant::now() + COHERENT_WAIT;
-        while a.get_stats().await?.coherence.peers != 1 {
-            if Instant::now() > deadline {
-                return Err(format!("{prefix}: the writer never heard its peer").into());
+        for id in 1.. {
+            a.set(KEY, row_with_id(id), None).await?;
+            let read = b.get::<Row>(KEY).await?;
+            if id > 2 && read.is_some_and(|row| row.id == id) {
+                break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if Instant::now() > deadline {
+                return Err(format!("{prefix}: B never read A's write").into());
+            }
         }
         Ok(Self {
             a,
             b,
-            last_id: 0,
+            last_id: 1_000,
             stale_reads: 0,
         })
     }
@@ -53,7 +63,6 @@ impl ConfirmPair {
     /// [`CONFIRM_SAMPLES`] writes through A, each timed; after each (untimed) B
     /// reads the key, so that it holds a copy the next write must evict.
     fn round(&mut self, rt: &tokio::runtime::Runtime) -> Round {
-        const KEY: &str = "hybrid:confirm";
         rt.block_on(async {
             let mut round = Round {
                 samples: Vec::with_capacity(CONFIRM_SAMPLES),
