@@ -666,3 +666,46 @@ async fn coalesced_gets_dropped_at_every_await_strand_no_read() {
         assert!(completed || frozen, "the reads never completed");
     }
 }
+
+/// `coalesce_gets`: reads dropped on a runtime of their own, which then shuts down
+/// with their batch's task spawned but never run. The lost task gives its slot back
+/// and lets the queue go: reads on another runtime are not left queued behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_lost_with_its_runtime_strands_no_read() {
+    const READS: usize = 40;
+    let server = RedisServer::start();
+    let c = DistributedCache::create(l2_config(&server, "cr").coalesce_gets(true))
+        .await
+        .unwrap();
+    for i in 0..READS {
+        c.set(&format!("k{i}"), i, None).await.unwrap();
+    }
+    let reads = |c: DistributedCache| async move {
+        let reads = (0..READS).map(|i| {
+            let c = &c;
+            async move { c.get::<usize>(&format!("k{i}")).await }
+        });
+        futures_util::future::join_all(reads).await
+    };
+    let other = c.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // One poll: the first read's `GET` is out, the others queued. Dropped, the
+        // first read spawns the batch's task on this runtime, which is then shut
+        // down before the task runs.
+        let completed = rt.block_on(poll_then_drop(reads(other), 1));
+        assert!(completed.is_none(), "the reads finished in one poll");
+        drop(rt);
+    })
+    .join()
+    .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), reads(c.clone()))
+        .await
+        .expect("reads were left queued behind the lost batch");
+    for (i, got) in again.into_iter().enumerate() {
+        assert_eq!(got.unwrap().as_deref(), Some(&i), "k{i}");
+    }
+}
