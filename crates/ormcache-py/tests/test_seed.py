@@ -5,6 +5,7 @@ in-memory stand-ins: they are the database, not the cache."""
 
 
 import asyncio
+import contextvars
 import datetime
 import hashlib
 import json
@@ -593,6 +594,27 @@ def test_hybrid_l1_hits_stay_in_their_tenant(redis_url):
         await cache.close()
 
     run(main())
+
+
+def test_a_tenant_s_stored_name_reaches_nothing_untenanted():
+    # A tenant's L1 entry is stored under "__oc:t:{tenant}:{key}". Spelled out
+    # untenanted, that name finds, ages and deletes nothing.
+    l1 = QueryCache(max_size=100, default_ttl=60)
+
+    def as_acme(fn):
+        def scoped():
+            set_current_tenant("acme")
+            return fn()
+
+        return contextvars.copy_context().run(scoped)
+
+    as_acme(lambda: l1.set("secret", "acme's"))
+    raw = "__oc:t:acme:secret"
+    assert l1.get(raw) is None
+    assert l1.exists(raw) is False
+    assert l1.ttl(raw) == -2
+    assert l1.delete(raw) is False
+    assert as_acme(lambda: l1.get("secret")) == "acme's"
 
 
 def test_batch_operations(redis_url):

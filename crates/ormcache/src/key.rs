@@ -29,6 +29,15 @@ pub(crate) fn is_reserved(key: &str) -> bool {
     key == STATS_KEY || key.starts_with(RESERVED_NAMESPACE)
 }
 
+/// Whether a name looked up in an L1 is in the reserved namespace, where the L1
+/// stores tenants' entries (`__oc:t:{tenant}:{key}`): such a name must find
+/// nothing. (An empty key and `stats` are never stored, so they need no check.)
+/// A length check and one 4-byte compare.
+#[inline(always)]
+pub(crate) fn is_reserved_name(key: &str) -> bool {
+    key.starts_with(RESERVED_NAMESPACE)
+}
+
 /// Checks a user key for an operation.
 pub(crate) fn validate(op: &'static str, key: &str) -> Result<()> {
     if key.is_empty() {
@@ -169,14 +178,18 @@ mod tests {
 
     #[test]
     fn reserved_and_empty_keys_are_refused() {
-        for key in ["", "stats", "__oc", "__oc:tag:x", "__ocx"] {
+        for key in ["", "stats", "__oc", "__oc:tag:x", "__ocx", "__oc:t:acme:k"] {
             assert!(
                 validate("set", key).unwrap_err().is_invalid_input(),
                 "{key:?}"
             );
+            assert_eq!(is_reserved_name(key), key.starts_with("__oc"), "{key:?}");
         }
-        for key in ["stats:1", "user:1", " ", "_oc", "a\nb", "ключ", "*?[]\\"] {
+        for key in [
+            "stats:1", "user:1", " ", "_oc", "a\nb", "ключ", "*?[]\\", "Stats", "_", "users",
+        ] {
             validate("set", key).unwrap();
+            assert!(!is_reserved_name(key), "{key:?}");
         }
     }
 

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use ormcache::tenant::{self, TenantId};
-use ormcache::{AnyCache, Cache, DistributedCache, HybridCache, QueryCache};
+use ormcache::{AnyCache, Cache, DistributedCache, HybridCache, QueryCache, Ttl};
 use redis::AsyncCommands;
 use support::{RedisServer, Rng, config};
 
@@ -282,4 +282,82 @@ async fn hybrid_invalidations_carry_the_tenant_across_instances() {
         Some(&9)
     );
     assert_eq!(b.get::<u8>("k").await.unwrap().as_deref(), Some(&5));
+}
+
+/// A tenant's entry is stored under `__oc:t:{tenant}:{key}`. Spelled out unscoped,
+/// that name reaches nothing through any call, the L1's `_sync` ones included
+/// (they once read, aged and deleted the tenant's entry): reads miss, `expire` is
+/// refused, deletes remove nothing, and the entry is still the tenant's.
+#[tokio::test]
+async fn a_tenant_s_stored_name_reaches_nothing_unscoped() {
+    let acme = TenantId::new("acme").unwrap();
+    let raw = "__oc:t:acme:secret";
+    let l1 = QueryCache::new(100, Duration::from_secs(60)).unwrap();
+    tenant::sync_scope(acme.clone(), || {
+        l1.set_sync("secret", "acme's".to_string(), None)
+    })
+    .unwrap();
+    assert_eq!(l1.get_sync::<String>(raw), None);
+    assert_eq!(l1.get_many_sync::<String, _>(&[raw]), vec![None]);
+    assert!(!l1.exists_sync(raw));
+    assert_eq!(l1.ttl_sync(raw), Ttl::Missing);
+    let refused = l1.expire_sync(raw, Duration::from_millis(1)).unwrap_err();
+    assert!(refused.is_invalid_input(), "{refused}");
+    assert!(!l1.delete_sync(raw));
+    assert_eq!(l1.delete_many_sync(&[raw]), 0);
+    for bad in ["", "stats", "__oc"] {
+        assert_eq!(l1.get_sync::<String>(bad), None, "{bad:?}");
+        assert!(!l1.exists_sync(bad) && !l1.delete_sync(bad), "{bad:?}");
+    }
+    let refused = Cache::get::<String>(&l1, raw).await.unwrap_err();
+    assert!(refused.is_invalid_input(), "{refused}");
+    // Still acme's, with the TTL it was stored with.
+    let (value, ttl) = tenant::sync_scope(acme.clone(), || {
+        (l1.get_sync::<String>("secret"), l1.ttl_sync("secret"))
+    });
+    assert_eq!(value.as_deref().map(String::as_str), Some("acme's"));
+    assert!(
+        matches!(ttl, Ttl::Remaining(left) if left > Duration::from_secs(50)),
+        "{ttl:?}"
+    );
+
+    // A HybridCache whose L1 holds acme's copy: its `get` refuses the name, its
+    // L1 does not find it.
+    let server = RedisServer::start();
+    let hybrid = HybridCache::builder(
+        QueryCache::new(100, Duration::from_secs(60)).unwrap(),
+        DistributedCache::create(config(&server, "raw"))
+            .await
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    assert!(hybrid.wait_coherent(Duration::from_secs(5)).await);
+    tenant::scope(
+        acme.clone(),
+        hybrid.set("secret", "acme's".to_string(), None),
+    )
+    .await
+    .unwrap();
+    // The writer keeps no copy under the fleet protocol: a read fills L1.
+    let in_l1 = tenant::scope(acme.clone(), async {
+        for _ in 0..100 {
+            if hybrid.l1().exists_sync("secret") {
+                return true;
+            }
+            hybrid.get::<String>("secret").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    })
+    .await;
+    assert!(in_l1, "acme's read did not fill L1");
+    let refused = hybrid.get::<String>(raw).await.unwrap_err();
+    assert!(refused.is_invalid_input(), "{refused}");
+    assert_eq!(hybrid.l1().get_sync::<String>(raw), None);
+    let hit = tenant::scope(acme, hybrid.get::<String>("secret"))
+        .await
+        .unwrap();
+    assert_eq!(hit.as_deref().map(String::as_str), Some("acme's"));
+    hybrid.close().await.unwrap();
 }

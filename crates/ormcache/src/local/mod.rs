@@ -293,6 +293,9 @@ impl QueryCache {
     /// What `take` makes of the live entry at `key` (as the caller names it); an
     /// expired one is freed.
     fn live<R>(&self, key: &str, take: impl FnOnce(&Entry, Instant) -> R) -> Option<R> {
+        if key::is_reserved_name(key) {
+            return None;
+        }
         let key = tenant::physical(key);
         match self.probe(&key, None, take) {
             Probe::Live(r) => Some(r),
@@ -327,6 +330,10 @@ impl QueryCache {
     /// The value at `key` if it is live and of type `T` ([`get`](Self::get) is the
     /// [`Cache`](crate::Cache) form).
     ///
+    /// An empty or reserved key (`stats`, `__oc…`) is never found, here or by the
+    /// other `_sync` calls (where [`get`](Self::get) refuses it): a tenant's entries
+    /// are stored under `__oc:t:{tenant}:`, and only that tenant's scope reaches them.
+    ///
     /// ```
     /// let cache = ormcache::QueryCache::default();
     /// cache.set_sync("k", 7u32, None).unwrap();
@@ -350,6 +357,9 @@ impl QueryCache {
         key: &str,
         max_age: Option<Duration>,
     ) -> Option<Arc<T>> {
+        if key::is_reserved_name(key) {
+            return None;
+        }
         let c = &self.inner.counters;
         let key = tenant::physical(key);
         match self.probe(&key, max_age, |e, _| {
@@ -632,6 +642,9 @@ impl QueryCache {
     /// assert!(!cache.delete_sync("k"));
     /// ```
     pub fn delete_sync(&self, key: &str) -> bool {
+        if key::is_reserved_name(key) {
+            return false;
+        }
         self.inner.epochs.bump(key);
         let removed = self.remove_locked(key);
         if removed {
@@ -673,7 +686,8 @@ impl QueryCache {
     /// ([`expire`](Self::expire) is the [`Cache`](crate::Cache) form).
     ///
     /// # Errors
-    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for a zero TTL.
+    /// [`InvalidInput`](crate::ErrorKind::InvalidInput) for a zero TTL or an empty
+    /// or reserved key.
     ///
     /// ```
     /// use std::time::Duration;
@@ -683,6 +697,7 @@ impl QueryCache {
     /// assert!(!cache.expire_sync("other", Duration::from_secs(1)).unwrap());
     /// ```
     pub fn expire_sync(&self, key: &str, ttl: Duration) -> Result<bool> {
+        key::validate("expire", key)?;
         key::validate_ttl("expire", key, ttl)?;
         let now = self.now();
         let stored = tenant::physical(key);

@@ -11,6 +11,9 @@ impl QueryCache {
     /// or voided entry and a foreign type count nothing (the caller's full lookup
     /// that follows counts them once).
     pub(crate) fn peek_hit<T: CacheValue>(&self, key: &str) -> Option<Arc<T>> {
+        if crate::key::is_reserved_name(key) {
+            return None;
+        }
         let key = tenant::physical(key);
         let Probe::Live(Some(v)) =
             self.probe(&key, None, |e, _| Arc::clone(&e.value).downcast::<T>().ok())
