@@ -333,3 +333,24 @@ async fn hybrid_reports_l1_under_its_prefix_and_invalidations_between_instances(
     assert!(read("ormcache_l1_flushes_total", &[("cache", p)]) >= 2.0);
     let _: Arc<u32> = b.get("k").await.unwrap().unwrap();
 }
+
+/// `HybridCache::get_l1` (the Python package's hit without a runtime) counts a hit
+/// of a cached `None` as `get` does: a hit and a negative hit.
+#[tokio::test]
+async fn get_l1_counts_a_negative_hit_as_get_does() {
+    registry();
+    let server = RedisServer::start();
+    let p = "m_neg";
+    let c = hybrid(&server, p).await;
+    let l1 = |name| read(name, &[("cache", p), ("level", "l1")]);
+    c.l1().set_sync("none", None::<u32>, None).unwrap();
+    let hit = c.get_l1::<Option<u32>>("none").unwrap();
+    assert_eq!(*hit, None);
+    assert_eq!(l1("ormcache_hits_total"), 1.0);
+    assert_eq!(l1("ormcache_negative_hits_total"), 1.0);
+    let hit = c.get::<Option<u32>>("none").await.unwrap().unwrap();
+    assert_eq!(*hit, None);
+    assert_eq!(l1("ormcache_hits_total"), 2.0);
+    assert_eq!(l1("ormcache_negative_hits_total"), 2.0);
+    c.close().await.unwrap();
+}
