@@ -293,7 +293,7 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
     }
 
     /// Connects (the body of `DistributedCache.create`).
-    #[pyo3(signature = (redis_url, default_ttl, key_prefix, serializer, max_connections=None, socket_timeout=None, socket_connect_timeout=None, socket_keepalive=None, health_check_interval=None, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None))]
+    #[pyo3(signature = (redis_url, default_ttl, key_prefix, serializer, max_connections=None, socket_timeout=None, socket_connect_timeout=None, socket_keepalive=None, health_check_interval=None, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None, coalesce_gets=false))]
     #[allow(clippy::too_many_arguments)]
     fn _connect<'py>(
         slf: Bound<'py, Self>,
@@ -309,6 +309,7 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
         ssl_ca_certs: Option<String>,
         ssl_certfile: Option<String>,
         ssl_keyfile: Option<String>,
+        coalesce_gets: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let mode = Mode::parse(serializer)?;
@@ -316,7 +317,8 @@ crate::methods::cache_methods!(PyDistributed, keep = false, {
             .redis_url(&redis_url)
             .default_ttl(seconds("default_ttl", default_ttl)?)
             .key_prefix(key_prefix)
-            .serializer(mode.codec());
+            .serializer(mode.codec())
+            .coalesce_gets(coalesce_gets);
         if let Some(n) = max_connections {
             config = config.max_connections(n.max(1));
         }

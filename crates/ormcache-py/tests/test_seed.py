@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import logging
+import re
 
 import pytest
 
@@ -615,6 +616,31 @@ def test_a_tenant_s_stored_name_reaches_nothing_untenanted():
     assert l1.ttl(raw) == -2
     assert l1.delete(raw) is False
     assert as_acme(lambda: l1.get("secret")) == "acme's"
+
+
+def test_coalesce_gets_shares_mgets(redis_server):
+    # Not in the original package: with coalesce_gets=True, concurrent gets share
+    # MGETs and each still gets its own answer; without it, no MGET is sent.
+    def mgets():
+        stats = redis_server.command("INFO", "commandstats").decode()
+        found = re.search(r"cmdstat_mget:calls=(\d+)", stats)
+        return int(found.group(1)) if found else 0
+
+    async def main():
+        for coalesce in (False, True):
+            cache = await DistributedCache.create(
+                redis_url=redis_server.url, key_prefix=f"co{coalesce}", coalesce_gets=coalesce
+            )
+            for i in range(50):
+                await cache.set(f"k{i}", {"i": i})
+            before = mgets()
+            got = await asyncio.gather(*(cache.get(f"k{i % 60}") for i in range(300)))
+            assert got == [{"i": i % 60} if i % 60 < 50 else None for i in range(300)]
+            sent = mgets() - before
+            assert (sent > 0) == coalesce, (coalesce, sent)
+            await cache.close()
+
+    run(main())
 
 
 def test_batch_operations(redis_url):

@@ -409,6 +409,7 @@ class DistributedCache(_Shared, _ormcache.DistributedCache):
         ssl_ca_certs: Optional[str] = None,
         ssl_certfile: Optional[str] = None,
         ssl_keyfile: Optional[str] = None,
+        coalesce_gets: bool = False,
         **_ignored: Any,
     ) -> "DistributedCache":
         """Connects to Redis. Every URL form the Rust side takes: ``redis://``,
@@ -421,6 +422,12 @@ class DistributedCache(_Shared, _ormcache.DistributedCache):
         (PEM) are a client certificate for servers that require one (redis-py's
         names). Each one not given is read from ``REDIS_TLS_CA_FILE``,
         ``REDIS_TLS_CERT_FILE``, ``REDIS_TLS_KEY_FILE``, as Rust services read them.
+
+        ``coalesce_gets=True`` (not in the original package): a ``get`` that finds
+        another read on the wire queues, and the queue goes out as one ``MGET`` when
+        that read comes back (the Rust side's ``DistributedConfig::coalesce_gets``).
+        A lone read is not delayed. In a queued read, a key holding a list or a hash
+        reads as a miss.
 
         Raises :class:`CacheError` (e.g. :class:`CacheConnectionError`) if Redis
         cannot be reached within ``socket_connect_timeout``.
@@ -439,6 +446,7 @@ class DistributedCache(_Shared, _ormcache.DistributedCache):
             None if ssl_ca_certs is None else str(ssl_ca_certs),
             None if ssl_certfile is None else str(ssl_certfile),
             None if ssl_keyfile is None else str(ssl_keyfile),
+            bool(coalesce_gets),
         )
         self.serializer = serializer
         self.decode_responses = decode_responses
