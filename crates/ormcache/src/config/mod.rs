@@ -61,9 +61,9 @@ pub use url::{RedisUrl, Topology};
 /// the client parses one reply, which raises throughput (see `BENCHMARKS.md`,
 /// `l2_get_coalesced`). The price: a queued read waits for the read ahead of it
 /// (at most one round trip) before its own goes out. Each read still decodes in
-/// its caller's task, and each gets the batch's error if the batch fails. One difference: a key that holds a
-/// list or a hash reads as a miss in a batch (`MGET` answers nil for it), where a
-/// lone `GET` counts an undecodable entry.
+/// its caller's task, and each gets the batch's error if the batch fails. One
+/// difference: a key that holds a list or a hash reads as a miss in a batch (`MGET`
+/// answers nil for it), where a lone `GET` counts an undecodable entry.
 ///
 /// **`decode_responses`** (seed) has no equivalent: values are bytes that the codec
 /// decodes into your type.

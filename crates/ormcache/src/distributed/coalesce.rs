@@ -94,6 +94,7 @@ impl Coalescer {
             s.in_flight = s.in_flight.saturating_sub(1);
             std::mem::take(&mut s.queue)
         };
+        // Outside the lock: each waiter wakes to a closed channel and reads alone.
         drop(queue);
     }
 
